@@ -1,0 +1,155 @@
+//! Short text renderings of cluster data, shared by the CLI and the bot.
+//! Pure: domain types in, text out.
+
+use crate::es::{ClusterHealth, ShardRow};
+use crate::roll::ClusterNode;
+use std::collections::BTreeMap;
+
+/// One paragraph on cluster health.
+pub fn health_text(health: &ClusterHealth) -> String {
+    format!(
+        "cluster {}: {}\nnodes {} (data {}), shards {} active ({} primary), {} relocating, {} initializing, {} unassigned, {:.1}% active",
+        health.cluster_name,
+        health.status,
+        health.number_of_nodes,
+        health.number_of_data_nodes,
+        health.active_shards,
+        health.active_primary_shards,
+        health.relocating_shards,
+        health.initializing_shards,
+        health.unassigned_shards,
+        health.active_shards_percent_as_number,
+    )
+}
+
+/// A table of nodes: name, ip, roles, master flag, uptime.
+pub fn nodes_text(nodes: &[ClusterNode]) -> String {
+    let mut sorted: Vec<&ClusterNode> = nodes.iter().collect();
+    sorted.sort_by(|a, b| a.name.cmp(&b.name));
+    let width = sorted
+        .iter()
+        .map(|node| node.name.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    let mut text = format!(
+        "{:width$}  {:15}  {:12}  master  uptime\n",
+        "name", "ip", "roles"
+    );
+    for node in sorted {
+        let uptime = node
+            .uptime_ms
+            .map(crate::roll::humanize_ms)
+            .unwrap_or_else(|| "-".to_string());
+        text.push_str(&format!(
+            "{:width$}  {:15}  {:12}  {:6}  {}\n",
+            node.name,
+            node.ip,
+            node.roles,
+            if node.elected_master { "*" } else { "-" },
+            uptime
+        ));
+    }
+    text.push_str(&format!("{} node(s)", nodes.len()));
+    text
+}
+
+/// Shards: counts by state, then the rows (not started first), at most
+/// `max_rows` of them.
+pub fn shards_text(rows: &[ShardRow], max_rows: usize) -> String {
+    let mut by_state: BTreeMap<&str, usize> = BTreeMap::new();
+    for row in rows {
+        *by_state.entry(row.state.as_str()).or_default() += 1;
+    }
+    let counts: Vec<String> = by_state
+        .iter()
+        .map(|(state, count)| format!("{state} {count}"))
+        .collect();
+    let mut text = format!("{} shard(s): {}\n", rows.len(), counts.join(", "));
+    let mut sorted: Vec<&ShardRow> = rows.iter().collect();
+    sorted.sort_by(|a, b| {
+        (a.state == "STARTED")
+            .cmp(&(b.state == "STARTED"))
+            .then_with(|| a.index.cmp(&b.index))
+            .then_with(|| {
+                a.shard
+                    .parse::<u32>()
+                    .unwrap_or(0)
+                    .cmp(&b.shard.parse::<u32>().unwrap_or(0))
+            })
+            .then_with(|| a.prirep.cmp(&b.prirep))
+    });
+    for row in sorted.iter().take(max_rows) {
+        text.push_str(&format!(
+            "{} {} {} {} docs={} bytes={} node={}\n",
+            row.index,
+            row.shard,
+            row.prirep,
+            row.state,
+            row.docs.as_deref().unwrap_or("-"),
+            row.store.as_deref().unwrap_or("-"),
+            row.node.as_deref().unwrap_or("-"),
+        ));
+    }
+    if rows.len() > max_rows {
+        text.push_str(&format!("... {} more\n", rows.len() - max_rows));
+    }
+    text.trim_end().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::roll::HealthStatus;
+
+    #[test]
+    fn renders_health_nodes_and_shards() {
+        let health = ClusterHealth {
+            cluster_name: "prod".into(),
+            status: HealthStatus::Yellow,
+            number_of_nodes: 3,
+            number_of_data_nodes: 2,
+            active_primary_shards: 5,
+            active_shards: 9,
+            relocating_shards: 0,
+            initializing_shards: 0,
+            unassigned_shards: 1,
+            active_shards_percent_as_number: 90.0,
+        };
+        assert!(health_text(&health).starts_with("cluster prod: yellow\nnodes 3 (data 2)"));
+        let nodes = vec![ClusterNode {
+            name: "es-1".into(),
+            ip: "10.0.0.1".into(),
+            roles: "dim".into(),
+            elected_master: true,
+            uptime_ms: Some(90_000),
+        }];
+        let text = nodes_text(&nodes);
+        assert!(
+            text.contains("es-1") && text.contains("1m30s") && text.ends_with("1 node(s)"),
+            "{text}"
+        );
+        let row = |state: &str, shard: &str| ShardRow {
+            index: "logs".into(),
+            shard: shard.into(),
+            prirep: "p".into(),
+            state: state.into(),
+            docs: None,
+            store: None,
+            node: None,
+        };
+        let text = shards_text(
+            &[
+                row("STARTED", "0"),
+                row("UNASSIGNED", "1"),
+                row("STARTED", "2"),
+            ],
+            2,
+        );
+        assert!(
+            text.starts_with("3 shard(s): STARTED 2, UNASSIGNED 1\nlogs 1 p UNASSIGNED"),
+            "{text}"
+        );
+        assert!(text.ends_with("... 1 more"), "{text}");
+    }
+}

@@ -1,0 +1,36 @@
+//! opsbot: operations for Elasticsearch clusters, from a Telegram chat or the
+//! shell: rolling restarts, slow-log reports, cluster status.
+//!
+//! Pure core (no I/O, no clock, no environment):
+//! - [`roll`]: the rolling-restart state machine;
+//! - [`slowlog`] (except `slowlog::source`): slow-log parsing, fingerprints,
+//!   digest, text/Markdown/JSON reports and the PNG chart;
+//! - [`command`]: chat command parsing, authorization, confirmations;
+//! - [`format`]: text renderings of cluster data.
+//!
+//! Adapters and glue:
+//! - [`config`]: the YAML config and secrets from the environment;
+//! - [`es`]: the Elasticsearch HTTP adapter;
+//! - [`action`]: restart actions (shell, systemd over ssh, Ansible);
+//! - [`store`]: persisted roll progress and the abort marker;
+//! - [`driver`]: runs the state machine against the adapters;
+//! - [`ops`]: the operations engine shared by both front ends;
+//! - [`audit`]: the JSON-lines audit log;
+//! - [`bot`]: the chat command handler (no network);
+//! - [`telegram`]: the teloxide front end;
+//! - [`telemetry`]: logging setup.
+
+pub mod action;
+pub mod audit;
+pub mod bot;
+pub mod command;
+pub mod config;
+pub mod driver;
+pub mod es;
+pub mod format;
+pub mod ops;
+pub mod roll;
+pub mod slowlog;
+pub mod store;
+pub mod telegram;
+pub mod telemetry;

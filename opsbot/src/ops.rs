@@ -1,0 +1,378 @@
+//! The operations engine shared by both front ends: cluster status, rolling
+//! restarts (planned, started, resumed, aborted, watched) and slow-log
+//! reports. [`Operations`] is what the bot's command handler needs; tests
+//! implement it with a fake, the real one is [`Engine`].
+//!
+//! Errors carry their cause for the log; [`OpsError::chat_message`] is the
+//! short text a chat may see (no bodies, paths or secrets).
+
+use crate::action::RestartAction;
+use crate::config::{Config, Secrets};
+use crate::driver::{ProgressSink, RollDriver};
+use crate::es::{ClusterHealth, EsClient, EsError, ShardRow};
+use crate::roll::{
+    ClusterNode, PlanError, PlannedNode, RollControlError, RollState, RollStatus, Target,
+    plan_order,
+};
+use crate::slowlog::digest::{Digest, DigestFilter, DigestReport};
+use crate::slowlog::parse::parse_document;
+use crate::slowlog::source::{SourceError, read_files};
+use crate::store::{RollStore, StoreError};
+use chrono::Utc;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// An operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OpsError {
+    /// Talking to the cluster failed.
+    #[error(transparent)]
+    Cluster(#[from] EsError),
+    /// No restart plan could be made.
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    /// Resume or abort was refused.
+    #[error(transparent)]
+    Control(#[from] RollControlError),
+    /// The roll state file could not be used.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A slow-log file could not be read.
+    #[error(transparent)]
+    Slowlog(#[from] SourceError),
+    /// A roll is running or stopped unfinished.
+    #[error("a restart is already in progress or unfinished (status {0})")]
+    RollInProgress(RollStatus),
+    /// No roll has been recorded.
+    #[error("no restart recorded")]
+    NoRoll,
+    /// Something needed is not configured.
+    #[error("{0} is not configured")]
+    NotConfigured(&'static str),
+    /// A background task failed.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl OpsError {
+    /// A short text for a chat: no error bodies, file paths or secrets.
+    pub fn chat_message(&self) -> String {
+        match self {
+            OpsError::Cluster(error) if error.is_unreachable() => {
+                "cluster unreachable, try again later".to_string()
+            }
+            OpsError::Cluster(_) => {
+                "the cluster returned an error (details in the opsbot log)".to_string()
+            }
+            OpsError::Plan(error) => error.to_string(),
+            OpsError::Control(error) => error.to_string(),
+            OpsError::Store(_) => {
+                "could not use the restart state (details in the opsbot log)".to_string()
+            }
+            OpsError::Slowlog(_) => {
+                "could not read the slow logs (details in the opsbot log)".to_string()
+            }
+            OpsError::RollInProgress(status) => {
+                format!("a restart is already {status}; see /restart_status, /resume or /abort")
+            }
+            OpsError::NoRoll => "no restart recorded".to_string(),
+            OpsError::NotConfigured(what) => format!("{what} is not configured"),
+            OpsError::Internal(_) => "internal error (details in the opsbot log)".to_string(),
+        }
+    }
+}
+
+/// What the command handler needs from the operations engine.
+pub trait Operations: Send + Sync + 'static {
+    /// Cluster health.
+    fn health(&self) -> impl Future<Output = Result<ClusterHealth, OpsError>> + Send;
+    /// Nodes of the cluster.
+    fn nodes(&self) -> impl Future<Output = Result<Vec<ClusterNode>, OpsError>> + Send;
+    /// Shards, of one index or pattern or all.
+    fn shards(
+        &self,
+        index: Option<String>,
+    ) -> impl Future<Output = Result<Vec<ShardRow>, OpsError>> + Send;
+    /// The restart order for a target.
+    fn plan_restart(
+        &self,
+        target: Target,
+    ) -> impl Future<Output = Result<Vec<PlannedNode>, OpsError>> + Send;
+    /// Starts a roll in the background; progress lines go to `progress`.
+    fn start_restart(
+        &self,
+        target: Target,
+        allow_yellow: bool,
+        progress: Arc<ProgressSink>,
+    ) -> impl Future<Output = Result<RollState, OpsError>> + Send;
+    /// Resumes a stopped roll in the background.
+    fn resume_restart(
+        &self,
+        progress: Arc<ProgressSink>,
+    ) -> impl Future<Output = Result<RollState, OpsError>> + Send;
+    /// The current or last roll.
+    fn restart_status(&self) -> impl Future<Output = Result<Option<RollState>, OpsError>> + Send;
+    /// Asks the running roll to stop before its next node.
+    fn abort_restart(&self) -> impl Future<Output = Result<RollState, OpsError>> + Send;
+    /// A slow-log digest.
+    fn slowlog(
+        &self,
+        filter: DigestFilter,
+        top: usize,
+    ) -> impl Future<Output = Result<DigestReport, OpsError>> + Send;
+}
+
+/// The real engine: a cluster adapter, a restart action and a state file.
+#[derive(Debug)]
+pub struct Engine {
+    config: Config,
+    es: EsClient,
+    driver: RollDriver,
+    background: Mutex<Option<JoinHandle<()>>>,
+    shutdown: CancellationToken,
+}
+
+impl Engine {
+    /// Builds the adapters from the config; `shutdown` stops background rolls.
+    pub fn new(
+        config: Config,
+        secrets: &Secrets,
+        shutdown: CancellationToken,
+    ) -> Result<Engine, OpsError> {
+        let es = EsClient::new(&config.cluster, secrets)?;
+        let driver = RollDriver::new(
+            es.clone(),
+            RestartAction::new(config.restart.action.clone()),
+            RollStore::new(config.restart.state_path.clone()),
+        );
+        Ok(Engine {
+            config,
+            es,
+            driver,
+            background: Mutex::new(None),
+            shutdown,
+        })
+    }
+
+    /// The cluster adapter.
+    pub fn es(&self) -> &EsClient {
+        &self.es
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    fn store(&self) -> &RollStore {
+        self.driver.store()
+    }
+
+    /// The restart order for a target, with `{host}` from `restart.hosts`
+    /// or the node's ip.
+    pub async fn plan(&self, target: &Target) -> Result<Vec<PlannedNode>, OpsError> {
+        let nodes = self.es.nodes().await?;
+        let hosts = &self.config.restart.hosts;
+        Ok(plan_order(&nodes, target, |node| {
+            hosts
+                .get(&node.name)
+                .cloned()
+                .unwrap_or_else(|| node.ip.clone())
+        })?)
+    }
+
+    /// A new roll, refused while an earlier one is unfinished unless `force`.
+    pub async fn new_roll(
+        &self,
+        target: &Target,
+        allow_yellow: bool,
+        force: bool,
+    ) -> Result<RollState, OpsError> {
+        if !force
+            && let Some(existing) = self.store().load()?
+            && !existing.status.is_finished()
+        {
+            return Err(OpsError::RollInProgress(existing.status));
+        }
+        let plan = self.plan(target).await?;
+        Ok(RollState::new(
+            plan,
+            self.config.restart.roll_settings(allow_yellow),
+            Utc::now(),
+        ))
+    }
+
+    /// The saved roll, made ready to continue. A roll still marked running
+    /// may have a live driver (another process), so it is only taken over
+    /// with `force` (after that process died).
+    pub fn resumable_roll(&self, force: bool) -> Result<RollState, OpsError> {
+        let mut state = self.store().load()?.ok_or(OpsError::NoRoll)?;
+        if !force && matches!(state.status, RollStatus::Running | RollStatus::Restoring) {
+            return Err(OpsError::RollInProgress(state.status));
+        }
+        state.resume(Utc::now())?;
+        // A stale abort marker must not stop the resumed roll at once.
+        let _ = self.store().take_abort()?;
+        Ok(state)
+    }
+
+    /// Runs a roll in the foreground (CLI).
+    pub async fn run_roll(
+        &self,
+        state: RollState,
+        progress: &ProgressSink,
+        cancel: &CancellationToken,
+    ) -> Result<RollState, OpsError> {
+        Ok(self.driver.drive(state, progress, cancel).await?)
+    }
+
+    /// The saved roll, if any.
+    pub fn status(&self) -> Result<Option<RollState>, OpsError> {
+        Ok(self.store().load()?)
+    }
+
+    /// Asks the roll to stop before its next node: an abort marker for the
+    /// process running it, and the flag in the state file for `status`.
+    pub fn abort(&self) -> Result<RollState, OpsError> {
+        let mut state = self.store().load()?.ok_or(OpsError::NoRoll)?;
+        state.request_abort(Utc::now())?;
+        self.store().request_abort()?;
+        self.store().save(&state)?;
+        Ok(state)
+    }
+
+    /// Digest of slow logs: the given files, else `slowlog.paths`, else the
+    /// slow-log index.
+    pub async fn slowlog_report(
+        &self,
+        files: Vec<PathBuf>,
+        filter: DigestFilter,
+        top: usize,
+    ) -> Result<DigestReport, OpsError> {
+        let files = if files.is_empty() {
+            self.config.slowlog.paths.clone()
+        } else {
+            files
+        };
+        if !files.is_empty() {
+            let report =
+                tokio::task::spawn_blocking(move || -> Result<DigestReport, SourceError> {
+                    let mut digest = Digest::new(filter);
+                    read_files(&files, &mut digest)?;
+                    Ok(digest.finish(top))
+                })
+                .await
+                .map_err(|error| OpsError::Internal(error.to_string()))??;
+            return Ok(report);
+        }
+        let Some(index) = &self.config.slowlog.index else {
+            return Err(OpsError::NotConfigured("slowlog.paths or slowlog.index"));
+        };
+        let documents = self
+            .es
+            .slowlog_documents(
+                index,
+                filter.since,
+                filter.until,
+                self.config.slowlog.index_max_docs,
+            )
+            .await?;
+        let mut digest = Digest::new(filter);
+        for document in documents {
+            match parse_document(&document) {
+                Ok(entry) => digest.add_entry(entry),
+                Err(reason) => digest.add_malformed(reason, &|| format!("index {index}")),
+            }
+        }
+        Ok(digest.finish(top))
+    }
+
+    fn spawn_roll(&self, state: RollState, progress: Arc<ProgressSink>) -> Result<(), OpsError> {
+        let mut background = self
+            .background
+            .lock()
+            .map_err(|_| OpsError::Internal("background lock poisoned".into()))?;
+        if background
+            .as_ref()
+            .is_some_and(|handle| !handle.is_finished())
+        {
+            return Err(OpsError::RollInProgress(RollStatus::Running));
+        }
+        let driver = self.driver.clone();
+        let shutdown = self.shutdown.clone();
+        *background = Some(tokio::spawn(async move {
+            match driver.drive(state, progress.as_ref(), &shutdown).await {
+                Ok(state) => {
+                    tracing::info!(roll = %state.id, status = %state.status, "roll finished")
+                }
+                Err(error) => {
+                    tracing::error!(error = %error, "roll stopped: state file unusable");
+                    progress(
+                        "restart stopped: the state file could not be written (see the opsbot log)",
+                    );
+                }
+            }
+        }));
+        Ok(())
+    }
+
+    /// Waits for a background roll (bot shutdown).
+    pub async fn wait_background(&self) {
+        let handle = self.background.lock().ok().and_then(|mut slot| slot.take());
+        if let Some(handle) = handle
+            && let Err(error) = handle.await
+        {
+            tracing::error!(error = %error, "background roll task failed");
+        }
+    }
+}
+
+impl Operations for Engine {
+    async fn health(&self) -> Result<ClusterHealth, OpsError> {
+        Ok(self.es.health().await?)
+    }
+
+    async fn nodes(&self) -> Result<Vec<ClusterNode>, OpsError> {
+        Ok(self.es.nodes().await?)
+    }
+
+    async fn shards(&self, index: Option<String>) -> Result<Vec<ShardRow>, OpsError> {
+        Ok(self.es.shards(index.as_deref()).await?)
+    }
+
+    async fn plan_restart(&self, target: Target) -> Result<Vec<PlannedNode>, OpsError> {
+        self.plan(&target).await
+    }
+
+    async fn start_restart(
+        &self,
+        target: Target,
+        allow_yellow: bool,
+        progress: Arc<ProgressSink>,
+    ) -> Result<RollState, OpsError> {
+        let state = self.new_roll(&target, allow_yellow, false).await?;
+        self.spawn_roll(state.clone(), progress)?;
+        Ok(state)
+    }
+
+    async fn resume_restart(&self, progress: Arc<ProgressSink>) -> Result<RollState, OpsError> {
+        let state = self.resumable_roll(false)?;
+        self.spawn_roll(state.clone(), progress)?;
+        Ok(state)
+    }
+
+    async fn restart_status(&self) -> Result<Option<RollState>, OpsError> {
+        self.status()
+    }
+
+    async fn abort_restart(&self) -> Result<RollState, OpsError> {
+        self.abort()
+    }
+
+    async fn slowlog(&self, filter: DigestFilter, top: usize) -> Result<DigestReport, OpsError> {
+        self.slowlog_report(Vec::new(), filter, top).await
+    }
+}

@@ -1,0 +1,18 @@
+//! Slow-log reports: parse, fingerprint, aggregate, render.
+//!
+//! - [`parse`]: one line → one entry (pure);
+//! - [`fingerprint`]: query shapes with literals taken out (pure);
+//! - [`digest`]: aggregation per fingerprint, filters (pure);
+//! - [`report`]: text, Markdown and JSON renderings (pure);
+//! - [`chart`]: the PNG chart (pure: report in, bytes out);
+//! - [`source`]: reading files, plain or gzip (I/O).
+
+pub mod chart;
+pub mod digest;
+pub mod fingerprint;
+pub mod parse;
+pub mod report;
+pub mod source;
+
+pub use digest::{Digest, DigestFilter, DigestReport, FingerprintStats};
+pub use parse::{SlowEntry, SlowLogKind};

@@ -1,0 +1,397 @@
+//! The bot's command handling without a network: authorization, roles,
+//! confirmations, replies and the audit log, over a fake operations engine.
+
+mod common;
+
+use chrono::{Duration as ChronoDuration, Utc};
+use common::FakeOps;
+use opsbot::audit::{AuditLog, AuditOutcome};
+use opsbot::bot::{BotHandler, HandlerSettings, Incoming, IncomingKind, Notice, Reply};
+use opsbot::command::{AccessPolicy, Role};
+use opsbot::roll::{RollSettings, Target};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
+
+const CHAT: i64 = -100;
+const VIEWER: u64 = 1;
+const OPERATOR: u64 = 2;
+const STRANGER: u64 = 99;
+
+struct Fixture {
+    handler: BotHandler<FakeOps>,
+    ops: Arc<FakeOps>,
+    notices: UnboundedReceiver<Notice>,
+    audit: AuditLog,
+    _dir: tempfile::TempDir,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ops = Arc::new(FakeOps::default());
+    let (sender, notices) = unbounded_channel();
+    let settings = HandlerSettings {
+        policy: AccessPolicy {
+            chats: [CHAT].into_iter().collect(),
+            users: [(VIEWER, Role::Viewer), (OPERATOR, Role::Operator)]
+                .into_iter()
+                .collect(),
+        },
+        confirm_ttl: Duration::from_secs(60),
+        default_window: Duration::from_secs(3600),
+        slowlog_top: 5,
+        roll_settings: RollSettings::default(),
+        bot_username: Some("opsbot".into()),
+    };
+    let audit_path = dir.path().join("audit.jsonl");
+    let handler = BotHandler::new(ops.clone(), settings, AuditLog::new(&audit_path), sender);
+    Fixture {
+        handler,
+        ops,
+        notices,
+        audit: AuditLog::new(&audit_path),
+        _dir: dir,
+    }
+}
+
+fn text(chat_id: i64, user_id: u64, text: &str) -> Incoming {
+    Incoming {
+        chat_id,
+        user_id,
+        user_name: Some(format!("user{user_id}")),
+        kind: IncomingKind::Text(text.to_string()),
+    }
+}
+
+fn button(chat_id: i64, user_id: u64, data: &str) -> Incoming {
+    Incoming {
+        chat_id,
+        user_id,
+        user_name: None,
+        kind: IncomingKind::Button {
+            callback_id: "cb-1".into(),
+            data: data.to_string(),
+        },
+    }
+}
+
+fn token() -> String {
+    "tok123".to_string()
+}
+
+fn only_text(replies: &[Reply]) -> &str {
+    match replies {
+        [Reply::Text(text)] => text,
+        other => panic!("expected one text reply, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn unlisted_user_or_chat_gets_nothing_and_is_audited() {
+    let fixture = fixture();
+    let now = Utc::now();
+    for incoming in [
+        text(CHAT, STRANGER, "/health"),
+        text(CHAT, STRANGER, "/restart all"),
+        text(CHAT, STRANGER, "/nonsense"),
+        text(12345, OPERATOR, "/health"),
+        button(CHAT, STRANGER, "ok:tok123"),
+    ] {
+        assert!(
+            fixture
+                .handler
+                .handle(incoming, now, token)
+                .await
+                .is_empty()
+        );
+    }
+    let records = fixture.audit.read_all().expect("audit");
+    assert_eq!(records.len(), 5);
+    assert!(
+        records
+            .iter()
+            .all(|record| record.outcome == AuditOutcome::Ignored)
+    );
+    assert!(fixture.ops.started.lock().expect("lock").is_empty());
+}
+
+#[tokio::test]
+async fn viewer_reads_but_cannot_restart() {
+    let fixture = fixture();
+    let now = Utc::now();
+    let replies = fixture
+        .handler
+        .handle(text(CHAT, VIEWER, "/health"), now, token)
+        .await;
+    assert!(only_text(&replies).starts_with("cluster test: green"));
+    let replies = fixture
+        .handler
+        .handle(text(CHAT, VIEWER, "/restart all"), now, token)
+        .await;
+    assert_eq!(
+        only_text(&replies),
+        "restart needs the operator role; you are viewer"
+    );
+    let replies = fixture
+        .handler
+        .handle(text(CHAT, VIEWER, "/abort"), now, token)
+        .await;
+    assert_eq!(
+        only_text(&replies),
+        "abort needs the operator role; you are viewer"
+    );
+    let replies = fixture
+        .handler
+        .handle(text(CHAT, VIEWER, "/restart all dry"), now, token)
+        .await;
+    assert!(
+        only_text(&replies).contains("1. es-data-1 on 10.0.0.2"),
+        "{replies:?}"
+    );
+    assert!(fixture.ops.started.lock().expect("lock").is_empty());
+    let outcomes: Vec<AuditOutcome> = fixture
+        .audit
+        .read_all()
+        .expect("audit")
+        .iter()
+        .map(|r| r.outcome)
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            AuditOutcome::Ok,
+            AuditOutcome::Forbidden,
+            AuditOutcome::Forbidden,
+            AuditOutcome::Ok
+        ]
+    );
+}
+
+#[tokio::test]
+async fn restart_needs_confirmation_by_the_same_operator_in_time() {
+    let mut fixture = fixture();
+    let now = Utc::now();
+    let replies = fixture
+        .handler
+        .handle(text(CHAT, OPERATOR, "/restart all yellow"), now, token)
+        .await;
+    let [
+        Reply::Confirm {
+            text: question,
+            token: confirm_token,
+        },
+    ] = replies.as_slice()
+    else {
+        panic!("expected a confirmation, got {replies:?}");
+    };
+    assert_eq!(confirm_token, "tok123");
+    assert!(
+        question.contains("rolling restart of 2 node(s)") && question.contains("green or yellow"),
+        "{question}"
+    );
+    assert!(
+        question.contains("2. es-master-1"),
+        "elected master last: {question}"
+    );
+    assert!(
+        fixture.ops.started.lock().expect("lock").is_empty(),
+        "nothing before confirmation"
+    );
+
+    // Another listed user cannot confirm it.
+    let replies = fixture
+        .handler
+        .handle(button(CHAT, VIEWER, "ok:tok123"), now, token)
+        .await;
+    assert!(
+        matches!(&replies[..], [Reply::ButtonAnswer { text, .. }] if text.contains("only the user who asked"))
+    );
+
+    let replies = fixture
+        .handler
+        .handle(button(CHAT, OPERATOR, "ok:tok123"), now, token)
+        .await;
+    assert!(
+        matches!(&replies[0], Reply::ButtonAnswer { text, .. } if text == "confirmed"),
+        "{replies:?}"
+    );
+    assert!(
+        matches!(&replies[1], Reply::Text(text) if text.contains("started: 2 node(s)")),
+        "{replies:?}"
+    );
+    assert_eq!(
+        *fixture.ops.started.lock().expect("lock"),
+        [(Target::All, true)]
+    );
+    let notice = fixture.notices.try_recv().expect("progress posted");
+    assert_eq!(
+        (notice.chat_id, notice.text.as_str()),
+        (CHAT, "restarting node es-data-1 on 10.0.0.2 (1 of 2)")
+    );
+
+    // Used once.
+    let replies = fixture
+        .handler
+        .handle(button(CHAT, OPERATOR, "ok:tok123"), now, token)
+        .await;
+    assert!(
+        matches!(&replies[..], [Reply::ButtonAnswer { text, .. }] if text == "nothing to confirm")
+    );
+
+    // Expired.
+    fixture
+        .handler
+        .handle(text(CHAT, OPERATOR, "/resume"), now, || {
+            "tok456".to_string()
+        })
+        .await;
+    let late = now + ChronoDuration::seconds(61);
+    let replies = fixture
+        .handler
+        .handle(button(CHAT, OPERATOR, "ok:tok456"), late, token)
+        .await;
+    assert!(
+        matches!(&replies[..], [Reply::ButtonAnswer { text, .. }] if text.contains("expired")),
+        "{replies:?}"
+    );
+
+    // Cancelled.
+    fixture
+        .handler
+        .handle(text(CHAT, OPERATOR, "/restart es-data-1"), now, || {
+            "tok789".to_string()
+        })
+        .await;
+    let replies = fixture
+        .handler
+        .handle(button(CHAT, OPERATOR, "no:tok789"), now, token)
+        .await;
+    assert!(matches!(&replies[1], Reply::Text(text) if text == "/restart es-data-1 cancelled"));
+    assert_eq!(fixture.ops.started.lock().expect("lock").len(), 1);
+
+    let outcomes: Vec<AuditOutcome> = fixture
+        .audit
+        .read_all()
+        .expect("audit")
+        .iter()
+        .map(|r| r.outcome)
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            AuditOutcome::ConfirmationRequested,
+            AuditOutcome::ConfirmationRefused,
+            AuditOutcome::Confirmed,
+            AuditOutcome::Ok,
+            AuditOutcome::ConfirmationRefused,
+            AuditOutcome::ConfirmationRequested,
+            AuditOutcome::ConfirmationRefused,
+            AuditOutcome::ConfirmationRequested,
+            AuditOutcome::Cancelled,
+        ]
+    );
+    let records = fixture.audit.read_all().expect("audit");
+    assert_eq!(records[3].command, "/restart all yellow");
+    assert_eq!(records[3].user_id, Some(OPERATOR));
+    assert_eq!(records[3].role.as_deref(), Some("operator"));
+}
+
+#[tokio::test]
+async fn status_abort_and_errors_stay_short() {
+    let fixture = fixture();
+    let now = Utc::now();
+    let replies = fixture
+        .handler
+        .handle(text(CHAT, VIEWER, "/restart_status"), now, token)
+        .await;
+    assert_eq!(only_text(&replies), "no restart recorded");
+    let replies = fixture
+        .handler
+        .handle(text(CHAT, OPERATOR, "/abort"), now, token)
+        .await;
+    assert_eq!(only_text(&replies), "no restart recorded");
+
+    fixture.ops.fail_health.store(true, Ordering::SeqCst);
+    let replies = fixture
+        .handler
+        .handle(text(CHAT, VIEWER, "/health"), now, token)
+        .await;
+    let reply = only_text(&replies);
+    assert_eq!(
+        reply,
+        "the cluster returned an error (details in the opsbot log)"
+    );
+    assert!(!reply.contains("secret") && !reply.contains("10.9.9.9"));
+    let records = fixture.audit.read_all().expect("audit");
+    let last = records.last().expect("record");
+    assert_eq!(last.outcome, AuditOutcome::Failed);
+    assert!(!last.detail.clone().unwrap_or_default().contains("secret"));
+
+    let replies = fixture
+        .handler
+        .handle(text(CHAT, VIEWER, "/restart"), now, token)
+        .await;
+    assert!(only_text(&replies).starts_with("usage: /restart <node|all>"));
+    let replies = fixture
+        .handler
+        .handle(text(CHAT, VIEWER, "/frobnicate"), now, token)
+        .await;
+    assert_eq!(
+        only_text(&replies),
+        "unknown command /frobnicate, see /help"
+    );
+    assert!(
+        fixture
+            .handler
+            .handle(text(CHAT, VIEWER, "just chatting"), now, token)
+            .await
+            .is_empty()
+    );
+    assert!(
+        fixture
+            .handler
+            .handle(text(CHAT, VIEWER, "/health@otherbot"), now, token)
+            .await
+            .is_empty()
+    );
+    let replies = fixture
+        .handler
+        .handle(text(CHAT, VIEWER, "/help@opsbot"), now, token)
+        .await;
+    assert!(only_text(&replies).contains("/slowlog [window] [index]"));
+}
+
+#[tokio::test]
+async fn slowlog_answers_with_text_chart_and_file() {
+    let fixture = fixture();
+    let replies = fixture
+        .handler
+        .handle(
+            text(CHAT, VIEWER, "/slowlog 1h orders-*"),
+            Utc::now(),
+            token,
+        )
+        .await;
+    assert_eq!(replies.len(), 3, "{replies:?}");
+    let Reply::Text(summary) = &replies[0] else {
+        panic!("text first")
+    };
+    assert!(
+        summary.starts_with("slow log: 4 entries, 3 fingerprints"),
+        "{summary}"
+    );
+    assert!(matches!(&replies[1], Reply::Photo { bytes, .. } if bytes.starts_with(b"\x89PNG")));
+    assert!(
+        matches!(&replies[2], Reply::File { name, bytes, .. } if name == "slowlog.md" && bytes.starts_with(b"# Slow-log report"))
+    );
+    // The index filter reaches the digest: nothing matches here.
+    let replies = fixture
+        .handler
+        .handle(text(CHAT, VIEWER, "/slowlog metrics-*"), Utc::now(), token)
+        .await;
+    assert!(
+        only_text(&replies).contains("no slow queries"),
+        "{replies:?}"
+    );
+}

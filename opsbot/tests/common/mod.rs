@@ -1,0 +1,145 @@
+//! A fake operations engine for the bot tests: canned cluster answers, a
+//! record of started rolls, progress sent at once.
+
+#![allow(dead_code)]
+
+use chrono::Utc;
+use opsbot::driver::ProgressSink;
+use opsbot::es::{ClusterHealth, EsError, ShardRow};
+use opsbot::ops::{Operations, OpsError};
+use opsbot::roll::{
+    ClusterNode, HealthStatus, PlannedNode, RollSettings, RollState, Target, plan_order,
+};
+use opsbot::slowlog::digest::{Digest, DigestFilter, DigestReport};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+#[derive(Default)]
+pub struct FakeOps {
+    pub fail_health: AtomicBool,
+    pub started: Mutex<Vec<(Target, bool)>>,
+    pub state: Mutex<Option<RollState>>,
+}
+
+pub fn nodes() -> Vec<ClusterNode> {
+    vec![
+        ClusterNode {
+            name: "es-master-1".into(),
+            ip: "10.0.0.1".into(),
+            roles: "m".into(),
+            elected_master: true,
+            uptime_ms: Some(1_000),
+        },
+        ClusterNode {
+            name: "es-data-1".into(),
+            ip: "10.0.0.2".into(),
+            roles: "d".into(),
+            elected_master: false,
+            uptime_ms: Some(1_000),
+        },
+    ]
+}
+
+impl FakeOps {
+    fn plan(&self, target: &Target) -> Result<Vec<PlannedNode>, OpsError> {
+        Ok(plan_order(&nodes(), target, |node| node.ip.clone())?)
+    }
+}
+
+impl Operations for FakeOps {
+    async fn health(&self) -> Result<ClusterHealth, OpsError> {
+        if self.fail_health.load(Ordering::SeqCst) {
+            return Err(OpsError::Cluster(EsError::Status {
+                endpoint: "GET /_cluster/health".into(),
+                status: 500,
+                body: "secret internal stack trace at 10.9.9.9".into(),
+            }));
+        }
+        Ok(ClusterHealth {
+            cluster_name: "test".into(),
+            status: HealthStatus::Green,
+            number_of_nodes: 2,
+            number_of_data_nodes: 1,
+            active_primary_shards: 1,
+            active_shards: 2,
+            relocating_shards: 0,
+            initializing_shards: 0,
+            unassigned_shards: 0,
+            active_shards_percent_as_number: 100.0,
+        })
+    }
+
+    async fn nodes(&self) -> Result<Vec<ClusterNode>, OpsError> {
+        Ok(nodes())
+    }
+
+    async fn shards(&self, index: Option<String>) -> Result<Vec<ShardRow>, OpsError> {
+        Ok(vec![ShardRow {
+            index: index.unwrap_or_else(|| "logs".into()),
+            shard: "0".into(),
+            prirep: "p".into(),
+            state: "STARTED".into(),
+            docs: Some("10".into()),
+            store: Some("1000".into()),
+            node: Some("es-data-1".into()),
+        }])
+    }
+
+    async fn plan_restart(&self, target: Target) -> Result<Vec<PlannedNode>, OpsError> {
+        self.plan(&target)
+    }
+
+    async fn start_restart(
+        &self,
+        target: Target,
+        allow_yellow: bool,
+        progress: Arc<ProgressSink>,
+    ) -> Result<RollState, OpsError> {
+        let plan = self.plan(&target)?;
+        let state = RollState::new(plan, RollSettings::default(), Utc::now());
+        self.started
+            .lock()
+            .expect("lock")
+            .push((target, allow_yellow));
+        *self.state.lock().expect("lock") = Some(state.clone());
+        progress("restarting node es-data-1 on 10.0.0.2 (1 of 2)");
+        progress("node es-data-1 restarted, cluster healthy (1 of 2 done)");
+        Ok(state)
+    }
+
+    async fn resume_restart(&self, _progress: Arc<ProgressSink>) -> Result<RollState, OpsError> {
+        self.state
+            .lock()
+            .expect("lock")
+            .clone()
+            .ok_or(OpsError::NoRoll)
+    }
+
+    async fn restart_status(&self) -> Result<Option<RollState>, OpsError> {
+        Ok(self.state.lock().expect("lock").clone())
+    }
+
+    async fn abort_restart(&self) -> Result<RollState, OpsError> {
+        let mut slot = self.state.lock().expect("lock");
+        let state = slot.as_mut().ok_or(OpsError::NoRoll)?;
+        state.request_abort(Utc::now())?;
+        Ok(state.clone())
+    }
+
+    async fn slowlog(&self, filter: DigestFilter, top: usize) -> Result<DigestReport, OpsError> {
+        let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/es9_slowlog.json");
+        let text = std::fs::read_to_string(path).expect("fixture");
+        // The fixture is from 2025; the handler's window is relative to now.
+        let filter = DigestFilter {
+            since: None,
+            until: None,
+            ..filter
+        };
+        let mut digest = Digest::new(filter);
+        for line in text.lines() {
+            digest.add_line(line, &|| "fixture".to_string());
+        }
+        Ok(digest.finish(top))
+    }
+}

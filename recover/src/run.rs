@@ -1,0 +1,733 @@
+//! `esync-recover run`: walks the planned chunks with keyset pagination and
+//! writes every row through the esync writer, in parallel, at a bounded and
+//! adaptive rate, recording each finished chunk.
+//!
+//! Data path per chunk: keyset page of ids -> token bucket -> `Writer::
+//! write_batch` (re-read rows by id, versioned `_bulk`, retries) -> next page.
+//! A chunk counts as done only after all its pages are written; it is then
+//! recorded in the checkpoint (or marked done in the lease table) before the
+//! next one is taken. Shutdown: the first signal stops new pages, in-flight
+//! pages get `shutdown_grace` to finish, then they are abandoned; unfinished
+//! chunks stay pending for `--resume`.
+
+use crate::checkpoint::{Checkpoint, Request, StartDecision, Totals, check_resume, decide_start};
+use crate::connect::Connected;
+use crate::lease::{LeaseBoard, LeaseSettings, LeasedChunk};
+use crate::plan::{RangeRequest, make_plan, sources};
+use crate::progress::{ProgressMode, Reporter, Snapshot};
+use crate::range::{Chunk, Cursor};
+use crate::rate::{AdaptiveRate, AdaptiveSettings, Decision, TokenBucket, Window};
+use crate::source::Source;
+use crate::store::CheckpointStore;
+use anyhow::Context as _;
+use esync::kafka::DeadLetter;
+use esync::writer::{Abandoned, sleep_or_abort};
+use rdkafka::producer::FutureProducer;
+use serde_json::json;
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// Where the checkpoint goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckpointPlace {
+    /// A JSON file.
+    File(PathBuf),
+    /// A table in the source database.
+    Table(String),
+}
+
+/// Everything `run` needs besides the connections.
+#[derive(Debug, Clone)]
+pub struct RunSettings {
+    /// The run's name (checkpoint row, lease rows, default file name).
+    pub run_name: String,
+    /// What to cover.
+    pub range: RangeRequest,
+    /// Rows per keyset page and `_bulk` batch.
+    pub batch_size: usize,
+    /// Chunks walked at once.
+    pub parallel: usize,
+    /// Ceiling in rows per second (`None`: unlimited).
+    pub max_rate: Option<f64>,
+    /// Keyset query latency above which the database counts as strained.
+    pub db_latency_threshold: Duration,
+    /// Where finished chunks are recorded (without coordination).
+    pub checkpoint: CheckpointPlace,
+    /// Continue an unfinished run.
+    pub resume: bool,
+    /// Start over even if a run exists or finished.
+    pub force: bool,
+    /// Chunk leases in the database instead of a checkpoint.
+    pub coordinate: Option<LeaseSettings>,
+    /// How progress is shown.
+    pub progress: ProgressMode,
+    /// How often JSON progress lines are written.
+    pub progress_interval: Duration,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RunOutcome {
+    /// Every chunk is done.
+    Finished(Snapshot),
+    /// Stopped by a signal; `--resume` continues.
+    Interrupted(Snapshot),
+}
+
+/// Live counters shared by the workers.
+#[derive(Debug, Default)]
+struct LiveStats {
+    rows: AtomicU64,
+    indexed: AtomicU64,
+    deleted: AtomicU64,
+    conflicts: AtomicU64,
+    failed: AtomicU64,
+    chunks_done: AtomicU64,
+    db_latency_micros: AtomicU64,
+    db_queries: AtomicU64,
+}
+
+impl LiveStats {
+    fn add(&self, totals: &Totals) {
+        self.rows.fetch_add(totals.rows, Ordering::Relaxed);
+        self.indexed.fetch_add(totals.indexed, Ordering::Relaxed);
+        self.deleted.fetch_add(totals.deleted, Ordering::Relaxed);
+        self.conflicts
+            .fetch_add(totals.conflicts, Ordering::Relaxed);
+        self.failed.fetch_add(totals.failed, Ordering::Relaxed);
+    }
+
+    fn totals(&self) -> Totals {
+        Totals {
+            rows: self.rows.load(Ordering::Relaxed),
+            indexed: self.indexed.load(Ordering::Relaxed),
+            deleted: self.deleted.load(Ordering::Relaxed),
+            conflicts: self.conflicts.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Who hands out chunks and records them done.
+enum WorkQueue {
+    /// This process alone, with a checkpoint.
+    Local {
+        queue: Mutex<VecDeque<(usize, u64)>>,
+        checkpoint: tokio::sync::Mutex<Checkpoint>,
+        store: CheckpointStore,
+    },
+    /// Leases in the source database, shared with other processes.
+    Leased(LeaseBoard),
+}
+
+/// A chunk being worked on.
+struct Claim {
+    mapping: usize,
+    chunk_number: u64,
+    chunk: Chunk,
+    attempt: u32,
+    lease: Option<LeasedChunk>,
+}
+
+struct RunContext {
+    connected: Connected,
+    settings: RunSettings,
+    plan_names: Vec<String>,
+    /// Per plan entry: the writer's mapping index and the keyset source.
+    sources: Vec<(usize, Source)>,
+    layouts: Vec<crate::checkpoint::ChunkLayout>,
+    work: WorkQueue,
+    limiter: Mutex<TokenBucket>,
+    clock: Instant,
+    stats: LiveStats,
+    stop: CancellationToken,
+    abort: CancellationToken,
+    reporter: Reporter,
+    dead_letter: Option<(FutureProducer, String)>,
+}
+
+enum ChunkError {
+    Interrupted,
+    LeaseLost,
+    Fatal(anyhow::Error),
+}
+
+/// Runs (or resumes) a recovery until it finishes or `stop` fires; `abort`
+/// abandons in-flight writes.
+pub async fn run(
+    connected: Connected,
+    settings: RunSettings,
+    stop: CancellationToken,
+    abort: CancellationToken,
+) -> anyhow::Result<RunOutcome> {
+    let request = Request {
+        mappings: {
+            let indices = connected.select_mappings(&settings.range.mappings)?;
+            indices
+                .iter()
+                .map(|index| {
+                    connected.loaded.config.mappings[*index]
+                        .display_name()
+                        .to_owned()
+                })
+                .collect()
+        },
+        from: None,
+        to: None,
+        chunk_size: settings.range.chunk_size,
+    };
+    let (work, plan, done_before) = match &settings.coordinate {
+        Some(lease_settings) => {
+            let board = LeaseBoard::open(
+                connected.database.clone(),
+                lease_settings.clone(),
+                &settings.run_name,
+            )
+            .await?;
+            let plan = board
+                .join_or_plan(
+                    &connected,
+                    &settings.range,
+                    &request,
+                    settings.resume,
+                    settings.force,
+                )
+                .await?;
+            let done = board.chunks_done().await?;
+            (WorkQueue::Leased(board), plan, done)
+        }
+        None => {
+            let store = match &settings.checkpoint {
+                CheckpointPlace::File(path) => CheckpointStore::File(path.clone()),
+                CheckpointPlace::Table(table) => CheckpointStore::Table {
+                    database: connected.database.clone(),
+                    table: table.clone(),
+                    run_name: settings.run_name.clone(),
+                },
+            };
+            store
+                .prepare()
+                .await
+                .with_context(|| format!("cannot prepare checkpoint {}", store.location()))?;
+            let existing = store
+                .load()
+                .await
+                .with_context(|| format!("cannot read checkpoint {}", store.location()))?;
+            let checkpoint = match decide_start(existing.as_ref(), settings.resume, settings.force)
+            {
+                StartDecision::Refuse(message) => {
+                    anyhow::bail!("{message} (checkpoint {})", store.location())
+                }
+                StartDecision::Resume => {
+                    let checkpoint = existing.expect("resume needs a checkpoint");
+                    let mut request = request.clone();
+                    (request.from, request.to) = (None, None);
+                    let (from, to) = match checkpoint.plan.mappings.first() {
+                        Some(first) => settings.range.bounds(first.id_type)?,
+                        None => (None, None),
+                    };
+                    request.from = from;
+                    request.to = to;
+                    check_resume(&checkpoint.plan, &request).map_err(|problems| {
+                        anyhow::anyhow!(
+                            "the checkpoint at {} is for another recovery: {}; use another --checkpoint or --force",
+                            store.location(),
+                            problems.join("; ")
+                        )
+                    })?;
+                    tracing::info!(
+                        done = checkpoint.chunks_done(),
+                        total = checkpoint.plan.chunk_count(),
+                        "resuming"
+                    );
+                    checkpoint
+                }
+                StartDecision::Fresh => {
+                    let plan = make_plan(&connected, &settings.range).await?;
+                    let checkpoint = Checkpoint::new(&settings.run_name, plan, chrono::Utc::now());
+                    store
+                        .save(&checkpoint)
+                        .await
+                        .with_context(|| format!("cannot write checkpoint {}", store.location()))?;
+                    checkpoint
+                }
+            };
+            let plan = checkpoint.plan.clone();
+            let done = checkpoint.chunks_done();
+            let queue = Mutex::new(checkpoint.pending().into_iter().collect());
+            (
+                WorkQueue::Local {
+                    queue,
+                    checkpoint: tokio::sync::Mutex::new(checkpoint),
+                    store,
+                },
+                plan,
+                done,
+            )
+        }
+    };
+    let sources = sources(&connected, &plan)?;
+    let chunks_total = plan.chunk_count();
+    // Rows still to walk, assuming done chunks held their share.
+    let rows_expected = if chunks_total == 0 {
+        0
+    } else {
+        (plan.rows_estimate() as f64 * (chunks_total - done_before.min(chunks_total)) as f64
+            / chunks_total as f64) as u64
+    };
+    let reporter = Reporter::new(settings.progress, rows_expected);
+    let dead_letter = match &connected.loaded.config.dead_letter {
+        Some(dead_letter) => Some((
+            esync::kafka::build_producer(&connected.loaded.config.kafka)
+                .context("cannot create the dead-letter producer")?,
+            dead_letter.topic.clone(),
+        )),
+        None => None,
+    };
+    let clock = Instant::now();
+    let context = Arc::new(RunContext {
+        limiter: Mutex::new(TokenBucket::new(settings.max_rate, Duration::ZERO)),
+        plan_names: plan
+            .mappings
+            .iter()
+            .map(|mapping| mapping.mapping.clone())
+            .collect(),
+        layouts: plan
+            .mappings
+            .iter()
+            .map(|mapping| mapping.layout.clone())
+            .collect(),
+        connected,
+        settings,
+        sources,
+        work,
+        clock,
+        stats: LiveStats::default(),
+        stop: stop.clone(),
+        abort,
+        reporter,
+        dead_letter,
+    });
+    context
+        .stats
+        .chunks_done
+        .store(done_before, Ordering::Relaxed);
+    let snapshot = move |context: &RunContext| Snapshot {
+        elapsed: context.clock.elapsed(),
+        totals: context.stats.totals(),
+        chunks_done: context.stats.chunks_done.load(Ordering::Relaxed),
+        chunks_total,
+        rows_expected,
+        limit: lock(&context.limiter).rate(),
+    };
+
+    let workers_done = CancellationToken::new();
+    let governor = tokio::spawn(govern(context.clone(), workers_done.clone()));
+    let progress = {
+        let context = context.clone();
+        let workers_done = workers_done.clone();
+        tokio::spawn(async move {
+            let interval = if context.reporter.is_json() {
+                context.settings.progress_interval
+            } else {
+                Duration::from_millis(250)
+            };
+            loop {
+                tokio::select! {
+                    _ = workers_done.cancelled() => return,
+                    _ = tokio::time::sleep(interval) => context.reporter.update(&snapshot(&context)),
+                }
+            }
+        })
+    };
+    let mut workers = tokio::task::JoinSet::new();
+    for worker in 0..context.settings.parallel.max(1) {
+        workers.spawn(work_loop(context.clone(), worker));
+    }
+    let mut failure = None;
+    while let Some(joined) = workers.join_next().await {
+        let result =
+            joined.unwrap_or_else(|error| Err(anyhow::anyhow!("worker task failed: {error}")));
+        if let Err(error) = result {
+            if failure.is_none() {
+                // stop the others at a page boundary; their chunks stay pending
+                stop.cancel();
+                failure = Some(error);
+            }
+        }
+    }
+    workers_done.cancel();
+    let _ = governor.await;
+    let _ = progress.await;
+    context.reporter.finish();
+    if let Some(error) = failure {
+        return Err(error);
+    }
+    let final_snapshot = snapshot(&context);
+    let finished = match &context.work {
+        WorkQueue::Local { checkpoint, .. } => checkpoint.lock().await.finished_at.is_some(),
+        WorkQueue::Leased(board) => board.is_finished().await?,
+    };
+    Ok(if finished {
+        RunOutcome::Finished(final_snapshot)
+    } else {
+        RunOutcome::Interrupted(final_snapshot)
+    })
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Adjusts the rate once a second from what the last second looked like.
+async fn govern(context: Arc<RunContext>, workers_done: CancellationToken) {
+    let settings = AdaptiveSettings::new(
+        context.settings.max_rate,
+        context.settings.db_latency_threshold,
+    );
+    let mut adaptive = AdaptiveRate::new(settings, context.clock.elapsed());
+    let mut last_rows = 0;
+    let mut last_retries = context.connected.es_retries();
+    let mut last_latency = 0;
+    let mut last_queries = 0;
+    let mut last_at = context.clock.elapsed();
+    loop {
+        tokio::select! {
+            _ = workers_done.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        let now = context.clock.elapsed();
+        let rows = context.stats.rows.load(Ordering::Relaxed);
+        let retries = context.connected.es_retries();
+        let latency = context.stats.db_latency_micros.load(Ordering::Relaxed);
+        let queries = context.stats.db_queries.load(Ordering::Relaxed);
+        let window = Window {
+            rows: rows - last_rows,
+            elapsed: now - last_at,
+            es_retries: retries - last_retries,
+            db_latency: (queries > last_queries).then(|| {
+                Duration::from_micros((latency - last_latency) / (queries - last_queries))
+            }),
+        };
+        (last_rows, last_retries, last_latency, last_queries, last_at) =
+            (rows, retries, latency, queries, now);
+        match adaptive.observe(&window, now) {
+            Decision::Keep => {}
+            Decision::SlowDown { limit, pressure } => {
+                lock(&context.limiter).set_rate(Some(limit), now);
+                tracing::warn!(limit_rows_per_s = limit.round(), reason = %pressure, "slowing down");
+                context.reporter.event(&json!({"event": "throttle", "direction": "down", "limit_rows_per_s": limit.round(), "reason": pressure.to_string()}));
+            }
+            Decision::SpeedUp { limit } => {
+                lock(&context.limiter).set_rate(limit, now);
+                tracing::info!(limit_rows_per_s = ?limit.map(f64::round), "speeding up");
+                context.reporter.event(&json!({"event": "throttle", "direction": "up", "limit_rows_per_s": limit.map(f64::round)}));
+            }
+        }
+    }
+}
+
+async fn work_loop(context: Arc<RunContext>, worker: usize) -> anyhow::Result<()> {
+    loop {
+        if context.stop.is_cancelled() {
+            return Ok(());
+        }
+        let Some(claim) = claim(&context).await? else {
+            return Ok(());
+        };
+        let lost = CancellationToken::new();
+        let heartbeat = match (&context.work, &claim.lease) {
+            (WorkQueue::Leased(board), Some(lease)) => {
+                Some(board.spawn_heartbeat(lease.clone(), lost.clone()))
+            }
+            _ => None,
+        };
+        let result = walk_chunk(&context, &claim, &lost).await;
+        if let Some(heartbeat) = heartbeat {
+            heartbeat.abort();
+        }
+        match result {
+            Ok(totals) => {
+                complete(&context, &claim, &totals).await?;
+                context.stats.chunks_done.fetch_add(1, Ordering::Relaxed);
+                context.reporter.event(&json!({
+                    "event": "chunk_done",
+                    "mapping": context.plan_names[claim.mapping],
+                    "chunk": claim.chunk_number,
+                    "range": claim.chunk.to_string(),
+                    "attempt": claim.attempt,
+                    "worker": worker,
+                    "rows": totals.rows,
+                    "docs": totals.docs(),
+                    "conflicts": totals.conflicts,
+                    "failed": totals.failed,
+                }));
+            }
+            Err(ChunkError::Interrupted) => {
+                release(&context, &claim).await;
+                return Ok(());
+            }
+            Err(ChunkError::LeaseLost) => {
+                tracing::warn!(mapping = %context.plan_names[claim.mapping], chunk = claim.chunk_number, "lease lost; another worker takes the chunk");
+            }
+            Err(ChunkError::Fatal(error)) => {
+                release(&context, &claim).await;
+                return Err(error);
+            }
+        }
+    }
+}
+
+async fn claim(context: &RunContext) -> anyhow::Result<Option<Claim>> {
+    match &context.work {
+        WorkQueue::Local { queue, .. } => {
+            let next = lock(queue).pop_front();
+            Ok(next.and_then(|(mapping, chunk_number)| {
+                let chunk = context.layouts[mapping].chunk(chunk_number)?;
+                Some(Claim {
+                    mapping,
+                    chunk_number,
+                    chunk,
+                    attempt: 1,
+                    lease: None,
+                })
+            }))
+        }
+        WorkQueue::Leased(board) => {
+            let Some(lease) = board.claim(&context.stop).await? else {
+                return Ok(None);
+            };
+            let chunk = context
+                .layouts
+                .get(lease.mapping)
+                .and_then(|layout| layout.chunk(lease.chunk))
+                .with_context(|| {
+                    format!(
+                        "lease names chunk {} of mapping {}, which the plan does not have",
+                        lease.chunk, lease.mapping
+                    )
+                })?;
+            Ok(Some(Claim {
+                mapping: lease.mapping,
+                chunk_number: lease.chunk,
+                chunk,
+                attempt: lease.attempt,
+                lease: Some(lease),
+            }))
+        }
+    }
+}
+
+async fn complete(context: &RunContext, claim: &Claim, totals: &Totals) -> anyhow::Result<()> {
+    match &context.work {
+        WorkQueue::Local {
+            checkpoint, store, ..
+        } => {
+            let mut checkpoint = checkpoint.lock().await;
+            if checkpoint.complete(
+                claim.mapping,
+                claim.chunk_number,
+                totals,
+                chrono::Utc::now(),
+            ) {
+                store
+                    .save(&checkpoint)
+                    .await
+                    .with_context(|| format!("cannot write checkpoint {}", store.location()))?;
+            }
+            Ok(())
+        }
+        WorkQueue::Leased(board) => {
+            board
+                .complete(
+                    claim
+                        .lease
+                        .as_ref()
+                        .expect("leased claims carry their lease"),
+                    totals,
+                )
+                .await
+        }
+    }
+}
+
+async fn release(context: &RunContext, claim: &Claim) {
+    if let (WorkQueue::Leased(board), Some(lease)) = (&context.work, &claim.lease) {
+        if let Err(error) = board.release(lease).await {
+            tracing::warn!(error = %error, "cannot release a lease; it expires by itself");
+        }
+    }
+}
+
+/// Walks one chunk page by page.
+async fn walk_chunk(
+    context: &RunContext,
+    claim: &Claim,
+    lost: &CancellationToken,
+) -> Result<Totals, ChunkError> {
+    let (writer_index, source) = &context.sources[claim.mapping];
+    let batch_size = context.settings.batch_size.max(1);
+    let mappings = context.connected.writer.mappings().len();
+    let mut cursor = claim.chunk.first_cursor();
+    let mut totals = Totals::default();
+    loop {
+        if context.stop.is_cancelled() {
+            return Err(ChunkError::Interrupted);
+        }
+        if lost.is_cancelled() {
+            return Err(ChunkError::LeaseLost);
+        }
+        let ids = read_page(context, source, &cursor, &claim.chunk, batch_size).await?;
+        let Some(last) = ids.last().cloned() else {
+            break;
+        };
+        let wait = lock(&context.limiter).reserve(ids.len() as u64, context.clock.elapsed());
+        if !wait.is_zero() {
+            sleep_or_abort(wait, &context.stop)
+                .await
+                .map_err(|Abandoned| ChunkError::Interrupted)?;
+        }
+        let full_page = ids.len() == batch_size;
+        let mut batch = vec![Vec::new(); mappings];
+        batch[*writer_index] = ids;
+        let report = context
+            .connected
+            .writer
+            .write_batch(&batch, &context.abort)
+            .await
+            .map_err(|Abandoned| ChunkError::Interrupted)?;
+        let page = Totals {
+            rows: batch[*writer_index].len() as u64,
+            indexed: report.indexed as u64,
+            deleted: report.deleted as u64,
+            conflicts: report.conflicts as u64,
+            failed: report.failed.len() as u64,
+        };
+        totals.add(&page);
+        context.stats.add(&page);
+        for failed in &report.failed {
+            dead_letter(context, failed).await;
+        }
+        if !full_page {
+            break;
+        }
+        cursor = Cursor::advance(&last);
+    }
+    Ok(totals)
+}
+
+/// One keyset page, retrying connection problems.
+async fn read_page(
+    context: &RunContext,
+    source: &Source,
+    cursor: &Cursor,
+    chunk: &Chunk,
+    limit: usize,
+) -> Result<Vec<esync::id::Id>, ChunkError> {
+    let mut attempt = 0;
+    loop {
+        let started = Instant::now();
+        match source.page(cursor, &chunk.end, limit).await {
+            Ok(ids) => {
+                context
+                    .stats
+                    .db_latency_micros
+                    .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+                context.stats.db_queries.fetch_add(1, Ordering::Relaxed);
+                return Ok(ids);
+            }
+            Err(error) if error.is_retryable() => {
+                tracing::warn!(error = %error, chunk = %chunk, attempt, "keyset page failed, retrying");
+                let delay = context.connected.loaded.config.retry.random_delay(attempt);
+                sleep_or_abort(delay, &context.abort)
+                    .await
+                    .map_err(|Abandoned| ChunkError::Interrupted)?;
+                attempt += 1;
+            }
+            Err(error) => {
+                return Err(ChunkError::Fatal(
+                    anyhow::Error::new(error).context(format!("cannot walk chunk {chunk}")),
+                ));
+            }
+        }
+    }
+}
+
+/// Hands an unwritable id to the dead-letter topic (as the daemon does), or
+/// logs it when none is configured.
+async fn dead_letter(context: &RunContext, failed: &esync::writer::FailedId) {
+    let mapping = &context.connected.writer.mappings()[failed.mapping];
+    let id_text = failed.id.to_string();
+    let Some((producer, topic)) = &context.dead_letter else {
+        tracing::error!(mapping = %mapping.name, id = %id_text, reason = %failed.reason, "cannot be written and no dead_letter topic is configured");
+        return;
+    };
+    let value = json!({
+        "mapping": mapping.name,
+        "index": &*mapping.spec.index,
+        "id": id_text,
+        "reason": failed.reason_code,
+        "error": failed.reason,
+        "origin": "esync-recover",
+    })
+    .to_string();
+    let letter = DeadLetter {
+        key: Some(id_text.as_bytes()),
+        value: Some(value.as_bytes()),
+        headers: vec![
+            ("esync.reason", failed.reason_code.to_owned()),
+            ("esync.error", failed.reason.clone()),
+            ("esync.mapping", mapping.name.clone()),
+        ],
+    };
+    for attempt in 0..5 {
+        match esync::kafka::produce_dead_letter(producer, topic, &letter).await {
+            Ok(()) => return,
+            Err(error) => {
+                tracing::warn!(error = %error, topic = %topic, attempt, "dead-letter produce failed, retrying");
+                if sleep_or_abort(
+                    context.connected.loaded.config.retry.random_delay(attempt),
+                    &context.abort,
+                )
+                .await
+                .is_err()
+                {
+                    break;
+                }
+            }
+        }
+    }
+    tracing::error!(mapping = %mapping.name, id = %id_text, "could not dead-letter an unwritable id");
+}
+
+/// Cancels `stop` on the first SIGINT/SIGTERM and `abort` after `grace` (or
+/// at the second signal).
+pub fn spawn_signal_handler(
+    stop: CancellationToken,
+    abort: CancellationToken,
+    grace: Duration,
+) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = terminate.recv() => tracing::info!("SIGTERM received, finishing in-flight pages"),
+            _ = interrupt.recv() => tracing::info!("SIGINT received, finishing in-flight pages"),
+        }
+        stop.cancel();
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
+            _ = tokio::time::sleep(grace) => tracing::warn!("shutdown grace period over, abandoning in-flight pages"),
+        }
+        abort.cancel();
+    });
+    Ok(())
+}

@@ -1,0 +1,452 @@
+//! `esync-recover verify`: compares the table with the index range by range
+//! and reports (or repairs) missing, extra and stale documents.
+//!
+//! Per chunk: keyset pages of ids; their rows are re-read and turned into the
+//! actions the writer would send (`esync::document::plan_actions`), which
+//! gives the (id, version) each live row must have in the index, with the
+//! daemon's own rules for versions and soft deletes; `_mget` gives the indexed
+//! `_version`s; a range search on the id field finds documents of ids the
+//! table does not have. `--fix` re-indexes the differing ids through the
+//! versioned writer (a row that is gone becomes a versioned delete) and checks
+//! them again; `--publish` hands them to the daemon through Kafka.
+
+use crate::connect::Connected;
+use crate::diff::{DiffSummary, RangeDiff, diff};
+use crate::index::IndexSide;
+use crate::plan::{RangeRequest, make_plan};
+use crate::range::{Chunk, Cursor};
+use crate::source::Source;
+use anyhow::Context as _;
+use esync::document::{BulkAction, plan_actions};
+use esync::id::Id;
+use esync::writer::Mapping;
+use futures::StreamExt as _;
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::io::Write;
+use tokio_util::sync::CancellationToken;
+
+/// What to do with differences.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FixMode {
+    /// Report only.
+    Report,
+    /// Re-index through the writer.
+    Reindex,
+    /// Produce the ids to this topic.
+    Publish(String),
+}
+
+/// Output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// Lines for people.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Settings of a verify.
+#[derive(Debug, Clone)]
+pub struct VerifySettings {
+    /// What to cover.
+    pub range: RangeRequest,
+    /// Ids per keyset page and `_mget`.
+    pub batch_size: usize,
+    /// Chunks compared at once.
+    pub parallel: usize,
+    /// Sample ids per kind and range.
+    pub samples: usize,
+    /// What to do with differences.
+    pub fix: FixMode,
+    /// Output format.
+    pub format: OutputFormat,
+    /// Print clean ranges too.
+    pub all_ranges: bool,
+    /// `_refresh` the index first, so the extra-document search sees recent writes.
+    pub refresh: bool,
+}
+
+/// What `--fix` did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FixReport {
+    /// Ids re-indexed or produced.
+    pub ids: u64,
+    /// Documents written.
+    pub indexed: u64,
+    /// Documents deleted.
+    pub deleted: u64,
+    /// Writes superseded by a newer version.
+    pub conflicts: u64,
+    /// Ids that could not be written.
+    pub failed: u64,
+    /// Differences left when checked again (`None` for `--publish`).
+    pub remaining: Option<u64>,
+}
+
+/// The outcome of a verify.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Totals over every range.
+    pub total: DiffSummary,
+    /// Ranges compared.
+    pub ranges: u64,
+    /// Ranges with differences.
+    pub ranges_with_differences: u64,
+    /// What `--fix`/`--publish` did.
+    pub fix: Option<FixReport>,
+}
+
+impl VerifyReport {
+    /// No differences, or all of them repaired and checked again.
+    pub fn is_clean_after_fix(&self) -> bool {
+        self.total.differences() == 0
+            || self
+                .fix
+                .as_ref()
+                .is_some_and(|fix| fix.remaining == Some(0))
+    }
+}
+
+/// One mapping being verified.
+struct Side<'a> {
+    mapping_index: usize,
+    mapping: &'a Mapping,
+    source: Source,
+    index: IndexSide,
+}
+
+/// Verifies every requested mapping, writing the report to `out`.
+pub async fn verify(
+    connected: &Connected,
+    settings: &VerifySettings,
+    out: &mut dyn Write,
+) -> anyhow::Result<VerifyReport> {
+    let indices = connected.select_mappings(&settings.range.mappings)?;
+    let mut report = VerifyReport::default();
+    let mut differing: Vec<Vec<Id>> = vec![Vec::new(); connected.writer.mappings().len()];
+    for mapping_index in indices {
+        let config = &connected.loaded.config.mappings[mapping_index];
+        let mapping = &connected.writer.mappings()[mapping_index];
+        let id_field = (!config.exclude.contains(&config.id.column)).then(|| {
+            config
+                .rename
+                .get(&config.id.column)
+                .cloned()
+                .unwrap_or_else(|| config.id.column.clone())
+        });
+        let index = IndexSide::open(
+            connected.es.clone(),
+            &config.index,
+            config.id.id_type,
+            id_field.as_deref(),
+        )
+        .await?;
+        if settings.refresh {
+            index.refresh().await?;
+        }
+        // Cover the index's ids too, or documents beyond the table's last row go unseen.
+        let mut request = RangeRequest {
+            mappings: vec![config.display_name().to_owned()],
+            ..settings.range.clone()
+        };
+        let (from, to) = request.bounds(config.id.id_type)?;
+        if from.is_none() || to.is_none() {
+            let table = crate::connect::walk_table(config, request.table.as_deref())?;
+            let source = Source::new(
+                connected.database.clone(),
+                &table,
+                &config.id.column,
+                config.id.id_type,
+            );
+            let table_bounds = source
+                .bounds()
+                .await
+                .with_context(|| format!("cannot read the id range of {table}"))?;
+            let index_bounds = index.id_bounds().await?;
+            let union = match (table_bounds, index_bounds) {
+                (Some((a, b)), Some((c, d))) => Some((a.min(c), b.max(d))),
+                (one, other) => one.or(other),
+            };
+            if let Some((low, high)) = union {
+                request.from = Some(from.unwrap_or(low).to_plain_string());
+                request.to = Some(to.unwrap_or(high).to_plain_string());
+            }
+        }
+        let plan = make_plan(connected, &request).await?;
+        let mapping_plan = plan
+            .mappings
+            .into_iter()
+            .next()
+            .context("the plan has the mapping")?;
+        let side = Side {
+            mapping_index,
+            mapping,
+            source: Source::new(
+                connected.database.clone(),
+                &mapping_plan.table,
+                &mapping_plan.id_column,
+                mapping_plan.id_type,
+            ),
+            index,
+        };
+        let chunks = mapping_plan.layout.chunks();
+        if settings.format == OutputFormat::Text {
+            writeln!(
+                out,
+                "{}: table {} -> index {}, ids {}, {} range(s)",
+                mapping.name,
+                mapping_plan.table,
+                config.index,
+                mapping_plan.layout.range_text(),
+                chunks.len()
+            )?;
+            if !side.index.exists() {
+                writeln!(out, "  index {} does not exist", config.index)?;
+            } else if !side.index.can_find_extras() {
+                writeln!(
+                    out,
+                    "  note: documents carry no sortable id field; extra documents are not searched for"
+                )?;
+            }
+        }
+        let mut mapping_total = DiffSummary::default();
+        let mut results = futures::stream::iter(chunks.into_iter().map(|chunk| {
+            let side = &side;
+            async move {
+                let result = check_chunk(connected, side, &chunk, settings.batch_size).await;
+                (chunk, result)
+            }
+        }))
+        .buffered(settings.parallel.max(1));
+        while let Some((chunk, result)) = results.next().await {
+            let range_diff =
+                result.with_context(|| format!("cannot compare {} ids {chunk}", mapping.name))?;
+            let summary = range_diff.summary(settings.samples);
+            report.ranges += 1;
+            if !range_diff.is_clean() {
+                report.ranges_with_differences += 1;
+            }
+            mapping_total.add(&summary, settings.samples);
+            differing[mapping_index].extend(range_diff.differing_ids());
+            match settings.format {
+                OutputFormat::Text if settings.all_ranges || !range_diff.is_clean() => {
+                    writeln!(out, "  {chunk} {}", summary.to_line())?;
+                }
+                OutputFormat::Text => {}
+                OutputFormat::Json => {
+                    let mut line = serde_json::to_value(&summary).expect("summaries serialise");
+                    line["mapping"] = json!(mapping.name);
+                    line["range"] = json!(chunk.to_string());
+                    if settings.all_ranges || !range_diff.is_clean() {
+                        writeln!(out, "{line}")?;
+                    }
+                }
+            }
+        }
+        if settings.format == OutputFormat::Text {
+            writeln!(out, "  total {}", mapping_total.to_line())?;
+        }
+        report.total.add(&mapping_total, settings.samples);
+    }
+    let differences = report.total.differences();
+    if differences > 0 && settings.fix != FixMode::Report {
+        report.fix = Some(fix(connected, settings, &differing).await?);
+    }
+    match settings.format {
+        OutputFormat::Text => {
+            if differences == 0 {
+                writeln!(
+                    out,
+                    "verify: the index matches the table in all {} range(s)",
+                    report.ranges
+                )?;
+            } else {
+                writeln!(
+                    out,
+                    "verify: {differences} difference(s) (missing {}, extra {}, stale {}) in {} of {} range(s)",
+                    report.total.missing,
+                    report.total.extra,
+                    report.total.stale,
+                    report.ranges_with_differences,
+                    report.ranges
+                )?;
+            }
+            if let Some(fix) = &report.fix {
+                match (&settings.fix, fix.remaining) {
+                    (FixMode::Publish(topic), _) => writeln!(
+                        out,
+                        "fix: produced {} id(s) to {topic} for the daemon",
+                        fix.ids
+                    )?,
+                    (_, remaining) => writeln!(
+                        out,
+                        "fix: re-indexed {} id(s): indexed {}, deleted {}, conflicts {}, failed {}; differences left: {}",
+                        fix.ids,
+                        fix.indexed,
+                        fix.deleted,
+                        fix.conflicts,
+                        fix.failed,
+                        remaining.unwrap_or_default()
+                    )?,
+                }
+            }
+        }
+        OutputFormat::Json => {
+            let mut summary = serde_json::to_value(&report.total).expect("summaries serialise");
+            summary["event"] = json!("summary");
+            summary["ranges"] = json!(report.ranges);
+            summary["ranges_with_differences"] = json!(report.ranges_with_differences);
+            if let Some(fix) = &report.fix {
+                summary["fix"] = json!({
+                    "ids": fix.ids, "indexed": fix.indexed, "deleted": fix.deleted,
+                    "conflicts": fix.conflicts, "failed": fix.failed, "remaining": fix.remaining,
+                });
+            }
+            writeln!(out, "{summary}")?;
+        }
+    }
+    Ok(report)
+}
+
+/// Compares one chunk.
+async fn check_chunk(
+    connected: &Connected,
+    side: &Side<'_>,
+    chunk: &Chunk,
+    batch_size: usize,
+) -> anyhow::Result<RangeDiff> {
+    let mut expected = BTreeMap::new();
+    let mut indexed = BTreeMap::new();
+    let mut cursor = chunk.first_cursor();
+    loop {
+        let ids = side.source.page(&cursor, &chunk.end, batch_size).await?;
+        let Some(last) = ids.last().cloned() else {
+            break;
+        };
+        let (page_expected, page_indexed) = check_ids(connected, side, &ids).await?;
+        expected.extend(page_expected);
+        indexed.extend(page_indexed);
+        if ids.len() < batch_size {
+            break;
+        }
+        cursor = Cursor::advance(&last);
+    }
+    // Documents of ids the table does not have: only searched for when the
+    // range holds more documents than were found by id.
+    if side.index.can_find_extras() && side.index.count(chunk).await? > indexed.len() as u64 {
+        let candidates: Vec<(Id, Option<String>)> = side
+            .index
+            .ids_in(chunk)
+            .await?
+            .into_iter()
+            .filter(|(id, _)| !indexed.contains_key(id))
+            .collect();
+        indexed.extend(side.index.versions(&candidates).await?);
+    }
+    Ok(diff(&expected, &indexed))
+}
+
+/// The expected (id, version) of `ids` per the writer's rules, and what the
+/// index holds for them.
+async fn check_ids(
+    connected: &Connected,
+    side: &Side<'_>,
+    ids: &[Id],
+) -> anyhow::Result<(BTreeMap<Id, u64>, BTreeMap<Id, u64>)> {
+    let rows = side
+        .mapping
+        .reader
+        .fetch(&connected.database, ids)
+        .await
+        .with_context(|| format!("cannot re-read rows of {}", side.mapping.name))?;
+    let mut expected = BTreeMap::new();
+    let mut lookups = Vec::with_capacity(ids.len());
+    for planned in plan_actions(&side.mapping.spec, ids, rows, 0) {
+        match planned.action {
+            Ok(BulkAction::Index {
+                version, routing, ..
+            }) => {
+                expected.insert(planned.id.clone(), version);
+                lookups.push((planned.id, routing));
+            }
+            Ok(BulkAction::Delete { routing, .. }) => lookups.push((planned.id, routing)),
+            Err(error) => {
+                tracing::warn!(mapping = %side.mapping.name, id = %planned.id, error = %error, "row cannot be indexed; not compared");
+            }
+        }
+    }
+    let indexed = side.index.versions(&lookups).await?;
+    Ok((expected, indexed))
+}
+
+/// Repairs (or hands over) the differing ids, then checks them again.
+async fn fix(
+    connected: &Connected,
+    settings: &VerifySettings,
+    differing: &[Vec<Id>],
+) -> anyhow::Result<FixReport> {
+    let mut report = FixReport::default();
+    if let FixMode::Publish(topic) = &settings.fix {
+        let producer = esync::kafka::IdProducer::new(&connected.loaded.config.kafka)
+            .context("cannot create the Kafka producer")?;
+        for ids in differing {
+            report.ids += producer
+                .send_all(topic, ids)
+                .await
+                .with_context(|| format!("cannot produce ids to {topic}"))?
+                as u64;
+        }
+        return Ok(report);
+    }
+    let never = CancellationToken::new();
+    let batch_size = settings.batch_size.max(1);
+    for (mapping_index, ids) in differing.iter().enumerate() {
+        for page in ids.chunks(batch_size) {
+            let mut batch = vec![Vec::new(); differing.len()];
+            batch[mapping_index] = page.to_vec();
+            let written = connected
+                .writer
+                .write_batch(&batch, &never)
+                .await
+                .expect("never abandoned without an abort");
+            report.ids += page.len() as u64;
+            report.indexed += written.indexed as u64;
+            report.deleted += written.deleted as u64;
+            report.conflicts += written.conflicts as u64;
+            report.failed += written.failed.len() as u64;
+            for failed in &written.failed {
+                tracing::error!(id = %failed.id, reason = %failed.reason, "cannot fix");
+            }
+        }
+    }
+    // Check the repaired ids again, by id (no search: nothing waits for a refresh).
+    let mut remaining = 0;
+    for (mapping_index, ids) in differing.iter().enumerate() {
+        if ids.is_empty() {
+            continue;
+        }
+        let config = &connected.loaded.config.mappings[mapping_index];
+        let table = crate::connect::walk_table(config, settings.range.table.as_deref())?;
+        let side = Side {
+            mapping_index,
+            mapping: &connected.writer.mappings()[mapping_index],
+            source: Source::new(
+                connected.database.clone(),
+                &table,
+                &config.id.column,
+                config.id.id_type,
+            ),
+            index: IndexSide::open(connected.es.clone(), &config.index, config.id.id_type, None)
+                .await?,
+        };
+        debug_assert_eq!(side.mapping_index, mapping_index);
+        for page in ids.chunks(batch_size) {
+            let (expected, indexed) = check_ids(connected, &side, page).await?;
+            let left = diff(&expected, &indexed);
+            remaining += (left.missing.len() + left.extra.len() + left.stale.len()) as u64;
+        }
+    }
+    report.remaining = Some(remaining);
+    Ok(report)
+}

@@ -1,0 +1,70 @@
+//! The `shardplan` binary: parse arguments, set up logging, run one command,
+//! map the result to an exit code (0 ok, 1 findings with `--strict`, 2 error).
+//!
+//! All planning logic lives in the `shardplan` library; the command modules
+//! here only read files, talk to Elasticsearch and print.
+
+mod check;
+mod cli;
+mod es;
+mod measure;
+mod output;
+mod planning;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match run(cli) {
+        Ok(outcome) => outcome.exit_code(),
+        Err(error) => {
+            eprintln!("shardplan: error: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Logs go to stderr (stdout carries the report); `RUST_LOG` overrides the
+/// default of `info` for shardplan and `warn` for everything else.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,shardplan=info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+/// What a command found.
+pub enum Outcome {
+    /// Nothing to report, or findings without `--strict`.
+    Clean,
+    /// Findings of warning or critical severity with `--strict`.
+    Findings,
+}
+
+impl Outcome {
+    fn exit_code(self) -> ExitCode {
+        match self {
+            Outcome::Clean => ExitCode::SUCCESS,
+            Outcome::Findings => ExitCode::from(1),
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<Outcome> {
+    match cli.command {
+        Command::Plan(args) => planning::plan(&args),
+        Command::Template(args) => planning::template(&args),
+        Command::Ilm(args) => planning::ilm(&args),
+        Command::Simulate(args) => planning::simulate(&args),
+        Command::Check(args) => check::run(&args),
+        Command::Measure(args) => measure::run(&args),
+    }
+}

@@ -1,0 +1,60 @@
+//! Typed errors of the planning library.
+//!
+//! One enum per boundary: [`PlanError`] for planning input and arithmetic,
+//! [`ClusterDataError`] for cluster state that `check` hands to the pure
+//! analysis. No I/O errors live here: the binary wraps those with anyhow.
+
+use thiserror::Error;
+
+/// An invalid planning input, or a plan that cannot be computed.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum PlanError {
+    /// A byte size that does not parse (`50gb`, `1.5tb` and `1024` do).
+    #[error("invalid byte size {0:?}: expected a number with a unit such as 50gb")]
+    InvalidByteSize(String),
+    /// A field that is missing or out of range; `reason` names the value.
+    #[error("invalid {field}: {reason}")]
+    InvalidInput {
+        /// The YAML field (or flag) at fault, e.g. `hot.nodes`.
+        field: &'static str,
+        /// What is wrong with it, including the value.
+        reason: String,
+    },
+    /// The rules ask for more shards than fit in a `u32`.
+    #[error("the shard count overflows: a multiple of {unit} of at least {at_least} is too large")]
+    ShardCountOverflow {
+        /// The multiple the primary count must have.
+        unit: u64,
+        /// The minimum primary count from shard size.
+        at_least: u64,
+    },
+}
+
+impl PlanError {
+    /// Shorthand for [`PlanError::InvalidInput`].
+    pub fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
+        Self::InvalidInput {
+            field,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Cluster state that cannot be understood (a `_cat` row without a field,
+/// a number that does not parse).
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ClusterDataError {
+    /// A response did not have the expected shape.
+    #[error("unexpected {endpoint} response: {reason}")]
+    BadResponse {
+        /// The endpoint, e.g. `_cat/shards`.
+        endpoint: &'static str,
+        /// What was wrong, with the offending value.
+        reason: String,
+    },
+}
+
+/// A chart that could not be drawn.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("failed to draw the chart: {0}")]
+pub struct ChartError(pub String);

@@ -1,0 +1,713 @@
+//! Turning re-read database rows into Elasticsearch bulk actions.
+//!
+//! Pure: rows arrive as neutral [`SqlValue`]s (the database adapter converts
+//! driver types), and the decisions live here: which ids become index or delete
+//! actions, with which external version, routing and JSON body. No I/O, no clock
+//! (the caller passes `now`).
+
+use crate::id::{Id, IdType};
+use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+/// A database value, independent of the driver it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SqlValue {
+    /// SQL NULL.
+    Null,
+    /// A boolean.
+    Bool(bool),
+    /// A signed integer of any width.
+    Int(i64),
+    /// An unsigned integer too large for `i64` (MySQL `BIGINT UNSIGNED`).
+    UInt(u64),
+    /// A floating point number.
+    Float(f64),
+    /// An exact decimal (`NUMERIC`, `DECIMAL`).
+    Decimal(rust_decimal::Decimal),
+    /// Text of any kind (also enums, uuids, intervals rendered as text).
+    Text(String),
+    /// Binary data; indexed as base64, as Elasticsearch's `binary` type expects.
+    Bytes(Vec<u8>),
+    /// A JSON document (`json`, `jsonb`, MySQL `JSON`).
+    Json(Value),
+    /// A timestamp with time zone, normalised to UTC.
+    Timestamp(DateTime<Utc>),
+    /// A timestamp without time zone; taken to be UTC.
+    LocalTimestamp(NaiveDateTime),
+    /// A calendar date.
+    Date(NaiveDate),
+    /// A time of day.
+    Time(NaiveTime),
+    /// An array (Postgres arrays).
+    Array(Vec<SqlValue>),
+    /// A value the database adapter could not convert; the row is dead-lettered
+    /// with this reason instead of being indexed wrongly.
+    Undecodable(String),
+}
+
+impl SqlValue {
+    /// The JSON form indexed into Elasticsearch: numbers stay numbers (decimals
+    /// become IEEE doubles, as Elasticsearch's `double`/`scaled_float` store
+    /// them), timestamps become RFC 3339 in UTC with microseconds, binary
+    /// becomes base64, JSON stays nested.
+    pub fn to_json(&self) -> Value {
+        use base64::Engine as _;
+        match self {
+            SqlValue::Null => Value::Null,
+            SqlValue::Bool(flag) => Value::Bool(*flag),
+            SqlValue::Int(int) => Value::from(*int),
+            SqlValue::UInt(int) => Value::from(*int),
+            // JSON has no NaN or infinity: index them as null rather than fail the row.
+            SqlValue::Float(float) => {
+                serde_json::Number::from_f64(*float).map_or(Value::Null, Value::Number)
+            }
+            SqlValue::Decimal(decimal) => {
+                use rust_decimal::prelude::ToPrimitive as _;
+                decimal
+                    .to_f64()
+                    .and_then(serde_json::Number::from_f64)
+                    .map_or_else(|| Value::String(decimal.to_string()), Value::Number)
+            }
+            SqlValue::Text(text) => Value::String(text.clone()),
+            SqlValue::Bytes(bytes) => {
+                Value::String(base64::engine::general_purpose::STANDARD.encode(bytes))
+            }
+            SqlValue::Json(json) => json.clone(),
+            SqlValue::Timestamp(at) => {
+                Value::String(at.to_rfc3339_opts(SecondsFormat::AutoSi, true))
+            }
+            SqlValue::LocalTimestamp(at) => {
+                Value::String(at.and_utc().to_rfc3339_opts(SecondsFormat::AutoSi, true))
+            }
+            SqlValue::Date(date) => Value::String(date.format("%Y-%m-%d").to_string()),
+            SqlValue::Time(time) => Value::String(time.format("%H:%M:%S%.f").to_string()),
+            SqlValue::Array(items) => Value::Array(items.iter().map(SqlValue::to_json).collect()),
+            SqlValue::Undecodable(_) => Value::Null,
+        }
+    }
+
+    fn is_null(&self) -> bool {
+        matches!(self, SqlValue::Null)
+    }
+
+    /// Microseconds since the Unix epoch, for timestamp values.
+    fn as_timestamp_micros(&self) -> Option<i64> {
+        match self {
+            SqlValue::Timestamp(at) => Some(at.timestamp_micros()),
+            SqlValue::LocalTimestamp(at) => Some(at.and_utc().timestamp_micros()),
+            _ => None,
+        }
+    }
+}
+
+/// One row as read from the database: column names shared by every row of a
+/// result, values in the same order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    /// Column names, as the query returned them.
+    pub columns: Arc<[String]>,
+    /// One value per column.
+    pub values: Vec<SqlValue>,
+}
+
+impl Row {
+    /// The value of `column`, if the row has it.
+    pub fn get(&self, column: &str) -> Option<&SqlValue> {
+        self.columns
+            .iter()
+            .position(|name| name == column)
+            .map(|index| &self.values[index])
+    }
+}
+
+/// What the version column holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VersionKind {
+    /// A non-negative integer that every change increments.
+    Counter,
+    /// A timestamp set on every change (`updated_at`), used in microseconds.
+    Timestamp,
+}
+
+/// How deleted rows are recognised.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(tag = "strategy", rename_all = "snake_case", deny_unknown_fields)]
+pub enum DeleteStrategy {
+    /// A row that is gone from the table is deleted from the index.
+    Hard,
+    /// A row whose `column` is set (not NULL, not false, not 0) is deleted from
+    /// the index; rows gone from the table are deleted too.
+    Soft {
+        /// The soft-delete column, e.g. `deleted_at` or `is_deleted`.
+        column: String,
+    },
+}
+
+/// How one mapping's rows become documents.
+#[derive(Debug, Clone)]
+pub struct DocumentSpec {
+    /// Target index or alias.
+    pub index: Arc<str>,
+    /// Column holding the row id.
+    pub id_column: String,
+    /// Declared id type.
+    pub id_type: IdType,
+    /// Column holding the version.
+    pub version_column: String,
+    /// What the version column holds.
+    pub version_kind: VersionKind,
+    /// Optional column whose value is the routing key.
+    pub routing_column: Option<String>,
+    /// How deletes are recognised.
+    pub delete: DeleteStrategy,
+    /// Column -> field renames.
+    pub renames: HashMap<String, String>,
+    /// Columns left out of the document.
+    pub exclude: HashSet<String>,
+    /// Text columns holding JSON (e.g. MariaDB `JSON`, which is `LONGTEXT`).
+    pub json_columns: HashSet<String>,
+    /// Optional timestamp column used to measure end-to-end lag.
+    pub lag_column: Option<String>,
+}
+
+/// A write to Elasticsearch, always with an external version.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BulkAction {
+    /// Index (create or replace) a document.
+    Index {
+        /// Target index or alias.
+        index: Arc<str>,
+        /// Document id.
+        id: String,
+        /// External version (`version_type=external_gte`).
+        version: u64,
+        /// Routing key.
+        routing: Option<String>,
+        /// The document body.
+        source: Map<String, Value>,
+    },
+    /// Delete a document.
+    Delete {
+        /// Target index or alias.
+        index: Arc<str>,
+        /// Document id.
+        id: String,
+        /// External version (`version_type=external_gte`).
+        version: u64,
+        /// Routing key.
+        routing: Option<String>,
+    },
+}
+
+impl BulkAction {
+    /// The document id the action writes.
+    pub fn doc_id(&self) -> &str {
+        match self {
+            BulkAction::Index { id, .. } | BulkAction::Delete { id, .. } => id,
+        }
+    }
+
+    /// True for deletes.
+    pub fn is_delete(&self) -> bool {
+        matches!(self, BulkAction::Delete { .. })
+    }
+}
+
+/// Why a row cannot be written safely; such ids are dead-lettered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DocumentError {
+    /// Without a version an older state could overwrite a newer one.
+    #[error("version column {0} is NULL")]
+    NullVersion(String),
+    /// The version column has a value esync cannot turn into a version.
+    #[error("version column {column} holds {found}, expected {expected}")]
+    BadVersion {
+        /// The column.
+        column: String,
+        /// What was found.
+        found: String,
+        /// What was expected.
+        expected: &'static str,
+    },
+    /// The re-read query returned no id column.
+    #[error("the re-read query returned no column {0}")]
+    MissingColumn(String),
+    /// A column value could not be read from the database.
+    #[error("column {column}: {reason}")]
+    Undecodable {
+        /// The column.
+        column: String,
+        /// The adapter's reason.
+        reason: String,
+    },
+    /// The re-read query returned several rows for one id (a join fanning out).
+    #[error("the re-read query returned {0} rows for this id")]
+    DuplicateRows(usize),
+}
+
+/// The decision for one requested id.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Planned {
+    /// The id.
+    pub id: Id,
+    /// The action to send, or why the id cannot be written.
+    pub action: Result<BulkAction, DocumentError>,
+    /// The row's lag-column timestamp in microseconds, when configured and set.
+    pub changed_at_micros: Option<i64>,
+}
+
+/// Decides the action for every requested id from the rows re-read for them.
+///
+/// A requested id without a row is deleted with version `now_micros`: a delete
+/// must be newer than any earlier write of the document, and rows carry
+/// versions from their own past. Rows for ids that were not requested are
+/// ignored.
+pub fn plan_actions(
+    spec: &DocumentSpec,
+    ids: &[Id],
+    rows: Vec<Row>,
+    now_micros: u64,
+) -> Vec<Planned> {
+    let index = &spec.index;
+    let mut rows_by_id: HashMap<Id, Vec<Row>> = HashMap::with_capacity(rows.len());
+    let mut id_column_missing = false;
+    for row in rows {
+        match row
+            .get(&spec.id_column)
+            .and_then(|value| id_of(value, spec.id_type))
+        {
+            Some(id) => rows_by_id.entry(id).or_default().push(row),
+            None => id_column_missing |= row.get(&spec.id_column).is_none(),
+        }
+    }
+    ids.iter()
+        .map(|id| {
+            match rows_by_id.remove(id) {
+                None if id_column_missing => Planned {
+                    id: id.clone(),
+                    action: Err(DocumentError::MissingColumn(spec.id_column.clone())),
+                    changed_at_micros: None,
+                },
+                None => Planned {
+                    id: id.clone(),
+                    action: Ok(BulkAction::Delete {
+                        index: index.clone(),
+                        id: id.to_doc_id(),
+                        version: now_micros,
+                        // the row is gone, so its routing is unknown (see README, "Deletes")
+                        routing: None,
+                    }),
+                    changed_at_micros: None,
+                },
+                Some(mut rows) if rows.len() == 1 => {
+                    let row = rows.pop().expect("one row");
+                    plan_row(spec, index, id, row)
+                }
+                Some(rows) => Planned {
+                    id: id.clone(),
+                    action: Err(DocumentError::DuplicateRows(rows.len())),
+                    changed_at_micros: None,
+                },
+            }
+        })
+        .collect()
+}
+
+fn plan_row(spec: &DocumentSpec, index: &Arc<str>, id: &Id, row: Row) -> Planned {
+    let changed_at_micros = spec
+        .lag_column
+        .as_deref()
+        .and_then(|column| row.get(column))
+        .and_then(SqlValue::as_timestamp_micros);
+    let undecodable = row
+        .columns
+        .iter()
+        .zip(&row.values)
+        .find_map(|(column, value)| match value {
+            SqlValue::Undecodable(reason) => Some(DocumentError::Undecodable {
+                column: column.clone(),
+                reason: reason.clone(),
+            }),
+            _ => None,
+        });
+    if let Some(error) = undecodable {
+        return Planned {
+            id: id.clone(),
+            action: Err(error),
+            changed_at_micros,
+        };
+    }
+    let action = version_of(spec, &row).map(|version| {
+        let routing = spec
+            .routing_column
+            .as_deref()
+            .and_then(|column| row.get(column))
+            .filter(|value| !value.is_null())
+            .map(routing_text);
+        if is_soft_deleted(spec, &row) {
+            BulkAction::Delete {
+                index: index.clone(),
+                id: id.to_doc_id(),
+                version,
+                routing,
+            }
+        } else {
+            BulkAction::Index {
+                index: index.clone(),
+                id: id.to_doc_id(),
+                version,
+                routing,
+                source: to_source(spec, row),
+            }
+        }
+    });
+    Planned {
+        id: id.clone(),
+        action,
+        changed_at_micros,
+    }
+}
+
+fn id_of(value: &SqlValue, id_type: IdType) -> Option<Id> {
+    match (value, id_type) {
+        (SqlValue::Int(int), IdType::Integer) => Some(Id::Int(*int)),
+        (SqlValue::UInt(int), IdType::Integer) => i64::try_from(*int).ok().map(Id::Int),
+        (SqlValue::Text(text), id_type) => Id::parse(text, id_type).ok(),
+        (SqlValue::Int(int), IdType::String) => Some(Id::Str(int.to_string().into())),
+        (SqlValue::UInt(int), IdType::String) => Some(Id::Str(int.to_string().into())),
+        _ => None,
+    }
+}
+
+fn version_of(spec: &DocumentSpec, row: &Row) -> Result<u64, DocumentError> {
+    let column = &spec.version_column;
+    let value = row
+        .get(column)
+        .ok_or_else(|| DocumentError::MissingColumn(column.clone()))?;
+    let bad = |expected: &'static str| DocumentError::BadVersion {
+        column: column.clone(),
+        found: crate::id::truncate_for_message(&value.to_json().to_string()),
+        expected,
+    };
+    match (spec.version_kind, value) {
+        (_, SqlValue::Null) => Err(DocumentError::NullVersion(column.clone())),
+        (VersionKind::Counter, SqlValue::Int(int)) => {
+            u64::try_from(*int).map_err(|_| bad("a non-negative integer"))
+        }
+        (VersionKind::Counter, SqlValue::UInt(int)) => Ok(*int),
+        (VersionKind::Counter, _) => Err(bad("a non-negative integer")),
+        (VersionKind::Timestamp, value) => value
+            .as_timestamp_micros()
+            .and_then(|micros| u64::try_from(micros).ok())
+            .ok_or_else(|| bad("a timestamp after 1970")),
+    }
+}
+
+fn is_soft_deleted(spec: &DocumentSpec, row: &Row) -> bool {
+    let DeleteStrategy::Soft { column } = &spec.delete else {
+        return false;
+    };
+    match row.get(column) {
+        None
+        | Some(SqlValue::Null)
+        | Some(SqlValue::Bool(false))
+        | Some(SqlValue::Int(0))
+        | Some(SqlValue::UInt(0)) => false,
+        Some(SqlValue::Text(text)) => {
+            !(text.is_empty() || text == "0" || text.eq_ignore_ascii_case("false"))
+        }
+        Some(_) => true,
+    }
+}
+
+fn routing_text(value: &SqlValue) -> String {
+    match value {
+        SqlValue::Text(text) => text.clone(),
+        other => match other.to_json() {
+            Value::String(text) => text,
+            json => json.to_string(),
+        },
+    }
+}
+
+fn to_source(spec: &DocumentSpec, row: Row) -> Map<String, Value> {
+    let mut source = Map::with_capacity(row.values.len());
+    for (column, value) in row.columns.iter().zip(row.values) {
+        if spec.exclude.contains(column) {
+            continue;
+        }
+        let json = match value {
+            SqlValue::Text(text) if spec.json_columns.contains(column) => {
+                serde_json::from_str(&text).unwrap_or(Value::String(text))
+            }
+            value => value.to_json(),
+        };
+        let field = spec.renames.get(column).unwrap_or(column);
+        source.insert(field.clone(), json);
+    }
+    source
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn spec() -> DocumentSpec {
+        DocumentSpec {
+            index: index(),
+            id_column: "id".into(),
+            id_type: IdType::Integer,
+            version_column: "version".into(),
+            version_kind: VersionKind::Counter,
+            routing_column: None,
+            delete: DeleteStrategy::Hard,
+            renames: HashMap::new(),
+            exclude: HashSet::new(),
+            json_columns: HashSet::new(),
+            lag_column: None,
+        }
+    }
+
+    fn row(pairs: &[(&str, SqlValue)]) -> Row {
+        Row {
+            columns: pairs
+                .iter()
+                .map(|(name, _)| name.to_string())
+                .collect::<Vec<_>>()
+                .into(),
+            values: pairs.iter().map(|(_, value)| value.clone()).collect(),
+        }
+    }
+
+    fn index() -> Arc<str> {
+        Arc::from("orders")
+    }
+
+    #[test]
+    fn every_value_type_to_json() {
+        let at = DateTime::parse_from_rfc3339("2024-03-01T10:20:30.123456+02:00")
+            .unwrap()
+            .with_timezone(&Utc);
+        let cases = vec![
+            (SqlValue::Null, json!(null)),
+            (SqlValue::Bool(true), json!(true)),
+            (SqlValue::Int(-5), json!(-5)),
+            (SqlValue::UInt(u64::MAX), json!(u64::MAX)),
+            (SqlValue::Float(1.5), json!(1.5)),
+            (SqlValue::Float(f64::NAN), json!(null)),
+            (SqlValue::Decimal("12.34".parse().unwrap()), json!(12.34)),
+            (SqlValue::Text("héllo".into()), json!("héllo")),
+            (SqlValue::Bytes(vec![0, 1, 255]), json!("AAH/")),
+            (
+                SqlValue::Json(json!({"a": [1, {"b": null}]})),
+                json!({"a": [1, {"b": null}]}),
+            ),
+            (
+                SqlValue::Timestamp(at),
+                json!("2024-03-01T08:20:30.123456Z"),
+            ),
+            (
+                SqlValue::LocalTimestamp(
+                    NaiveDateTime::parse_from_str("2024-03-01 08:20:30", "%Y-%m-%d %H:%M:%S")
+                        .unwrap(),
+                ),
+                json!("2024-03-01T08:20:30Z"),
+            ),
+            (
+                SqlValue::Date(NaiveDate::from_ymd_opt(2024, 2, 29).unwrap()),
+                json!("2024-02-29"),
+            ),
+            (
+                SqlValue::Time(NaiveTime::from_hms_micro_opt(23, 59, 1, 500).unwrap()),
+                json!("23:59:01.000500"),
+            ),
+            (
+                SqlValue::Array(vec![SqlValue::Int(1), SqlValue::Null, SqlValue::Int(3)]),
+                json!([1, null, 3]),
+            ),
+        ];
+        for (value, expected) in cases {
+            assert_eq!(value.to_json(), expected, "{value:?}");
+        }
+    }
+
+    #[test]
+    fn found_rows_are_indexed_with_their_version() {
+        let mut spec = spec();
+        spec.renames.insert("total".into(), "amount".into());
+        spec.exclude.insert("secret".into());
+        spec.routing_column = Some("customer".into());
+        let rows = vec![row(&[
+            ("id", SqlValue::Int(1)),
+            ("version", SqlValue::Int(7)),
+            ("total", SqlValue::Decimal("9.5".parse().unwrap())),
+            ("secret", SqlValue::Text("x".into())),
+            ("customer", SqlValue::Int(33)),
+        ])];
+        let planned = plan_actions(&spec, &[Id::Int(1)], rows, 1_000);
+        let Ok(BulkAction::Index {
+            id,
+            version,
+            routing,
+            source,
+            ..
+        }) = &planned[0].action
+        else {
+            panic!("expected index, got {planned:?}");
+        };
+        assert_eq!(
+            (id.as_str(), *version, routing.as_deref()),
+            ("1", 7, Some("33"))
+        );
+        assert_eq!(
+            Value::Object(source.clone()),
+            json!({"id": 1, "version": 7, "amount": 9.5, "customer": 33})
+        );
+    }
+
+    #[test]
+    fn missing_rows_become_deletes_newer_than_any_row() {
+        let planned = plan_actions(
+            &spec(),
+            &[Id::Int(1), Id::Int(2)],
+            vec![],
+            1_700_000_000_000_000,
+        );
+        for planned in planned {
+            assert_eq!(
+                planned.action,
+                Ok(BulkAction::Delete {
+                    index: index(),
+                    id: planned.id.to_string(),
+                    version: 1_700_000_000_000_000,
+                    routing: None
+                })
+            );
+        }
+    }
+
+    #[test]
+    fn soft_deleted_rows_become_deletes_with_the_row_version() {
+        let mut spec = spec();
+        spec.delete = DeleteStrategy::Soft {
+            column: "deleted_at".into(),
+        };
+        let at = Utc::now();
+        let cases = [
+            (SqlValue::Null, false),
+            (SqlValue::Bool(false), false),
+            (SqlValue::Int(0), false),
+            (SqlValue::Text("".into()), false),
+            (SqlValue::Bool(true), true),
+            (SqlValue::Int(1), true),
+            (SqlValue::Timestamp(at), true),
+        ];
+        for (flag, deleted) in cases {
+            let rows = vec![row(&[
+                ("id", SqlValue::Int(4)),
+                ("version", SqlValue::Int(9)),
+                ("deleted_at", flag.clone()),
+            ])];
+            let planned = plan_actions(&spec, &[Id::Int(4)], rows, 1);
+            let action = planned[0].action.as_ref().unwrap();
+            assert_eq!(action.is_delete(), deleted, "{flag:?}");
+            if let BulkAction::Delete { version, .. } = action {
+                assert_eq!(*version, 9);
+            }
+        }
+    }
+
+    #[test]
+    fn timestamp_versions_are_microseconds() {
+        let mut spec = spec();
+        spec.version_kind = VersionKind::Timestamp;
+        spec.lag_column = Some("version".into());
+        let at = DateTime::parse_from_rfc3339("2024-01-01T00:00:00.000001Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let rows = vec![row(&[
+            ("id", SqlValue::Int(1)),
+            ("version", SqlValue::Timestamp(at)),
+        ])];
+        let planned = plan_actions(&spec, &[Id::Int(1)], rows, 1);
+        let Ok(BulkAction::Index { version, .. }) = planned[0].action else {
+            panic!()
+        };
+        assert_eq!(version, 1_704_067_200_000_001);
+        assert_eq!(planned[0].changed_at_micros, Some(1_704_067_200_000_001));
+    }
+
+    #[test]
+    fn unusable_versions_are_errors_not_guesses() {
+        let cases = [
+            (VersionKind::Counter, SqlValue::Null, "NullVersion"),
+            (VersionKind::Counter, SqlValue::Int(-1), "BadVersion"),
+            (
+                VersionKind::Counter,
+                SqlValue::Text("7".into()),
+                "BadVersion",
+            ),
+            (VersionKind::Timestamp, SqlValue::Int(5), "BadVersion"),
+        ];
+        for (kind, value, expected) in cases {
+            let mut spec = spec();
+            spec.version_kind = kind;
+            let rows = vec![row(&[("id", SqlValue::Int(1)), ("version", value.clone())])];
+            let planned = plan_actions(&spec, &[Id::Int(1)], rows, 1);
+            let error = planned[0].action.clone().unwrap_err();
+            assert!(
+                format!("{error:?}").starts_with(expected),
+                "{value:?}: {error:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn duplicate_rows_and_missing_id_column_are_errors() {
+        let rows = vec![
+            row(&[("id", SqlValue::Int(1)), ("version", SqlValue::Int(1))]),
+            row(&[("id", SqlValue::Int(1)), ("version", SqlValue::Int(2))]),
+        ];
+        let planned = plan_actions(&spec(), &[Id::Int(1)], rows, 1);
+        assert_eq!(planned[0].action, Err(DocumentError::DuplicateRows(2)));
+        let rows = vec![row(&[
+            ("key", SqlValue::Int(1)),
+            ("version", SqlValue::Int(1)),
+        ])];
+        let planned = plan_actions(&spec(), &[Id::Int(1)], rows, 1);
+        assert_eq!(
+            planned[0].action,
+            Err(DocumentError::MissingColumn("id".into()))
+        );
+    }
+
+    #[test]
+    fn string_ids_match_rows_and_json_columns_are_parsed() {
+        let mut spec = spec();
+        spec.id_type = IdType::String;
+        spec.json_columns.insert("attrs".into());
+        let rows = vec![
+            row(&[
+                ("id", SqlValue::Text("a-1".into())),
+                ("version", SqlValue::Int(1)),
+                ("attrs", SqlValue::Text(r#"{"k":[1]}"#.into())),
+            ]),
+            row(&[
+                ("id", SqlValue::Text("not-asked".into())),
+                ("version", SqlValue::Int(1)),
+                ("attrs", SqlValue::Null),
+            ]),
+        ];
+        let planned = plan_actions(&spec, &[Id::Str("a-1".into())], rows, 1);
+        assert_eq!(planned.len(), 1);
+        let Ok(BulkAction::Index { source, .. }) = &planned[0].action else {
+            panic!()
+        };
+        assert_eq!(source["attrs"], json!({"k": [1]}));
+    }
+}

@@ -1,0 +1,71 @@
+//! The operations endpoint: `/metrics` (Prometheus text format) and `/healthz`
+//! (200 only when Kafka, the database and Elasticsearch all answer).
+
+use crate::daemon::Services;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus_client::registry::Registry;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Clone)]
+struct AppState {
+    registry: Arc<Registry>,
+    services: Services,
+}
+
+/// Binds `address` and serves until `shutdown` fires.
+pub async fn serve(
+    address: SocketAddr,
+    registry: Arc<Registry>,
+    services: Services,
+    shutdown: CancellationToken,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    let listener = tokio::net::TcpListener::bind(address).await?;
+    tracing::info!(address = %listener.local_addr()?, "serving /metrics and /healthz");
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .with_state(AppState { registry, services });
+    Ok(tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await;
+        if let Err(error) = served {
+            tracing::warn!(error = %error, "metrics endpoint stopped");
+        }
+    }))
+}
+
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let mut body = String::new();
+    match prometheus_client::encoding::text::encode(&mut body, &state.registry) {
+        Ok(()) => (
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            body,
+        ),
+        Err(error) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [(header::CONTENT_TYPE, "text/plain")],
+            error.to_string(),
+        ),
+    }
+}
+
+async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
+    match state.services.health().await {
+        Ok(()) => (StatusCode::OK, "ok\n".to_owned()),
+        Err(problems) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("unhealthy: {problems}\n"),
+        ),
+    }
+}

@@ -1,0 +1,343 @@
+//! Kafka adapter: the consumer (with rebalance and commit handling) and the
+//! dead-letter producer.
+//!
+//! Offsets are never committed automatically: `enable.auto.commit` and
+//! `enable.auto.offset.store` are off, and esync commits the positions the
+//! [`OffsetTracker`] allows. On revoke, the finished part of each revoked
+//! partition is committed synchronously inside the rebalance callback (a
+//! commit after the group moved on would be rejected), and the partition is
+//! forgotten so late acknowledgements cannot move the next owner's position.
+
+use crate::config::KafkaConfig;
+use crate::metrics::{Metrics, PartitionLabel};
+use crate::offsets::{CommitPosition, OffsetTracker};
+use rdkafka::client::ClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::statistics::Statistics;
+use rdkafka::{Offset, TopicPartitionList};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// The consumer's context: rebalance hooks, commit results, statistics.
+pub struct EsyncContext {
+    tracker: Arc<Mutex<OffsetTracker>>,
+    metrics: Arc<Metrics>,
+}
+
+impl ClientContext for EsyncContext {
+    fn stats(&self, statistics: Statistics) {
+        for (topic, topic_stats) in &statistics.topics {
+            for (partition, partition_stats) in &topic_stats.partitions {
+                // -1 is librdkafka's "internal" partition and partitions not assigned to us.
+                if *partition < 0 || partition_stats.consumer_lag < 0 {
+                    continue;
+                }
+                let label = PartitionLabel {
+                    topic: topic.clone(),
+                    partition: partition.to_string(),
+                };
+                self.metrics
+                    .consumer_lag
+                    .get_or_create(&label)
+                    .set(partition_stats.consumer_lag);
+            }
+        }
+    }
+
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, facility: &str, message: &str) {
+        use rdkafka::config::RDKafkaLogLevel as Level;
+        match level {
+            Level::Emerg | Level::Alert | Level::Critical | Level::Error => {
+                tracing::error!(target: "librdkafka", facility, "{message}")
+            }
+            Level::Warning => tracing::warn!(target: "librdkafka", facility, "{message}"),
+            Level::Notice | Level::Info => {
+                tracing::info!(target: "librdkafka", facility, "{message}")
+            }
+            Level::Debug => tracing::debug!(target: "librdkafka", facility, "{message}"),
+        }
+    }
+}
+
+impl ConsumerContext for EsyncContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Revoke(partitions) => {
+                let positions: Vec<CommitPosition> = {
+                    let mut tracker = lock(&self.tracker);
+                    partitions
+                        .elements()
+                        .iter()
+                        .filter_map(|element| tracker.revoke(element.topic(), element.partition()))
+                        .collect()
+                };
+                tracing::info!(
+                    partitions = partitions.count(),
+                    committing = positions.len(),
+                    "partitions revoked"
+                );
+                if positions.is_empty() {
+                    return;
+                }
+                match consumer.commit(&to_partition_list(&positions), CommitMode::Sync) {
+                    Ok(()) => tracing::info!(
+                        partitions = positions.len(),
+                        "committed finished offsets of revoked partitions"
+                    ),
+                    Err(error) => {
+                        self.metrics.commit_failures.inc();
+                        tracing::warn!(error = %error, "commit on revoke failed; the next owner replays from the last commit");
+                    }
+                }
+            }
+            Rebalance::Assign(partitions) => {
+                let mut tracker = lock(&self.tracker);
+                for element in partitions.elements() {
+                    tracker.assign(element.topic(), element.partition());
+                }
+                tracing::info!(partitions = partitions.count(), "partitions assigned");
+            }
+            Rebalance::Error(error) => tracing::warn!(error = %error, "rebalance error"),
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        match result {
+            Ok(()) => {
+                let mut tracker = lock(&self.tracker);
+                for element in offsets.elements() {
+                    if let Offset::Offset(offset) = element.offset() {
+                        tracker.mark_committed(&CommitPosition {
+                            topic: Arc::from(element.topic()),
+                            partition: element.partition(),
+                            offset,
+                        });
+                    }
+                }
+            }
+            Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
+            Err(error) => {
+                self.metrics.commit_failures.inc();
+                tracing::warn!(error = %error, "offset commit failed; retrying at the next interval");
+            }
+        }
+    }
+}
+
+/// Locks the tracker; a panic elsewhere must not stop commits of finished work.
+pub fn lock(tracker: &Mutex<OffsetTracker>) -> std::sync::MutexGuard<'_, OffsetTracker> {
+    tracker
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The consumer type of the daemon.
+pub type EsyncConsumer = StreamConsumer<EsyncContext>;
+
+/// Builds the consumer; it is subscribed by the caller.
+pub fn build_consumer(
+    config: &KafkaConfig,
+    tracker: Arc<Mutex<OffsetTracker>>,
+    metrics: Arc<Metrics>,
+) -> KafkaResult<EsyncConsumer> {
+    let mut client = ClientConfig::new();
+    client
+        .set("bootstrap.servers", &config.brokers)
+        .set("group.id", &config.group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", &config.auto_offset_reset)
+        .set("statistics.interval.ms", "5000");
+    for (key, value) in &config.options {
+        client.set(key, value);
+    }
+    client.create_with_context(EsyncContext { tracker, metrics })
+}
+
+/// Converts commit positions to the list rdkafka commits.
+pub fn to_partition_list(positions: &[CommitPosition]) -> TopicPartitionList {
+    let mut list = TopicPartitionList::with_capacity(positions.len());
+    for position in positions {
+        // add_partition_offset only fails for invalid offsets, which positions never are
+        let _ = list.add_partition_offset(
+            &position.topic,
+            position.partition,
+            Offset::Offset(position.offset),
+        );
+    }
+    list
+}
+
+/// Commits every position the tracker allows, synchronously (shutdown).
+pub fn commit_finished_sync(
+    consumer: &EsyncConsumer,
+    tracker: &Mutex<OffsetTracker>,
+) -> KafkaResult<usize> {
+    let positions = lock(tracker).committable();
+    if positions.is_empty() {
+        return Ok(0);
+    }
+    consumer.commit(&to_partition_list(&positions), CommitMode::Sync)?;
+    let mut tracker = lock(tracker);
+    for position in &positions {
+        tracker.mark_committed(position);
+    }
+    Ok(positions.len())
+}
+
+/// Builds a producer with delivery guarantees suitable for dead letters and
+/// published ids: idempotent, `acks=all`.
+pub fn build_producer(config: &KafkaConfig) -> KafkaResult<FutureProducer> {
+    let mut client = ClientConfig::new();
+    client
+        .set("bootstrap.servers", &config.brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("message.timeout.ms", "30000");
+    for (key, value) in &config.options {
+        // consumer-only options would make the producer warn; pass the shared ones
+        if key.starts_with("security.")
+            || key.starts_with("sasl.")
+            || key.starts_with("ssl.")
+            || key.starts_with("client.")
+        {
+            client.set(key, value);
+        }
+    }
+    client.create()
+}
+
+/// One dead letter: what failed and why.
+#[derive(Debug, Clone)]
+pub struct DeadLetter<'a> {
+    /// Key to produce (the original key, or the id).
+    pub key: Option<&'a [u8]>,
+    /// Value to produce (the original value, or a JSON description).
+    pub value: Option<&'a [u8]>,
+    /// Headers `esync.*`: reason code, error text, origin.
+    pub headers: Vec<(&'static str, String)>,
+}
+
+/// Produces `letter` to `topic`, waiting for the broker's acknowledgement.
+pub async fn produce_dead_letter(
+    producer: &FutureProducer,
+    topic: &str,
+    letter: &DeadLetter<'_>,
+) -> KafkaResult<()> {
+    let mut headers = OwnedHeaders::new_with_capacity(letter.headers.len());
+    for (key, value) in &letter.headers {
+        headers = headers.insert(Header {
+            key,
+            value: Some(value.as_bytes()),
+        });
+    }
+    let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).headers(headers);
+    if let Some(key) = letter.key {
+        record = record.key(key);
+    }
+    if let Some(value) = letter.value {
+        record = record.payload(value);
+    }
+    producer
+        .send(record, Duration::from_secs(30))
+        .await
+        .map(drop)
+        .map_err(|(error, _)| error)
+}
+
+/// Creates `topics` with `partitions` partitions each (replication factor 1
+/// unless the cluster decides), ignoring topics that already exist.
+pub async fn create_topics(
+    config: &KafkaConfig,
+    topics: &[&str],
+    partitions: i32,
+    replication: i32,
+) -> KafkaResult<()> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    let mut client = ClientConfig::new();
+    client.set("bootstrap.servers", &config.brokers);
+    for (key, value) in &config.options {
+        if key.starts_with("security.") || key.starts_with("sasl.") || key.starts_with("ssl.") {
+            client.set(key, value);
+        }
+    }
+    let admin: AdminClient<DefaultClientContext> = client.create()?;
+    let new_topics: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|topic| NewTopic::new(topic, partitions, TopicReplication::Fixed(replication)))
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    for result in admin.create_topics(&new_topics, &options).await? {
+        match result {
+            Ok(_) | Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => {
+                return Err(KafkaError::AdminOp(code))
+                    .inspect_err(|_| tracing::error!(topic, "create topic failed"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Produces ids in the plain format the daemon reads (the id as key and
+/// value, so one id always lands in one partition), waiting for `acks=all`.
+pub struct IdProducer {
+    producer: FutureProducer,
+}
+
+impl IdProducer {
+    /// A producer for `config`'s brokers.
+    pub fn new(config: &KafkaConfig) -> KafkaResult<IdProducer> {
+        Ok(IdProducer {
+            producer: build_producer(config)?,
+        })
+    }
+
+    /// Produces every id to `topic` and waits until all are acknowledged.
+    pub async fn send_all<'a>(
+        &self,
+        topic: &str,
+        ids: impl IntoIterator<Item = &'a crate::id::Id>,
+    ) -> KafkaResult<usize> {
+        let texts: Vec<String> = ids.into_iter().map(ToString::to_string).collect();
+        let deliveries = texts.iter().map(|text| {
+            let record: FutureRecord<'_, str, str> = FutureRecord::to(topic)
+                .key(text.as_str())
+                .payload(text.as_str());
+            self.producer.send(record, Duration::from_secs(30))
+        });
+        let results = futures::future::join_all(deliveries).await;
+        for result in results {
+            result.map_err(|(error, _)| error)?;
+        }
+        Ok(texts.len())
+    }
+
+    /// Produces a raw message (tests and tools that need malformed input).
+    pub async fn send_raw(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+    ) -> KafkaResult<()> {
+        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic);
+        if let Some(key) = key {
+            record = record.key(key);
+        }
+        if let Some(value) = value {
+            record = record.payload(value);
+        }
+        self.producer
+            .send(record, Duration::from_secs(30))
+            .await
+            .map(drop)
+            .map_err(|(error, _)| error)
+    }
+}

@@ -1,0 +1,34 @@
+//! esync: keeps Elasticsearch indexes equal to database tables.
+//!
+//! Kafka carries only the ids of changed rows; esync re-reads the latest rows
+//! and writes them with external versions, so reordering, duplicates and
+//! replays can never put an older state over a newer one.
+//!
+//! Layers:
+//! - pure core, no I/O: [`id`], [`decode`], [`batch`], [`document`], [`bulk`],
+//!   [`offsets`], [`retry`], [`config`];
+//! - adapters, one per system: [`db`] (sqlx), [`es`] (elasticsearch),
+//!   [`kafka`] (rdkafka);
+//! - the engine wiring them: [`writer`] (re-read + versioned write of a set of
+//!   ids, reused by `esync-recover`), [`daemon`] (the Kafka consumer loop);
+//! - operations: [`metrics`], [`http`], [`telemetry`], [`check`].
+
+pub mod batch;
+pub mod bulk;
+pub mod check;
+pub mod config;
+pub mod daemon;
+pub mod db;
+pub mod decode;
+pub mod document;
+pub mod es;
+pub mod http;
+pub mod id;
+pub mod kafka;
+pub mod metrics;
+pub mod offsets;
+pub mod publish;
+pub mod retry;
+pub mod secret;
+pub mod telemetry;
+pub mod writer;

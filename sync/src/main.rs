@@ -1,0 +1,148 @@
+//! The `esync` binary: parse arguments, load config, set up telemetry, run.
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use esync::check::{Level, run_checks};
+use esync::config::LoadedConfig;
+use esync::daemon::{self, Services};
+use esync::metrics::Metrics;
+use esync::telemetry::{self, LogFormat};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+/// Keeps Elasticsearch in step with a database, from changed ids in Kafka.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "ESYNC_LOG_FORMAT")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the sync daemon until SIGTERM or SIGINT.
+    Run {
+        /// Configuration file.
+        #[arg(long, short, env = "ESYNC_CONFIG", default_value = "esync.yaml")]
+        config: PathBuf,
+    },
+    /// Validate the configuration and test every connection and query.
+    Check {
+        /// Configuration file.
+        #[arg(long, short, env = "ESYNC_CONFIG", default_value = "esync.yaml")]
+        config: PathBuf,
+    },
+    /// Publish changed ids to Kafka (section publish:) until SIGTERM or SIGINT.
+    Publish {
+        /// Configuration file.
+        #[arg(long, short, env = "ESYNC_CONFIG", default_value = "esync.yaml")]
+        config: PathBuf,
+        /// Relay the outbox table instead of polling timestamp columns.
+        #[arg(long)]
+        outbox: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(cli.log_format);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("esync: cannot start the async runtime: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Run { config } => run(config).await.map(|()| ExitCode::SUCCESS),
+            Command::Check { config } => check(config).await,
+            Command::Publish { config, outbox } => publish(config, outbox).await.map(|()| ExitCode::SUCCESS),
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("esync: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(config_path: PathBuf) -> anyhow::Result<()> {
+    let loaded = LoadedConfig::from_file(&config_path)?;
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = Metrics::register(&mut registry);
+    let services = Services::connect(&loaded, metrics)
+        .await
+        .context("cannot start")?;
+    services
+        .health()
+        .await
+        .map_err(|problems| anyhow::anyhow!("cannot start: {problems}"))?;
+    let shutdown = CancellationToken::new();
+    spawn_signal_handler(shutdown.clone())?;
+    let server = match loaded.config.metrics.listen {
+        Some(address) => Some(
+            esync::http::serve(
+                address,
+                Arc::new(registry),
+                services.clone(),
+                shutdown.clone(),
+            )
+            .await
+            .with_context(|| format!("cannot serve metrics on {address}"))?,
+        ),
+        None => None,
+    };
+    daemon::run(&loaded.config, services, shutdown).await?;
+    if let Some(server) = server {
+        let _ = server.await;
+    }
+    Ok(())
+}
+
+async fn publish(config_path: PathBuf, outbox: bool) -> anyhow::Result<()> {
+    let loaded = LoadedConfig::from_file(&config_path)?;
+    let shutdown = CancellationToken::new();
+    spawn_signal_handler(shutdown.clone())?;
+    let mode = if outbox { esync::publish::Mode::Outbox } else { esync::publish::Mode::Poll };
+    esync::publish::run(&loaded, mode, shutdown).await.context("publish")
+}
+
+fn spawn_signal_handler(shutdown: CancellationToken) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = terminate.recv() => tracing::info!("SIGTERM received"),
+            _ = interrupt.recv() => tracing::info!("SIGINT received"),
+        }
+        shutdown.cancel();
+    });
+    Ok(())
+}
+
+async fn check(config_path: PathBuf) -> anyhow::Result<ExitCode> {
+    let loaded = LoadedConfig::from_file(&config_path)?;
+    let findings = run_checks(&loaded).await;
+    for finding in &findings {
+        println!("{finding}");
+    }
+    let failures = findings
+        .iter()
+        .filter(|finding| finding.level == Level::Failure)
+        .count();
+    if failures > 0 {
+        println!("{failures} check(s) failed");
+        return Ok(ExitCode::from(1));
+    }
+    println!("all checks passed");
+    Ok(ExitCode::SUCCESS)
+}

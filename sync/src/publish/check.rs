@@ -1,0 +1,75 @@
+//! `esync check` for the `publish:` section: each polled table's timestamp
+//! column has a supported type, and its `(timestamp, id)` index exists —
+//! shown with EXPLAIN of the real next-page query — and the outbox table is
+//! readable.
+
+use super::config::PublishConfig;
+use super::outbox::OutboxSql;
+use super::poller::{Poller, plan_uses_index, targets};
+use crate::check::{Finding, Level};
+use crate::config::Config;
+use crate::db::{Database, quote_identifier};
+use sqlx::AssertSqlSafe;
+
+fn finding(level: Level, message: String) -> Finding {
+    Finding { level, message }
+}
+
+/// Findings for `publish:` (none when the section is absent).
+pub async fn findings(config: &Config, database: &Database) -> Vec<Finding> {
+    let Some(publish) = &config.publish else {
+        return Vec::new();
+    };
+    let mut findings = Vec::new();
+    for target in targets(config) {
+        let name = format!("publish {}", target.mapping);
+        let column = format!("({}, {})", target.timestamp_column, target.id_column);
+        let poller = match Poller::connect(database.clone(), target.clone()).await {
+            Ok(poller) => poller,
+            Err(error) => {
+                findings.push(finding(Level::Failure, format!("{name}: {error}")));
+                continue;
+            }
+        };
+        match poller.explain_page(publish.page_size).await {
+            Ok(plan) if plan_uses_index(database.dialect(), &plan) => {
+                findings.push(finding(Level::Ok, format!("{name}: the poll query uses an index on {column} of {}", target.table)))
+            }
+            Ok(plan) => findings.push(finding(
+                Level::Warning,
+                format!(
+                    "{name}: no index serves the poll query; every poll scans and sorts {table}. Create one:\n       \
+                     CREATE INDEX {index} ON {table} ({timestamp_column}, {id_column});\n       plan: {plan}",
+                    table = target.table,
+                    index = quote_identifier(database.dialect(), &format!("{}_esync_poll", target.table.replace('.', "_"))),
+                    timestamp_column = target.timestamp_column,
+                    id_column = target.id_column,
+                    plan = plan.join(" | "),
+                ),
+            )),
+            Err(error) => findings.push(finding(Level::Failure, format!("{name}: EXPLAIN of the poll query failed: {error}"))),
+        }
+    }
+    if let Some(outbox) = &publish.outbox {
+        findings.push(check_outbox(publish, database, &outbox.table).await);
+    }
+    findings
+}
+
+async fn check_outbox(_publish: &PublishConfig, database: &Database, table: &str) -> Finding {
+    let sql = OutboxSql::new(database.dialect(), table).claim(1, 1);
+    // the claim without its lock: a check must not block relays
+    let sql = sql.replace(" FOR UPDATE SKIP LOCKED", "");
+    let result = match database {
+        Database::Postgres(pool) => sqlx::query(AssertSqlSafe(sql)).bind(vec![String::new()]).fetch_all(pool).await.map(drop),
+        Database::MySql(pool) => sqlx::query(AssertSqlSafe(sql)).bind(String::new()).fetch_all(pool).await.map(drop),
+        Database::Sqlite(pool) => sqlx::query(AssertSqlSafe(sql)).bind(String::new()).fetch_all(pool).await.map(drop),
+    };
+    match result {
+        Ok(()) => finding(Level::Ok, format!("publish outbox: table {table} is readable")),
+        Err(error) => finding(
+            Level::Failure,
+            format!("publish outbox: cannot read {table} ({error}); install sync/sql/<database>/outbox.sql"),
+        ),
+    }
+}

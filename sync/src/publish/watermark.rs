@@ -1,0 +1,238 @@
+//! The poller's pure core: watermark, look-back window and de-duplication.
+//!
+//! No I/O and no clock: times are microseconds since the Unix epoch passed in
+//! by the caller, so every decision is unit-tested.
+//!
+//! A poll scans, in `(timestamp, id)` order, from `watermark.timestamp -
+//! look_back` onwards. Rows behind the watermark are usually ones already
+//! published; the window remembers the `(timestamp, id)` pairs it published
+//! and suppresses them, so only rows that are new in the window (late commits)
+//! cost a Kafka message. A row changed again gets a new timestamp, hence a new
+//! pair, and is published again.
+
+use crate::id::Id;
+use std::collections::BTreeSet;
+
+/// A point in the `(timestamp, id)` order of a table.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Position {
+    /// Microseconds since the Unix epoch (UTC).
+    pub timestamp_us: i64,
+    /// The row's id.
+    pub id: Id,
+}
+
+/// Where a poll's (or a page's) scan starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cursor {
+    /// Every row with a non-NULL timestamp.
+    Beginning,
+    /// Rows with `timestamp >= timestamp_us` (the start of the look-back window).
+    From(i64),
+    /// Rows strictly after a position (the next page).
+    After(Position),
+}
+
+/// What to do with one page of scanned rows.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PageDecision {
+    /// Ids to produce, in scan order (a pair already published is left out).
+    pub publish: Vec<Id>,
+    /// How many of them lie at or behind the watermark: rows that committed
+    /// late and were caught by the look-back window.
+    pub late: usize,
+    /// Rows suppressed because their pair was already published.
+    pub suppressed: usize,
+}
+
+/// The watermark of one mapping and the pairs published inside its window.
+#[derive(Debug, Clone)]
+pub struct Window {
+    look_back_us: i64,
+    watermark: Option<Position>,
+    published: BTreeSet<Position>,
+}
+
+impl Window {
+    /// A window starting at `watermark` (none: from the beginning), re-scanning
+    /// `look_back_us` microseconds behind it.
+    pub fn new(watermark: Option<Position>, look_back_us: i64) -> Window {
+        debug_assert!(look_back_us >= 0, "look-back is a duration");
+        Window { look_back_us: look_back_us.max(0), watermark, published: BTreeSet::new() }
+    }
+
+    /// The highest position published (and acknowledged) so far.
+    pub fn watermark(&self) -> Option<&Position> {
+        self.watermark.as_ref()
+    }
+
+    /// Pairs remembered for suppression.
+    pub fn remembered(&self) -> usize {
+        self.published.len()
+    }
+
+    /// Where the next poll starts: the look-back window behind the watermark.
+    pub fn scan_start(&self) -> Cursor {
+        match &self.watermark {
+            None => Cursor::Beginning,
+            Some(watermark) => Cursor::From(watermark.timestamp_us.saturating_sub(self.look_back_us)),
+        }
+    }
+
+    /// Decides which rows of a page (in scan order) must be produced.
+    pub fn decide(&self, rows: &[Position]) -> PageDecision {
+        let mut decision = PageDecision::default();
+        for row in rows {
+            if self.published.contains(row) {
+                decision.suppressed += 1;
+                continue;
+            }
+            if self.watermark.as_ref().is_some_and(|watermark| row <= watermark) {
+                decision.late += 1;
+            }
+            decision.publish.push(row.id.clone());
+        }
+        decision
+    }
+
+    /// Records a page whose ids Kafka acknowledged: its pairs are remembered
+    /// and the watermark moves to the page's highest position.
+    pub fn acknowledge(&mut self, rows: &[Position]) {
+        for row in rows {
+            if self.watermark.as_ref().is_none_or(|watermark| row > watermark) {
+                self.watermark = Some(row.clone());
+            }
+            let _ = self.published.insert(row.clone());
+        }
+    }
+
+    /// Forgets pairs that the next scan cannot meet again (older than the
+    /// window's start). Call once per poll.
+    pub fn prune(&mut self) {
+        let Cursor::From(start) = self.scan_start() else {
+            return;
+        };
+        let floor = Position { timestamp_us: start, id: Id::Int(i64::MIN) };
+        self.published = self.published.split_off(&floor);
+    }
+}
+
+/// Seconds from the watermark's timestamp to `now_us` (0 without a watermark
+/// or when the watermark is in the future).
+pub fn lag_seconds(watermark: Option<&Position>, now_us: i64) -> f64 {
+    watermark.map_or(0.0, |watermark| (now_us.saturating_sub(watermark.timestamp_us)).max(0) as f64 / 1e6)
+}
+
+/// How long to pause so that `rows` read since `elapsed_us` stay under
+/// `max_per_second` (0 when no cap or already slow enough).
+pub fn pacing_delay_us(rows: u64, elapsed_us: u64, max_per_second: Option<u32>) -> u64 {
+    let Some(cap) = max_per_second.filter(|cap| *cap > 0) else {
+        return 0;
+    };
+    let needed_us = rows.saturating_mul(1_000_000) / u64::from(cap);
+    needed_us.saturating_sub(elapsed_us)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(timestamp_us: i64, id: i64) -> Position {
+        Position { timestamp_us, id: Id::Int(id) }
+    }
+
+    fn ids(decision: &PageDecision) -> Vec<i64> {
+        decision
+            .publish
+            .iter()
+            .map(|id| match id {
+                Id::Int(int) => *int,
+                Id::Str(_) => unreachable!(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn scan_starts_behind_the_watermark() {
+        let cases = [
+            (None, 10, Cursor::Beginning),
+            (Some(at(1_000, 5)), 100, Cursor::From(900)),
+            (Some(at(1_000, 5)), 0, Cursor::From(1_000)),
+            (Some(at(i64::MIN + 5, 5)), 100, Cursor::From(i64::MIN)),
+        ];
+        for (watermark, look_back, expected) in cases {
+            assert_eq!(Window::new(watermark.clone(), look_back).scan_start(), expected, "{watermark:?} {look_back}");
+        }
+    }
+
+    /// Table-driven: (already acknowledged pages, next page, ids to publish, late count, suppressed count).
+    #[test]
+    fn decisions() {
+        type Case = (&'static str, Vec<Vec<Position>>, Vec<Position>, Vec<i64>, usize, usize);
+        let cases: Vec<Case> = vec![
+            ("first page publishes all", vec![], vec![at(1, 1), at(2, 2)], vec![1, 2], 0, 0),
+            ("re-scan of the window is suppressed", vec![vec![at(1, 1), at(2, 2)]], vec![at(1, 1), at(2, 2), at(3, 3)], vec![3], 0, 2),
+            ("a late commit behind the watermark is published and counted", vec![vec![at(10, 1), at(20, 2)]], vec![at(15, 7), at(20, 2)], vec![7], 1, 1),
+            ("same id with a newer timestamp is a new change", vec![vec![at(10, 1)]], vec![at(10, 1), at(11, 1)], vec![1], 0, 1),
+            ("same timestamp, other id", vec![vec![at(10, 1)]], vec![at(10, 1), at(10, 2)], vec![2], 0, 1),
+            ("same timestamp, lower id, committed late", vec![vec![at(10, 5)]], vec![at(10, 3), at(10, 5)], vec![3], 1, 1),
+        ];
+        for (name, acknowledged, page, expected, late, suppressed) in cases {
+            let mut window = Window::new(None, 100);
+            for earlier in &acknowledged {
+                window.acknowledge(earlier);
+            }
+            let decision = window.decide(&page);
+            assert_eq!(ids(&decision), expected, "{name}");
+            assert_eq!(decision.late, late, "{name}: late");
+            assert_eq!(decision.suppressed, suppressed, "{name}: suppressed");
+        }
+    }
+
+    #[test]
+    fn watermark_only_moves_forward() {
+        let mut window = Window::new(Some(at(100, 9)), 50);
+        window.acknowledge(&[at(60, 1), at(80, 2)]);
+        assert_eq!(window.watermark(), Some(&at(100, 9)), "late rows do not move it back");
+        window.acknowledge(&[at(100, 10), at(130, 3)]);
+        assert_eq!(window.watermark(), Some(&at(130, 3)));
+    }
+
+    #[test]
+    fn prune_keeps_exactly_the_window() {
+        let mut window = Window::new(None, 50);
+        window.acknowledge(&[at(10, 1), at(79, 2), at(80, 3), at(81, 4), at(130, 5)]);
+        window.prune();
+        // window starts at 130 - 50 = 80: pairs at 80 and later may be scanned again
+        assert_eq!(window.remembered(), 3);
+        let decision = window.decide(&[at(79, 2), at(80, 3), at(130, 5)]);
+        assert_eq!(ids(&decision), vec![2], "a forgotten pair is published again if met");
+    }
+
+    #[test]
+    fn string_ids_order_and_prune() {
+        let text = |timestamp_us, id: &str| Position { timestamp_us, id: Id::Str(id.into()) };
+        let mut window = Window::new(None, 0);
+        window.acknowledge(&[text(5, "b"), text(5, "a"), text(4, "z")]);
+        assert_eq!(window.watermark(), Some(&text(5, "b")));
+        window.prune();
+        assert_eq!(window.remembered(), 2, "string ids sort after the Int(MIN) floor");
+    }
+
+    #[test]
+    fn lag_and_pacing() {
+        assert_eq!(lag_seconds(None, 5_000_000), 0.0);
+        assert_eq!(lag_seconds(Some(&at(1_000_000, 1)), 3_500_000), 2.5);
+        assert_eq!(lag_seconds(Some(&at(9_000_000, 1)), 3_500_000), 0.0, "clock skew never gives a negative lag");
+        let cases = [
+            (1000, 0, None, 0),
+            (1000, 0, Some(1000), 1_000_000),
+            (1000, 400_000, Some(1000), 600_000),
+            (1000, 2_000_000, Some(1000), 0),
+            (10, 0, Some(3), 3_333_333),
+        ];
+        for (rows, elapsed, cap, expected) in cases {
+            assert_eq!(pacing_delay_us(rows, elapsed, cap), expected, "{rows} rows in {elapsed}us, cap {cap:?}");
+        }
+    }
+}

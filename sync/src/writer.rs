@@ -1,0 +1,427 @@
+//! The versioned writer: re-reads ids and writes them to Elasticsearch until
+//! every id is written, superseded, or permanently failed.
+//!
+//! Shared by the daemon and `esync-recover`. Transient failures (database
+//! errors, 429/5xx, connection errors) are retried with backoff for as long as
+//! it takes; only items still failing are sent again. The caller decides what
+//! to do with permanent failures (dead-letter them) and when to give up
+//! (`abort`, e.g. at the end of a shutdown grace period).
+
+use crate::bulk::{ItemOutcome, classify_bulk, encode_action};
+use crate::config::{Config, MappingConfig};
+use crate::db::{Database, RowReader};
+use crate::decode::Decoder;
+use crate::document::{BulkAction, DocumentSpec, Planned, plan_actions};
+use crate::es::EsClient;
+use crate::id::Id;
+use crate::metrics::{Metrics, StageLabel};
+use crate::retry::RetryPolicy;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio_util::sync::CancellationToken;
+
+/// Everything esync knows about one mapping, built once from the config.
+#[derive(Debug)]
+pub struct Mapping {
+    /// Name for logs and metrics.
+    pub name: String,
+    /// Topics carrying its ids.
+    pub topics: Vec<String>,
+    /// Message decoder.
+    pub decoder: Decoder,
+    /// Re-read query.
+    pub reader: RowReader,
+    /// Document rules.
+    pub spec: DocumentSpec,
+}
+
+impl Mapping {
+    /// Builds every mapping of a validated config for `database`'s dialect.
+    pub fn all_from_config(config: &Config, dialect: crate::db::Dialect) -> Vec<Mapping> {
+        config
+            .mappings
+            .iter()
+            .map(|mapping| Mapping::from_config(mapping, dialect, config.source.read_chunk_size))
+            .collect()
+    }
+
+    fn from_config(
+        mapping: &MappingConfig,
+        dialect: crate::db::Dialect,
+        chunk_size: usize,
+    ) -> Mapping {
+        Mapping {
+            name: mapping.display_name().to_owned(),
+            topics: mapping.topics.clone(),
+            decoder: Decoder::new(
+                mapping.format.clone(),
+                mapping.id.id_type,
+                &mapping.id.column,
+            ),
+            reader: RowReader::new(mapping, dialect, chunk_size),
+            spec: DocumentSpec {
+                index: Arc::from(mapping.index.as_str()),
+                id_column: mapping.id.column.clone(),
+                id_type: mapping.id.id_type,
+                version_column: mapping.version.column.clone(),
+                version_kind: mapping.version.kind,
+                routing_column: mapping.routing_column.clone(),
+                delete: mapping.delete.clone(),
+                renames: mapping.rename.clone(),
+                exclude: mapping.exclude.iter().cloned().collect(),
+                json_columns: mapping.json_columns.iter().cloned().collect(),
+                lag_column: mapping.lag_column.clone(),
+            },
+        }
+    }
+}
+
+/// An id that cannot be written; the caller dead-letters it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailedId {
+    /// Index into the mappings.
+    pub mapping: usize,
+    /// The id.
+    pub id: Id,
+    /// Stable code for headers and metrics.
+    pub reason_code: &'static str,
+    /// What went wrong.
+    pub reason: String,
+}
+
+/// What a batch did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct WriteReport {
+    /// Rows found in the database.
+    pub rows_read: usize,
+    /// Documents written.
+    pub indexed: usize,
+    /// Documents deleted.
+    pub deleted: usize,
+    /// Writes skipped as older than the index.
+    pub conflicts: usize,
+    /// Ids that cannot be written.
+    pub failed: Vec<FailedId>,
+}
+
+/// The batch was given up because `abort` fired; nothing of it may be
+/// acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("write abandoned")]
+pub struct Abandoned;
+
+/// Re-reads and writes ids.
+#[derive(Debug, Clone)]
+pub struct Writer {
+    database: Database,
+    es: EsClient,
+    mappings: Arc<Vec<Mapping>>,
+    retry: RetryPolicy,
+    max_bulk_bytes: usize,
+    metrics: Arc<Metrics>,
+}
+
+impl Writer {
+    /// A writer over connected adapters.
+    pub fn new(
+        database: Database,
+        es: EsClient,
+        mappings: Arc<Vec<Mapping>>,
+        retry: RetryPolicy,
+        max_bulk_bytes: usize,
+        metrics: Arc<Metrics>,
+    ) -> Writer {
+        Writer {
+            database,
+            es,
+            mappings,
+            retry,
+            max_bulk_bytes,
+            metrics,
+        }
+    }
+
+    /// The mappings.
+    pub fn mappings(&self) -> &Arc<Vec<Mapping>> {
+        &self.mappings
+    }
+
+    /// The database pool.
+    pub fn database(&self) -> &Database {
+        &self.database
+    }
+
+    /// The Elasticsearch client.
+    pub fn es(&self) -> &EsClient {
+        &self.es
+    }
+
+    /// Re-reads and writes `ids_by_mapping[m]` for every mapping `m`.
+    pub async fn write_batch(
+        &self,
+        ids_by_mapping: &[Vec<Id>],
+        abort: &CancellationToken,
+    ) -> Result<WriteReport, Abandoned> {
+        let now_micros = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |since| since.as_micros() as u64);
+        let mut report = WriteReport::default();
+        let mut pending: Vec<(usize, BulkAction)> = Vec::new();
+        for (mapping_index, ids) in ids_by_mapping.iter().enumerate() {
+            if ids.is_empty() {
+                continue;
+            }
+            let mapping = &self.mappings[mapping_index];
+            let label = Metrics::mapping(&mapping.name);
+            self.metrics
+                .ids_distinct
+                .get_or_create(&label)
+                .inc_by(ids.len() as u64);
+            let rows = self.read_rows(mapping, ids, abort).await?;
+            report.rows_read += rows.len();
+            self.metrics
+                .rows_read
+                .get_or_create(&label)
+                .inc_by(rows.len() as u64);
+            for Planned {
+                id,
+                action,
+                changed_at_micros,
+            } in plan_actions(&mapping.spec, ids, rows, now_micros)
+            {
+                if let Some(changed_at) = changed_at_micros {
+                    let lag_seconds = (now_micros as i64 - changed_at) as f64 / 1e6;
+                    self.metrics.end_to_end_lag.observe(lag_seconds.max(0.0));
+                }
+                match action {
+                    Ok(action) => pending.push((mapping_index, action)),
+                    Err(error) => report.failed.push(FailedId {
+                        mapping: mapping_index,
+                        id,
+                        reason_code: "unwritable_row",
+                        reason: error.to_string(),
+                    }),
+                }
+            }
+        }
+        self.write_actions(pending, &mut report, abort).await?;
+        Ok(report)
+    }
+
+    async fn read_rows(
+        &self,
+        mapping: &Mapping,
+        ids: &[Id],
+        abort: &CancellationToken,
+    ) -> Result<Vec<crate::document::Row>, Abandoned> {
+        let mut attempt = 0;
+        loop {
+            match mapping.reader.fetch(&self.database, ids).await {
+                Ok(rows) => return Ok(rows),
+                Err(error) => {
+                    self.metrics
+                        .retries
+                        .get_or_create(&StageLabel { stage: "database" })
+                        .inc();
+                    if error.is_retryable() {
+                        tracing::warn!(mapping = %mapping.name, attempt, error = %error, "re-read failed, retrying");
+                    } else {
+                        // Nothing is lost by waiting: a human can fix the query or the schema.
+                        tracing::error!(mapping = %mapping.name, attempt, error = %error, "re-read query fails, retrying until it works");
+                    }
+                    self.pause(attempt, abort).await?;
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    async fn write_actions(
+        &self,
+        mut pending: Vec<(usize, BulkAction)>,
+        report: &mut WriteReport,
+        abort: &CancellationToken,
+    ) -> Result<(), Abandoned> {
+        let mut attempt = 0;
+        while !pending.is_empty() {
+            let mut retry_later = Vec::new();
+            for (range, body) in encode_chunks(&pending, self.max_bulk_bytes) {
+                let chunk = &pending[range];
+                let actions: Vec<&BulkAction> = chunk.iter().map(|(_, action)| action).collect();
+                let outcomes = match self.es.bulk(body).await {
+                    Ok(response) if response.status == 200 => {
+                        match classify_bulk(&response.body, &actions) {
+                            Ok(outcomes) => outcomes,
+                            Err(error) => {
+                                tracing::warn!(error = %error, "unusable bulk response, retrying the batch");
+                                vec![
+                                    ItemOutcome::Retryable {
+                                        status: 200,
+                                        reason: error.to_string()
+                                    };
+                                    actions.len()
+                                ]
+                            }
+                        }
+                    }
+                    Ok(response) => {
+                        let body = crate::id::truncate_for_message(&String::from_utf8_lossy(
+                            &response.body,
+                        ));
+                        if crate::bulk::request_status_is_retryable(response.status) {
+                            tracing::warn!(status = response.status, body = %body, "bulk request rejected, retrying");
+                        } else {
+                            tracing::error!(status = response.status, body = %body, "bulk request refused, retrying until it is accepted");
+                        }
+                        vec![
+                            ItemOutcome::Retryable {
+                                status: response.status,
+                                reason: body
+                            };
+                            actions.len()
+                        ]
+                    }
+                    Err(error) => {
+                        tracing::warn!(error = %error, "bulk request failed, retrying");
+                        vec![
+                            ItemOutcome::Retryable {
+                                status: 0,
+                                reason: error.to_string()
+                            };
+                            actions.len()
+                        ]
+                    }
+                };
+                for ((mapping_index, action), outcome) in chunk.iter().zip(outcomes) {
+                    let label = Metrics::mapping(&self.mappings[*mapping_index].name);
+                    match outcome {
+                        ItemOutcome::Written if action.is_delete() => {
+                            report.deleted += 1;
+                            self.metrics.docs_deleted.get_or_create(&label).inc();
+                        }
+                        ItemOutcome::Written => {
+                            report.indexed += 1;
+                            self.metrics.docs_indexed.get_or_create(&label).inc();
+                        }
+                        ItemOutcome::VersionConflict => {
+                            report.conflicts += 1;
+                            self.metrics.version_conflicts.get_or_create(&label).inc();
+                        }
+                        ItemOutcome::Retryable { .. } => {
+                            retry_later.push((*mapping_index, action.clone()))
+                        }
+                        ItemOutcome::Permanent { status, reason } => report.failed.push(FailedId {
+                            mapping: *mapping_index,
+                            id: id_of_action(&self.mappings[*mapping_index], action),
+                            reason_code: "rejected_by_elasticsearch",
+                            reason: format!("status {status}: {reason}"),
+                        }),
+                    }
+                }
+            }
+            if retry_later.is_empty() {
+                break;
+            }
+            self.metrics
+                .retries
+                .get_or_create(&StageLabel {
+                    stage: "elasticsearch",
+                })
+                .inc_by(retry_later.len() as u64);
+            tracing::debug!(items = retry_later.len(), attempt, "retrying bulk items");
+            self.pause(attempt, abort).await?;
+            attempt += 1;
+            pending = retry_later;
+        }
+        Ok(())
+    }
+
+    async fn pause(&self, attempt: u32, abort: &CancellationToken) -> Result<(), Abandoned> {
+        sleep_or_abort(self.retry.random_delay(attempt), abort).await
+    }
+}
+
+/// Sleeps for `delay` unless `abort` fires first.
+pub async fn sleep_or_abort(delay: Duration, abort: &CancellationToken) -> Result<(), Abandoned> {
+    tokio::select! {
+        _ = abort.cancelled() => Err(Abandoned),
+        _ = tokio::time::sleep(delay) => Ok(()),
+    }
+}
+
+fn id_of_action(mapping: &Mapping, action: &BulkAction) -> Id {
+    Id::parse(action.doc_id(), mapping.spec.id_type)
+        .unwrap_or_else(|_| Id::Str(action.doc_id().into()))
+}
+
+/// Encodes actions into `_bulk` bodies of at most `max_bytes` each (a single
+/// oversized action still goes alone), each with the range of actions it holds.
+fn encode_chunks(
+    actions: &[(usize, BulkAction)],
+    max_bytes: usize,
+) -> Vec<(std::ops::Range<usize>, Vec<u8>)> {
+    let mut chunks = Vec::new();
+    let mut start = 0;
+    let mut body = Vec::new();
+    for (index, (_, action)) in actions.iter().enumerate() {
+        let before = body.len();
+        encode_action(action, &mut body);
+        if index > start && body.len() > max_bytes {
+            let tail = body.split_off(before);
+            chunks.push((start..index, std::mem::replace(&mut body, tail)));
+            start = index;
+        }
+    }
+    if start < actions.len() {
+        chunks.push((start..actions.len(), body));
+    }
+    chunks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_bulk_bodies_by_size() {
+        let action = |id: &str| {
+            (
+                0,
+                BulkAction::Delete {
+                    index: Arc::from("i"),
+                    id: id.into(),
+                    version: 1,
+                    routing: None,
+                },
+            )
+        };
+        let actions: Vec<_> = (0..10).map(|n| action(&n.to_string())).collect();
+        let mut one = Vec::new();
+        encode_action(&actions[0].1, &mut one);
+        let chunks = encode_chunks(&actions, one.len() * 3);
+        assert_eq!(
+            chunks
+                .iter()
+                .map(|(range, _)| range.clone())
+                .collect::<Vec<_>>(),
+            vec![0..3, 3..6, 6..9, 9..10]
+        );
+        let mut all = Vec::new();
+        for (_, body) in &chunks {
+            assert!(body.len() <= one.len() * 3);
+            all.extend_from_slice(body);
+        }
+        let mut expected = Vec::new();
+        for (_, action) in &actions {
+            encode_action(action, &mut expected);
+        }
+        assert_eq!(all, expected, "nothing lost or repeated at the cuts");
+        assert_eq!(
+            encode_chunks(&actions, 1).len(),
+            10,
+            "oversized actions go one by one"
+        );
+        assert_eq!(encode_chunks(&actions, usize::MAX).len(), 1);
+        assert!(encode_chunks(&[], 100).is_empty());
+    }
+}

@@ -1,0 +1,399 @@
+//! End-to-end scenarios of `esync run` against real services: PostgreSQL and
+//! MariaDB, the noida-db Kafka broker and Elasticsearch API, and tansu.
+//!
+//! Each scenario is one async fn, run once per database (and the convergence
+//! scenario once more against tansu), so no result rests on one database or
+//! one broker implementation.
+
+mod common;
+
+use common::*;
+use rand::seq::{IndexedRandom as _, SliceRandom as _};
+use std::time::Duration;
+
+const CONVERGE: Duration = Duration::from_secs(90);
+
+fn kafka() -> String {
+    required_env("ESYNC_TEST_KAFKA")
+}
+
+fn es() -> String {
+    required_env("ESYNC_TEST_ES")
+}
+
+/// Inserts, updates, soft and hard deletes all reach the index.
+async fn inserts_updates_and_deletes_reach_the_index(db: Db) {
+    let table = OrdersTable::create(db).await;
+    let topic = Topic::create(&kafka(), "orders", 3).await;
+    let index = Index::new(&es());
+    index.create().await;
+    let mut daemon = Daemon::start(&DaemonSetup::new(
+        &table,
+        &topic.name,
+        &kafka(),
+        &es(),
+        &index.name,
+    ));
+    daemon.wait_healthy(Duration::from_secs(30)).await;
+
+    let ids: Vec<i64> = (1..=300).collect();
+    table.insert(ids.clone()).await;
+    topic.send_ids(&ids).await;
+    index.wait_equal(&table, &ids, CONVERGE, &mut daemon).await;
+
+    for id in (1..=300).step_by(3) {
+        table.update(id, "changed").await;
+    }
+    for id in (2..=300).step_by(10) {
+        table.soft_delete(id).await;
+    }
+    for id in (5..=300).step_by(10) {
+        table.hard_delete(id).await;
+    }
+    topic.send_ids(&ids).await;
+    index.wait_equal(&table, &ids, CONVERGE, &mut daemon).await;
+    let docs = index.documents(&ids).await.expect("documents");
+    assert_eq!(
+        docs.len(),
+        300 - 30 - 30,
+        "soft and hard deleted rows are gone from the index"
+    );
+
+    let metrics = daemon.metrics().await;
+    assert!(
+        metric_sum(&metrics, "esync_docs_deleted_total") >= 60.0,
+        "{metrics}"
+    );
+    assert!(
+        metric_sum(&metrics, "esync_docs_indexed_total") >= 300.0,
+        "{metrics}"
+    );
+    let status = daemon.terminate();
+    assert!(
+        status.success(),
+        "SIGTERM must exit 0, got {status}\n{}",
+        daemon.log_tail(20)
+    );
+    table.drop_table().await;
+}
+
+/// Ids produced shuffled, duplicated and replayed while rows keep changing end
+/// with every document equal to its row.
+async fn shuffled_duplicated_replayed_ids_converge(db: Db, brokers: &str, partitions: i32) {
+    let table = OrdersTable::create(db).await;
+    let topic = Topic::create(brokers, "orders", partitions).await;
+    let index = Index::new(&es());
+    index.create().await;
+    let ids: Vec<i64> = (1..=400).collect();
+    table.insert(ids.clone()).await;
+    let mut history: Vec<i64> = ids.clone();
+    let mut daemon = Daemon::start(&DaemonSetup::new(
+        &table,
+        &topic.name,
+        brokers,
+        &es(),
+        &index.name,
+    ));
+    daemon.wait_healthy(Duration::from_secs(30)).await;
+
+    let mut rng = rand::rng();
+    for round in 0..6 {
+        // change a random subset of rows, then announce each change 1-3 times, shuffled
+        let mut changed: Vec<i64> = ids.choose_multiple(&mut rng, 80).copied().collect();
+        for id in &changed {
+            match id % 17 {
+                0 => table.soft_delete(*id).await,
+                1 if round > 2 => table.hard_delete(*id).await,
+                _ => table.update(*id, &format!("round {round}")).await,
+            }
+        }
+        let duplicates: Vec<i64> = changed.iter().filter(|id| *id % 3 == 0).copied().collect();
+        changed.extend(duplicates.iter().chain(duplicates.iter()));
+        changed.shuffle(&mut rng);
+        history.extend(&changed);
+        topic.send_ids(&changed).await;
+    }
+    // replay the whole history again, reversed: old announcements of ids whose rows moved on
+    history.reverse();
+    topic.send_ids(&history).await;
+    index.wait_equal(&table, &ids, CONVERGE, &mut daemon).await;
+    let metrics = daemon.metrics().await;
+    assert!(metric_sum(&metrics, "esync_ids_received_total") >= history.len() as f64);
+    table.drop_table().await;
+}
+
+/// SIGKILL mid-stream, restart: the index still ends equal to the table.
+async fn killed_mid_stream_and_restarted_converges(db: Db) {
+    let table = OrdersTable::create(db).await;
+    let topic = Topic::create(&kafka(), "orders", 2).await;
+    let index = Index::new(&es());
+    index.create().await;
+    let ids: Vec<i64> = (1..=3000).collect();
+    table.insert(ids.clone()).await;
+    let (brokers, es_url) = (kafka(), es());
+    let mut setup = DaemonSetup::new(&table, &topic.name, &brokers, &es_url, &index.name);
+    setup.max_ids = 100;
+    let mut daemon = Daemon::start(&setup);
+    daemon.wait_healthy(Duration::from_secs(30)).await;
+    topic.send_ids(&ids).await;
+    // let it get part of the way, then kill it without warning
+    let started = std::time::Instant::now();
+    loop {
+        let done = index
+            .documents(&ids)
+            .await
+            .map(|docs| docs.len())
+            .unwrap_or(0);
+        if done >= 300 || started.elapsed() > Duration::from_secs(60) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    daemon.kill();
+    for id in (1..=3000).step_by(7) {
+        table.update(id, "after kill").await;
+    }
+    let changed: Vec<i64> = (1..=3000).step_by(7).collect();
+    topic.send_ids(&changed).await;
+    daemon.spawn();
+    index.wait_equal(&table, &ids, CONVERGE, &mut daemon).await;
+    table.drop_table().await;
+}
+
+/// Elasticsearch stops answering for a while: the daemon retries and catches
+/// up with nothing lost.
+async fn elasticsearch_outage_is_retried_until_it_recovers(db: Db) {
+    let mut private_es = PrivateEs::start().await;
+    let es_url = private_es.url();
+    let table = OrdersTable::create(db).await;
+    let topic = Topic::create(&kafka(), "orders", 2).await;
+    let index = Index::new(&es_url);
+    index.create().await;
+    let ids: Vec<i64> = (1..=500).collect();
+    table.insert(ids.clone()).await;
+    let mut daemon = Daemon::start(&DaemonSetup::new(
+        &table,
+        &topic.name,
+        &kafka(),
+        &es_url,
+        &index.name,
+    ));
+    daemon.wait_healthy(Duration::from_secs(30)).await;
+    topic.send_ids(&ids[..250]).await;
+    index
+        .wait_equal(&table, &ids[..250], CONVERGE, &mut daemon)
+        .await;
+
+    private_es.stop();
+    for id in (1..=250).step_by(5) {
+        table.update(id, "during outage").await;
+    }
+    let mut during: Vec<i64> = (1..=250).step_by(5).collect();
+    during.extend(251..=500);
+    topic.send_ids(&during).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let metrics = daemon.metrics().await;
+    assert!(
+        metric_sum(&metrics, "esync_retries_total") > 0.0,
+        "retries are visible in metrics:\n{metrics}"
+    );
+    daemon.assert_running();
+
+    private_es.spawn().await;
+    index.wait_equal(&table, &ids, CONVERGE, &mut daemon).await;
+    table.drop_table().await;
+}
+
+/// Malformed messages go to the dead-letter topic with the reason in headers;
+/// the rest flows.
+async fn malformed_messages_are_dead_lettered(db: Db) {
+    let table = OrdersTable::create(db).await;
+    let topic = Topic::create(&kafka(), "orders", 1).await;
+    let dead_letters = Topic::create(&kafka(), "dlq", 1).await;
+    let index = Index::new(&es());
+    index.create().await;
+    let ids: Vec<i64> = (1..=100).collect();
+    table.insert(ids.clone()).await;
+    let (brokers, es_url) = (kafka(), es());
+    let mut setup = DaemonSetup::new(&table, &topic.name, &brokers, &es_url, &index.name);
+    setup.dead_letter_topic = Some(&dead_letters.name);
+    let mut daemon = Daemon::start(&setup);
+    daemon.wait_healthy(Duration::from_secs(30)).await;
+
+    type RawMessage = (Option<&'static [u8]>, Option<&'static [u8]>);
+    let bad: [RawMessage; 3] = [
+        (Some(b"not-a-number"), Some(b"x")),
+        (None, Some(b"42")),
+        (Some(&[0xff, 0xfe]), None),
+    ];
+    for (position, id) in ids.iter().enumerate() {
+        if position % 30 == 0 {
+            let (key, value) = bad[position / 30 % bad.len()];
+            topic
+                .producer
+                .send_raw(&topic.name, key, value)
+                .await
+                .expect("produce");
+        }
+        topic.send_ids(&[*id]).await;
+    }
+    index.wait_equal(&table, &ids, CONVERGE, &mut daemon).await;
+    let letters = consume_all(&dead_letters.name, 4, Duration::from_secs(30)).await;
+    let reasons: Vec<String> = letters
+        .iter()
+        .map(|(_, headers)| headers.get("esync.reason").cloned().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        reasons.iter().filter(|reason| *reason == "bad_id").count(),
+        2,
+        "{letters:?}"
+    );
+    assert_eq!(
+        reasons
+            .iter()
+            .filter(|reason| *reason == "tombstone")
+            .count(),
+        1,
+        "{letters:?}"
+    );
+    assert_eq!(
+        reasons
+            .iter()
+            .filter(|reason| *reason == "not_utf8")
+            .count(),
+        1,
+        "{letters:?}"
+    );
+    assert!(
+        letters
+            .iter()
+            .all(|(_, headers)| headers.get("esync.topic") == Some(&topic.name))
+    );
+    let metrics = daemon.metrics().await;
+    assert_eq!(
+        metric_sum(&metrics, "esync_dead_lettered_total"),
+        4.0,
+        "{metrics}"
+    );
+    table.drop_table().await;
+}
+
+/// Reads `expected` messages from `topic` (key and headers).
+async fn consume_all(
+    topic: &str,
+    expected: usize,
+    timeout: Duration,
+) -> Vec<(Option<Vec<u8>>, std::collections::HashMap<String, String>)> {
+    use rdkafka::Message as _;
+    use rdkafka::consumer::{Consumer as _, StreamConsumer};
+    use rdkafka::message::Headers as _;
+    let consumer: StreamConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", kafka())
+        .set("group.id", unique("reader"))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&[topic]).expect("subscribe");
+    let mut found = Vec::new();
+    let deadline = tokio::time::Instant::now() + timeout;
+    while found.len() < expected {
+        let Ok(Ok(message)) = tokio::time::timeout_at(deadline, consumer.recv()).await else {
+            break;
+        };
+        let headers = message
+            .headers()
+            .map(|headers| {
+                headers
+                    .iter()
+                    .map(|header| {
+                        (
+                            header.key.to_owned(),
+                            String::from_utf8_lossy(header.value.unwrap_or_default()).into_owned(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        found.push((message.key().map(<[u8]>::to_vec), headers));
+    }
+    found
+}
+
+mod postgres {
+    use super::*;
+
+    #[tokio::test]
+    #[ignore = "needs scripts/services.sh"]
+    async fn inserts_updates_and_deletes_reach_the_index() {
+        super::inserts_updates_and_deletes_reach_the_index(Db::Postgres).await;
+    }
+
+    #[tokio::test]
+    #[ignore = "needs scripts/services.sh"]
+    async fn shuffled_duplicated_replayed_ids_converge() {
+        super::shuffled_duplicated_replayed_ids_converge(Db::Postgres, &kafka(), 4).await;
+    }
+
+    #[tokio::test]
+    #[ignore = "needs scripts/services.sh"]
+    async fn shuffled_duplicated_replayed_ids_converge_on_tansu() {
+        super::shuffled_duplicated_replayed_ids_converge(
+            Db::Postgres,
+            &required_env("ESYNC_TEST_TANSU"),
+            1,
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    #[ignore = "needs scripts/services.sh"]
+    async fn killed_mid_stream_and_restarted_converges() {
+        super::killed_mid_stream_and_restarted_converges(Db::Postgres).await;
+    }
+
+    #[tokio::test]
+    #[ignore = "needs scripts/services.sh"]
+    async fn elasticsearch_outage_is_retried_until_it_recovers() {
+        super::elasticsearch_outage_is_retried_until_it_recovers(Db::Postgres).await;
+    }
+
+    #[tokio::test]
+    #[ignore = "needs scripts/services.sh"]
+    async fn malformed_messages_are_dead_lettered() {
+        super::malformed_messages_are_dead_lettered(Db::Postgres).await;
+    }
+}
+
+mod mariadb {
+    use super::*;
+
+    #[tokio::test]
+    #[ignore = "needs scripts/services.sh"]
+    async fn inserts_updates_and_deletes_reach_the_index() {
+        super::inserts_updates_and_deletes_reach_the_index(Db::MariaDb).await;
+    }
+
+    #[tokio::test]
+    #[ignore = "needs scripts/services.sh"]
+    async fn shuffled_duplicated_replayed_ids_converge() {
+        super::shuffled_duplicated_replayed_ids_converge(Db::MariaDb, &kafka(), 4).await;
+    }
+
+    #[tokio::test]
+    #[ignore = "needs scripts/services.sh"]
+    async fn killed_mid_stream_and_restarted_converges() {
+        super::killed_mid_stream_and_restarted_converges(Db::MariaDb).await;
+    }
+
+    #[tokio::test]
+    #[ignore = "needs scripts/services.sh"]
+    async fn elasticsearch_outage_is_retried_until_it_recovers() {
+        super::elasticsearch_outage_is_retried_until_it_recovers(Db::MariaDb).await;
+    }
+
+    #[tokio::test]
+    #[ignore = "needs scripts/services.sh"]
+    async fn malformed_messages_are_dead_lettered() {
+        super::malformed_messages_are_dead_lettered(Db::MariaDb).await;
+    }
+}

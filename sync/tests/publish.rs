@@ -1,0 +1,420 @@
+//! `esync publish` against real services: PostgreSQL and MariaDB, the
+//! noida-db Kafka broker (and its Elasticsearch API for the end-to-end case).
+//!
+//! Each scenario is one async fn run once per database. The publisher and the
+//! daemon run as the real binary, so signals, checkpoints and exit codes are
+//! the ones users get.
+
+mod common;
+mod publish_common;
+
+use common::*;
+use esync::db::Database;
+use publish_common::*;
+use rand::Rng as _;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn kafka() -> String {
+    required_env("ESYNC_TEST_KAFKA")
+}
+
+fn es() -> String {
+    required_env("ESYNC_TEST_ES")
+}
+
+/// `(id, count)` pairs missing from `counts` for `ids`, as a short text.
+fn missing(counts: &BTreeMap<i64, usize>, ids: impl IntoIterator<Item = i64>, at_least: usize) -> Result<(), String> {
+    let short: Vec<i64> = ids.into_iter().filter(|id| counts.get(id).copied().unwrap_or(0) < at_least).collect();
+    if short.is_empty() { Ok(()) } else { Err(format!("{} id(s) below {at_least} message(s), first {:?}", short.len(), &short[..short.len().min(10)])) }
+}
+
+/// A transaction that stamps a row, then commits only after newer rows were
+/// published, is still published (look-back window); rows with a NULL
+/// timestamp are reported.
+async fn late_commit_is_published(db: Db) {
+    let table = OrdersTable::create(db).await;
+    prepare_for_polling(&table).await;
+    let topic = Topic::create(&kafka(), "publish", 3).await;
+    let (brokers, es_url) = (kafka(), es());
+    table.insert(1..=200).await;
+    let setup = PublisherSetup {
+        table: &table,
+        topic: &topic.name,
+        brokers: &brokers,
+        es_url: &es_url,
+        publish: "  poll_interval: 100ms\n  page_size: 50\n  look_back: 30s\n  null_check_interval: 200ms\n".into(),
+    };
+    let mut publisher = Publisher::start(&setup, false);
+    wait_until("the existing rows published", WAIT, &mut [&mut publisher], || async {
+        missing(&counts(&read_topic(&brokers, &topic.name).await), 1..=200, 1)
+    })
+    .await;
+
+    // the late transaction: its row is stamped now, but commits later
+    let stamp = format!("UPDATE {} SET version = version + 1, updated_at = {} WHERE id = 7", table.name, now_sql(db));
+    let late: Box<dyn std::any::Any> = match &table.database {
+        Database::Postgres(pool) => {
+            let mut transaction = pool.begin().await.expect("begin");
+            let _ = sqlx::query(sqlx::AssertSqlSafe(stamp)).execute(&mut *transaction).await.expect("stamp");
+            Box::new(transaction)
+        }
+        Database::MySql(pool) => {
+            let mut transaction = pool.begin().await.expect("begin");
+            let _ = sqlx::query(sqlx::AssertSqlSafe(stamp)).execute(&mut *transaction).await.expect("stamp");
+            Box::new(transaction)
+        }
+        Database::Sqlite(_) => unreachable!(),
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    table.insert(201..=210).await;
+    for id in 150..=160 {
+        exec(&table.database, &touch_sql(&table, id, "newer")).await;
+    }
+    wait_until("the newer rows published", WAIT, &mut [&mut publisher], || async {
+        let counts = counts(&read_topic(&brokers, &topic.name).await);
+        missing(&counts, 201..=210, 1).and(missing(&counts, 150..=160, 2))
+    })
+    .await;
+    assert_eq!(counts(&read_topic(&brokers, &topic.name).await)[&7], 1, "not committed yet: not visible");
+    match late.downcast::<sqlx::Transaction<'static, sqlx::Postgres>>() {
+        Ok(transaction) => transaction.commit().await.expect("commit"),
+        Err(other) => other.downcast::<sqlx::Transaction<'static, sqlx::MySql>>().expect("a transaction").commit().await.expect("commit"),
+    }
+    wait_until("the late commit published", WAIT, &mut [&mut publisher], || async {
+        missing(&counts(&read_topic(&brokers, &topic.name).await), [7], 2)
+    })
+    .await;
+    let metrics = publisher.metrics().await;
+    assert!(metric_sum(&metrics, "esync_publish_late_ids_total") >= 1.0, "{metrics}");
+    assert!(metric_sum(&metrics, "esync_publish_suppressed_total") >= 200.0, "the window re-scan is suppressed: {metrics}");
+
+    // a row edited by hand without a timestamp is reported, not silently missed
+    table.execute(&format!("UPDATE {} SET updated_at = NULL, version = version + 1 WHERE id IN (42, 43)", table.name)).await;
+    wait_until("NULL timestamps reported", WAIT, &mut [&mut publisher], || async {
+        let metrics = publisher.metrics().await;
+        let rows = metric_sum(&metrics, "esync_publish_null_timestamp_rows");
+        if rows == 2.0 { Ok(()) } else { Err(format!("esync_publish_null_timestamp_rows = {rows}")) }
+    })
+    .await;
+    let log = std::fs::read_to_string(&publisher.log_path).unwrap_or_default();
+    assert!(log.contains("NULL timestamp") && log.contains("42,43"), "{}", publisher.log_tail(20));
+
+    let status = publisher.terminate();
+    assert!(status.success(), "SIGTERM must exit 0, got {status}\n{}", publisher.log_tail(20));
+    let checkpoint = std::fs::read_to_string(&publisher.checkpoint_path).expect("checkpoint written");
+    assert!(checkpoint.contains("\"orders\""), "{checkpoint}");
+    table.drop_table().await;
+}
+
+/// Writers keep inserting and updating while the publisher is SIGKILLed twice
+/// and restarted: every row's latest change is published after it happened.
+async fn killed_publisher_misses_nothing(db: Db) {
+    let table = Arc::new(OrdersTable::create(db).await);
+    prepare_for_polling(&table).await;
+    let topic = Topic::create(&kafka(), "publish", 3).await;
+    let (brokers, es_url) = (kafka(), es());
+    table.insert(1..=300).await;
+    let setup = PublisherSetup {
+        table: &table,
+        topic: &topic.name,
+        brokers: &brokers,
+        es_url: &es_url,
+        publish: "  poll_interval: 50ms\n  page_size: 40\n  look_back: 5s\n".into(),
+    };
+    let mut publisher = Publisher::start(&setup, false);
+
+    let writer = {
+        let table = table.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let mut next_id = 301;
+            let mut changes = 0;
+            while started.elapsed() < Duration::from_secs(4) {
+                let id = rand::rng().random_range(1..next_id);
+                exec(&table.database, &touch_sql(&table, id, "w")).await;
+                if changes % 3 == 0 {
+                    table.insert([next_id]).await;
+                    next_id += 1;
+                }
+                changes += 1;
+                tokio::time::sleep(Duration::from_millis(3)).await;
+            }
+            changes
+        })
+    };
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        publisher.kill();
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        publisher.spawn();
+    }
+    let changes = writer.await.expect("writer");
+    assert!(changes > 200, "the writer made only {changes} changes");
+
+    let times = row_times(&table).await;
+    wait_until("every row's latest change published", WAIT, &mut [&mut publisher], || async {
+        let mut latest: BTreeMap<i64, i64> = BTreeMap::new();
+        for message in read_topic(&brokers, &topic.name).await {
+            let id: i64 = message.key.parse().expect("integer id");
+            let entry = latest.entry(id).or_insert(i64::MIN);
+            *entry = (*entry).max(message.timestamp_ms);
+        }
+        let stale: Vec<i64> = times
+            .iter()
+            .filter(|(id, updated_us)| latest.get(id).is_none_or(|produced_ms| *produced_ms < *updated_us / 1000))
+            .map(|(id, _)| *id)
+            .collect();
+        if stale.is_empty() { Ok(()) } else { Err(format!("{} of {} rows not published after their last change: {:?}", stale.len(), times.len(), &stale[..stale.len().min(10)])) }
+    })
+    .await;
+    let status = publisher.terminate();
+    assert!(status.success(), "SIGTERM must exit 0, got {status}\n{}", publisher.log_tail(20));
+    table.drop_table().await;
+}
+
+/// Serialises installing the shared outbox table and function within this
+/// test binary (concurrent `CREATE OR REPLACE FUNCTION` can conflict).
+static OUTBOX_INSTALL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Installs `sync/sql/<db>/outbox.sql` and the triggers for `table`.
+async fn install_outbox(table: &OrdersTable) {
+    let sql_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sql");
+    let (setup, triggers) = match table.db {
+        Db::Postgres => ("postgres/outbox.sql", "postgres/outbox_trigger.sql"),
+        Db::MariaDb => ("mysql/outbox.sql", "mysql/outbox_triggers.sql"),
+    };
+    let read = |name: &str| std::fs::read_to_string(sql_dir.join(name)).unwrap_or_else(|error| panic!("{name}: {error}"));
+    {
+        let _guard = OUTBOX_INSTALL.lock().await;
+        exec(&table.database, &read(setup)).await;
+    }
+    let triggers = read(triggers).replace("__TABLE__", &table.name).replace("__ID_COLUMN__", "id");
+    exec(&table.database, &triggers).await;
+}
+
+/// Three writers insert, update and delete concurrently while two relays
+/// share the outbox: every change is relayed exactly once and the outbox ends
+/// empty (or all marked).
+async fn outbox_relays_every_change_once(db: Db, after_relay: &str) {
+    let table = Arc::new(OrdersTable::create(db).await);
+    install_outbox(&table).await;
+    let topic = Topic::create(&kafka(), "outbox", 3).await;
+    let (brokers, es_url) = (kafka(), es());
+    let setup = PublisherSetup {
+        table: &table,
+        topic: &topic.name,
+        brokers: &brokers,
+        es_url: &es_url,
+        publish: format!("  outbox: {{after_relay: {after_relay}, batch_size: 40, poll_interval: 50ms}}\n"),
+    };
+    let mut relay_one = Publisher::start(&setup, true);
+    let mut relay_two = Publisher::start(&setup, true);
+
+    let mut writers = Vec::new();
+    for writer in 0..3i64 {
+        let table = table.clone();
+        writers.push(tokio::spawn(async move {
+            let mut changes: BTreeMap<i64, usize> = BTreeMap::new();
+            let ids: Vec<i64> = (writer * 1000 + 1..=writer * 1000 + 120).collect();
+            for id in &ids {
+                table.insert([*id]).await;
+                *changes.entry(*id).or_default() += 1;
+            }
+            let mut deleted = Vec::new();
+            for step in 0..240 {
+                let id = ids[rand::rng().random_range(0..ids.len())];
+                let sql = if step % 12 == 0 {
+                    format!("DELETE FROM {} WHERE id = {id}", table.name)
+                } else {
+                    format!("UPDATE {} SET version = version + 1 WHERE id = {id}", table.name)
+                };
+                if exec_count(&table.database, &sql).await == 1 {
+                    *changes.entry(id).or_default() += 1;
+                    if step % 12 == 0 {
+                        deleted.push(id);
+                    }
+                }
+            }
+            changes
+        }));
+    }
+    let mut expected: BTreeMap<i64, usize> = BTreeMap::new();
+    for writer in writers {
+        expected.extend(writer.await.expect("writer"));
+    }
+    let total: usize = expected.values().sum();
+
+    let pending_sql = format!("SELECT COUNT(*) FROM esync_outbox WHERE table_name = '{}' AND relayed_at IS NULL", table.name);
+    wait_until("the outbox drained", WAIT, &mut [&mut relay_one, &mut relay_two], || async {
+        let pending = scalar(&table.database, &pending_sql).await;
+        let produced = topic_size(&brokers, &topic.name).await;
+        if pending == 0 && produced >= total as i64 { Ok(()) } else { Err(format!("{pending} pending, {produced} of {total} produced")) }
+    })
+    .await;
+    let received = counts(&read_topic(&brokers, &topic.name).await);
+    assert_eq!(received, expected, "one message per change, none lost, none doubled");
+    let remaining = scalar(&table.database, &format!("SELECT COUNT(*) FROM esync_outbox WHERE table_name = '{}'", table.name)).await;
+    match after_relay {
+        "delete" => assert_eq!(remaining, 0, "relayed rows are deleted"),
+        _ => assert_eq!(remaining, total as i64, "relayed rows are kept, marked"),
+    }
+    let both_worked = [&relay_one, &relay_two].iter().all(|relay| std::fs::read_to_string(&relay.log_path).is_ok());
+    assert!(both_worked);
+    for relay in [&mut relay_one, &mut relay_two] {
+        let status = relay.terminate();
+        assert!(status.success(), "SIGTERM must exit 0, got {status}\n{}", relay.log_tail(20));
+    }
+    exec(&table.database, &format!("DELETE FROM esync_outbox WHERE table_name = '{}'", table.name)).await;
+    table.drop_table().await;
+}
+
+/// The poller feeds `esync run`: inserts, updates and soft deletes reach the
+/// index, which ends equal to the table.
+async fn poller_feeds_the_daemon_end_to_end(db: Db) {
+    let table = OrdersTable::create(db).await;
+    prepare_for_polling(&table).await;
+    let topic = Topic::create(&kafka(), "publish", 3).await;
+    let index = Index::new(&es());
+    index.create().await;
+    let (brokers, es_url) = (kafka(), es());
+    let ids: Vec<i64> = (1..=300).collect();
+    table.insert(ids.clone()).await;
+    let mut daemon = Daemon::start(&DaemonSetup::new(&table, &topic.name, &brokers, &es_url, &index.name));
+    let setup = PublisherSetup {
+        table: &table,
+        topic: &topic.name,
+        brokers: &brokers,
+        es_url: &es_url,
+        publish: "  poll_interval: 100ms\n  look_back: 10s\n".into(),
+    };
+    let mut publisher = Publisher::start(&setup, false);
+    index.wait_equal(&table, &ids, WAIT, &mut daemon).await;
+
+    for id in (1..=300).step_by(3) {
+        exec(&table.database, &touch_sql(&table, id, "changed")).await;
+    }
+    for id in (2..=300).step_by(10) {
+        exec(&table.database, &soft_delete_sql(&table, id)).await;
+    }
+    let more: Vec<i64> = (301..=350).collect();
+    table.insert(more.clone()).await;
+    let all: Vec<i64> = (1..=350).collect();
+    index.wait_equal(&table, &all, WAIT, &mut daemon).await;
+    publisher.assert_running();
+    let docs = index.documents(&all).await.expect("documents");
+    assert_eq!(docs.len(), 350 - 30, "soft-deleted rows are gone from the index");
+
+    let status = publisher.terminate();
+    assert!(status.success(), "publisher SIGTERM must exit 0, got {status}\n{}", publisher.log_tail(20));
+    let status = daemon.terminate();
+    assert!(status.success(), "daemon SIGTERM must exit 0, got {status}\n{}", daemon.log_tail(20));
+    table.drop_table().await;
+}
+
+/// Prints ids/s published from a table against the broker's standalone
+/// produce rate (IdProducer, same run) and the ratio. Size from
+/// `ESYNC_BENCH_ROWS` (default 20,000; `bench/publish.sh` uses 200,000).
+async fn publish_throughput(db: Db) {
+    let rows: i64 = std::env::var("ESYNC_BENCH_ROWS").ok().and_then(|rows| rows.parse().ok()).unwrap_or(20_000);
+    let brokers = kafka();
+    let config = kafka_config(&brokers);
+
+    // the broker alone: the same ids through the same producer, all in flight
+    let standalone_topic = Topic::create(&brokers, "bench_standalone", 3).await;
+    let ids: Vec<esync::id::Id> = (1..=rows).map(esync::id::Id::Int).collect();
+    let producer = esync::kafka::IdProducer::new(&config).expect("producer");
+    let started = Instant::now();
+    for chunk in ids.chunks(5000) {
+        let _ = producer.send_all(&standalone_topic.name, chunk).await.expect("produce");
+    }
+    let standalone = rows as f64 / started.elapsed().as_secs_f64();
+
+    let table = OrdersTable::create(db).await;
+    prepare_for_polling(&table).await;
+    let series = match db {
+        Db::Postgres => format!(
+            "INSERT INTO {} (id, name, amount, version, deleted, updated_at) SELECT g, 'order ' || g, g % 1000, 1, false, \
+             now() - interval '1 hour' + g * interval '1 microsecond' FROM generate_series(1, {rows}) AS g",
+            table.name
+        ),
+        Db::MariaDb => format!(
+            "INSERT INTO {} (id, name, amount, version, deleted, updated_at) SELECT seq, CONCAT('order ', seq), seq % 1000, 1, false, \
+             NOW(6) - INTERVAL 1 HOUR + INTERVAL seq MICROSECOND FROM seq_1_to_{rows}",
+            table.name
+        ),
+    };
+    exec(&table.database, &series).await;
+    let topic = Topic::create(&brokers, "bench_publish", 3).await;
+    let es_url = es();
+    let setup = PublisherSetup {
+        table: &table,
+        topic: &topic.name,
+        brokers: &brokers,
+        es_url: &es_url,
+        publish: "  poll_interval: 100ms\n  page_size: 5000\n  look_back: 10s\n".into(),
+    };
+    let started = Instant::now();
+    let mut publisher = Publisher::start(&setup, false);
+    wait_until("every row published", Duration::from_secs(300), &mut [&mut publisher], || async {
+        let size = topic_size(&brokers, &topic.name).await;
+        if size >= rows { Ok(()) } else { Err(format!("{size} of {rows}")) }
+    })
+    .await;
+    let wall = started.elapsed().as_secs_f64();
+    let messages = read_topic(&brokers, &topic.name).await;
+    let first = messages.iter().map(|message| message.timestamp_ms).min().unwrap_or(0);
+    let last = messages.iter().map(|message| message.timestamp_ms).max().unwrap_or(0);
+    let streaming = rows as f64 / ((last - first).max(1) as f64 / 1000.0);
+    let published = rows as f64 / wall;
+    println!(
+        "publish bench ({db:?}, {rows} rows, page_size 5000): standalone IdProducer {standalone:.0} ids/s; \
+         esync publish {published:.0} ids/s including start-up ({wall:.2} s), {streaming:.0} ids/s first to last message; \
+         ratio {:.2} (start-up included), {:.2} (streaming)",
+        published / standalone,
+        streaming / standalone
+    );
+    assert_eq!(counts(&messages).len() as i64, rows, "every id published");
+    let status = publisher.terminate();
+    assert!(status.success(), "SIGTERM must exit 0, got {status}");
+    table.drop_table().await;
+}
+
+macro_rules! per_database {
+    ($($name:ident => $scenario:expr;)*) => {
+        mod postgres {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                #[ignore = "needs scripts/services.sh"]
+                async fn $name() {
+                    let scenario = $scenario;
+                    scenario(Db::Postgres).await;
+                }
+            )*
+        }
+        mod mariadb {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                #[ignore = "needs scripts/services.sh"]
+                async fn $name() {
+                    let scenario = $scenario;
+                    scenario(Db::MariaDb).await;
+                }
+            )*
+        }
+    };
+}
+
+per_database! {
+    late_commit_is_published => late_commit_is_published;
+    killed_publisher_misses_nothing => killed_publisher_misses_nothing;
+    outbox_relays_every_change_once_delete => |db| outbox_relays_every_change_once(db, "delete");
+    outbox_relays_every_change_once_mark => |db| outbox_relays_every_change_once(db, "mark");
+    poller_feeds_the_daemon_end_to_end => poller_feeds_the_daemon_end_to_end;
+    publish_throughput => publish_throughput;
+}
