@@ -36,11 +36,11 @@ impl DoneSet {
             if end.saturating_add(1) == chunk {
                 self.runs[position].1 = chunk;
                 // join with the next run when the gap closed
-                if let Some((next_start, next_end)) = self.runs.get(position + 1).copied() {
-                    if next_start == chunk + 1 {
-                        self.runs[position].1 = next_end;
-                        self.runs.remove(position + 1);
-                    }
+                if let Some((next_start, next_end)) = self.runs.get(position + 1).copied()
+                    && next_start == chunk + 1
+                {
+                    self.runs[position].1 = next_end;
+                    self.runs.remove(position + 1);
                 }
                 return true;
             }
@@ -437,23 +437,23 @@ pub fn check_resume(stored: &Plan, request: &Request) -> Result<(), Vec<String>>
             } => (Some(from.clone()), Some(to.clone()), *rows_per_chunk),
             ChunkLayout::Empty => (None, None, request.chunk_size),
         };
-        if let Some(wanted) = &request.from {
-            if from.as_ref().is_some_and(|from| from != wanted) {
-                problems.push(format!(
-                    "{}: the checkpoint starts at {}, not --from {wanted}",
-                    mapping.mapping,
-                    mapping.layout.range_text()
-                ));
-            }
+        if let Some(wanted) = &request.from
+            && from.as_ref().is_some_and(|from| from != wanted)
+        {
+            problems.push(format!(
+                "{}: the checkpoint starts at {}, not --from {wanted}",
+                mapping.mapping,
+                mapping.layout.range_text()
+            ));
         }
-        if let Some(wanted) = &request.to {
-            if to.as_ref().is_some_and(|to| to != wanted) {
-                problems.push(format!(
-                    "{}: the checkpoint ends at {}, not --to {wanted}",
-                    mapping.mapping,
-                    mapping.layout.range_text()
-                ));
-            }
+        if let Some(wanted) = &request.to
+            && to.as_ref().is_some_and(|to| to != wanted)
+        {
+            problems.push(format!(
+                "{}: the checkpoint ends at {}, not --to {wanted}",
+                mapping.mapping,
+                mapping.layout.range_text()
+            ));
         }
         if chunk_size != request.chunk_size {
             problems.push(format!(
@@ -514,7 +514,8 @@ mod tests {
     #[test]
     fn done_sets_keep_sorted_runs() {
         // (inserts, expected runs, newly inserted flags)
-        let cases: Vec<(Vec<u64>, Vec<(u64, u64)>)> = vec![
+        type Case = (Vec<u64>, Vec<(u64, u64)>);
+        let cases: Vec<Case> = vec![
             (vec![0, 1, 2], vec![(0, 2)]),
             (vec![2, 1, 0], vec![(0, 2)]),
             (vec![0, 2, 1], vec![(0, 2)]),

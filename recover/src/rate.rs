@@ -252,7 +252,8 @@ mod tests {
     #[test]
     fn bucket_paces_reservations() {
         // (rate, steps of (at ms, rows, expected wait ms))
-        let cases: Vec<(Option<f64>, Vec<(u64, u64, u64)>)> = vec![
+        type Case = (Option<f64>, Vec<(u64, u64, u64)>);
+        let cases: Vec<Case> = vec![
             // a full bucket lets one second's worth through, then paces
             (Some(100.0), vec![(0, 100, 0), (0, 50, 500), (0, 50, 1000)]),
             // time refills it

@@ -352,12 +352,12 @@ pub async fn run(
     while let Some(joined) = workers.join_next().await {
         let result =
             joined.unwrap_or_else(|error| Err(anyhow::anyhow!("worker task failed: {error}")));
-        if let Err(error) = result {
-            if failure.is_none() {
-                // stop the others at a page boundary; their chunks stay pending
-                stop.cancel();
-                failure = Some(error);
-            }
+        if let Err(error) = result
+            && failure.is_none()
+        {
+            // stop the others at a page boundary; their chunks stay pending
+            stop.cancel();
+            failure = Some(error);
         }
     }
     workers_done.cancel();
@@ -558,10 +558,10 @@ async fn complete(context: &RunContext, claim: &Claim, totals: &Totals) -> anyho
 }
 
 async fn release(context: &RunContext, claim: &Claim) {
-    if let (WorkQueue::Leased(board), Some(lease)) = (&context.work, &claim.lease) {
-        if let Err(error) = board.release(lease).await {
-            tracing::warn!(error = %error, "cannot release a lease; it expires by itself");
-        }
+    if let (WorkQueue::Leased(board), Some(lease)) = (&context.work, &claim.lease)
+        && let Err(error) = board.release(lease).await
+    {
+        tracing::warn!(error = %error, "cannot release a lease; it expires by itself");
     }
 }
 

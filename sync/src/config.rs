@@ -866,12 +866,17 @@ mappings:
     /// The documented example must stay loadable, with the defaults it claims.
     #[test]
     fn example_file_is_valid() {
-        let env = |name: &str| (name == "ESYNC_DATABASE_URL").then(|| "postgres://localhost/db".to_owned());
+        let env = |name: &str| {
+            (name == "ESYNC_DATABASE_URL").then(|| "postgres://localhost/db".to_owned())
+        };
         let loaded = LoadedConfig::from_yaml(include_str!("../esync.example.yaml"), &env).unwrap();
         let config = &loaded.config;
         assert_eq!(config.workers, default_workers());
         assert_eq!(config.batch.max_ids, BatchConfig::default().max_ids);
-        assert_eq!(config.elasticsearch.max_bulk_bytes, default_max_bulk_bytes());
+        assert_eq!(
+            config.elasticsearch.max_bulk_bytes,
+            default_max_bulk_bytes()
+        );
         assert_eq!(config.shutdown_grace, default_shutdown_grace());
         assert_eq!(config.metrics.listen, MetricsConfig::default().listen);
     }

@@ -223,7 +223,8 @@ struct ConsumerLoop<'a> {
     senders: Vec<mpsc::Sender<WorkItem>>,
     mapping_of_topic: HashMap<String, usize>,
     topic_names: HashMap<String, Arc<str>>,
-    overflow: VecDeque<OwnedMessage>,
+    /// Messages received while paused, with the assignment epoch they came in.
+    overflow: VecDeque<(u64, OwnedMessage)>,
     queue_capacity: usize,
     retry: crate::retry::RetryPolicy,
 }
@@ -257,7 +258,18 @@ impl<'a> ConsumerLoop<'a> {
         let mut consecutive_errors = 0u32;
         loop {
             let message = match self.overflow.pop_front() {
-                Some(message) => message,
+                Some((epoch, message)) => {
+                    if epoch != kafka::lock(&self.services.tracker).assignment_epoch() {
+                        // the assignment changed since: Kafka delivers these again if still ours
+                        tracing::debug!(
+                            dropped = self.overflow.len() + 1,
+                            "buffered messages dropped after a rebalance"
+                        );
+                        self.overflow.clear();
+                        continue;
+                    }
+                    message
+                }
                 None => tokio::select! {
                     biased;
                     _ = shutdown.cancelled() => return,
@@ -388,7 +400,8 @@ impl<'a> ConsumerLoop<'a> {
                 },
                 received = consumer.recv() => match received {
                     Ok(message) => {
-                        self.overflow.push_back(message.detach());
+                        let epoch = kafka::lock(&self.services.tracker).assignment_epoch();
+                        self.overflow.push_back((epoch, message.detach()));
                         // partitions assigned during the pause are not paused yet
                         if self.overflow.len().is_multiple_of(self.queue_capacity.max(1)) {
                             pause();

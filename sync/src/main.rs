@@ -62,7 +62,9 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Run { config } => run(config).await.map(|()| ExitCode::SUCCESS),
             Command::Check { config } => check(config).await,
-            Command::Publish { config, outbox } => publish(config, outbox).await.map(|()| ExitCode::SUCCESS),
+            Command::Publish { config, outbox } => {
+                publish(config, outbox).await.map(|()| ExitCode::SUCCESS)
+            }
         }
     });
     match result {
@@ -111,8 +113,14 @@ async fn publish(config_path: PathBuf, outbox: bool) -> anyhow::Result<()> {
     let loaded = LoadedConfig::from_file(&config_path)?;
     let shutdown = CancellationToken::new();
     spawn_signal_handler(shutdown.clone())?;
-    let mode = if outbox { esync::publish::Mode::Outbox } else { esync::publish::Mode::Poll };
-    esync::publish::run(&loaded, mode, shutdown).await.context("publish")
+    let mode = if outbox {
+        esync::publish::Mode::Outbox
+    } else {
+        esync::publish::Mode::Poll
+    };
+    esync::publish::run(&loaded, mode, shutdown)
+        .await
+        .context("publish")
 }
 
 fn spawn_signal_handler(shutdown: CancellationToken) -> anyhow::Result<()> {

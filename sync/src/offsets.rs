@@ -63,6 +63,7 @@ pub struct OffsetTracker {
     partitions: HashMap<(Arc<str>, i32), PartitionState>,
     assigned: HashSet<(Arc<str>, i32)>,
     next_generation: u64,
+    assignment_epoch: u64,
 }
 
 impl OffsetTracker {
@@ -74,6 +75,16 @@ impl OffsetTracker {
     /// Records that the group assigned `partition` of `topic` to this consumer.
     pub fn assign(&mut self, topic: &str, partition: i32) {
         self.assigned.insert((Arc::from(topic), partition));
+        self.assignment_epoch += 1;
+    }
+
+    /// Changes whenever the assignment changes. A message buffered under an
+    /// older epoch must be dropped, not registered: after a revoke and a
+    /// re-assign the partition restarts from its committed offset, and
+    /// registering a later buffered message first would let the position jump
+    /// over the messages before it.
+    pub fn assignment_epoch(&self) -> u64 {
+        self.assignment_epoch
     }
 
     /// Registers a consumed message carrying `ids` ids (0 for a message already
@@ -172,6 +183,7 @@ impl OffsetTracker {
     pub fn revoke(&mut self, topic: &str, partition: i32) -> Option<CommitPosition> {
         let key = (Arc::<str>::from(topic), partition);
         self.assigned.remove(&key);
+        self.assignment_epoch += 1;
         let state = self.partitions.remove(&key)?;
         let offset = state.commit_position();
         state
@@ -290,6 +302,16 @@ mod tests {
         tracker.acknowledge(&again);
         assert_eq!(positions(&tracker), vec![(1, 102)]);
         assert_eq!(tracker.revoke("unknown", 0), None);
+    }
+
+    #[test]
+    fn assignment_changes_move_the_epoch() {
+        let mut tracker = tracker();
+        let before = tracker.assignment_epoch();
+        tracker.revoke("orders", 0);
+        let revoked = tracker.assignment_epoch();
+        tracker.assign("orders", 0);
+        assert!(before < revoked && revoked < tracker.assignment_epoch());
     }
 
     #[test]

@@ -157,31 +157,70 @@ impl Writer {
     }
 
     /// Re-reads and writes `ids_by_mapping[m]` for every mapping `m`.
+    ///
+    /// Items that fail transiently are retried by re-reading their rows, never
+    /// by resending the old write: after a long outage a resent write could be
+    /// older than a delete that Elasticsearch no longer remembers
+    /// (`index.gc_deletes`), while a fresh read always carries the latest state.
     pub async fn write_batch(
         &self,
         ids_by_mapping: &[Vec<Id>],
         abort: &CancellationToken,
     ) -> Result<WriteReport, Abandoned> {
+        let mut report = WriteReport::default();
+        for (mapping, ids) in self.mappings.iter().zip(ids_by_mapping) {
+            self.metrics
+                .ids_distinct
+                .get_or_create(&Metrics::mapping(&mapping.name))
+                .inc_by(ids.len() as u64);
+        }
+        let mut pending_ids = ids_by_mapping.to_vec();
+        let mut attempt = 0;
+        loop {
+            let actions = self.plan_round(&pending_ids, &mut report, abort).await?;
+            pending_ids = self.send_round(actions, &mut report).await;
+            let retrying: usize = pending_ids.iter().map(Vec::len).sum();
+            if retrying == 0 {
+                return Ok(report);
+            }
+            self.metrics
+                .retries
+                .get_or_create(&StageLabel {
+                    stage: "elasticsearch",
+                })
+                .inc_by(retrying as u64);
+            tracing::debug!(
+                items = retrying,
+                attempt,
+                "retrying bulk items after a fresh re-read"
+            );
+            self.pause(attempt, abort).await?;
+            attempt += 1;
+        }
+    }
+
+    /// Re-reads the rows of `ids_by_mapping` and plans their actions; ids that
+    /// cannot be written go to `report.failed`.
+    async fn plan_round(
+        &self,
+        ids_by_mapping: &[Vec<Id>],
+        report: &mut WriteReport,
+        abort: &CancellationToken,
+    ) -> Result<Vec<PendingWrite>, Abandoned> {
         let now_micros = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |since| since.as_micros() as u64);
-        let mut report = WriteReport::default();
-        let mut pending: Vec<(usize, BulkAction)> = Vec::new();
+        let mut actions = Vec::new();
         for (mapping_index, ids) in ids_by_mapping.iter().enumerate() {
             if ids.is_empty() {
                 continue;
             }
             let mapping = &self.mappings[mapping_index];
-            let label = Metrics::mapping(&mapping.name);
-            self.metrics
-                .ids_distinct
-                .get_or_create(&label)
-                .inc_by(ids.len() as u64);
             let rows = self.read_rows(mapping, ids, abort).await?;
             report.rows_read += rows.len();
             self.metrics
                 .rows_read
-                .get_or_create(&label)
+                .get_or_create(&Metrics::mapping(&mapping.name))
                 .inc_by(rows.len() as u64);
             for Planned {
                 id,
@@ -194,7 +233,11 @@ impl Writer {
                     self.metrics.end_to_end_lag.observe(lag_seconds.max(0.0));
                 }
                 match action {
-                    Ok(action) => pending.push((mapping_index, action)),
+                    Ok(action) => actions.push(PendingWrite {
+                        mapping: mapping_index,
+                        id,
+                        action,
+                    }),
                     Err(error) => report.failed.push(FailedId {
                         mapping: mapping_index,
                         id,
@@ -204,10 +247,10 @@ impl Writer {
                 }
             }
         }
-        self.write_actions(pending, &mut report, abort).await?;
-        Ok(report)
+        Ok(actions)
     }
 
+    /// Re-reads rows, retrying database errors until they pass.
     async fn read_rows(
         &self,
         mapping: &Mapping,
@@ -236,109 +279,92 @@ impl Writer {
         }
     }
 
-    async fn write_actions(
+    /// Sends the actions in `_bulk` requests of at most `max_bulk_bytes` and
+    /// returns, per mapping, the ids to retry.
+    async fn send_round(
         &self,
-        mut pending: Vec<(usize, BulkAction)>,
+        pending: Vec<PendingWrite>,
         report: &mut WriteReport,
-        abort: &CancellationToken,
-    ) -> Result<(), Abandoned> {
-        let mut attempt = 0;
-        while !pending.is_empty() {
-            let mut retry_later = Vec::new();
-            for (range, body) in encode_chunks(&pending, self.max_bulk_bytes) {
-                let chunk = &pending[range];
-                let actions: Vec<&BulkAction> = chunk.iter().map(|(_, action)| action).collect();
-                let outcomes = match self.es.bulk(body).await {
-                    Ok(response) if response.status == 200 => {
-                        match classify_bulk(&response.body, &actions) {
-                            Ok(outcomes) => outcomes,
-                            Err(error) => {
-                                tracing::warn!(error = %error, "unusable bulk response, retrying the batch");
-                                vec![
-                                    ItemOutcome::Retryable {
-                                        status: 200,
-                                        reason: error.to_string()
-                                    };
-                                    actions.len()
-                                ]
-                            }
-                        }
+    ) -> Vec<Vec<Id>> {
+        let mut retry_ids = vec![Vec::new(); self.mappings.len()];
+        for (range, body) in encode_chunks(&pending, self.max_bulk_bytes) {
+            let chunk = &pending[range];
+            let actions: Vec<&BulkAction> = chunk.iter().map(|write| &write.action).collect();
+            let outcomes = self.send_bulk(body, &actions).await;
+            for (write, outcome) in chunk.iter().zip(outcomes) {
+                let label = Metrics::mapping(&self.mappings[write.mapping].name);
+                match outcome {
+                    ItemOutcome::Written if write.action.is_delete() => {
+                        report.deleted += 1;
+                        self.metrics.docs_deleted.get_or_create(&label).inc();
                     }
-                    Ok(response) => {
-                        let body = crate::id::truncate_for_message(&String::from_utf8_lossy(
-                            &response.body,
-                        ));
-                        if crate::bulk::request_status_is_retryable(response.status) {
-                            tracing::warn!(status = response.status, body = %body, "bulk request rejected, retrying");
-                        } else {
-                            tracing::error!(status = response.status, body = %body, "bulk request refused, retrying until it is accepted");
-                        }
-                        vec![
-                            ItemOutcome::Retryable {
-                                status: response.status,
-                                reason: body
-                            };
-                            actions.len()
-                        ]
+                    ItemOutcome::Written => {
+                        report.indexed += 1;
+                        self.metrics.docs_indexed.get_or_create(&label).inc();
                     }
+                    ItemOutcome::VersionConflict => {
+                        report.conflicts += 1;
+                        self.metrics.version_conflicts.get_or_create(&label).inc();
+                    }
+                    ItemOutcome::Retryable { .. } => {
+                        retry_ids[write.mapping].push(write.id.clone())
+                    }
+                    ItemOutcome::Permanent { status, reason } => report.failed.push(FailedId {
+                        mapping: write.mapping,
+                        id: write.id.clone(),
+                        reason_code: "rejected_by_elasticsearch",
+                        reason: format!("status {status}: {reason}"),
+                    }),
+                }
+            }
+        }
+        retry_ids
+    }
+
+    /// One `_bulk` request; a failure of the whole request makes every item
+    /// retryable (nothing is dropped: a human can fix credentials or limits).
+    async fn send_bulk(&self, body: Vec<u8>, actions: &[&BulkAction]) -> Vec<ItemOutcome> {
+        let all_retryable = |status: u16, reason: String| {
+            vec![ItemOutcome::Retryable { status, reason }; actions.len()]
+        };
+        match self.es.bulk(body).await {
+            Ok(response) if response.status == 200 => {
+                match classify_bulk(&response.body, actions) {
+                    Ok(outcomes) => outcomes,
                     Err(error) => {
-                        tracing::warn!(error = %error, "bulk request failed, retrying");
-                        vec![
-                            ItemOutcome::Retryable {
-                                status: 0,
-                                reason: error.to_string()
-                            };
-                            actions.len()
-                        ]
-                    }
-                };
-                for ((mapping_index, action), outcome) in chunk.iter().zip(outcomes) {
-                    let label = Metrics::mapping(&self.mappings[*mapping_index].name);
-                    match outcome {
-                        ItemOutcome::Written if action.is_delete() => {
-                            report.deleted += 1;
-                            self.metrics.docs_deleted.get_or_create(&label).inc();
-                        }
-                        ItemOutcome::Written => {
-                            report.indexed += 1;
-                            self.metrics.docs_indexed.get_or_create(&label).inc();
-                        }
-                        ItemOutcome::VersionConflict => {
-                            report.conflicts += 1;
-                            self.metrics.version_conflicts.get_or_create(&label).inc();
-                        }
-                        ItemOutcome::Retryable { .. } => {
-                            retry_later.push((*mapping_index, action.clone()))
-                        }
-                        ItemOutcome::Permanent { status, reason } => report.failed.push(FailedId {
-                            mapping: *mapping_index,
-                            id: id_of_action(&self.mappings[*mapping_index], action),
-                            reason_code: "rejected_by_elasticsearch",
-                            reason: format!("status {status}: {reason}"),
-                        }),
+                        tracing::warn!(error = %error, "unusable bulk response, retrying the batch");
+                        all_retryable(200, error.to_string())
                     }
                 }
             }
-            if retry_later.is_empty() {
-                break;
+            Ok(response) => {
+                let body =
+                    crate::id::truncate_for_message(&String::from_utf8_lossy(&response.body));
+                if crate::bulk::request_status_is_retryable(response.status) {
+                    tracing::warn!(status = response.status, body = %body, "bulk request rejected, retrying");
+                } else {
+                    tracing::error!(status = response.status, body = %body, "bulk request refused, retrying until it is accepted");
+                }
+                all_retryable(response.status, body)
             }
-            self.metrics
-                .retries
-                .get_or_create(&StageLabel {
-                    stage: "elasticsearch",
-                })
-                .inc_by(retry_later.len() as u64);
-            tracing::debug!(items = retry_later.len(), attempt, "retrying bulk items");
-            self.pause(attempt, abort).await?;
-            attempt += 1;
-            pending = retry_later;
+            Err(error) => {
+                tracing::warn!(error = %error, "bulk request failed, retrying");
+                all_retryable(0, error.to_string())
+            }
         }
-        Ok(())
     }
 
     async fn pause(&self, attempt: u32, abort: &CancellationToken) -> Result<(), Abandoned> {
         sleep_or_abort(self.retry.random_delay(attempt), abort).await
     }
+}
+
+/// A planned write and the id it came from.
+#[derive(Debug, Clone)]
+struct PendingWrite {
+    mapping: usize,
+    id: Id,
+    action: BulkAction,
 }
 
 /// Sleeps for `delay` unless `abort` fires first.
@@ -349,21 +375,16 @@ pub async fn sleep_or_abort(delay: Duration, abort: &CancellationToken) -> Resul
     }
 }
 
-fn id_of_action(mapping: &Mapping, action: &BulkAction) -> Id {
-    Id::parse(action.doc_id(), mapping.spec.id_type)
-        .unwrap_or_else(|_| Id::Str(action.doc_id().into()))
-}
-
 /// Encodes actions into `_bulk` bodies of at most `max_bytes` each (a single
 /// oversized action still goes alone), each with the range of actions it holds.
 fn encode_chunks(
-    actions: &[(usize, BulkAction)],
+    actions: &[PendingWrite],
     max_bytes: usize,
 ) -> Vec<(std::ops::Range<usize>, Vec<u8>)> {
     let mut chunks = Vec::new();
     let mut start = 0;
     let mut body = Vec::new();
-    for (index, (_, action)) in actions.iter().enumerate() {
+    for (index, PendingWrite { action, .. }) in actions.iter().enumerate() {
         let before = body.len();
         encode_action(action, &mut body);
         if index > start && body.len() > max_bytes {
@@ -384,20 +405,19 @@ mod tests {
 
     #[test]
     fn splits_bulk_bodies_by_size() {
-        let action = |id: &str| {
-            (
-                0,
-                BulkAction::Delete {
-                    index: Arc::from("i"),
-                    id: id.into(),
-                    version: 1,
-                    routing: None,
-                },
-            )
+        let action = |n: i64| PendingWrite {
+            mapping: 0,
+            id: Id::Int(n),
+            action: BulkAction::Delete {
+                index: Arc::from("i"),
+                id: n.to_string(),
+                version: 1,
+                routing: None,
+            },
         };
-        let actions: Vec<_> = (0..10).map(|n| action(&n.to_string())).collect();
+        let actions: Vec<_> = (0..10).map(action).collect();
         let mut one = Vec::new();
-        encode_action(&actions[0].1, &mut one);
+        encode_action(&actions[0].action, &mut one);
         let chunks = encode_chunks(&actions, one.len() * 3);
         assert_eq!(
             chunks
@@ -412,8 +432,8 @@ mod tests {
             all.extend_from_slice(body);
         }
         let mut expected = Vec::new();
-        for (_, action) in &actions {
-            encode_action(action, &mut expected);
+        for write in &actions {
+            encode_action(&write.action, &mut expected);
         }
         assert_eq!(all, expected, "nothing lost or repeated at the cuts");
         assert_eq!(

@@ -16,23 +16,49 @@ use std::time::Duration;
 
 async fn execute(database: &Database, sql: &str) {
     let result = match database {
-        Database::Postgres(pool) => sqlx::query(AssertSqlSafe(sql.to_owned())).execute(pool).await.map(drop),
-        Database::MySql(pool) => sqlx::query(AssertSqlSafe(sql.to_owned())).execute(pool).await.map(drop),
-        Database::Sqlite(pool) => sqlx::query(AssertSqlSafe(sql.to_owned())).execute(pool).await.map(drop),
+        Database::Postgres(pool) => sqlx::query(AssertSqlSafe(sql.to_owned()))
+            .execute(pool)
+            .await
+            .map(drop),
+        Database::MySql(pool) => sqlx::query(AssertSqlSafe(sql.to_owned()))
+            .execute(pool)
+            .await
+            .map(drop),
+        Database::Sqlite(pool) => sqlx::query(AssertSqlSafe(sql.to_owned()))
+            .execute(pool)
+            .await
+            .map(drop),
     };
     result.unwrap_or_else(|error| panic!("{sql}: {error}"));
 }
 
 /// Creates the table, inserts row 1, re-reads it and returns its document.
 async fn document_of(db: Db, columns: &str, values: &str, json_columns: &[&str]) -> Value {
-    let database = Database::connect(&Secret::new(db.url()), 1, Duration::from_secs(10)).await.expect("connect");
+    let database = Database::connect(&Secret::new(db.url()), 1, Duration::from_secs(10))
+        .await
+        .expect("connect");
     let table = unique("types");
-    execute(&database, &format!("CREATE TABLE {table} (id BIGINT PRIMARY KEY, version BIGINT NOT NULL, {columns})")).await;
-    execute(&database, &format!("INSERT INTO {table} VALUES (1, 3, {values})")).await;
-    let mapping: MappingConfig =
-        serde_yaml::from_str(&format!("topics: [t]\ntable: {table}\nindex: i\nversion: {{column: version, kind: counter}}")).unwrap();
+    execute(
+        &database,
+        &format!(
+            "CREATE TABLE {table} (id BIGINT PRIMARY KEY, version BIGINT NOT NULL, {columns})"
+        ),
+    )
+    .await;
+    execute(
+        &database,
+        &format!("INSERT INTO {table} VALUES (1, 3, {values})"),
+    )
+    .await;
+    let mapping: MappingConfig = serde_yaml::from_str(&format!(
+        "topics: [t]\ntable: {table}\nindex: i\nversion: {{column: version, kind: counter}}"
+    ))
+    .unwrap();
     let reader = RowReader::new(&mapping, database.dialect(), 100);
-    let rows = reader.fetch(&database, &[Id::Int(1), Id::Int(2)]).await.expect("re-read");
+    let rows = reader
+        .fetch(&database, &[Id::Int(1), Id::Int(2)])
+        .await
+        .expect("re-read");
     execute(&database, &format!("DROP TABLE {table}")).await;
     let spec = DocumentSpec {
         index: Arc::from("i"),
@@ -44,13 +70,24 @@ async fn document_of(db: Db, columns: &str, values: &str, json_columns: &[&str])
         delete: esync::document::DeleteStrategy::Hard,
         renames: Default::default(),
         exclude: ["id".to_owned(), "version".to_owned()].into(),
-        json_columns: json_columns.iter().map(|column| column.to_string()).collect(),
+        json_columns: json_columns
+            .iter()
+            .map(|column| column.to_string())
+            .collect(),
         lag_column: None,
     };
     let planned = plan_actions(&spec, &[Id::Int(1), Id::Int(2)], rows, 99);
-    assert!(matches!(planned[1].action, Ok(BulkAction::Delete { version: 99, .. })), "id 2 has no row: {planned:?}");
+    assert!(
+        matches!(
+            planned[1].action,
+            Ok(BulkAction::Delete { version: 99, .. })
+        ),
+        "id 2 has no row: {planned:?}"
+    );
     match &planned[0].action {
-        Ok(BulkAction::Index { version: 3, source, .. }) => Value::Object(source.clone()),
+        Ok(BulkAction::Index {
+            version: 3, source, ..
+        }) => Value::Object(source.clone()),
         other => panic!("expected an index action with version 3, got {other:?}"),
     }
 }
@@ -87,21 +124,39 @@ async fn postgres_column_types() {
 #[tokio::test]
 #[ignore = "needs scripts/services.sh"]
 async fn postgres_unsupported_type_is_refused_not_garbled() {
-    let database = Database::connect(&Secret::new(Db::Postgres.url()), 1, Duration::from_secs(10)).await.expect("connect");
+    let database = Database::connect(&Secret::new(Db::Postgres.url()), 1, Duration::from_secs(10))
+        .await
+        .expect("connect");
     let table = unique("types");
     execute(&database, &format!("CREATE TABLE {table} (id BIGINT PRIMARY KEY, version BIGINT NOT NULL, c_interval INTERVAL)")).await;
-    execute(&database, &format!("INSERT INTO {table} VALUES (1, 1, '1 day')")).await;
-    let mapping: MappingConfig =
-        serde_yaml::from_str(&format!("topics: [t]\ntable: {table}\nindex: i\nversion: {{column: version, kind: counter}}")).unwrap();
-    let rows = RowReader::new(&mapping, database.dialect(), 100).fetch(&database, &[Id::Int(1)]).await.expect("re-read");
+    execute(
+        &database,
+        &format!("INSERT INTO {table} VALUES (1, 1, '1 day')"),
+    )
+    .await;
+    let mapping: MappingConfig = serde_yaml::from_str(&format!(
+        "topics: [t]\ntable: {table}\nindex: i\nversion: {{column: version, kind: counter}}"
+    ))
+    .unwrap();
+    let rows = RowReader::new(&mapping, database.dialect(), 100)
+        .fetch(&database, &[Id::Int(1)])
+        .await
+        .expect("re-read");
     execute(&database, &format!("DROP TABLE {table}")).await;
     let reason = format!("{:?}", rows[0].get("c_interval"));
-    assert!(reason.contains("Undecodable") && reason.contains("INTERVAL") && reason.contains("cast it to text"), "{reason}");
+    assert!(
+        reason.contains("Undecodable")
+            && reason.contains("INTERVAL")
+            && reason.contains("cast it to text"),
+        "{reason}"
+    );
 }
 
 /// A Postgres enum type for the test (created once, shared by runs).
 async fn execute_enum_type() {
-    let database = Database::connect(&Secret::new(Db::Postgres.url()), 1, Duration::from_secs(10)).await.expect("connect");
+    let database = Database::connect(&Secret::new(Db::Postgres.url()), 1, Duration::from_secs(10))
+        .await
+        .expect("connect");
     execute(
         &database,
         "DO $$ BEGIN CREATE TYPE esync_test_mood AS ENUM ('sad', 'happy'); EXCEPTION WHEN duplicate_object THEN NULL; END $$",
@@ -136,5 +191,8 @@ async fn mariadb_column_types() {
     assert_eq!(document, expected);
     // TIMESTAMP is stored in the session time zone and read back as UTC
     let timestamp = document["c_timestamp"].as_str().expect("timestamp as text");
-    assert!(timestamp.ends_with(":20:30.500Z") || timestamp.ends_with(":20:30.5Z"), "{timestamp}");
+    assert!(
+        timestamp.ends_with(":20:30.500Z") || timestamp.ends_with(":20:30.5Z"),
+        "{timestamp}"
+    );
 }

@@ -27,9 +27,24 @@ fn es() -> String {
 }
 
 /// `(id, count)` pairs missing from `counts` for `ids`, as a short text.
-fn missing(counts: &BTreeMap<i64, usize>, ids: impl IntoIterator<Item = i64>, at_least: usize) -> Result<(), String> {
-    let short: Vec<i64> = ids.into_iter().filter(|id| counts.get(id).copied().unwrap_or(0) < at_least).collect();
-    if short.is_empty() { Ok(()) } else { Err(format!("{} id(s) below {at_least} message(s), first {:?}", short.len(), &short[..short.len().min(10)])) }
+fn missing(
+    counts: &BTreeMap<i64, usize>,
+    ids: impl IntoIterator<Item = i64>,
+    at_least: usize,
+) -> Result<(), String> {
+    let short: Vec<i64> = ids
+        .into_iter()
+        .filter(|id| counts.get(id).copied().unwrap_or(0) < at_least)
+        .collect();
+    if short.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} id(s) below {at_least} message(s), first {:?}",
+            short.len(),
+            &short[..short.len().min(10)]
+        ))
+    }
 }
 
 /// A transaction that stamps a row, then commits only after newer rows were
@@ -49,22 +64,41 @@ async fn late_commit_is_published(db: Db) {
         publish: "  poll_interval: 100ms\n  page_size: 50\n  look_back: 30s\n  null_check_interval: 200ms\n".into(),
     };
     let mut publisher = Publisher::start(&setup, false);
-    wait_until("the existing rows published", WAIT, &mut [&mut publisher], || async {
-        missing(&counts(&read_topic(&brokers, &topic.name).await), 1..=200, 1)
-    })
+    wait_until(
+        "the existing rows published",
+        WAIT,
+        &mut [&mut publisher],
+        || async {
+            missing(
+                &counts(&read_topic(&brokers, &topic.name).await),
+                1..=200,
+                1,
+            )
+        },
+    )
     .await;
 
     // the late transaction: its row is stamped now, but commits later
-    let stamp = format!("UPDATE {} SET version = version + 1, updated_at = {} WHERE id = 7", table.name, now_sql(db));
+    let stamp = format!(
+        "UPDATE {} SET version = version + 1, updated_at = {} WHERE id = 7",
+        table.name,
+        now_sql(db)
+    );
     let late: Box<dyn std::any::Any> = match &table.database {
         Database::Postgres(pool) => {
             let mut transaction = pool.begin().await.expect("begin");
-            let _ = sqlx::query(sqlx::AssertSqlSafe(stamp)).execute(&mut *transaction).await.expect("stamp");
+            let _ = sqlx::query(sqlx::AssertSqlSafe(stamp))
+                .execute(&mut *transaction)
+                .await
+                .expect("stamp");
             Box::new(transaction)
         }
         Database::MySql(pool) => {
             let mut transaction = pool.begin().await.expect("begin");
-            let _ = sqlx::query(sqlx::AssertSqlSafe(stamp)).execute(&mut *transaction).await.expect("stamp");
+            let _ = sqlx::query(sqlx::AssertSqlSafe(stamp))
+                .execute(&mut *transaction)
+                .await
+                .expect("stamp");
             Box::new(transaction)
         }
         Database::Sqlite(_) => unreachable!(),
@@ -74,38 +108,83 @@ async fn late_commit_is_published(db: Db) {
     for id in 150..=160 {
         exec(&table.database, &touch_sql(&table, id, "newer")).await;
     }
-    wait_until("the newer rows published", WAIT, &mut [&mut publisher], || async {
-        let counts = counts(&read_topic(&brokers, &topic.name).await);
-        missing(&counts, 201..=210, 1).and(missing(&counts, 150..=160, 2))
-    })
+    wait_until(
+        "the newer rows published",
+        WAIT,
+        &mut [&mut publisher],
+        || async {
+            let counts = counts(&read_topic(&brokers, &topic.name).await);
+            missing(&counts, 201..=210, 1).and(missing(&counts, 150..=160, 2))
+        },
+    )
     .await;
-    assert_eq!(counts(&read_topic(&brokers, &topic.name).await)[&7], 1, "not committed yet: not visible");
+    assert_eq!(
+        counts(&read_topic(&brokers, &topic.name).await)[&7],
+        1,
+        "not committed yet: not visible"
+    );
     match late.downcast::<sqlx::Transaction<'static, sqlx::Postgres>>() {
         Ok(transaction) => transaction.commit().await.expect("commit"),
-        Err(other) => other.downcast::<sqlx::Transaction<'static, sqlx::MySql>>().expect("a transaction").commit().await.expect("commit"),
+        Err(other) => other
+            .downcast::<sqlx::Transaction<'static, sqlx::MySql>>()
+            .expect("a transaction")
+            .commit()
+            .await
+            .expect("commit"),
     }
-    wait_until("the late commit published", WAIT, &mut [&mut publisher], || async {
-        missing(&counts(&read_topic(&brokers, &topic.name).await), [7], 2)
-    })
+    wait_until(
+        "the late commit published",
+        WAIT,
+        &mut [&mut publisher],
+        || async { missing(&counts(&read_topic(&brokers, &topic.name).await), [7], 2) },
+    )
     .await;
     let metrics = publisher.metrics().await;
-    assert!(metric_sum(&metrics, "esync_publish_late_ids_total") >= 1.0, "{metrics}");
-    assert!(metric_sum(&metrics, "esync_publish_suppressed_total") >= 200.0, "the window re-scan is suppressed: {metrics}");
+    assert!(
+        metric_sum(&metrics, "esync_publish_late_ids_total") >= 1.0,
+        "{metrics}"
+    );
+    assert!(
+        metric_sum(&metrics, "esync_publish_suppressed_total") >= 200.0,
+        "the window re-scan is suppressed: {metrics}"
+    );
 
     // a row edited by hand without a timestamp is reported, not silently missed
-    table.execute(&format!("UPDATE {} SET updated_at = NULL, version = version + 1 WHERE id IN (42, 43)", table.name)).await;
-    wait_until("NULL timestamps reported", WAIT, &mut [&mut publisher], || async {
+    table
+        .execute(&format!(
+            "UPDATE {} SET updated_at = NULL, version = version + 1 WHERE id IN (42, 43)",
+            table.name
+        ))
+        .await;
+    let publisher_log = publisher.log_path.clone();
+    wait_until("NULL timestamps reported", WAIT, &mut [], || async {
         let metrics = publisher.metrics().await;
         let rows = metric_sum(&metrics, "esync_publish_null_timestamp_rows");
-        if rows == 2.0 { Ok(()) } else { Err(format!("esync_publish_null_timestamp_rows = {rows}")) }
+        let log = std::fs::read_to_string(&publisher_log).unwrap_or_default();
+        if rows == 2.0 {
+            Ok(())
+        } else {
+            Err(format!(
+                "esync_publish_null_timestamp_rows = {rows}; log:\n{log}"
+            ))
+        }
     })
     .await;
     let log = std::fs::read_to_string(&publisher.log_path).unwrap_or_default();
-    assert!(log.contains("NULL timestamp") && log.contains("42,43"), "{}", publisher.log_tail(20));
+    assert!(
+        log.contains("NULL timestamp") && log.contains("42,43"),
+        "{}",
+        publisher.log_tail(20)
+    );
 
     let status = publisher.terminate();
-    assert!(status.success(), "SIGTERM must exit 0, got {status}\n{}", publisher.log_tail(20));
-    let checkpoint = std::fs::read_to_string(&publisher.checkpoint_path).expect("checkpoint written");
+    assert!(
+        status.success(),
+        "SIGTERM must exit 0, got {status}\n{}",
+        publisher.log_tail(20)
+    );
+    let checkpoint =
+        std::fs::read_to_string(&publisher.checkpoint_path).expect("checkpoint written");
     assert!(checkpoint.contains("\"orders\""), "{checkpoint}");
     table.drop_table().await;
 }
@@ -156,23 +235,45 @@ async fn killed_publisher_misses_nothing(db: Db) {
     assert!(changes > 200, "the writer made only {changes} changes");
 
     let times = row_times(&table).await;
-    wait_until("every row's latest change published", WAIT, &mut [&mut publisher], || async {
-        let mut latest: BTreeMap<i64, i64> = BTreeMap::new();
-        for message in read_topic(&brokers, &topic.name).await {
-            let id: i64 = message.key.parse().expect("integer id");
-            let entry = latest.entry(id).or_insert(i64::MIN);
-            *entry = (*entry).max(message.timestamp_ms);
-        }
-        let stale: Vec<i64> = times
-            .iter()
-            .filter(|(id, updated_us)| latest.get(id).is_none_or(|produced_ms| *produced_ms < *updated_us / 1000))
-            .map(|(id, _)| *id)
-            .collect();
-        if stale.is_empty() { Ok(()) } else { Err(format!("{} of {} rows not published after their last change: {:?}", stale.len(), times.len(), &stale[..stale.len().min(10)])) }
-    })
+    wait_until(
+        "every row's latest change published",
+        WAIT,
+        &mut [&mut publisher],
+        || async {
+            let mut latest: BTreeMap<i64, i64> = BTreeMap::new();
+            for message in read_topic(&brokers, &topic.name).await {
+                let id: i64 = message.key.parse().expect("integer id");
+                let entry = latest.entry(id).or_insert(i64::MIN);
+                *entry = (*entry).max(message.timestamp_ms);
+            }
+            let stale: Vec<i64> = times
+                .iter()
+                .filter(|(id, updated_us)| {
+                    latest
+                        .get(id)
+                        .is_none_or(|produced_ms| *produced_ms < *updated_us / 1000)
+                })
+                .map(|(id, _)| *id)
+                .collect();
+            if stale.is_empty() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{} of {} rows not published after their last change: {:?}",
+                    stale.len(),
+                    times.len(),
+                    &stale[..stale.len().min(10)]
+                ))
+            }
+        },
+    )
     .await;
     let status = publisher.terminate();
-    assert!(status.success(), "SIGTERM must exit 0, got {status}\n{}", publisher.log_tail(20));
+    assert!(
+        status.success(),
+        "SIGTERM must exit 0, got {status}\n{}",
+        publisher.log_tail(20)
+    );
     table.drop_table().await;
 }
 
@@ -187,12 +288,17 @@ async fn install_outbox(table: &OrdersTable) {
         Db::Postgres => ("postgres/outbox.sql", "postgres/outbox_trigger.sql"),
         Db::MariaDb => ("mysql/outbox.sql", "mysql/outbox_triggers.sql"),
     };
-    let read = |name: &str| std::fs::read_to_string(sql_dir.join(name)).unwrap_or_else(|error| panic!("{name}: {error}"));
+    let read = |name: &str| {
+        std::fs::read_to_string(sql_dir.join(name))
+            .unwrap_or_else(|error| panic!("{name}: {error}"))
+    };
     {
         let _guard = OUTBOX_INSTALL.lock().await;
         exec(&table.database, &read(setup)).await;
     }
-    let triggers = read(triggers).replace("__TABLE__", &table.name).replace("__ID_COLUMN__", "id");
+    let triggers = read(triggers)
+        .replace("__TABLE__", &table.name)
+        .replace("__ID_COLUMN__", "id");
     exec(&table.database, &triggers).await;
 }
 
@@ -209,7 +315,9 @@ async fn outbox_relays_every_change_once(db: Db, after_relay: &str) {
         topic: &topic.name,
         brokers: &brokers,
         es_url: &es_url,
-        publish: format!("  outbox: {{after_relay: {after_relay}, batch_size: 40, poll_interval: 50ms}}\n"),
+        publish: format!(
+            "  outbox: {{after_relay: {after_relay}, batch_size: 40, poll_interval: 50ms}}\n"
+        ),
     };
     let mut relay_one = Publisher::start(&setup, true);
     let mut relay_two = Publisher::start(&setup, true);
@@ -230,7 +338,10 @@ async fn outbox_relays_every_change_once(db: Db, after_relay: &str) {
                 let sql = if step % 12 == 0 {
                     format!("DELETE FROM {} WHERE id = {id}", table.name)
                 } else {
-                    format!("UPDATE {} SET version = version + 1 WHERE id = {id}", table.name)
+                    format!(
+                        "UPDATE {} SET version = version + 1 WHERE id = {id}",
+                        table.name
+                    )
                 };
                 if exec_count(&table.database, &sql).await == 1 {
                     *changes.entry(id).or_default() += 1;
@@ -248,27 +359,62 @@ async fn outbox_relays_every_change_once(db: Db, after_relay: &str) {
     }
     let total: usize = expected.values().sum();
 
-    let pending_sql = format!("SELECT COUNT(*) FROM esync_outbox WHERE table_name = '{}' AND relayed_at IS NULL", table.name);
-    wait_until("the outbox drained", WAIT, &mut [&mut relay_one, &mut relay_two], || async {
-        let pending = scalar(&table.database, &pending_sql).await;
-        let produced = topic_size(&brokers, &topic.name).await;
-        if pending == 0 && produced >= total as i64 { Ok(()) } else { Err(format!("{pending} pending, {produced} of {total} produced")) }
-    })
+    let pending_sql = format!(
+        "SELECT COUNT(*) FROM esync_outbox WHERE table_name = '{}' AND relayed_at IS NULL",
+        table.name
+    );
+    wait_until(
+        "the outbox drained",
+        WAIT,
+        &mut [&mut relay_one, &mut relay_two],
+        || async {
+            let pending = scalar(&table.database, &pending_sql).await;
+            let produced = topic_size(&brokers, &topic.name).await;
+            if pending == 0 && produced >= total as i64 {
+                Ok(())
+            } else {
+                Err(format!("{pending} pending, {produced} of {total} produced"))
+            }
+        },
+    )
     .await;
     let received = counts(&read_topic(&brokers, &topic.name).await);
-    assert_eq!(received, expected, "one message per change, none lost, none doubled");
-    let remaining = scalar(&table.database, &format!("SELECT COUNT(*) FROM esync_outbox WHERE table_name = '{}'", table.name)).await;
+    assert_eq!(
+        received, expected,
+        "one message per change, none lost, none doubled"
+    );
+    let remaining = scalar(
+        &table.database,
+        &format!(
+            "SELECT COUNT(*) FROM esync_outbox WHERE table_name = '{}'",
+            table.name
+        ),
+    )
+    .await;
     match after_relay {
         "delete" => assert_eq!(remaining, 0, "relayed rows are deleted"),
         _ => assert_eq!(remaining, total as i64, "relayed rows are kept, marked"),
     }
-    let both_worked = [&relay_one, &relay_two].iter().all(|relay| std::fs::read_to_string(&relay.log_path).is_ok());
+    let both_worked = [&relay_one, &relay_two]
+        .iter()
+        .all(|relay| std::fs::read_to_string(&relay.log_path).is_ok());
     assert!(both_worked);
     for relay in [&mut relay_one, &mut relay_two] {
         let status = relay.terminate();
-        assert!(status.success(), "SIGTERM must exit 0, got {status}\n{}", relay.log_tail(20));
+        assert!(
+            status.success(),
+            "SIGTERM must exit 0, got {status}\n{}",
+            relay.log_tail(20)
+        );
     }
-    exec(&table.database, &format!("DELETE FROM esync_outbox WHERE table_name = '{}'", table.name)).await;
+    exec(
+        &table.database,
+        &format!(
+            "DELETE FROM esync_outbox WHERE table_name = '{}'",
+            table.name
+        ),
+    )
+    .await;
     table.drop_table().await;
 }
 
@@ -283,7 +429,13 @@ async fn poller_feeds_the_daemon_end_to_end(db: Db) {
     let (brokers, es_url) = (kafka(), es());
     let ids: Vec<i64> = (1..=300).collect();
     table.insert(ids.clone()).await;
-    let mut daemon = Daemon::start(&DaemonSetup::new(&table, &topic.name, &brokers, &es_url, &index.name));
+    let mut daemon = Daemon::start(&DaemonSetup::new(
+        &table,
+        &topic.name,
+        &brokers,
+        &es_url,
+        &index.name,
+    ));
     let setup = PublisherSetup {
         table: &table,
         topic: &topic.name,
@@ -306,12 +458,24 @@ async fn poller_feeds_the_daemon_end_to_end(db: Db) {
     index.wait_equal(&table, &all, WAIT, &mut daemon).await;
     publisher.assert_running();
     let docs = index.documents(&all).await.expect("documents");
-    assert_eq!(docs.len(), 350 - 30, "soft-deleted rows are gone from the index");
+    assert_eq!(
+        docs.len(),
+        350 - 30,
+        "soft-deleted rows are gone from the index"
+    );
 
     let status = publisher.terminate();
-    assert!(status.success(), "publisher SIGTERM must exit 0, got {status}\n{}", publisher.log_tail(20));
+    assert!(
+        status.success(),
+        "publisher SIGTERM must exit 0, got {status}\n{}",
+        publisher.log_tail(20)
+    );
     let status = daemon.terminate();
-    assert!(status.success(), "daemon SIGTERM must exit 0, got {status}\n{}", daemon.log_tail(20));
+    assert!(
+        status.success(),
+        "daemon SIGTERM must exit 0, got {status}\n{}",
+        daemon.log_tail(20)
+    );
     table.drop_table().await;
 }
 
@@ -319,7 +483,10 @@ async fn poller_feeds_the_daemon_end_to_end(db: Db) {
 /// produce rate (IdProducer, same run) and the ratio. Size from
 /// `ESYNC_BENCH_ROWS` (default 20,000; `bench/publish.sh` uses 200,000).
 async fn publish_throughput(db: Db) {
-    let rows: i64 = std::env::var("ESYNC_BENCH_ROWS").ok().and_then(|rows| rows.parse().ok()).unwrap_or(20_000);
+    let rows: i64 = std::env::var("ESYNC_BENCH_ROWS")
+        .ok()
+        .and_then(|rows| rows.parse().ok())
+        .unwrap_or(20_000);
     let brokers = kafka();
     let config = kafka_config(&brokers);
 
@@ -329,7 +496,10 @@ async fn publish_throughput(db: Db) {
     let producer = esync::kafka::IdProducer::new(&config).expect("producer");
     let started = Instant::now();
     for chunk in ids.chunks(5000) {
-        let _ = producer.send_all(&standalone_topic.name, chunk).await.expect("produce");
+        let _ = producer
+            .send_all(&standalone_topic.name, chunk)
+            .await
+            .expect("produce");
     }
     let standalone = rows as f64 / started.elapsed().as_secs_f64();
 
@@ -359,15 +529,32 @@ async fn publish_throughput(db: Db) {
     };
     let started = Instant::now();
     let mut publisher = Publisher::start(&setup, false);
-    wait_until("every row published", Duration::from_secs(300), &mut [&mut publisher], || async {
-        let size = topic_size(&brokers, &topic.name).await;
-        if size >= rows { Ok(()) } else { Err(format!("{size} of {rows}")) }
-    })
+    wait_until(
+        "every row published",
+        Duration::from_secs(300),
+        &mut [&mut publisher],
+        || async {
+            let size = topic_size(&brokers, &topic.name).await;
+            if size >= rows {
+                Ok(())
+            } else {
+                Err(format!("{size} of {rows}"))
+            }
+        },
+    )
     .await;
     let wall = started.elapsed().as_secs_f64();
     let messages = read_topic(&brokers, &topic.name).await;
-    let first = messages.iter().map(|message| message.timestamp_ms).min().unwrap_or(0);
-    let last = messages.iter().map(|message| message.timestamp_ms).max().unwrap_or(0);
+    let first = messages
+        .iter()
+        .map(|message| message.timestamp_ms)
+        .min()
+        .unwrap_or(0);
+    let last = messages
+        .iter()
+        .map(|message| message.timestamp_ms)
+        .max()
+        .unwrap_or(0);
     let streaming = rows as f64 / ((last - first).max(1) as f64 / 1000.0);
     let published = rows as f64 / wall;
     println!(
@@ -411,10 +598,10 @@ macro_rules! per_database {
 }
 
 per_database! {
-    late_commit_is_published => late_commit_is_published;
-    killed_publisher_misses_nothing => killed_publisher_misses_nothing;
-    outbox_relays_every_change_once_delete => |db| outbox_relays_every_change_once(db, "delete");
-    outbox_relays_every_change_once_mark => |db| outbox_relays_every_change_once(db, "mark");
-    poller_feeds_the_daemon_end_to_end => poller_feeds_the_daemon_end_to_end;
-    publish_throughput => publish_throughput;
+    late_commit_is_published => super::late_commit_is_published;
+    killed_publisher_misses_nothing => super::killed_publisher_misses_nothing;
+    outbox_relays_every_change_once_delete => |db| super::outbox_relays_every_change_once(db, "delete");
+    outbox_relays_every_change_once_mark => |db| super::outbox_relays_every_change_once(db, "mark");
+    poller_feeds_the_daemon_end_to_end => super::poller_feeds_the_daemon_end_to_end;
+    publish_throughput => super::publish_throughput;
 }

@@ -397,6 +397,26 @@ shutdown_grace: 5s
         }
     }
 
+    /// A config whose one mapping is `mapping_yaml` (indented as a list item's keys).
+    pub fn custom(database_url: &str, mapping_yaml: &str) -> Setup {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let topic = unique("rec_topic");
+        let config = format!(
+            "source:\n  url: ${{ESYNC_TEST_DATABASE_URL}}\nkafka:\n  brokers: \"{}\"\nelasticsearch:\n  urls: [\"{}\"]\n\
+             metrics: {{listen: null}}\nmappings:\n  - name: items\n    topics: [{topic}]\n{mapping_yaml}",
+            required_env("ESYNC_TEST_KAFKA"),
+            es_url(),
+        );
+        let path = dir.path().join("esync.yaml");
+        std::fs::write(&path, config).expect("write config");
+        Setup {
+            dir,
+            config: path,
+            database_url: database_url.to_owned(),
+            topic,
+        }
+    }
+
     pub fn checkpoint(&self) -> PathBuf {
         self.dir.path().join("checkpoint.json")
     }

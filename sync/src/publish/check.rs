@@ -61,15 +61,32 @@ async fn check_outbox(_publish: &PublishConfig, database: &Database, table: &str
     // the claim without its lock: a check must not block relays
     let sql = sql.replace(" FOR UPDATE SKIP LOCKED", "");
     let result = match database {
-        Database::Postgres(pool) => sqlx::query(AssertSqlSafe(sql)).bind(vec![String::new()]).fetch_all(pool).await.map(drop),
-        Database::MySql(pool) => sqlx::query(AssertSqlSafe(sql)).bind(String::new()).fetch_all(pool).await.map(drop),
-        Database::Sqlite(pool) => sqlx::query(AssertSqlSafe(sql)).bind(String::new()).fetch_all(pool).await.map(drop),
+        Database::Postgres(pool) => sqlx::query(AssertSqlSafe(sql))
+            .bind(vec![String::new()])
+            .fetch_all(pool)
+            .await
+            .map(drop),
+        Database::MySql(pool) => sqlx::query(AssertSqlSafe(sql))
+            .bind(String::new())
+            .fetch_all(pool)
+            .await
+            .map(drop),
+        Database::Sqlite(pool) => sqlx::query(AssertSqlSafe(sql))
+            .bind(String::new())
+            .fetch_all(pool)
+            .await
+            .map(drop),
     };
     match result {
-        Ok(()) => finding(Level::Ok, format!("publish outbox: table {table} is readable")),
+        Ok(()) => finding(
+            Level::Ok,
+            format!("publish outbox: table {table} is readable"),
+        ),
         Err(error) => finding(
             Level::Failure,
-            format!("publish outbox: cannot read {table} ({error}); install sync/sql/<database>/outbox.sql"),
+            format!(
+                "publish outbox: cannot read {table} ({error}); install sync/sql/<database>/outbox.sql"
+            ),
         ),
     }
 }

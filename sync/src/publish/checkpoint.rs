@@ -76,13 +76,20 @@ impl SavedPosition {
             Id::Int(int) => serde_json::Value::from(*int),
             Id::Str(text) => serde_json::Value::from(text.as_ref()),
         };
-        SavedPosition { timestamp_us: position.timestamp_us, timestamp, id }
+        SavedPosition {
+            timestamp_us: position.timestamp_us,
+            timestamp,
+            id,
+        }
     }
 
     /// The watermark, with the id read as `id_type`.
     pub fn to_position(&self, id_type: IdType) -> Result<Position, String> {
         let id = Id::from_json(&self.id, id_type).map_err(|error| error.to_string())?;
-        Ok(Position { timestamp_us: self.timestamp_us, id })
+        Ok(Position {
+            timestamp_us: self.timestamp_us,
+            id,
+        })
     }
 }
 
@@ -126,49 +133,101 @@ impl CheckpointStore {
     /// Opens the file store, reading an existing file.
     pub async fn file(path: &Path) -> Result<CheckpointStore, CheckpointError> {
         let state = match tokio::fs::read_to_string(path).await {
-            Ok(text) => CheckpointFile::parse(&text)
-                .map_err(|message| CheckpointError::Corrupt { path: path.to_owned(), message })?,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                CheckpointFile { format: 1, mappings: BTreeMap::new() }
+            Ok(text) => {
+                CheckpointFile::parse(&text).map_err(|message| CheckpointError::Corrupt {
+                    path: path.to_owned(),
+                    message,
+                })?
             }
-            Err(source) => return Err(CheckpointError::File { path: path.to_owned(), source }),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => CheckpointFile {
+                format: 1,
+                mappings: BTreeMap::new(),
+            },
+            Err(source) => {
+                return Err(CheckpointError::File {
+                    path: path.to_owned(),
+                    source,
+                });
+            }
         };
-        Ok(CheckpointStore::File { path: path.to_owned(), state: Mutex::new(state) })
+        Ok(CheckpointStore::File {
+            path: path.to_owned(),
+            state: Mutex::new(state),
+        })
     }
 
     /// Opens the table store, creating the table if it does not exist.
-    pub async fn table(database: Database, table: &str) -> Result<CheckpointStore, CheckpointError> {
+    pub async fn table(
+        database: Database,
+        table: &str,
+    ) -> Result<CheckpointStore, CheckpointError> {
         let sql = create_table_sql(database.dialect(), table);
-        execute(&database, &sql, &[]).await.map_err(|source| CheckpointError::Table { table: table.to_owned(), source })?;
-        Ok(CheckpointStore::Table { database, table: table.to_owned() })
+        execute(&database, &sql, &[])
+            .await
+            .map_err(|source| CheckpointError::Table {
+                table: table.to_owned(),
+                source,
+            })?;
+        Ok(CheckpointStore::Table {
+            database,
+            table: table.to_owned(),
+        })
     }
 
     /// The saved watermark of `mapping`, if any.
-    pub async fn load(&self, mapping: &str, id_type: IdType) -> Result<Option<Position>, CheckpointError> {
+    pub async fn load(
+        &self,
+        mapping: &str,
+        id_type: IdType,
+    ) -> Result<Option<Position>, CheckpointError> {
         match self {
-            CheckpointStore::File { path, state } => match state.lock().await.mappings.get(mapping) {
+            CheckpointStore::File { path, state } => match state.lock().await.mappings.get(mapping)
+            {
                 None => Ok(None),
-                Some(saved) => saved
-                    .to_position(id_type)
-                    .map(Some)
-                    .map_err(|message| CheckpointError::Corrupt { path: path.clone(), message: format!("mapping {mapping}: {message}") }),
+                Some(saved) => saved.to_position(id_type).map(Some).map_err(|message| {
+                    CheckpointError::Corrupt {
+                        path: path.clone(),
+                        message: format!("mapping {mapping}: {message}"),
+                    }
+                }),
             },
             CheckpointStore::Table { database, table } => {
                 let sql = select_sql(database.dialect(), table);
-                let table_error = |source| CheckpointError::Table { table: table.clone(), source };
+                let table_error = |source| CheckpointError::Table {
+                    table: table.clone(),
+                    source,
+                };
                 let row: Option<(i64, String)> = match database {
-                    Database::Postgres(pool) => sqlx::query_as(AssertSqlSafe(sql)).bind(mapping).fetch_optional(pool).await,
-                    Database::MySql(pool) => sqlx::query_as(AssertSqlSafe(sql)).bind(mapping).fetch_optional(pool).await,
-                    Database::Sqlite(pool) => sqlx::query_as(AssertSqlSafe(sql)).bind(mapping).fetch_optional(pool).await,
+                    Database::Postgres(pool) => {
+                        sqlx::query_as(AssertSqlSafe(sql))
+                            .bind(mapping)
+                            .fetch_optional(pool)
+                            .await
+                    }
+                    Database::MySql(pool) => {
+                        sqlx::query_as(AssertSqlSafe(sql))
+                            .bind(mapping)
+                            .fetch_optional(pool)
+                            .await
+                    }
+                    Database::Sqlite(pool) => {
+                        sqlx::query_as(AssertSqlSafe(sql))
+                            .bind(mapping)
+                            .fetch_optional(pool)
+                            .await
+                    }
                 }
                 .map_err(table_error)?;
                 match row {
                     None => Ok(None),
                     Some((timestamp_us, id)) => {
-                        let id = Id::parse(&id, id_type).map_err(|error| CheckpointError::Table {
-                            table: table.clone(),
-                            source: sqlx::Error::Decode(format!("mapping {mapping}: {error}").into()),
-                        })?;
+                        let id =
+                            Id::parse(&id, id_type).map_err(|error| CheckpointError::Table {
+                                table: table.clone(),
+                                source: sqlx::Error::Decode(
+                                    format!("mapping {mapping}: {error}").into(),
+                                ),
+                            })?;
                         Ok(Some(Position { timestamp_us, id }))
                     }
                 }
@@ -181,16 +240,30 @@ impl CheckpointStore {
         match self {
             CheckpointStore::File { path, state } => {
                 let mut state = state.lock().await;
-                let _ = state.mappings.insert(mapping.to_owned(), SavedPosition::from_position(position));
+                let _ = state
+                    .mappings
+                    .insert(mapping.to_owned(), SavedPosition::from_position(position));
                 write_atomically(path, state.render().as_bytes())
                     .await
-                    .map_err(|source| CheckpointError::File { path: path.clone(), source })
+                    .map_err(|source| CheckpointError::File {
+                        path: path.clone(),
+                        source,
+                    })
             }
             CheckpointStore::Table { database, table } => {
                 let sql = upsert_sql(database.dialect(), table);
                 let id = position.id.to_string();
-                let params = [Param::Text(mapping), Param::Int(position.timestamp_us), Param::Text(&id)];
-                execute(database, &sql, &params).await.map_err(|source| CheckpointError::Table { table: table.clone(), source })
+                let params = [
+                    Param::Text(mapping),
+                    Param::Int(position.timestamp_us),
+                    Param::Text(&id),
+                ];
+                execute(database, &sql, &params)
+                    .await
+                    .map_err(|source| CheckpointError::Table {
+                        table: table.clone(),
+                        source,
+                    })
             }
         }
     }
@@ -207,7 +280,10 @@ pub async fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> 
             Some(parent) if !parent.as_os_str().is_empty() => parent.to_owned(),
             _ => PathBuf::from("."),
         };
-        let file_name = path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
+        let file_name = path
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let temporary = directory.join(format!(".{file_name}.tmp"));
         let mut file = std::fs::File::create(&temporary)?;
         file.write_all(&bytes)?;
@@ -267,8 +343,15 @@ pub fn create_table_sql(dialect: Dialect, table: &str) -> String {
 
 /// Reads one mapping's watermark.
 pub fn select_sql(dialect: Dialect, table: &str) -> String {
-    let placeholder = if dialect == Dialect::Postgres { "$1" } else { "?" };
-    format!("SELECT timestamp_us, last_id FROM {} WHERE mapping = {placeholder}", quote_identifier(dialect, table))
+    let placeholder = if dialect == Dialect::Postgres {
+        "$1"
+    } else {
+        "?"
+    };
+    format!(
+        "SELECT timestamp_us, last_id FROM {} WHERE mapping = {placeholder}",
+        quote_identifier(dialect, table)
+    )
 }
 
 /// Inserts or replaces one mapping's watermark (mapping, timestamp_us, last_id).
@@ -297,18 +380,48 @@ mod tests {
     #[test]
     fn positions_round_trip_through_the_file_format() {
         let cases = [
-            (Position { timestamp_us: 1_700_000_000_123_456, id: Id::Int(42) }, IdType::Integer, "2023-11-14T22:13:20.123456Z", "42"),
-            (Position { timestamp_us: 0, id: Id::Str("order-7".into()) }, IdType::String, "1970-01-01T00:00:00.000000Z", "\"order-7\""),
-            (Position { timestamp_us: -1, id: Id::Int(-3) }, IdType::Integer, "1969-12-31T23:59:59.999999Z", "-3"),
+            (
+                Position {
+                    timestamp_us: 1_700_000_000_123_456,
+                    id: Id::Int(42),
+                },
+                IdType::Integer,
+                "2023-11-14T22:13:20.123456Z",
+                "42",
+            ),
+            (
+                Position {
+                    timestamp_us: 0,
+                    id: Id::Str("order-7".into()),
+                },
+                IdType::String,
+                "1970-01-01T00:00:00.000000Z",
+                "\"order-7\"",
+            ),
+            (
+                Position {
+                    timestamp_us: -1,
+                    id: Id::Int(-3),
+                },
+                IdType::Integer,
+                "1969-12-31T23:59:59.999999Z",
+                "-3",
+            ),
         ];
         for (position, id_type, timestamp, id_json) in cases {
             let saved = SavedPosition::from_position(&position);
             assert_eq!(saved.timestamp, timestamp);
             assert_eq!(saved.id.to_string(), id_json);
-            let file = CheckpointFile { format: 1, mappings: BTreeMap::from([("orders".to_owned(), saved)]) };
+            let file = CheckpointFile {
+                format: 1,
+                mappings: BTreeMap::from([("orders".to_owned(), saved)]),
+            };
             let parsed = CheckpointFile::parse(&file.render()).unwrap();
             assert_eq!(parsed, file);
-            assert_eq!(parsed.mappings["orders"].to_position(id_type).unwrap(), position);
+            assert_eq!(
+                parsed.mappings["orders"].to_position(id_type).unwrap(),
+                position
+            );
         }
     }
 
@@ -317,28 +430,58 @@ mod tests {
         let cases = [
             ("", "EOF"),
             ("{\"format\": 2, \"mappings\": {}}", "unsupported format 2"),
-            ("{\"format\": 1, \"mappings\": {}, \"extra\": 1}", "unknown field"),
-            ("{\"format\": 1, \"mappings\": {\"o\": {\"timestamp_us\": \"x\", \"id\": 1}}}", "invalid type"),
+            (
+                "{\"format\": 1, \"mappings\": {}, \"extra\": 1}",
+                "unknown field",
+            ),
+            (
+                "{\"format\": 1, \"mappings\": {\"o\": {\"timestamp_us\": \"x\", \"id\": 1}}}",
+                "invalid type",
+            ),
         ];
         for (text, wanted) in cases {
             let error = CheckpointFile::parse(text).unwrap_err();
             assert!(error.contains(wanted), "{text:?}: {error}");
         }
-        let saved = SavedPosition { timestamp_us: 1, timestamp: String::new(), id: serde_json::json!("abc") };
-        assert!(saved.to_position(IdType::Integer).unwrap_err().contains("not an integer"));
+        let saved = SavedPosition {
+            timestamp_us: 1,
+            timestamp: String::new(),
+            id: serde_json::json!("abc"),
+        };
+        assert!(
+            saved
+                .to_position(IdType::Integer)
+                .unwrap_err()
+                .contains("not an integer")
+        );
     }
 
     #[test]
     fn sql_per_dialect() {
         let cases = [
-            (Dialect::Postgres, "SELECT timestamp_us, last_id FROM \"cp\" WHERE mapping = $1", "ON CONFLICT (mapping) DO UPDATE"),
-            (Dialect::MySql, "SELECT timestamp_us, last_id FROM `cp` WHERE mapping = ?", "ON DUPLICATE KEY UPDATE"),
-            (Dialect::Sqlite, "SELECT timestamp_us, last_id FROM \"cp\" WHERE mapping = ?", "ON CONFLICT (mapping) DO UPDATE"),
+            (
+                Dialect::Postgres,
+                "SELECT timestamp_us, last_id FROM \"cp\" WHERE mapping = $1",
+                "ON CONFLICT (mapping) DO UPDATE",
+            ),
+            (
+                Dialect::MySql,
+                "SELECT timestamp_us, last_id FROM `cp` WHERE mapping = ?",
+                "ON DUPLICATE KEY UPDATE",
+            ),
+            (
+                Dialect::Sqlite,
+                "SELECT timestamp_us, last_id FROM \"cp\" WHERE mapping = ?",
+                "ON CONFLICT (mapping) DO UPDATE",
+            ),
         ];
         for (dialect, select, upsert) in cases {
             assert_eq!(select_sql(dialect, "cp"), select);
             assert!(upsert_sql(dialect, "cp").contains(upsert), "{dialect:?}");
-            assert!(create_table_sql(dialect, "cp").starts_with("CREATE TABLE IF NOT EXISTS"), "{dialect:?}");
+            assert!(
+                create_table_sql(dialect, "cp").starts_with("CREATE TABLE IF NOT EXISTS"),
+                "{dialect:?}"
+            );
         }
     }
 
@@ -348,15 +491,47 @@ mod tests {
         let path = directory.path().join("publish.json");
         let store = CheckpointStore::file(&path).await.unwrap();
         assert_eq!(store.load("orders", IdType::Integer).await.unwrap(), None);
-        let position = Position { timestamp_us: 5, id: Id::Int(9) };
+        let position = Position {
+            timestamp_us: 5,
+            id: Id::Int(9),
+        };
         store.save("orders", &position).await.unwrap();
-        store.save("items", &Position { timestamp_us: 6, id: Id::Str("x".into()) }).await.unwrap();
+        store
+            .save(
+                "items",
+                &Position {
+                    timestamp_us: 6,
+                    id: Id::Str("x".into()),
+                },
+            )
+            .await
+            .unwrap();
         let reopened = CheckpointStore::file(&path).await.unwrap();
-        assert_eq!(reopened.load("orders", IdType::Integer).await.unwrap(), Some(position));
-        assert_eq!(reopened.load("items", IdType::String).await.unwrap().map(|p| p.id), Some(Id::Str("x".into())));
-        let leftovers: Vec<_> = std::fs::read_dir(directory.path()).unwrap().map(|entry| entry.unwrap().file_name()).collect();
-        assert_eq!(leftovers, vec![std::ffi::OsString::from("publish.json")], "no temporary file is left behind");
+        assert_eq!(
+            reopened.load("orders", IdType::Integer).await.unwrap(),
+            Some(position)
+        );
+        assert_eq!(
+            reopened
+                .load("items", IdType::String)
+                .await
+                .unwrap()
+                .map(|p| p.id),
+            Some(Id::Str("x".into()))
+        );
+        let leftovers: Vec<_> = std::fs::read_dir(directory.path())
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name())
+            .collect();
+        assert_eq!(
+            leftovers,
+            vec![std::ffi::OsString::from("publish.json")],
+            "no temporary file is left behind"
+        );
         std::fs::write(&path, "garbage").unwrap();
-        assert!(matches!(CheckpointStore::file(&path).await, Err(CheckpointError::Corrupt { .. })));
+        assert!(matches!(
+            CheckpointStore::file(&path).await,
+            Err(CheckpointError::Corrupt { .. })
+        ));
     }
 }

@@ -97,7 +97,10 @@ pub struct CheckpointConfig {
 
 impl Default for CheckpointConfig {
     fn default() -> Self {
-        CheckpointConfig { file: Some(PathBuf::from("esync-publish.checkpoint.json")), table: None }
+        CheckpointConfig {
+            file: Some(PathBuf::from("esync-publish.checkpoint.json")),
+            table: None,
+        }
     }
 }
 
@@ -168,24 +171,43 @@ pub fn validate(config: &Config) -> Vec<ConfigProblem> {
         return Vec::new();
     };
     let mut problems = Vec::new();
-    let mut problem = |path: String, message: String| problems.push(ConfigProblem { path, message });
+    let mut problem =
+        |path: String, message: String| problems.push(ConfigProblem { path, message });
     if publish.poll_interval.is_zero() {
-        problem("publish.poll_interval".into(), "must be longer than 0s".into());
+        problem(
+            "publish.poll_interval".into(),
+            "must be longer than 0s".into(),
+        );
     }
     if publish.page_size == 0 || publish.page_size > 100_000 {
-        problem("publish.page_size".into(), format!("must be between 1 and 100000, not {}", publish.page_size));
+        problem(
+            "publish.page_size".into(),
+            format!("must be between 1 and 100000, not {}", publish.page_size),
+        );
     }
     if publish.max_rows_per_second == Some(0) {
-        problem("publish.max_rows_per_second".into(), "must be at least 1 (leave it out for no limit)".into());
+        problem(
+            "publish.max_rows_per_second".into(),
+            "must be at least 1 (leave it out for no limit)".into(),
+        );
     }
     match (&publish.checkpoint.file, &publish.checkpoint.table) {
-        (Some(_), Some(_)) => problem("publish.checkpoint".into(), "give either file or table, not both".into()),
+        (Some(_), Some(_)) => problem(
+            "publish.checkpoint".into(),
+            "give either file or table, not both".into(),
+        ),
         (None, None) => problem("publish.checkpoint".into(), "give file or table".into()),
-        (None, Some(table)) if table.trim().is_empty() => problem("publish.checkpoint.table".into(), "must not be empty".into()),
+        (None, Some(table)) if table.trim().is_empty() => problem(
+            "publish.checkpoint.table".into(),
+            "must not be empty".into(),
+        ),
         _ => {}
     }
     if publish.mappings.is_empty() && publish.outbox.is_none() {
-        problem("publish".into(), "give mappings to poll or an outbox to relay".into());
+        problem(
+            "publish".into(),
+            "give mappings to poll or an outbox to relay".into(),
+        );
     }
     let mut seen = HashSet::new();
     for (index, entry) in publish.mappings.iter().enumerate() {
@@ -196,14 +218,29 @@ pub fn validate(config: &Config) -> Vec<ConfigProblem> {
         if entry.timestamp_column.trim().is_empty() {
             problem(at("timestamp_column"), "must not be empty".into());
         }
-        match config.mappings.iter().find(|mapping| mapping.display_name() == entry.name) {
+        match config
+            .mappings
+            .iter()
+            .find(|mapping| mapping.display_name() == entry.name)
+        {
             None => {
-                let names: Vec<&str> = config.mappings.iter().map(|mapping| mapping.display_name()).collect();
-                problem(at("name"), format!("no mapping is named {:?} (mappings: {names:?})", entry.name));
+                let names: Vec<&str> = config
+                    .mappings
+                    .iter()
+                    .map(|mapping| mapping.display_name())
+                    .collect();
+                problem(
+                    at("name"),
+                    format!("no mapping is named {:?} (mappings: {names:?})", entry.name),
+                );
             }
-            Some(mapping) if mapping.table.is_none() && entry.table.is_none() => {
-                problem(at("table"), format!("mapping {:?} is defined by a query; name the table to poll", entry.name))
-            }
+            Some(mapping) if mapping.table.is_none() && entry.table.is_none() => problem(
+                at("table"),
+                format!(
+                    "mapping {:?} is defined by a query; name the table to poll",
+                    entry.name
+                ),
+            ),
             Some(_) => {}
         }
     }
@@ -212,10 +249,16 @@ pub fn validate(config: &Config) -> Vec<ConfigProblem> {
             problem("publish.outbox.table".into(), "must not be empty".into());
         }
         if outbox.batch_size == 0 || outbox.batch_size > 50_000 {
-            problem("publish.outbox.batch_size".into(), format!("must be between 1 and 50000, not {}", outbox.batch_size));
+            problem(
+                "publish.outbox.batch_size".into(),
+                format!("must be between 1 and 50000, not {}", outbox.batch_size),
+            );
         }
         if outbox.poll_interval.is_zero() {
-            problem("publish.outbox.poll_interval".into(), "must be longer than 0s".into());
+            problem(
+                "publish.outbox.poll_interval".into(),
+                "must be longer than 0s".into(),
+            );
         }
     }
     problems
@@ -250,37 +293,96 @@ mappings:
         assert_eq!(publish.look_back, Duration::from_secs(30));
         assert_eq!(publish.max_rows_per_second, None);
         assert_eq!(publish.start, super::StartPosition::Earliest);
-        assert_eq!(publish.checkpoint.file.as_deref(), Some(std::path::Path::new("esync-publish.checkpoint.json")));
-        assert_eq!(publish.metrics_listen, Some("127.0.0.1:9465".parse().unwrap()));
+        assert_eq!(
+            publish.checkpoint.file.as_deref(),
+            Some(std::path::Path::new("esync-publish.checkpoint.json"))
+        );
+        assert_eq!(
+            publish.metrics_listen,
+            Some("127.0.0.1:9465".parse().unwrap())
+        );
         assert_eq!(publish.mappings[0].timestamp_column, "updated_at");
-        let outbox = load("publish: {outbox: {}}\n").unwrap().config.publish.unwrap().outbox.unwrap();
-        assert_eq!((outbox.table.as_str(), outbox.after_relay, outbox.batch_size), ("esync_outbox", super::AfterRelay::Delete, 1000));
+        let outbox = load("publish: {outbox: {}}\n")
+            .unwrap()
+            .config
+            .publish
+            .unwrap()
+            .outbox
+            .unwrap();
+        assert_eq!(
+            (outbox.table.as_str(), outbox.after_relay, outbox.batch_size),
+            ("esync_outbox", super::AfterRelay::Delete, 1000)
+        );
     }
 
     #[test]
     fn problems_are_reported_with_paths() {
         let cases: &[(&str, &str)] = &[
-            ("publish: {}\n", "publish: give mappings to poll or an outbox"),
-            ("publish: {page_size: 0, outbox: {}}\n", "publish.page_size: must be between 1 and 100000"),
-            ("publish: {poll_interval: 0s, outbox: {}}\n", "publish.poll_interval: must be longer"),
-            ("publish: {max_rows_per_second: 0, outbox: {}}\n", "publish.max_rows_per_second: must be at least 1"),
-            ("publish: {checkpoint: {file: a, table: b}, outbox: {}}\n", "publish.checkpoint: give either file or table"),
-            ("publish: {checkpoint: {}, outbox: {}}\n", "publish.checkpoint: give file or table"),
-            ("publish: {mappings: [{name: nope}]}\n", "publish.mappings[0].name: no mapping is named \"nope\""),
-            ("publish: {mappings: [{name: custom}]}\n", "publish.mappings[0].table: mapping \"custom\" is defined by a query"),
-            ("publish: {mappings: [{name: orders}, {name: orders}]}\n", "publish.mappings[1].name: \"orders\" is listed twice"),
-            ("publish: {outbox: {batch_size: 0}}\n", "publish.outbox.batch_size: must be between"),
+            (
+                "publish: {}\n",
+                "publish: give mappings to poll or an outbox",
+            ),
+            (
+                "publish: {page_size: 0, outbox: {}}\n",
+                "publish.page_size: must be between 1 and 100000",
+            ),
+            (
+                "publish: {poll_interval: 0s, outbox: {}}\n",
+                "publish.poll_interval: must be longer",
+            ),
+            (
+                "publish: {max_rows_per_second: 0, outbox: {}}\n",
+                "publish.max_rows_per_second: must be at least 1",
+            ),
+            (
+                "publish: {checkpoint: {file: a, table: b}, outbox: {}}\n",
+                "publish.checkpoint: give either file or table",
+            ),
+            (
+                "publish: {checkpoint: {}, outbox: {}}\n",
+                "publish.checkpoint: give file or table",
+            ),
+            (
+                "publish: {mappings: [{name: nope}]}\n",
+                "publish.mappings[0].name: no mapping is named \"nope\"",
+            ),
+            (
+                "publish: {mappings: [{name: custom}]}\n",
+                "publish.mappings[0].table: mapping \"custom\" is defined by a query",
+            ),
+            (
+                "publish: {mappings: [{name: orders}, {name: orders}]}\n",
+                "publish.mappings[1].name: \"orders\" is listed twice",
+            ),
+            (
+                "publish: {outbox: {batch_size: 0}}\n",
+                "publish.outbox.batch_size: must be between",
+            ),
         ];
         for (publish, wanted) in cases {
             let problems = load(publish).unwrap_err();
-            assert!(problems.iter().any(|line| line.starts_with(wanted)), "{publish}: missing {wanted:?} in {problems:#?}");
+            assert!(
+                problems.iter().any(|line| line.starts_with(wanted)),
+                "{publish}: missing {wanted:?} in {problems:#?}"
+            );
         }
         assert!(load("publish: {mappings: [{name: custom, table: c}]}\n").is_ok());
         // unknown keys are found by config.rs, which renders an Option level as `?`
-        let unknown = [("publish: {outbox: {tabel: x}}\n", "tabel: unknown key"), ("publish: {mappings: [{name: orders, timestamp_colum: x}]}\n", "timestamp_colum: unknown key")];
+        let unknown = [
+            ("publish: {outbox: {tabel: x}}\n", "tabel: unknown key"),
+            (
+                "publish: {mappings: [{name: orders, timestamp_colum: x}]}\n",
+                "timestamp_colum: unknown key",
+            ),
+        ];
         for (publish, wanted) in unknown {
             let problems = load(publish).unwrap_err();
-            assert!(problems.iter().any(|line| line.starts_with("publish.") && line.ends_with(wanted)), "{publish}: {problems:#?}");
+            assert!(
+                problems
+                    .iter()
+                    .any(|line| line.starts_with("publish.") && line.ends_with(wanted)),
+                "{publish}: {problems:#?}"
+            );
         }
     }
 }

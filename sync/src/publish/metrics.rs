@@ -48,19 +48,53 @@ impl PublishMetrics {
             outbox_relayed: Family::default(),
         };
         let registry = registry.sub_registry_with_prefix("esync_publish");
-        registry.register("ids", "Ids produced and acknowledged by Kafka", metrics.ids_published.clone());
-        registry.register("late_ids", "Ids found behind the watermark by the look-back window", metrics.late_ids.clone());
-        registry.register("suppressed", "Rows re-seen in the look-back window and not produced again", metrics.suppressed.clone());
-        registry.register("rows_scanned", "Rows read by the poller", metrics.rows_scanned.clone());
-        registry.register_with_unit("poll_duration", "Time of one poll until caught up", Unit::Seconds, metrics.poll_duration.clone());
-        registry.register_with_unit("watermark_lag", "Now minus the watermark timestamp", Unit::Seconds, metrics.watermark_lag.clone());
+        registry.register(
+            "ids",
+            "Ids produced and acknowledged by Kafka",
+            metrics.ids_published.clone(),
+        );
+        registry.register(
+            "late_ids",
+            "Ids found behind the watermark by the look-back window",
+            metrics.late_ids.clone(),
+        );
+        registry.register(
+            "suppressed",
+            "Rows re-seen in the look-back window and not produced again",
+            metrics.suppressed.clone(),
+        );
+        registry.register(
+            "rows_scanned",
+            "Rows read by the poller",
+            metrics.rows_scanned.clone(),
+        );
+        registry.register_with_unit(
+            "poll_duration",
+            "Time of one poll until caught up",
+            Unit::Seconds,
+            metrics.poll_duration.clone(),
+        );
+        registry.register_with_unit(
+            "watermark_lag",
+            "Now minus the watermark timestamp",
+            Unit::Seconds,
+            metrics.watermark_lag.clone(),
+        );
         registry.register(
             "null_timestamp_rows",
             "Rows whose timestamp column is NULL, invisible to the poller",
             metrics.null_timestamp_rows.clone(),
         );
-        registry.register("errors", "Failed queries, sends or checkpoint writes (retried)", metrics.errors.clone());
-        registry.register("outbox_relayed", "Outbox rows relayed", metrics.outbox_relayed.clone());
+        registry.register(
+            "errors",
+            "Failed queries, sends or checkpoint writes (retried)",
+            metrics.errors.clone(),
+        );
+        registry.register(
+            "outbox_relayed",
+            "Outbox rows relayed",
+            metrics.outbox_relayed.clone(),
+        );
         Arc::new(metrics)
     }
 

@@ -67,7 +67,9 @@ pub enum PublishError {
         source: sqlx::Error,
     },
     /// The timestamp column has a type the poller cannot compare.
-    #[error("mapping {mapping}: column {column} has type {type_name}; the poller needs a timestamp column (timestamptz/timestamp, TIMESTAMP/DATETIME)")]
+    #[error(
+        "mapping {mapping}: column {column} has type {type_name}; the poller needs a timestamp column (timestamptz/timestamp, TIMESTAMP/DATETIME)"
+    )]
     UnsupportedTimestamp {
         /// The mapping.
         mapping: String,
@@ -98,15 +100,25 @@ pub enum PublishError {
 }
 
 /// Runs the publisher until `shutdown` fires, then checkpoints and returns.
-pub async fn run(loaded: &LoadedConfig, mode: Mode, shutdown: CancellationToken) -> Result<(), PublishError> {
+pub async fn run(
+    loaded: &LoadedConfig,
+    mode: Mode,
+    shutdown: CancellationToken,
+) -> Result<(), PublishError> {
     let config = &loaded.config;
-    let publish = config.publish.as_ref().ok_or(PublishError::NotConfigured("the config file has no publish: section"))?;
+    let publish = config.publish.as_ref().ok_or(PublishError::NotConfigured(
+        "the config file has no publish: section",
+    ))?;
     match mode {
         Mode::Poll if publish.mappings.is_empty() => {
-            return Err(PublishError::NotConfigured("publish.mappings is empty: list the mappings to poll (or use --outbox)"));
+            return Err(PublishError::NotConfigured(
+                "publish.mappings is empty: list the mappings to poll (or use --outbox)",
+            ));
         }
         Mode::Outbox if publish.outbox.is_none() => {
-            return Err(PublishError::NotConfigured("--outbox needs a publish.outbox section"));
+            return Err(PublishError::NotConfigured(
+                "--outbox needs a publish.outbox section",
+            ));
         }
         _ => {}
     }
@@ -119,9 +131,14 @@ pub async fn run(loaded: &LoadedConfig, mode: Mode, shutdown: CancellationToken)
     let producer = Arc::new(IdProducer::new(&config.kafka)?);
     let server = match publish.metrics_listen {
         Some(address) => Some(
-            crate::http::serve(address, Arc::new(registry), services.clone(), shutdown.clone())
-                .await
-                .map_err(|source| PublishError::Metrics { address, source })?,
+            crate::http::serve(
+                address,
+                Arc::new(registry),
+                services.clone(),
+                shutdown.clone(),
+            )
+            .await
+            .map_err(|source| PublishError::Metrics { address, source })?,
         ),
         None => None,
     };
@@ -148,23 +165,38 @@ async fn run_pollers(
     shutdown: CancellationToken,
 ) -> Result<(), PublishError> {
     let config = &loaded.config;
-    let publish = config.publish.as_ref().ok_or(PublishError::NotConfigured("the config file has no publish: section"))?;
-    let checkpoint = Arc::new(match (&publish.checkpoint.file, &publish.checkpoint.table) {
-        (_, Some(table)) => CheckpointStore::table(database.clone(), table).await?,
-        (Some(path), None) => CheckpointStore::file(path).await?,
-        (None, None) => return Err(PublishError::NotConfigured("publish.checkpoint needs file or table")),
-    });
+    let publish = config.publish.as_ref().ok_or(PublishError::NotConfigured(
+        "the config file has no publish: section",
+    ))?;
+    let checkpoint = Arc::new(
+        match (&publish.checkpoint.file, &publish.checkpoint.table) {
+            (_, Some(table)) => CheckpointStore::table(database.clone(), table).await?,
+            (Some(path), None) => CheckpointStore::file(path).await?,
+            (None, None) => {
+                return Err(PublishError::NotConfigured(
+                    "publish.checkpoint needs file or table",
+                ));
+            }
+        },
+    );
     let settings = PollSettings::from_config(publish, config.retry);
     let mut tasks = JoinSet::new();
     for target in poller::targets(config) {
         let poller = Poller::connect(database.clone(), target).await?;
-        let poll_loop =
-            PollLoop { poller, producer: producer.clone(), checkpoint: checkpoint.clone(), metrics: metrics.clone(), settings: settings.clone() };
+        let poll_loop = PollLoop {
+            poller,
+            producer: producer.clone(),
+            checkpoint: checkpoint.clone(),
+            metrics: metrics.clone(),
+            settings: settings.clone(),
+        };
         let _ = tasks.spawn(poll_loop.run(shutdown.clone()));
     }
     let mut first_error = None;
     while let Some(joined) = tasks.join_next().await {
-        let outcome = joined.map_err(|error| PublishError::Task(error.to_string())).and_then(|result| result);
+        let outcome = joined
+            .map_err(|error| PublishError::Task(error.to_string()))
+            .and_then(|result| result);
         if let Err(error) = outcome {
             tracing::error!(error = %error, "poller failed; stopping the others");
             shutdown.cancel();

@@ -57,10 +57,21 @@ pub fn routes(config: &Config) -> BTreeMap<String, Vec<Route>> {
         .filter_map(|entry| Some((entry.name.as_str(), entry.table.as_deref()?)))
         .collect();
     for mapping in &config.mappings {
-        let Some(topic) = mapping.topics.first() else { continue };
-        let route = Route { mapping: mapping.display_name().to_owned(), topic: topic.clone(), id_type: mapping.id.id_type };
+        let Some(topic) = mapping.topics.first() else {
+            continue;
+        };
+        let route = Route {
+            mapping: mapping.display_name().to_owned(),
+            topic: topic.clone(),
+            id_type: mapping.id.id_type,
+        };
         let mut names = BTreeSet::from([mapping.display_name().to_owned()]);
-        for table in mapping.table.iter().map(String::as_str).chain(polled_tables.get(mapping.display_name()).copied()) {
+        for table in mapping
+            .table
+            .iter()
+            .map(String::as_str)
+            .chain(polled_tables.get(mapping.display_name()).copied())
+        {
             let _ = names.insert(table.to_owned());
             if let Some((_, bare)) = table.rsplit_once('.') {
                 let _ = names.insert(bare.to_owned());
@@ -86,7 +97,10 @@ pub struct OutboxSql {
 impl OutboxSql {
     /// For the outbox `table`.
     pub fn new(dialect: Dialect, table: &str) -> OutboxSql {
-        OutboxSql { dialect, table: quote_identifier(dialect, table) }
+        OutboxSql {
+            dialect,
+            table: quote_identifier(dialect, table),
+        }
     }
 
     /// Claims up to `limit` pending rows of `names` table names.
@@ -118,7 +132,10 @@ impl OutboxSql {
         };
         match after {
             AfterRelay::Delete => format!("DELETE FROM {} WHERE {filter}", self.table),
-            AfterRelay::Mark => format!("UPDATE {} SET relayed_at = {now} WHERE {filter}", self.table),
+            AfterRelay::Mark => format!(
+                "UPDATE {} SET relayed_at = {now} WHERE {filter}",
+                self.table
+            ),
         }
     }
 
@@ -128,7 +145,10 @@ impl OutboxSql {
             Dialect::Postgres => "NOT (table_name = ANY($1))".to_owned(),
             _ => format!("table_name NOT IN ({})", vec!["?"; names.max(1)].join(", ")),
         };
-        format!("SELECT COUNT(*) FROM {} WHERE relayed_at IS NULL AND {filter}", self.table)
+        format!(
+            "SELECT COUNT(*) FROM {} WHERE relayed_at IS NULL AND {filter}",
+            self.table
+        )
     }
 }
 
@@ -145,13 +165,17 @@ pub struct OutboxRow {
 
 /// Groups claimed rows into ids per topic, in outbox order; one message per
 /// outbox row (and per mapping fed by its table).
-pub fn plan_messages(rows: &[OutboxRow], routes: &BTreeMap<String, Vec<Route>>) -> BTreeMap<String, (Vec<Id>, BTreeMap<String, u64>)> {
+pub fn plan_messages(
+    rows: &[OutboxRow],
+    routes: &BTreeMap<String, Vec<Route>>,
+) -> BTreeMap<String, (Vec<Id>, BTreeMap<String, u64>)> {
     let mut plan: BTreeMap<String, (Vec<Id>, BTreeMap<String, u64>)> = BTreeMap::new();
     for row in rows {
         for route in routes.get(&row.table_name).into_iter().flatten() {
             // an id that does not parse is still relayed: the daemon
             // dead-letters it with the reason, which is visible
-            let id = Id::parse(&row.row_id, route.id_type).unwrap_or_else(|_| Id::Str(row.row_id.as_str().into()));
+            let id = Id::parse(&row.row_id, route.id_type)
+                .unwrap_or_else(|_| Id::Str(row.row_id.as_str().into()));
             let (ids, per_mapping) = plan.entry(route.topic.clone()).or_default();
             ids.push(id);
             *per_mapping.entry(route.mapping.clone()).or_default() += 1;
@@ -174,16 +198,32 @@ pub struct Relay {
 
 impl Relay {
     /// Builds the relay from `publish.outbox`.
-    pub fn new(config: &Config, database: Database, producer: Arc<IdProducer>, metrics: Arc<PublishMetrics>) -> Result<Relay, PublishError> {
+    pub fn new(
+        config: &Config,
+        database: Database,
+        producer: Arc<IdProducer>,
+        metrics: Arc<PublishMetrics>,
+    ) -> Result<Relay, PublishError> {
         let settings = config
             .publish
             .as_ref()
             .and_then(|publish| publish.outbox.clone())
-            .ok_or(PublishError::NotConfigured("--outbox needs a publish.outbox section"))?;
+            .ok_or(PublishError::NotConfigured(
+                "--outbox needs a publish.outbox section",
+            ))?;
         let routes = routes(config);
         let names = routes.keys().cloned().collect();
         let sql = OutboxSql::new(database.dialect(), &settings.table);
-        Ok(Relay { settings, sql, routes, names, database, producer, metrics, retry: config.retry })
+        Ok(Relay {
+            settings,
+            sql,
+            routes,
+            names,
+            database,
+            producer,
+            metrics,
+            retry: config.retry,
+        })
     }
 
     /// Relays until `shutdown`; a batch in flight is finished first.
@@ -195,12 +235,19 @@ impl Relay {
             match self.relay_once().await {
                 Ok(relayed) => {
                     failures = 0;
-                    if relayed < self.settings.batch_size && sleep_or_abort(self.settings.poll_interval, &shutdown).await.is_err() {
+                    if relayed < self.settings.batch_size
+                        && sleep_or_abort(self.settings.poll_interval, &shutdown)
+                            .await
+                            .is_err()
+                    {
                         break;
                     }
                 }
                 Err(error) => {
-                    self.metrics.errors.get_or_create(&Metrics::mapping("outbox")).inc();
+                    self.metrics
+                        .errors
+                        .get_or_create(&Metrics::mapping("outbox"))
+                        .inc();
                     let delay = self.retry.random_delay(failures);
                     failures = failures.saturating_add(1);
                     tracing::warn!(table = %self.settings.table, error = %error, retry_in = ?delay, "outbox relay failed; nothing was removed");
@@ -259,26 +306,41 @@ impl Relay {
                     .execute(&mut *transaction)
                     .await
                     .map_err(|error| format!("remove relayed rows: {error}"))?;
-                transaction.commit().await.map_err(|error| format!("commit: {error}"))?;
+                transaction
+                    .commit()
+                    .await
+                    .map_err(|error| format!("commit: {error}"))?;
                 Ok(rows.len())
             }};
         }
         match &self.database {
             Database::Postgres(pool) => {
-                let transaction = pool.begin().await.map_err(|error| format!("begin: {error}"))?;
+                let transaction = pool
+                    .begin()
+                    .await
+                    .map_err(|error| format!("begin: {error}"))?;
                 relay!(transaction, array)
             }
             Database::MySql(pool) => {
-                let mut connection = pool.acquire().await.map_err(|error| format!("connect: {error}"))?;
+                let mut connection = pool
+                    .acquire()
+                    .await
+                    .map_err(|error| format!("connect: {error}"))?;
                 let _ = sqlx::query("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
                     .execute(&mut *connection)
                     .await
                     .map_err(|error| format!("set isolation: {error}"))?;
-                let transaction = connection.begin().await.map_err(|error| format!("begin: {error}"))?;
+                let transaction = connection
+                    .begin()
+                    .await
+                    .map_err(|error| format!("begin: {error}"))?;
                 relay!(transaction, each)
             }
             Database::Sqlite(pool) => {
-                let transaction = pool.begin().await.map_err(|error| format!("begin: {error}"))?;
+                let transaction = pool
+                    .begin()
+                    .await
+                    .map_err(|error| format!("begin: {error}"))?;
                 relay!(transaction, each)
             }
         }
@@ -286,9 +348,16 @@ impl Relay {
 
     async fn produce(&self, rows: &[OutboxRow]) -> Result<(), String> {
         for (topic, (ids, per_mapping)) in plan_messages(rows, &self.routes) {
-            let _ = self.producer.send_all(&topic, &ids).await.map_err(|error| format!("produce to {topic}: {error}"))?;
+            let _ = self
+                .producer
+                .send_all(&topic, &ids)
+                .await
+                .map_err(|error| format!("produce to {topic}: {error}"))?;
             for (mapping, count) in per_mapping {
-                self.metrics.outbox_relayed.get_or_create(&Metrics::mapping(&mapping)).inc_by(count);
+                self.metrics
+                    .outbox_relayed
+                    .get_or_create(&Metrics::mapping(&mapping))
+                    .inc_by(count);
             }
         }
         Ok(())
@@ -297,7 +366,12 @@ impl Relay {
     async fn report_unrouted(&self) {
         let sql = AssertSqlSafe(self.sql.unrouted(self.names.len()));
         let count: Result<i64, sqlx::Error> = match &self.database {
-            Database::Postgres(pool) => sqlx::query_scalar(sql).bind(self.names.clone()).fetch_one(pool).await,
+            Database::Postgres(pool) => {
+                sqlx::query_scalar(sql)
+                    .bind(self.names.clone())
+                    .fetch_one(pool)
+                    .await
+            }
             Database::MySql(pool) => {
                 let mut query = sqlx::query_scalar(sql);
                 for name in &self.names {
@@ -321,7 +395,9 @@ impl Relay {
                 known = ?self.names,
                 "outbox rows name a table no mapping reads; they are left in place"
             ),
-            Err(error) => tracing::warn!(table = %self.settings.table, error = %error, "cannot read the outbox; is sync/sql/*/outbox.sql installed?"),
+            Err(error) => {
+                tracing::warn!(table = %self.settings.table, error = %error, "cannot read the outbox; is sync/sql/*/outbox.sql installed?")
+            }
         }
     }
 }
@@ -379,11 +455,33 @@ publish: {outbox: {}, mappings: [{name: items, table: inventory.items}]}
     #[test]
     fn table_names_route_to_every_mapping_of_the_table() {
         let routes = routes(&config());
-        let topics = |name: &str| routes.get(name).map(|routes| routes.iter().map(|route| route.topic.as_str()).collect::<Vec<_>>());
-        assert_eq!(topics("orders"), Some(vec!["t.orders", "t.by_customer"]), "bare table name");
-        assert_eq!(topics("shop.orders"), Some(vec!["t.orders", "t.by_customer"]));
-        assert_eq!(topics("orders_by_customer"), Some(vec!["t.by_customer"]), "mapping name");
-        assert_eq!(topics("items"), Some(vec!["t.items"]), "mapping name and the polled table's bare name");
+        let topics = |name: &str| {
+            routes.get(name).map(|routes| {
+                routes
+                    .iter()
+                    .map(|route| route.topic.as_str())
+                    .collect::<Vec<_>>()
+            })
+        };
+        assert_eq!(
+            topics("orders"),
+            Some(vec!["t.orders", "t.by_customer"]),
+            "bare table name"
+        );
+        assert_eq!(
+            topics("shop.orders"),
+            Some(vec!["t.orders", "t.by_customer"])
+        );
+        assert_eq!(
+            topics("orders_by_customer"),
+            Some(vec!["t.by_customer"]),
+            "mapping name"
+        );
+        assert_eq!(
+            topics("items"),
+            Some(vec!["t.items"]),
+            "mapping name and the polled table's bare name"
+        );
         assert_eq!(topics("inventory.items"), Some(vec!["t.items"]));
         assert_eq!(topics("customers"), None);
     }
@@ -391,10 +489,24 @@ publish: {outbox: {}, mappings: [{name: items, table: inventory.items}]}
     #[test]
     fn one_message_per_outbox_row_and_mapping() {
         let routes = routes(&config());
-        let row = |seq, table: &str, id: &str| OutboxRow { seq, table_name: table.into(), row_id: id.into() };
-        let rows = [row(1, "orders", "7"), row(2, "orders", "7"), row(3, "items", "A-1"), row(4, "orders", "x"), row(5, "nope", "1")];
+        let row = |seq, table: &str, id: &str| OutboxRow {
+            seq,
+            table_name: table.into(),
+            row_id: id.into(),
+        };
+        let rows = [
+            row(1, "orders", "7"),
+            row(2, "orders", "7"),
+            row(3, "items", "A-1"),
+            row(4, "orders", "x"),
+            row(5, "nope", "1"),
+        ];
         let plan = plan_messages(&rows, &routes);
-        assert_eq!(plan["t.orders"].0, vec![Id::Int(7), Id::Int(7), Id::Str("x".into())], "no dedupe: once per change");
+        assert_eq!(
+            plan["t.orders"].0,
+            vec![Id::Int(7), Id::Int(7), Id::Str("x".into())],
+            "no dedupe: once per change"
+        );
         assert_eq!(plan["t.by_customer"].0.len(), 3);
         assert_eq!(plan["t.items"].0, vec![Id::Str("A-1".into())]);
         assert_eq!(plan["t.orders"].1["orders"], 3);

@@ -20,11 +20,14 @@ use crate::config::Config;
 use crate::db::{Database, Dialect, quote_identifier};
 use crate::id::{Id, IdType};
 use crate::kafka::IdProducer;
-use crate::metrics::{Metrics, MappingLabel};
+use crate::metrics::{MappingLabel, Metrics};
 use crate::retry::RetryPolicy;
 use crate::writer::sleep_or_abort;
 use chrono::{DateTime, NaiveDateTime, Utc};
-use sqlx::{AssertSqlSafe, Column as _, Executor as _, Row as _, SqlSafeStr as _, Statement as _, TypeInfo as _};
+use sqlx::{
+    AssertSqlSafe, Column as _, Executor as _, Row as _, SqlSafeStr as _, Statement as _,
+    TypeInfo as _,
+};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -49,7 +52,10 @@ pub struct PollTarget {
 impl PollTarget {
     /// Resolves a `publish.mappings[]` entry against the (validated) config.
     pub fn resolve(config: &Config, entry: &PublishMappingConfig) -> Option<PollTarget> {
-        let mapping = config.mappings.iter().find(|mapping| mapping.display_name() == entry.name)?;
+        let mapping = config
+            .mappings
+            .iter()
+            .find(|mapping| mapping.display_name() == entry.name)?;
         Some(PollTarget {
             mapping: entry.name.clone(),
             table: entry.table.clone().or_else(|| mapping.table.clone())?,
@@ -105,50 +111,92 @@ impl PollSql {
     }
 
     fn placeholder(&self, number: usize) -> String {
-        if self.dialect == Dialect::Postgres { format!("${number}") } else { "?".to_owned() }
+        if self.dialect == Dialect::Postgres {
+            format!("${number}")
+        } else {
+            "?".to_owned()
+        }
     }
 
     /// One page from `cursor`, and the values to bind in order.
     pub fn page(&self, cursor: &Cursor, limit: usize) -> (String, Vec<Bind>) {
-        let PollSql { ts, id, table, id_select, .. } = self;
+        let PollSql {
+            ts,
+            id,
+            table,
+            id_select,
+            ..
+        } = self;
         let cursor = match cursor {
             Cursor::From(start) if *start < EARLIEST_BINDABLE_US => &Cursor::Beginning,
             other => other,
         };
         let (condition, binds) = match cursor {
             Cursor::Beginning => (format!("{ts} IS NOT NULL"), vec![]),
-            Cursor::From(start) => (format!("{ts} >= {}", self.placeholder(1)), vec![Bind::Timestamp(*start)]),
+            Cursor::From(start) => (
+                format!("{ts} >= {}", self.placeholder(1)),
+                vec![Bind::Timestamp(*start)],
+            ),
             Cursor::After(position) if self.dialect == Dialect::Postgres => (
                 format!("({ts}, {id}) > ($1, $2)"),
-                vec![Bind::Timestamp(position.timestamp_us), Bind::Id(position.id.clone())],
+                vec![
+                    Bind::Timestamp(position.timestamp_us),
+                    Bind::Id(position.id.clone()),
+                ],
             ),
             Cursor::After(position) => (
                 format!("{ts} >= ? AND ({ts} > ? OR {id} > ?)"),
-                vec![Bind::Timestamp(position.timestamp_us), Bind::Timestamp(position.timestamp_us), Bind::Id(position.id.clone())],
+                vec![
+                    Bind::Timestamp(position.timestamp_us),
+                    Bind::Timestamp(position.timestamp_us),
+                    Bind::Id(position.id.clone()),
+                ],
             ),
         };
-        (format!("SELECT {ts}, {id_select} FROM {table} WHERE {condition} ORDER BY {ts}, {id} LIMIT {limit}"), binds)
+        (
+            format!(
+                "SELECT {ts}, {id_select} FROM {table} WHERE {condition} ORDER BY {ts}, {id} LIMIT {limit}"
+            ),
+            binds,
+        )
     }
 
     /// The newest row (for `start: latest`).
     pub fn latest(&self) -> String {
-        let PollSql { ts, id, table, id_select, .. } = self;
-        format!("SELECT {ts}, {id_select} FROM {table} WHERE {ts} IS NOT NULL ORDER BY {ts} DESC, {id} DESC LIMIT 1")
+        let PollSql {
+            ts,
+            id,
+            table,
+            id_select,
+            ..
+        } = self;
+        format!(
+            "SELECT {ts}, {id_select} FROM {table} WHERE {ts} IS NOT NULL ORDER BY {ts} DESC, {id} DESC LIMIT 1"
+        )
     }
 
     /// Counts rows the poller cannot see.
     pub fn null_count(&self) -> String {
-        format!("SELECT COUNT(*) FROM {} WHERE {} IS NULL", self.table, self.ts)
+        format!(
+            "SELECT COUNT(*) FROM {} WHERE {} IS NULL",
+            self.table, self.ts
+        )
     }
 
     /// A few ids of such rows, for the log.
     pub fn null_sample(&self, limit: usize) -> String {
-        format!("SELECT {} FROM {} WHERE {} IS NULL ORDER BY {} LIMIT {limit}", self.id_select, self.table, self.ts, self.id)
+        format!(
+            "SELECT {} FROM {} WHERE {} IS NULL ORDER BY {} LIMIT {limit}",
+            self.id_select, self.table, self.ts, self.id
+        )
     }
 
     /// A statement that returns no row, to learn the timestamp column's type.
     pub fn describe(&self) -> String {
-        format!("SELECT {}, {} FROM {} WHERE 1 = 0", self.ts, self.id_select, self.table)
+        format!(
+            "SELECT {}, {} FROM {} WHERE 1 = 0",
+            self.ts, self.id_select, self.table
+        )
     }
 
     /// The dialect.
@@ -194,7 +242,8 @@ macro_rules! bind_all {
         for bind in $binds {
             query = match bind {
                 Bind::Timestamp(micros) => {
-                    let time = DateTime::<Utc>::from_timestamp_micros(*micros).unwrap_or(DateTime::<Utc>::MIN_UTC);
+                    let time = DateTime::<Utc>::from_timestamp_micros(*micros)
+                        .unwrap_or(DateTime::<Utc>::MIN_UTC);
                     match $kind {
                         TimestampKind::Zoned => query.bind(time),
                         TimestampKind::Naive => query.bind(time.naive_utc()),
@@ -213,7 +262,10 @@ macro_rules! decode_position {
         let row = $row;
         let timestamp_us = match $kind {
             TimestampKind::Zoned => row.try_get::<DateTime<Utc>, _>(0)?.timestamp_micros(),
-            TimestampKind::Naive => row.try_get::<NaiveDateTime, _>(0)?.and_utc().timestamp_micros(),
+            TimestampKind::Naive => row
+                .try_get::<NaiveDateTime, _>(0)?
+                .and_utc()
+                .timestamp_micros(),
         };
         let id = match $id_type {
             IdType::Integer => Id::Int(row.try_get::<i64, _>(1)?),
@@ -229,19 +281,38 @@ impl Poller {
     pub async fn connect(database: Database, target: PollTarget) -> Result<Poller, PublishError> {
         let sql = PollSql::new(database.dialect(), &target);
         let statement = AssertSqlSafe(sql.describe()).into_sql_str();
-        let query_error = |source| PublishError::Database { mapping: target.mapping.clone(), source };
+        let query_error = |source| PublishError::Database {
+            mapping: target.mapping.clone(),
+            source,
+        };
         let type_name = match &database {
-            Database::Postgres(pool) => pool.prepare(statement).await.map(|s| s.columns()[0].type_info().name().to_owned()),
-            Database::MySql(pool) => pool.prepare(statement).await.map(|s| s.columns()[0].type_info().name().to_owned()),
-            Database::Sqlite(pool) => pool.prepare(statement).await.map(|s| s.columns()[0].type_info().name().to_owned()),
+            Database::Postgres(pool) => pool
+                .prepare(statement)
+                .await
+                .map(|s| s.columns()[0].type_info().name().to_owned()),
+            Database::MySql(pool) => pool
+                .prepare(statement)
+                .await
+                .map(|s| s.columns()[0].type_info().name().to_owned()),
+            Database::Sqlite(pool) => pool
+                .prepare(statement)
+                .await
+                .map(|s| s.columns()[0].type_info().name().to_owned()),
         }
         .map_err(query_error)?;
-        let kind = timestamp_kind(database.dialect(), &type_name).ok_or_else(|| PublishError::UnsupportedTimestamp {
-            mapping: target.mapping.clone(),
-            column: target.timestamp_column.clone(),
-            type_name,
+        let kind = timestamp_kind(database.dialect(), &type_name).ok_or_else(|| {
+            PublishError::UnsupportedTimestamp {
+                mapping: target.mapping.clone(),
+                column: target.timestamp_column.clone(),
+                type_name,
+            }
         })?;
-        Ok(Poller { target, sql, database, kind })
+        Ok(Poller {
+            target,
+            sql,
+            database,
+            kind,
+        })
     }
 
     /// The statements used.
@@ -269,16 +340,28 @@ impl Poller {
         let (kind, id_type) = (self.kind, self.target.id_type);
         match &self.database {
             Database::Postgres(pool) => {
-                let rows = bind_all!(sqlx::query(AssertSqlSafe(sql)), binds, kind).fetch_all(pool).await?;
-                rows.iter().map(|row| decode_position!(row, kind, id_type)).collect()
+                let rows = bind_all!(sqlx::query(AssertSqlSafe(sql)), binds, kind)
+                    .fetch_all(pool)
+                    .await?;
+                rows.iter()
+                    .map(|row| decode_position!(row, kind, id_type))
+                    .collect()
             }
             Database::MySql(pool) => {
-                let rows = bind_all!(sqlx::query(AssertSqlSafe(sql)), binds, kind).fetch_all(pool).await?;
-                rows.iter().map(|row| decode_position!(row, kind, id_type)).collect()
+                let rows = bind_all!(sqlx::query(AssertSqlSafe(sql)), binds, kind)
+                    .fetch_all(pool)
+                    .await?;
+                rows.iter()
+                    .map(|row| decode_position!(row, kind, id_type))
+                    .collect()
             }
             Database::Sqlite(pool) => {
-                let rows = bind_all!(sqlx::query(AssertSqlSafe(sql)), binds, kind).fetch_all(pool).await?;
-                rows.iter().map(|row| decode_position!(row, kind, id_type)).collect()
+                let rows = bind_all!(sqlx::query(AssertSqlSafe(sql)), binds, kind)
+                    .fetch_all(pool)
+                    .await?;
+                rows.iter()
+                    .map(|row| decode_position!(row, kind, id_type))
+                    .collect()
             }
         }
     }
@@ -299,7 +382,9 @@ impl Poller {
                     .iter()
                     .map(|row| match id_type {
                         IdType::Integer => row.try_get::<i64, _>(0).map(Id::Int),
-                        IdType::String => row.try_get::<String, _>(0).map(|text| Id::Str(text.into())),
+                        IdType::String => {
+                            row.try_get::<String, _>(0).map(|text| Id::Str(text.into()))
+                        }
                     })
                     .collect::<Result<Vec<Id>, sqlx::Error>>()?;
                 Ok((count, ids))
@@ -318,7 +403,10 @@ impl Poller {
             IdType::Integer => Id::Int(0),
             IdType::String => Id::Str("".into()),
         };
-        let cursor = Cursor::After(Position { timestamp_us: Utc::now().timestamp_micros(), id: some_id });
+        let cursor = Cursor::After(Position {
+            timestamp_us: Utc::now().timestamp_micros(),
+            id: some_id,
+        });
         let (sql, binds) = self.sql.page(&cursor, page_size);
         let kind = self.kind;
         match &self.database {
@@ -326,28 +414,42 @@ impl Poller {
                 // With sequential scans and sorts priced out, a plan that still
                 // has one has no index able to serve the query.
                 let mut transaction = pool.begin().await?;
-                for setting in ["SET LOCAL enable_seqscan = off", "SET LOCAL enable_sort = off", "SET LOCAL enable_incremental_sort = off"] {
+                for setting in [
+                    "SET LOCAL enable_seqscan = off",
+                    "SET LOCAL enable_sort = off",
+                    "SET LOCAL enable_incremental_sort = off",
+                ] {
                     let _ = sqlx::query(setting).execute(&mut *transaction).await?;
                 }
                 let explain = AssertSqlSafe(format!("EXPLAIN {sql}"));
-                let rows = bind_all!(sqlx::query(explain), &binds, kind).fetch_all(&mut *transaction).await?;
+                let rows = bind_all!(sqlx::query(explain), &binds, kind)
+                    .fetch_all(&mut *transaction)
+                    .await?;
                 transaction.rollback().await?;
                 rows.iter().map(|row| row.try_get::<String, _>(0)).collect()
             }
             Database::MySql(pool) => {
                 let explain = AssertSqlSafe(format!("EXPLAIN {sql}"));
-                let rows = bind_all!(sqlx::query(explain), &binds, kind).fetch_all(pool).await?;
+                let rows = bind_all!(sqlx::query(explain), &binds, kind)
+                    .fetch_all(pool)
+                    .await?;
                 rows.iter()
                     .map(|row| {
                         let key: Option<String> = row.try_get("key")?;
                         let extra: Option<String> = row.try_get("Extra")?;
-                        Ok(format!("key={} extra={}", key.unwrap_or_else(|| "NULL".into()), extra.unwrap_or_default()))
+                        Ok(format!(
+                            "key={} extra={}",
+                            key.unwrap_or_else(|| "NULL".into()),
+                            extra.unwrap_or_default()
+                        ))
                     })
                     .collect()
             }
             Database::Sqlite(pool) => {
                 let explain = AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}"));
-                let rows = bind_all!(sqlx::query(explain), &binds, kind).fetch_all(pool).await?;
+                let rows = bind_all!(sqlx::query(explain), &binds, kind)
+                    .fetch_all(pool)
+                    .await?;
                 rows.iter().map(|row| row.try_get::<String, _>(3)).collect()
             }
         }
@@ -358,7 +460,9 @@ impl Poller {
 pub fn plan_uses_index(dialect: Dialect, plan: &[String]) -> bool {
     let text = plan.join("\n");
     match dialect {
-        Dialect::Postgres => text.contains("Index") && !text.contains("Seq Scan") && !text.contains("Sort"),
+        Dialect::Postgres => {
+            text.contains("Index") && !text.contains("Seq Scan") && !text.contains("Sort")
+        }
         Dialect::MySql => !text.contains("key=NULL") && !text.contains("filesort"),
         Dialect::Sqlite => text.contains("INDEX") && !text.contains("TEMP B-TREE"),
     }
@@ -433,27 +537,45 @@ impl PollLoop {
             let mut cursor = window.scan_start();
             let mut rows_this_poll: u64 = 0;
             loop {
-                let Some(rows) = self.retry(&label, &shutdown, "read a page", || self.poller.page(&cursor, self.settings.page_size)).await
+                let Some(rows) = self
+                    .retry(&label, &shutdown, "read a page", || {
+                        self.poller.page(&cursor, self.settings.page_size)
+                    })
+                    .await
                 else {
                     return self.finish(&window, &saved).await;
                 };
                 let decision = window.decide(&rows);
                 if !decision.publish.is_empty() {
                     let sent = self
-                        .retry(&label, &shutdown, "produce ids", || self.producer.send_all(&target.topic, &decision.publish))
+                        .retry(&label, &shutdown, "produce ids", || {
+                            self.producer.send_all(&target.topic, &decision.publish)
+                        })
                         .await;
                     if sent.is_none() {
                         // abandoned before Kafka acknowledged: not checkpointed
                         return self.finish(&window, &saved).await;
                     }
-                    self.metrics.ids_published.get_or_create(&label).inc_by(decision.publish.len() as u64);
+                    self.metrics
+                        .ids_published
+                        .get_or_create(&label)
+                        .inc_by(decision.publish.len() as u64);
                     if decision.late > 0 {
-                        self.metrics.late_ids.get_or_create(&label).inc_by(decision.late as u64);
+                        self.metrics
+                            .late_ids
+                            .get_or_create(&label)
+                            .inc_by(decision.late as u64);
                         tracing::info!(mapping = %target.mapping, late = decision.late, "published rows that committed behind the watermark");
                     }
                 }
-                self.metrics.suppressed.get_or_create(&label).inc_by(decision.suppressed as u64);
-                self.metrics.rows_scanned.get_or_create(&label).inc_by(rows.len() as u64);
+                self.metrics
+                    .suppressed
+                    .get_or_create(&label)
+                    .inc_by(decision.suppressed as u64);
+                self.metrics
+                    .rows_scanned
+                    .get_or_create(&label)
+                    .inc_by(rows.len() as u64);
                 window.acknowledge(&rows);
                 if last_save.elapsed() >= CHECKPOINT_EVERY {
                     self.save(&label, &window, &mut saved).await;
@@ -466,40 +588,73 @@ impl PollLoop {
                 if !full_page || shutdown.is_cancelled() {
                     break;
                 }
-                let delay =
-                    pacing_delay_us(rows_this_poll, poll_started.elapsed().as_micros() as u64, self.settings.max_rows_per_second);
-                if delay > 0 && sleep_or_abort(Duration::from_micros(delay), &shutdown).await.is_err() {
+                let delay = pacing_delay_us(
+                    rows_this_poll,
+                    poll_started.elapsed().as_micros() as u64,
+                    self.settings.max_rows_per_second,
+                );
+                if delay > 0
+                    && sleep_or_abort(Duration::from_micros(delay), &shutdown)
+                        .await
+                        .is_err()
+                {
                     break;
                 }
             }
             window.prune();
             self.save(&label, &window, &mut saved).await;
             last_save = Instant::now();
-            self.metrics.poll_duration.observe(poll_started.elapsed().as_secs_f64());
-            self.metrics.watermark_lag.get_or_create(&label).set(lag_seconds(window.watermark(), Utc::now().timestamp_micros()));
+            self.metrics
+                .poll_duration
+                .observe(poll_started.elapsed().as_secs_f64());
+            self.metrics
+                .watermark_lag
+                .get_or_create(&label)
+                .set(lag_seconds(
+                    window.watermark(),
+                    Utc::now().timestamp_micros(),
+                ));
             if !self.settings.null_check_interval.is_zero()
-                && last_null_check.is_none_or(|checked| checked.elapsed() >= self.settings.null_check_interval)
+                && last_null_check
+                    .is_none_or(|checked| checked.elapsed() >= self.settings.null_check_interval)
             {
                 last_null_check = Some(Instant::now());
                 self.report_nulls(&label).await;
             }
-            if shutdown.is_cancelled() || sleep_or_abort(self.settings.poll_interval, &shutdown).await.is_err() {
+            if shutdown.is_cancelled()
+                || sleep_or_abort(self.settings.poll_interval, &shutdown)
+                    .await
+                    .is_err()
+            {
                 break;
             }
         }
         self.finish(&window, &saved).await
     }
 
-    async fn initial_window(&self, label: &MappingLabel, shutdown: &CancellationToken) -> Result<Option<Window>, PublishError> {
+    async fn initial_window(
+        &self,
+        label: &MappingLabel,
+        shutdown: &CancellationToken,
+    ) -> Result<Option<Window>, PublishError> {
         let target = &self.poller.target;
         let look_back_us = i64::try_from(self.settings.look_back.as_micros()).unwrap_or(i64::MAX);
-        if let Some(position) = self.checkpoint.load(&target.mapping, target.id_type).await? {
+        if let Some(position) = self
+            .checkpoint
+            .load(&target.mapping, target.id_type)
+            .await?
+        {
             return Ok(Some(Window::new(Some(position), look_back_us)));
         }
         let start = match self.settings.start {
             StartPosition::Earliest => None,
             StartPosition::Latest => {
-                let Some(latest) = self.retry(label, shutdown, "find the newest row", || self.poller.latest()).await else {
+                let Some(latest) = self
+                    .retry(label, shutdown, "find the newest row", || {
+                        self.poller.latest()
+                    })
+                    .await
+                else {
                     return Ok(None);
                 };
                 latest
@@ -520,11 +675,17 @@ impl PollLoop {
     }
 
     async fn save(&self, label: &MappingLabel, window: &Window, saved: &mut Option<Position>) {
-        let Some(watermark) = window.watermark() else { return };
+        let Some(watermark) = window.watermark() else {
+            return;
+        };
         if saved.as_ref() == Some(watermark) {
             return;
         }
-        match self.checkpoint.save(&self.poller.target.mapping, watermark).await {
+        match self
+            .checkpoint
+            .save(&self.poller.target.mapping, watermark)
+            .await
+        {
             Ok(()) => *saved = Some(watermark.clone()),
             Err(error) => {
                 // Not fatal: ids are in Kafka; an older checkpoint only means
@@ -539,7 +700,10 @@ impl PollLoop {
         let target = &self.poller.target;
         match self.poller.null_rows(10).await {
             Ok((count, sample)) => {
-                self.metrics.null_timestamp_rows.get_or_create(label).set(count);
+                self.metrics
+                    .null_timestamp_rows
+                    .get_or_create(label)
+                    .set(count);
                 if count > 0 {
                     let sample: Vec<String> = sample.iter().map(ToString::to_string).collect();
                     tracing::warn!(
@@ -561,7 +725,13 @@ impl PollLoop {
 
     /// Runs `attempt` until it succeeds, backing off between failures; `None`
     /// when `shutdown` fired while waiting.
-    async fn retry<T, E, F, Fut>(&self, label: &MappingLabel, shutdown: &CancellationToken, what: &str, mut attempt: F) -> Option<T>
+    async fn retry<T, E, F, Fut>(
+        &self,
+        label: &MappingLabel,
+        shutdown: &CancellationToken,
+        what: &str,
+        mut attempt: F,
+    ) -> Option<T>
     where
         E: std::fmt::Display,
         F: FnMut() -> Fut,
@@ -590,7 +760,11 @@ pub fn targets(config: &Config) -> Vec<PollTarget> {
     let Some(publish) = &config.publish else {
         return Vec::new();
     };
-    publish.mappings.iter().filter_map(|entry| PollTarget::resolve(config, entry)).collect()
+    publish
+        .mappings
+        .iter()
+        .filter_map(|entry| PollTarget::resolve(config, entry))
+        .collect()
 }
 
 #[cfg(test)]
@@ -610,7 +784,10 @@ mod tests {
 
     #[test]
     fn page_sql_per_dialect_and_cursor() {
-        let after = Cursor::After(Position { timestamp_us: 7, id: Id::Int(3) });
+        let after = Cursor::After(Position {
+            timestamp_us: 7,
+            id: Id::Int(3),
+        });
         let cases = [
             (
                 Dialect::Postgres,
@@ -656,7 +833,11 @@ mod tests {
             ),
         ];
         for (dialect, cursor, sql, binds) in cases {
-            assert_eq!(PollSql::new(dialect, &target(IdType::Integer)).page(&cursor, 100), (sql.to_owned(), binds), "{dialect:?} {cursor:?}");
+            assert_eq!(
+                PollSql::new(dialect, &target(IdType::Integer)).page(&cursor, 100),
+                (sql.to_owned(), binds),
+                "{dialect:?} {cursor:?}"
+            );
         }
     }
 
@@ -669,9 +850,17 @@ mod tests {
         ];
         for (dialect, select) in cases {
             let sql = PollSql::new(dialect, &target(IdType::String));
-            assert!(sql.latest().contains(select), "{dialect:?}: {}", sql.latest());
+            assert!(
+                sql.latest().contains(select),
+                "{dialect:?}: {}",
+                sql.latest()
+            );
             assert!(sql.latest().ends_with("DESC LIMIT 1"));
-            assert!(sql.null_sample(10).contains("IS NULL ORDER BY"), "{}", sql.null_sample(10));
+            assert!(
+                sql.null_sample(10).contains("IS NULL ORDER BY"),
+                "{}",
+                sql.null_sample(10)
+            );
         }
         assert_eq!(
             PollSql::new(Dialect::MySql, &target(IdType::Integer)).null_count(),
@@ -692,7 +881,11 @@ mod tests {
             (Dialect::Sqlite, "DATETIME", Some(TimestampKind::Naive)),
         ];
         for (dialect, name, expected) in cases {
-            assert_eq!(timestamp_kind(dialect, name), expected, "{dialect:?} {name}");
+            assert_eq!(
+                timestamp_kind(dialect, name),
+                expected,
+                "{dialect:?} {name}"
+            );
         }
     }
 
@@ -700,17 +893,53 @@ mod tests {
     fn plans() {
         let lines = |text: &str| text.lines().map(str::to_owned).collect::<Vec<_>>();
         let cases = [
-            (Dialect::Postgres, "Limit\n  ->  Index Only Scan using o_ts_id on o", true),
-            (Dialect::Postgres, "Limit\n  ->  Sort\n        ->  Seq Scan on o", false),
-            (Dialect::Postgres, "Limit\n  ->  Incremental Sort\n        ->  Index Scan using o_ts on o", false),
-            (Dialect::MySql, "key=o_ts_id extra=Using where; Using index", true),
-            (Dialect::MySql, "key=NULL extra=Using where; Using filesort", false),
-            (Dialect::MySql, "key=o_ts extra=Using index condition; Using filesort", false),
-            (Dialect::Sqlite, "SEARCH o USING COVERING INDEX o_ts_id (updated_at>?)", true),
-            (Dialect::Sqlite, "SCAN o\nUSE TEMP B-TREE FOR ORDER BY", false),
+            (
+                Dialect::Postgres,
+                "Limit\n  ->  Index Only Scan using o_ts_id on o",
+                true,
+            ),
+            (
+                Dialect::Postgres,
+                "Limit\n  ->  Sort\n        ->  Seq Scan on o",
+                false,
+            ),
+            (
+                Dialect::Postgres,
+                "Limit\n  ->  Incremental Sort\n        ->  Index Scan using o_ts on o",
+                false,
+            ),
+            (
+                Dialect::MySql,
+                "key=o_ts_id extra=Using where; Using index",
+                true,
+            ),
+            (
+                Dialect::MySql,
+                "key=NULL extra=Using where; Using filesort",
+                false,
+            ),
+            (
+                Dialect::MySql,
+                "key=o_ts extra=Using index condition; Using filesort",
+                false,
+            ),
+            (
+                Dialect::Sqlite,
+                "SEARCH o USING COVERING INDEX o_ts_id (updated_at>?)",
+                true,
+            ),
+            (
+                Dialect::Sqlite,
+                "SCAN o\nUSE TEMP B-TREE FOR ORDER BY",
+                false,
+            ),
         ];
         for (dialect, plan, expected) in cases {
-            assert_eq!(plan_uses_index(dialect, &lines(plan)), expected, "{dialect:?}: {plan}");
+            assert_eq!(
+                plan_uses_index(dialect, &lines(plan)),
+                expected,
+                "{dialect:?}: {plan}"
+            );
         }
     }
 }

@@ -58,7 +58,11 @@ impl Window {
     /// `look_back_us` microseconds behind it.
     pub fn new(watermark: Option<Position>, look_back_us: i64) -> Window {
         debug_assert!(look_back_us >= 0, "look-back is a duration");
-        Window { look_back_us: look_back_us.max(0), watermark, published: BTreeSet::new() }
+        Window {
+            look_back_us: look_back_us.max(0),
+            watermark,
+            published: BTreeSet::new(),
+        }
     }
 
     /// The highest position published (and acknowledged) so far.
@@ -75,7 +79,9 @@ impl Window {
     pub fn scan_start(&self) -> Cursor {
         match &self.watermark {
             None => Cursor::Beginning,
-            Some(watermark) => Cursor::From(watermark.timestamp_us.saturating_sub(self.look_back_us)),
+            Some(watermark) => {
+                Cursor::From(watermark.timestamp_us.saturating_sub(self.look_back_us))
+            }
         }
     }
 
@@ -87,7 +93,11 @@ impl Window {
                 decision.suppressed += 1;
                 continue;
             }
-            if self.watermark.as_ref().is_some_and(|watermark| row <= watermark) {
+            if self
+                .watermark
+                .as_ref()
+                .is_some_and(|watermark| row <= watermark)
+            {
                 decision.late += 1;
             }
             decision.publish.push(row.id.clone());
@@ -99,7 +109,11 @@ impl Window {
     /// and the watermark moves to the page's highest position.
     pub fn acknowledge(&mut self, rows: &[Position]) {
         for row in rows {
-            if self.watermark.as_ref().is_none_or(|watermark| row > watermark) {
+            if self
+                .watermark
+                .as_ref()
+                .is_none_or(|watermark| row > watermark)
+            {
                 self.watermark = Some(row.clone());
             }
             let _ = self.published.insert(row.clone());
@@ -112,7 +126,10 @@ impl Window {
         let Cursor::From(start) = self.scan_start() else {
             return;
         };
-        let floor = Position { timestamp_us: start, id: Id::Int(i64::MIN) };
+        let floor = Position {
+            timestamp_us: start,
+            id: Id::Int(i64::MIN),
+        };
         self.published = self.published.split_off(&floor);
     }
 }
@@ -120,7 +137,9 @@ impl Window {
 /// Seconds from the watermark's timestamp to `now_us` (0 without a watermark
 /// or when the watermark is in the future).
 pub fn lag_seconds(watermark: Option<&Position>, now_us: i64) -> f64 {
-    watermark.map_or(0.0, |watermark| (now_us.saturating_sub(watermark.timestamp_us)).max(0) as f64 / 1e6)
+    watermark.map_or(0.0, |watermark| {
+        (now_us.saturating_sub(watermark.timestamp_us)).max(0) as f64 / 1e6
+    })
 }
 
 /// How long to pause so that `rows` read since `elapsed_us` stay under
@@ -138,7 +157,10 @@ mod tests {
     use super::*;
 
     fn at(timestamp_us: i64, id: i64) -> Position {
-        Position { timestamp_us, id: Id::Int(id) }
+        Position {
+            timestamp_us,
+            id: Id::Int(id),
+        }
     }
 
     fn ids(decision: &PageDecision) -> Vec<i64> {
@@ -161,21 +183,74 @@ mod tests {
             (Some(at(i64::MIN + 5, 5)), 100, Cursor::From(i64::MIN)),
         ];
         for (watermark, look_back, expected) in cases {
-            assert_eq!(Window::new(watermark.clone(), look_back).scan_start(), expected, "{watermark:?} {look_back}");
+            assert_eq!(
+                Window::new(watermark.clone(), look_back).scan_start(),
+                expected,
+                "{watermark:?} {look_back}"
+            );
         }
     }
 
     /// Table-driven: (already acknowledged pages, next page, ids to publish, late count, suppressed count).
     #[test]
     fn decisions() {
-        type Case = (&'static str, Vec<Vec<Position>>, Vec<Position>, Vec<i64>, usize, usize);
+        type Case = (
+            &'static str,
+            Vec<Vec<Position>>,
+            Vec<Position>,
+            Vec<i64>,
+            usize,
+            usize,
+        );
         let cases: Vec<Case> = vec![
-            ("first page publishes all", vec![], vec![at(1, 1), at(2, 2)], vec![1, 2], 0, 0),
-            ("re-scan of the window is suppressed", vec![vec![at(1, 1), at(2, 2)]], vec![at(1, 1), at(2, 2), at(3, 3)], vec![3], 0, 2),
-            ("a late commit behind the watermark is published and counted", vec![vec![at(10, 1), at(20, 2)]], vec![at(15, 7), at(20, 2)], vec![7], 1, 1),
-            ("same id with a newer timestamp is a new change", vec![vec![at(10, 1)]], vec![at(10, 1), at(11, 1)], vec![1], 0, 1),
-            ("same timestamp, other id", vec![vec![at(10, 1)]], vec![at(10, 1), at(10, 2)], vec![2], 0, 1),
-            ("same timestamp, lower id, committed late", vec![vec![at(10, 5)]], vec![at(10, 3), at(10, 5)], vec![3], 1, 1),
+            (
+                "first page publishes all",
+                vec![],
+                vec![at(1, 1), at(2, 2)],
+                vec![1, 2],
+                0,
+                0,
+            ),
+            (
+                "re-scan of the window is suppressed",
+                vec![vec![at(1, 1), at(2, 2)]],
+                vec![at(1, 1), at(2, 2), at(3, 3)],
+                vec![3],
+                0,
+                2,
+            ),
+            (
+                "a late commit behind the watermark is published and counted",
+                vec![vec![at(10, 1), at(20, 2)]],
+                vec![at(15, 7), at(20, 2)],
+                vec![7],
+                1,
+                1,
+            ),
+            (
+                "same id with a newer timestamp is a new change",
+                vec![vec![at(10, 1)]],
+                vec![at(10, 1), at(11, 1)],
+                vec![1],
+                0,
+                1,
+            ),
+            (
+                "same timestamp, other id",
+                vec![vec![at(10, 1)]],
+                vec![at(10, 1), at(10, 2)],
+                vec![2],
+                0,
+                1,
+            ),
+            (
+                "same timestamp, lower id, committed late",
+                vec![vec![at(10, 5)]],
+                vec![at(10, 3), at(10, 5)],
+                vec![3],
+                1,
+                1,
+            ),
         ];
         for (name, acknowledged, page, expected, late, suppressed) in cases {
             let mut window = Window::new(None, 100);
@@ -193,7 +268,11 @@ mod tests {
     fn watermark_only_moves_forward() {
         let mut window = Window::new(Some(at(100, 9)), 50);
         window.acknowledge(&[at(60, 1), at(80, 2)]);
-        assert_eq!(window.watermark(), Some(&at(100, 9)), "late rows do not move it back");
+        assert_eq!(
+            window.watermark(),
+            Some(&at(100, 9)),
+            "late rows do not move it back"
+        );
         window.acknowledge(&[at(100, 10), at(130, 3)]);
         assert_eq!(window.watermark(), Some(&at(130, 3)));
     }
@@ -206,24 +285,39 @@ mod tests {
         // window starts at 130 - 50 = 80: pairs at 80 and later may be scanned again
         assert_eq!(window.remembered(), 3);
         let decision = window.decide(&[at(79, 2), at(80, 3), at(130, 5)]);
-        assert_eq!(ids(&decision), vec![2], "a forgotten pair is published again if met");
+        assert_eq!(
+            ids(&decision),
+            vec![2],
+            "a forgotten pair is published again if met"
+        );
     }
 
     #[test]
     fn string_ids_order_and_prune() {
-        let text = |timestamp_us, id: &str| Position { timestamp_us, id: Id::Str(id.into()) };
+        let text = |timestamp_us, id: &str| Position {
+            timestamp_us,
+            id: Id::Str(id.into()),
+        };
         let mut window = Window::new(None, 0);
         window.acknowledge(&[text(5, "b"), text(5, "a"), text(4, "z")]);
         assert_eq!(window.watermark(), Some(&text(5, "b")));
         window.prune();
-        assert_eq!(window.remembered(), 2, "string ids sort after the Int(MIN) floor");
+        assert_eq!(
+            window.remembered(),
+            2,
+            "string ids sort after the Int(MIN) floor"
+        );
     }
 
     #[test]
     fn lag_and_pacing() {
         assert_eq!(lag_seconds(None, 5_000_000), 0.0);
         assert_eq!(lag_seconds(Some(&at(1_000_000, 1)), 3_500_000), 2.5);
-        assert_eq!(lag_seconds(Some(&at(9_000_000, 1)), 3_500_000), 0.0, "clock skew never gives a negative lag");
+        assert_eq!(
+            lag_seconds(Some(&at(9_000_000, 1)), 3_500_000),
+            0.0,
+            "clock skew never gives a negative lag"
+        );
         let cases = [
             (1000, 0, None, 0),
             (1000, 0, Some(1000), 1_000_000),
@@ -232,7 +326,11 @@ mod tests {
             (10, 0, Some(3), 3_333_333),
         ];
         for (rows, elapsed, cap, expected) in cases {
-            assert_eq!(pacing_delay_us(rows, elapsed, cap), expected, "{rows} rows in {elapsed}us, cap {cap:?}");
+            assert_eq!(
+                pacing_delay_us(rows, elapsed, cap),
+                expected,
+                "{rows} rows in {elapsed}us, cap {cap:?}"
+            );
         }
     }
 }

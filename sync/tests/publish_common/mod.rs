@@ -17,9 +17,18 @@ use std::time::{Duration, Instant};
 /// Runs one statement (or a multi-statement script) on `database`.
 pub async fn exec(database: &Database, sql: &str) {
     let result = match database {
-        Database::Postgres(pool) => sqlx::raw_sql(AssertSqlSafe(sql.to_owned())).execute(pool).await.map(drop),
-        Database::MySql(pool) => sqlx::raw_sql(AssertSqlSafe(sql.to_owned())).execute(pool).await.map(drop),
-        Database::Sqlite(pool) => sqlx::raw_sql(AssertSqlSafe(sql.to_owned())).execute(pool).await.map(drop),
+        Database::Postgres(pool) => sqlx::raw_sql(AssertSqlSafe(sql.to_owned()))
+            .execute(pool)
+            .await
+            .map(drop),
+        Database::MySql(pool) => sqlx::raw_sql(AssertSqlSafe(sql.to_owned()))
+            .execute(pool)
+            .await
+            .map(drop),
+        Database::Sqlite(pool) => sqlx::raw_sql(AssertSqlSafe(sql.to_owned()))
+            .execute(pool)
+            .await
+            .map(drop),
     };
     result.unwrap_or_else(|error| panic!("{sql}: {error}"));
 }
@@ -27,8 +36,14 @@ pub async fn exec(database: &Database, sql: &str) {
 /// Runs one statement and returns the rows it affected.
 pub async fn exec_count(database: &Database, sql: &str) -> u64 {
     let result = match database {
-        Database::Postgres(pool) => sqlx::query(AssertSqlSafe(sql.to_owned())).execute(pool).await.map(|done| done.rows_affected()),
-        Database::MySql(pool) => sqlx::query(AssertSqlSafe(sql.to_owned())).execute(pool).await.map(|done| done.rows_affected()),
+        Database::Postgres(pool) => sqlx::query(AssertSqlSafe(sql.to_owned()))
+            .execute(pool)
+            .await
+            .map(|done| done.rows_affected()),
+        Database::MySql(pool) => sqlx::query(AssertSqlSafe(sql.to_owned()))
+            .execute(pool)
+            .await
+            .map(|done| done.rows_affected()),
         Database::Sqlite(_) => unreachable!(),
     };
     result.unwrap_or_else(|error| panic!("{sql}: {error}"))
@@ -37,8 +52,16 @@ pub async fn exec_count(database: &Database, sql: &str) -> u64 {
 /// A single integer from a query.
 pub async fn scalar(database: &Database, sql: &str) -> i64 {
     let result = match database {
-        Database::Postgres(pool) => sqlx::query_scalar(AssertSqlSafe(sql.to_owned())).fetch_one(pool).await,
-        Database::MySql(pool) => sqlx::query_scalar(AssertSqlSafe(sql.to_owned())).fetch_one(pool).await,
+        Database::Postgres(pool) => {
+            sqlx::query_scalar(AssertSqlSafe(sql.to_owned()))
+                .fetch_one(pool)
+                .await
+        }
+        Database::MySql(pool) => {
+            sqlx::query_scalar(AssertSqlSafe(sql.to_owned()))
+                .fetch_one(pool)
+                .await
+        }
         Database::Sqlite(_) => unreachable!(),
     };
     result.unwrap_or_else(|error| panic!("{sql}: {error}"))
@@ -56,10 +79,16 @@ pub fn now_sql(db: Db) -> &'static str {
 /// `updated_at` nullable so hand-edited rows can be simulated.
 pub async fn prepare_for_polling(table: &OrdersTable) {
     let name = &table.name;
-    exec(&table.database, &format!("CREATE INDEX {name}_poll ON {name} (updated_at, id)")).await;
+    exec(
+        &table.database,
+        &format!("CREATE INDEX {name}_poll ON {name} (updated_at, id)"),
+    )
+    .await;
     let nullable = match table.db {
         Db::Postgres => format!("ALTER TABLE {name} ALTER COLUMN updated_at DROP NOT NULL"),
-        Db::MariaDb => format!("ALTER TABLE {name} MODIFY updated_at TIMESTAMP(6) NULL DEFAULT CURRENT_TIMESTAMP(6)"),
+        Db::MariaDb => format!(
+            "ALTER TABLE {name} MODIFY updated_at TIMESTAMP(6) NULL DEFAULT CURRENT_TIMESTAMP(6)"
+        ),
     };
     exec(&table.database, &nullable).await;
 }
@@ -76,18 +105,34 @@ pub fn touch_sql(table: &OrdersTable, id: i64, tag: &str) -> String {
 
 /// Soft-deletes a row, stamping `updated_at`.
 pub fn soft_delete_sql(table: &OrdersTable, id: i64) -> String {
-    format!("UPDATE {} SET deleted = true, version = version + 1, updated_at = {} WHERE id = {id}", table.name, now_sql(table.db))
+    format!(
+        "UPDATE {} SET deleted = true, version = version + 1, updated_at = {} WHERE id = {id}",
+        table.name,
+        now_sql(table.db)
+    )
 }
 
 /// Every row's id and `updated_at` in microseconds.
 pub async fn row_times(table: &OrdersTable) -> BTreeMap<i64, i64> {
     let sql = match table.db {
-        Db::Postgres => format!("SELECT id, CAST(EXTRACT(EPOCH FROM updated_at) * 1000000 AS BIGINT) FROM {} WHERE updated_at IS NOT NULL", table.name),
-        Db::MariaDb => format!("SELECT id, CAST(UNIX_TIMESTAMP(updated_at) * 1000000 AS SIGNED) FROM {} WHERE updated_at IS NOT NULL", table.name),
+        Db::Postgres => format!(
+            "SELECT id, CAST(EXTRACT(EPOCH FROM updated_at) * 1000000 AS BIGINT) FROM {} WHERE updated_at IS NOT NULL",
+            table.name
+        ),
+        Db::MariaDb => format!(
+            "SELECT id, CAST(UNIX_TIMESTAMP(updated_at) * 1000000 AS SIGNED) FROM {} WHERE updated_at IS NOT NULL",
+            table.name
+        ),
     };
     let rows: Vec<(i64, i64)> = match &table.database {
-        Database::Postgres(pool) => sqlx::query_as(AssertSqlSafe(sql)).fetch_all(pool).await.expect("read times"),
-        Database::MySql(pool) => sqlx::query_as(AssertSqlSafe(sql)).fetch_all(pool).await.expect("read times"),
+        Database::Postgres(pool) => sqlx::query_as(AssertSqlSafe(sql))
+            .fetch_all(pool)
+            .await
+            .expect("read times"),
+        Database::MySql(pool) => sqlx::query_as(AssertSqlSafe(sql))
+            .fetch_all(pool)
+            .await
+            .expect("read times"),
         Database::Sqlite(_) => unreachable!(),
     };
     rows.into_iter().collect()
@@ -111,14 +156,23 @@ pub async fn read_topic(brokers: &str, topic: &str) -> Vec<Received> {
             .set("enable.auto.commit", "false")
             .create()
             .expect("consumer");
-        let metadata = consumer.fetch_metadata(Some(&topic), Duration::from_secs(10)).expect("metadata");
-        let partitions: Vec<i32> = metadata.topics()[0].partitions().iter().map(|partition| partition.id()).collect();
+        let metadata = consumer
+            .fetch_metadata(Some(&topic), Duration::from_secs(10))
+            .expect("metadata");
+        let partitions: Vec<i32> = metadata.topics()[0]
+            .partitions()
+            .iter()
+            .map(|partition| partition.id())
+            .collect();
         let mut list = rdkafka::TopicPartitionList::new();
         let mut remaining = 0i64;
         let mut ends = BTreeMap::new();
         for partition in &partitions {
-            let (low, high) = consumer.fetch_watermarks(&topic, *partition, Duration::from_secs(10)).expect("watermarks");
-            list.add_partition_offset(&topic, *partition, rdkafka::Offset::Beginning).expect("partition");
+            let (low, high) = consumer
+                .fetch_watermarks(&topic, *partition, Duration::from_secs(10))
+                .expect("watermarks");
+            list.add_partition_offset(&topic, *partition, rdkafka::Offset::Beginning)
+                .expect("partition");
             remaining += high - low;
             let _ = ends.insert(*partition, high);
         }
@@ -126,13 +180,23 @@ pub async fn read_topic(brokers: &str, topic: &str) -> Vec<Received> {
         let mut out = Vec::with_capacity(remaining as usize);
         let started = Instant::now();
         while (out.len() as i64) < remaining {
-            assert!(started.elapsed() < Duration::from_secs(60), "reading {topic} timed out at {} of {remaining}", out.len());
-            let Some(message) = consumer.poll(Duration::from_millis(200)) else { continue };
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "reading {topic} timed out at {} of {remaining}",
+                out.len()
+            );
+            let Some(message) = consumer.poll(Duration::from_millis(200)) else {
+                continue;
+            };
             let message = message.expect("message");
             if message.offset() >= ends[&message.partition()] {
                 continue;
             }
-            let text = |bytes: Option<&[u8]>| bytes.map(|bytes| String::from_utf8_lossy(bytes).into_owned()).unwrap_or_default();
+            let text = |bytes: Option<&[u8]>| {
+                bytes
+                    .map(|bytes| String::from_utf8_lossy(bytes).into_owned())
+                    .unwrap_or_default()
+            };
             out.push(Received {
                 key: text(message.key()),
                 value: text(message.payload()),
@@ -149,13 +213,20 @@ pub async fn read_topic(brokers: &str, topic: &str) -> Vec<Received> {
 pub async fn topic_size(brokers: &str, topic: &str) -> i64 {
     let (brokers, topic) = (brokers.to_owned(), topic.to_owned());
     tokio::task::spawn_blocking(move || {
-        let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", &brokers).create().expect("consumer");
-        let metadata = consumer.fetch_metadata(Some(&topic), Duration::from_secs(10)).expect("metadata");
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .create()
+            .expect("consumer");
+        let metadata = consumer
+            .fetch_metadata(Some(&topic), Duration::from_secs(10))
+            .expect("metadata");
         metadata.topics()[0]
             .partitions()
             .iter()
             .map(|partition| {
-                let (low, high) = consumer.fetch_watermarks(&topic, partition.id(), Duration::from_secs(10)).expect("watermarks");
+                let (low, high) = consumer
+                    .fetch_watermarks(&topic, partition.id(), Duration::from_secs(10))
+                    .expect("watermarks");
                 high - low
             })
             .sum()
@@ -168,8 +239,14 @@ pub async fn topic_size(brokers: &str, topic: &str) -> i64 {
 pub fn counts(messages: &[Received]) -> BTreeMap<i64, usize> {
     let mut counts = BTreeMap::new();
     for message in messages {
-        let id: i64 = message.key.parse().unwrap_or_else(|_| panic!("key {:?} is not an integer id", message.key));
-        assert_eq!(message.key, message.value, "plain format: the id is key and value");
+        let id: i64 = message
+            .key
+            .parse()
+            .unwrap_or_else(|_| panic!("key {:?} is not an integer id", message.key));
+        assert_eq!(
+            message.key, message.value,
+            "plain format: the id is key and value"
+        );
         *counts.entry(id).or_default() += 1;
     }
     counts
@@ -252,15 +329,26 @@ publish:
 
     /// A second process on the same config (another relay).
     pub fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log_path).expect("log file");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .expect("log file");
         let mut command = Command::new(env!("CARGO_BIN_EXE_esync"));
-        command.arg("publish").arg("--config").arg(&self.config_path);
+        command
+            .arg("publish")
+            .arg("--config")
+            .arg(&self.config_path);
         if self.outbox {
             command.arg("--outbox");
         }
         let child = command
             .env("ESYNC_TEST_DATABASE_URL", &self.database_url)
-            .env("RUST_LOG", std::env::var("ESYNC_TEST_RUST_LOG").unwrap_or_else(|_| "info,librdkafka=warn".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("ESYNC_TEST_RUST_LOG")
+                    .unwrap_or_else(|_| "info,librdkafka=warn".into()),
+            )
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -278,7 +366,10 @@ publish:
         if let Some(child) = self.child.as_mut()
             && let Ok(Some(status)) = child.try_wait()
         {
-            panic!("esync publish exited early with {status}\n--- log ---\n{}", self.log_tail(60));
+            panic!(
+                "esync publish exited early with {status}\n--- log ---\n{}",
+                self.log_tail(60)
+            );
         }
     }
 
@@ -293,7 +384,9 @@ publish:
     /// SIGTERM, and the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("running publisher");
-        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
         let started = Instant::now();
         loop {
             if let Ok(Some(status)) = child.try_wait() {
@@ -301,7 +394,10 @@ publish:
             }
             if started.elapsed() > Duration::from_secs(20) {
                 let _ = child.kill();
-                panic!("esync publish did not stop within 20 s of SIGTERM\n{}", self.log_tail(40));
+                panic!(
+                    "esync publish did not stop within 20 s of SIGTERM\n{}",
+                    self.log_tail(40)
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -320,8 +416,12 @@ impl Drop for Publisher {
 
 /// Waits until `check` holds, polling every 200 ms; panics with `what` and
 /// the publisher's log otherwise.
-pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, publishers: &mut [&mut Publisher], mut check: F)
-where
+pub async fn wait_until<F, Fut>(
+    what: &str,
+    timeout: Duration,
+    publishers: &mut [&mut Publisher],
+    mut check: F,
+) where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<(), String>>,
 {
@@ -330,8 +430,14 @@ where
         let outcome = check().await;
         let Err(problem) = outcome else { return };
         if started.elapsed() > timeout {
-            let logs: Vec<String> = publishers.iter().map(|publisher| publisher.log_tail(40)).collect();
-            panic!("{what} not reached within {timeout:?}: {problem}\n--- publisher log ---\n{}", logs.join("\n---\n"));
+            let logs: Vec<String> = publishers
+                .iter()
+                .map(|publisher| publisher.log_tail(40))
+                .collect();
+            panic!(
+                "{what} not reached within {timeout:?}: {problem}\n--- publisher log ---\n{}",
+                logs.join("\n---\n")
+            );
         }
         for publisher in publishers.iter_mut() {
             publisher.assert_running();
