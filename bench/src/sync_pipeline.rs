@@ -46,6 +46,9 @@ struct Args {
     /// The esync binary to measure (a release build).
     #[arg(long, default_value = "target/release/esync")]
     esync: PathBuf,
+    /// Kafka brokers (default: $ESYNC_TEST_KAFKA, the noida-db broker).
+    #[arg(long)]
+    brokers: Option<String>,
 }
 
 fn env(name: &str) -> anyhow::Result<String> {
@@ -68,7 +71,10 @@ async fn main() -> anyhow::Result<()> {
         bail!("{} not found: build it with `cargo build --release -p esync`", args.esync.display());
     }
     let database_url = env("ESYNC_TEST_PG")?;
-    let brokers = env("ESYNC_TEST_KAFKA")?;
+    let brokers = match &args.brokers {
+        Some(brokers) => brokers.clone(),
+        None => env("ESYNC_TEST_KAFKA")?,
+    };
     let es_url = env("ESYNC_TEST_ES")?;
     let services = Services {
         database: Database::connect(&Secret::new(database_url.clone()), args.workers as u32 + 1, Duration::from_secs(10)).await?,
@@ -164,11 +170,15 @@ async fn main() -> anyhow::Result<()> {
     }
     println!("esync end to end           {:>12.0}   {:>8.2}x   (target >= 0.80 of the slowest stage, {})", e2e.rate, e2e.rate / slowest.1, slowest.0);
     println!();
+    let per_50k = |seconds: f64| seconds / args.ids as f64 * 50_000.0;
     println!(
-        "esync CPU: {:.2} s for {} ids = {:.3} core-s per 50,000 ids (target <= 1.0)",
+        "esync CPU: {:.2} s for {} ids = {:.3} core-s per 50,000 ids (target <= 1.0); \
+         of which librdkafka threads {:.2} s, esync's own threads {:.3} core-s per 50,000 ids",
         e2e.cpu_seconds,
         args.ids,
-        e2e.cpu_seconds / args.ids as f64 * 50_000.0
+        per_50k(e2e.cpu_seconds),
+        e2e.kafka_client_cpu_seconds,
+        per_50k(e2e.cpu_seconds - e2e.kafka_client_cpu_seconds),
     );
     println!("esync peak RSS: {:.1} MB (target < 150 MB)", e2e.peak_rss_kb as f64 / 1024.0);
     println!(
@@ -297,6 +307,8 @@ async fn bulk_rate(
 struct DaemonRun {
     rate: f64,
     cpu_seconds: f64,
+    /// CPU of librdkafka's own threads (`rdk:*`), part of `cpu_seconds`.
+    kafka_client_cpu_seconds: f64,
     peak_rss_kb: u64,
     docs_written: u64,
 }
@@ -329,7 +341,17 @@ async fn run_daemon(
     let config_path = dir.join("esync.yaml");
     std::fs::write(&config_path, config)?;
     let log = std::fs::File::create(dir.join("esync.log"))?;
-    let mut child = Command::new(&args.esync)
+    // ESYNC_BENCH_PROFILE=dir runs the daemon under `perf record` (the CPU
+    // figures then include perf itself)
+    let mut command = match std::env::var("ESYNC_BENCH_PROFILE") {
+        Ok(profile_dir) => {
+            let mut perf = Command::new("perf");
+            perf.args(["record", "-g", "-o"]).arg(PathBuf::from(profile_dir).join(format!("{topic}.perf.data"))).arg("--").arg(&args.esync);
+            perf
+        }
+        Err(_) => Command::new(&args.esync),
+    };
+    let mut child = command
         .args(["run", "--config"])
         .arg(&config_path)
         .env("ESYNC_DATABASE_URL", &services.database_url)
@@ -368,10 +390,11 @@ async fn measure_daemon(child: &mut Child, port: u16, expected_messages: u64, ex
             None if messages >= expected_messages && written >= expected_docs => done_at = Some(Instant::now()),
             Some(_) if written == last_written => {
                 let elapsed = done_at.zip(first_message_at).map_or(Duration::ZERO, |(done, first)| done - first);
-                let (cpu_seconds, peak_rss_kb) = process_usage(child.id())?;
+                let (cpu_seconds, kafka_client_cpu_seconds, peak_rss_kb) = process_usage(child.id())?;
                 return Ok(DaemonRun {
                     rate: expected_docs as f64 / elapsed.as_secs_f64().max(1e-9),
                     cpu_seconds,
+                    kafka_client_cpu_seconds,
                     peak_rss_kb,
                     docs_written: written,
                 });
@@ -383,21 +406,35 @@ async fn measure_daemon(child: &mut Child, port: u16, expected_messages: u64, ex
     }
 }
 
-/// CPU seconds (user + system) and peak RSS of a process, from /proc.
-fn process_usage(pid: u32) -> anyhow::Result<(f64, u64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // fields after the parenthesised command name; utime and stime are fields 14 and 15
-    let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).context("bad /proc stat")?;
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
-    let ticks_per_second = 100.0; // USER_HZ: fixed at 100 for /proc on Linux
+/// CPU seconds (user + system) of a process and of its librdkafka threads,
+/// and its peak RSS, from /proc.
+fn process_usage(pid: u32) -> anyhow::Result<(f64, f64, u64)> {
+    // /proc reports CPU time in USER_HZ ticks, fixed at 100 per second on Linux
+    const TICKS_PER_SECOND: f64 = 100.0;
+    let total = cpu_ticks(&format!("/proc/{pid}/stat"))?;
+    let mut kafka_client = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let task = task?.path();
+        let name = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
+        if name.starts_with("rdk:") {
+            kafka_client += cpu_ticks(&task.join("stat").to_string_lossy()).unwrap_or(0);
+        }
+    }
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let peak_rss_kb = status
         .lines()
         .find_map(|line| line.strip_prefix("VmHWM:"))
         .and_then(|value| value.split_whitespace().next()?.parse().ok())
         .context("no VmHWM")?;
-    Ok((ticks as f64 / ticks_per_second, peak_rss_kb))
+    Ok((total as f64 / TICKS_PER_SECOND, kafka_client as f64 / TICKS_PER_SECOND, peak_rss_kb))
+}
+
+/// utime + stime of a /proc stat file (fields 14 and 15).
+fn cpu_ticks(path: &str) -> anyhow::Result<u64> {
+    let stat = std::fs::read_to_string(path)?;
+    let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).context("bad /proc stat")?;
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    Ok(fields[11].parse::<u64>()? + fields[12].parse::<u64>()?)
 }
 
 async fn fetch_metrics(port: u16) -> String {

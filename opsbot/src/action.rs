@@ -67,6 +67,20 @@ fn check_name(name: &str) -> Result<&str, ActionError> {
     }
 }
 
+/// Sends SIGKILL to a process group with kill(1) (no unsafe code here).
+async fn kill_process_group(pgid: u32) {
+    let result = Command::new("kill")
+        .args(["-KILL", "--", &format!("-{pgid}")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .await;
+    if let Err(error) = result {
+        tracing::warn!(error = %error, pgid, "failed to kill the restart action's process group");
+    }
+}
+
 impl RestartAction {
     /// An action from its config.
     pub fn new(config: RestartActionConfig) -> RestartAction {
@@ -113,6 +127,11 @@ impl RestartAction {
                     inventory.display().to_string(),
                     "--limit".to_string(),
                     host.to_string(),
+                    // opsbot already does the API steps around the restart;
+                    // the playbook's own ones would save "primaries" as the
+                    // previous value and then wait for green under it.
+                    "-e".to_string(),
+                    "es_restart_only=true".to_string(),
                 ];
                 args.extend(extra_args.iter().cloned());
                 CommandLine {
@@ -136,6 +155,9 @@ impl RestartAction {
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
+            // Its own process group, so a time-out kills what it started
+            // too (ssh, ansible-playbook under `sh -c`), not only the shell.
+            .process_group(0)
             .spawn()
             .map_err(|error| ActionError::Spawn {
                 program: line.program.clone(),
@@ -166,6 +188,9 @@ impl RestartAction {
                 });
             }
             Err(_) => {
+                if let Some(pid) = child.id() {
+                    kill_process_group(pid).await;
+                }
                 if let Err(error) = child.kill().await {
                     tracing::warn!(error = %error, node, "failed to kill timed-out restart action");
                 }
@@ -249,6 +274,8 @@ mod tests {
                 "--limit",
                 "es1",
                 "-e",
+                "es_restart_only=true",
+                "-e",
                 "x=1"
             ]
         );
@@ -287,13 +314,19 @@ mod tests {
             .await
             .expect_err("fails");
         assert!(matches!(error, ActionError::Exit { .. }), "{error}");
+        // A time-out kills the children of the shell too: the grandchild
+        // `sleep` would otherwise write its marker after the roll moved on.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let marker = dir.path().join("still-running");
         let slow = RestartAction::new(RestartActionConfig::Shell {
-            command: "sleep 5".into(),
+            command: format!("(sleep 1; touch {}) & wait", marker.display()),
         });
         let error = slow
             .run("n1", "h1", Duration::from_millis(200))
             .await
             .expect_err("times out");
         assert_eq!(error, ActionError::TimedOut(Duration::from_millis(200)));
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert!(!marker.exists(), "the whole process group was killed");
     }
 }

@@ -66,7 +66,8 @@ pub enum CliCommand {
         /// Print the plan and exit.
         #[arg(long)]
         dry_run: bool,
-        /// Start even though an earlier roll is unfinished (its state is replaced).
+        /// Start even though an earlier roll is unfinished (its state is
+        /// replaced); never while another process drives a roll.
         #[arg(long)]
         force: bool,
     },
@@ -76,12 +77,9 @@ pub enum CliCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Continue a failed or aborted roll with the node where it stopped.
-    Resume {
-        /// Take over a roll still marked running (its process died).
-        #[arg(long)]
-        force: bool,
-    },
+    /// Continue a failed or aborted roll with the node where it stopped, or
+    /// one left running by an opsbot that died (allocation is put back).
+    Resume,
     /// Stop the running roll before its next node.
     Abort,
     /// Slow-log report: fingerprints ranked by total time.
@@ -271,21 +269,27 @@ pub async fn run(args: Args, config: Config, secrets: Secrets) -> Result<i32> {
                 println!("{}", describe_plan(&plan, &settings));
                 return Ok(0);
             }
-            let state = engine
-                .new_roll(&target, allow_yellow, force)
-                .await
-                .context("failed to plan the restart")?;
+            let claimed = match engine.new_roll(&target, allow_yellow, force).await {
+                Ok(claimed) => claimed,
+                Err(error) => {
+                    cli_audit(&audit, label, AuditOutcome::Failed, Some(error.to_string()));
+                    return Err(error).context("cannot start the restart");
+                }
+            };
             cli_audit(
                 &audit,
                 label.clone(),
                 AuditOutcome::Confirmed,
-                Some(state.id.clone()),
+                Some(claimed.state.id.clone()),
             );
-            println!("{}", describe_plan(&state.nodes, &state.settings));
+            println!(
+                "{}",
+                describe_plan(&claimed.state.nodes, &claimed.state.settings)
+            );
             let progress: Arc<opsbot::driver::ProgressSink> =
                 Arc::new(|line: &str| println!("{line}"));
             let state = engine
-                .run_roll(state, progress.as_ref(), &shutdown)
+                .run_roll(claimed, progress.as_ref(), &shutdown)
                 .await
                 .context("restart stopped")?;
             let outcome = if state.status == RollStatus::Done {
@@ -303,18 +307,29 @@ pub async fn run(args: Args, config: Config, secrets: Secrets) -> Result<i32> {
                 None => println!("no restart recorded"),
             }
         }
-        CliCommand::Resume { force } => {
-            let state = engine.resumable_roll(force).context("cannot resume")?;
+        CliCommand::Resume => {
+            let claimed = match engine.resumable_roll() {
+                Ok(claimed) => claimed,
+                Err(error) => {
+                    cli_audit(
+                        &audit,
+                        "resume".into(),
+                        AuditOutcome::Failed,
+                        Some(error.to_string()),
+                    );
+                    return Err(error).context("cannot resume");
+                }
+            };
             cli_audit(
                 &audit,
                 "resume".into(),
                 AuditOutcome::Confirmed,
-                Some(state.id.clone()),
+                Some(claimed.state.id.clone()),
             );
             let progress: Arc<opsbot::driver::ProgressSink> =
                 Arc::new(|line: &str| println!("{line}"));
             let state = engine
-                .run_roll(state, progress.as_ref(), &shutdown)
+                .run_roll(claimed, progress.as_ref(), &shutdown)
                 .await
                 .context("restart stopped")?;
             let outcome = if state.status == RollStatus::Done {
@@ -326,7 +341,18 @@ pub async fn run(args: Args, config: Config, secrets: Secrets) -> Result<i32> {
             return roll_exit(&state);
         }
         CliCommand::Abort => {
-            let state = engine.abort().context("cannot abort")?;
+            let state = match engine.abort() {
+                Ok(state) => state,
+                Err(error) => {
+                    cli_audit(
+                        &audit,
+                        "abort".into(),
+                        AuditOutcome::Failed,
+                        Some(error.to_string()),
+                    );
+                    return Err(error).context("cannot abort");
+                }
+            };
             cli_audit(
                 &audit,
                 "abort".into(),

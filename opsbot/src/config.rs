@@ -170,7 +170,8 @@ pub enum RestartActionConfig {
         #[serde(default)]
         ssh_options: Vec<String>,
     },
-    /// `ansible-playbook <playbook> -i <inventory> --limit {host}`.
+    /// `ansible-playbook <playbook> -i <inventory> --limit {host} -e
+    /// es_restart_only=true` (opsbot does the API steps itself).
     Ansible {
         /// Playbook. Default `playbooks/rolling_restart.yml`.
         #[serde(default = "default_playbook")]
@@ -178,7 +179,7 @@ pub enum RestartActionConfig {
         /// Inventory. Default `playbooks/inventory/hosts.yml`.
         #[serde(default = "default_inventory")]
         inventory: PathBuf,
-        /// Extra arguments, e.g. `["-e", "es_restart_only=true"]`. Default none.
+        /// Extra arguments, e.g. `["-e", "es_restart_method=command"]`. Default none.
         #[serde(default)]
         extra_args: Vec<String>,
     },

@@ -9,7 +9,7 @@
 use crate::action::RestartAction;
 use crate::es::{EsClient, EsError};
 use crate::roll::{Action, Next, Observation, RollState};
-use crate::store::{RollStore, StoreError};
+use crate::store::{RollLock, RollStore, StoreError};
 use chrono::Utc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -90,15 +90,18 @@ impl RollDriver {
         }
     }
 
-    /// Runs the roll until it is done, failed or aborted. An abort marker
-    /// (see [`RollStore::request_abort`]) is honoured before the next node;
+    /// Runs the roll until it is done, failed or aborted, holding `lock`
+    /// (see [`RollStore::try_lock`]) all the while. An abort marker (see
+    /// [`RollStore::request_abort`]) is honoured before the next node;
     /// `cancel` (shutdown) stops at once, restoring allocation first.
     pub async fn drive(
         &self,
         mut state: RollState,
+        lock: RollLock,
         progress: &ProgressSink,
         cancel: &CancellationToken,
     ) -> Result<RollState, StoreError> {
+        let _lock = lock;
         self.store.save(&state)?;
         loop {
             let now = Utc::now();

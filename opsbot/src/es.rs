@@ -348,10 +348,10 @@ impl EsClient {
     }
 
     /// `POST _flush`; shard failures in the answer count as a failure.
+    /// Sent without a body: Elasticsearch answers 400 ("does not support
+    /// having a body") to a body on an endpoint that takes none.
     pub async fn flush(&self) -> Result<(), EsError> {
-        let answer: Value = self
-            .call(Method::Post, "/_flush", &[], Some(json!({})))
-            .await?;
+        let answer: Value = self.call(Method::Post, "/_flush", &[], None).await?;
         let failed = answer
             .pointer("/_shards/failed")
             .and_then(Value::as_u64)

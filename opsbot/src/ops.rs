@@ -17,7 +17,7 @@ use crate::roll::{
 use crate::slowlog::digest::{Digest, DigestFilter, DigestReport};
 use crate::slowlog::parse::parse_document;
 use crate::slowlog::source::{SourceError, read_files};
-use crate::store::{RollStore, StoreError};
+use crate::store::{RollLock, RollStore, StoreError};
 use chrono::Utc;
 use std::future::Future;
 use std::path::PathBuf;
@@ -46,6 +46,13 @@ pub enum OpsError {
     /// A roll is running or stopped unfinished.
     #[error("a restart is already in progress or unfinished (status {0})")]
     RollInProgress(RollStatus),
+    /// Another opsbot process (or task) is driving a roll right now.
+    #[error("a restart is being driven by another opsbot process or task")]
+    RollLocked,
+    /// The saved roll is marked running but no process drives it (opsbot
+    /// died); resume continues it.
+    #[error("the recorded restart is not driven by any opsbot process; resume continues it")]
+    RollOrphaned,
     /// No roll has been recorded.
     #[error("no restart recorded")]
     NoRoll,
@@ -77,6 +84,13 @@ impl OpsError {
             }
             OpsError::RollInProgress(status) => {
                 format!("a restart is already {status}; see /restart_status, /resume or /abort")
+            }
+            OpsError::RollLocked => {
+                "a restart is running right now; see /restart_status or /abort".to_string()
+            }
+            OpsError::RollOrphaned => {
+                "the recorded restart stopped with opsbot; /resume continues it (and restores allocation)"
+                    .to_string()
             }
             OpsError::NoRoll => "no restart recorded".to_string(),
             OpsError::NotConfigured(what) => format!("{what} is not configured"),
@@ -123,6 +137,14 @@ pub trait Operations: Send + Sync + 'static {
         filter: DigestFilter,
         top: usize,
     ) -> impl Future<Output = Result<DigestReport, OpsError>> + Send;
+}
+
+/// A roll ready to be driven, with the lock that makes it the only one.
+#[derive(Debug)]
+pub struct ClaimedRoll {
+    /// The roll.
+    pub state: RollState,
+    lock: RollLock,
 }
 
 /// The real engine: a cluster adapter, a restart action and a state file.
@@ -184,13 +206,20 @@ impl Engine {
         })?)
     }
 
-    /// A new roll, refused while an earlier one is unfinished unless `force`.
+    fn lock(&self) -> Result<RollLock, OpsError> {
+        self.store().try_lock()?.ok_or(OpsError::RollLocked)
+    }
+
+    /// A new roll, refused while another is being driven (always) or an
+    /// earlier one is unfinished (unless `force`). The roll is saved at once,
+    /// so `status` shows it, and a stale abort marker is cleared.
     pub async fn new_roll(
         &self,
         target: &Target,
         allow_yellow: bool,
         force: bool,
-    ) -> Result<RollState, OpsError> {
+    ) -> Result<ClaimedRoll, OpsError> {
+        let lock = self.lock()?;
         if !force
             && let Some(existing) = self.store().load()?
             && !existing.status.is_finished()
@@ -198,35 +227,43 @@ impl Engine {
             return Err(OpsError::RollInProgress(existing.status));
         }
         let plan = self.plan(target).await?;
-        Ok(RollState::new(
+        let state = RollState::new(
             plan,
             self.config.restart.roll_settings(allow_yellow),
             Utc::now(),
-        ))
+        );
+        // An abort asked for just as the last roll ended must not stop this one.
+        let _ = self.store().take_abort()?;
+        self.store().save(&state)?;
+        Ok(ClaimedRoll { state, lock })
     }
 
-    /// The saved roll, made ready to continue. A roll still marked running
-    /// may have a live driver (another process), so it is only taken over
-    /// with `force` (after that process died).
-    pub fn resumable_roll(&self, force: bool) -> Result<RollState, OpsError> {
+    /// The saved roll, made ready to continue. Refused while another
+    /// process drives it; a roll still marked running whose lock is free was
+    /// left by an opsbot that died, and continues at the step where it was
+    /// (so allocation is put back even after a crash, see
+    /// [`RollState::resume`]).
+    pub fn resumable_roll(&self) -> Result<ClaimedRoll, OpsError> {
+        let lock = self.lock()?;
         let mut state = self.store().load()?.ok_or(OpsError::NoRoll)?;
-        if !force && matches!(state.status, RollStatus::Running | RollStatus::Restoring) {
-            return Err(OpsError::RollInProgress(state.status));
-        }
         state.resume(Utc::now())?;
         // A stale abort marker must not stop the resumed roll at once.
         let _ = self.store().take_abort()?;
-        Ok(state)
+        self.store().save(&state)?;
+        Ok(ClaimedRoll { state, lock })
     }
 
     /// Runs a roll in the foreground (CLI).
     pub async fn run_roll(
         &self,
-        state: RollState,
+        claimed: ClaimedRoll,
         progress: &ProgressSink,
         cancel: &CancellationToken,
     ) -> Result<RollState, OpsError> {
-        Ok(self.driver.drive(state, progress, cancel).await?)
+        Ok(self
+            .driver
+            .drive(claimed.state, claimed.lock, progress, cancel)
+            .await?)
     }
 
     /// The saved roll, if any.
@@ -234,13 +271,18 @@ impl Engine {
         Ok(self.store().load()?)
     }
 
-    /// Asks the roll to stop before its next node: an abort marker for the
-    /// process running it, and the flag in the state file for `status`.
+    /// Asks the roll to stop before its next node, through an abort marker
+    /// that the process driving it takes (and records in the state file; the
+    /// file is not written here, which could overwrite newer progress). A
+    /// roll marked running that no process drives cannot be aborted: it has
+    /// already stopped, and `resume` is what puts allocation back.
     pub fn abort(&self) -> Result<RollState, OpsError> {
         let mut state = self.store().load()?.ok_or(OpsError::NoRoll)?;
         state.request_abort(Utc::now())?;
+        if !self.store().is_locked()? {
+            return Err(OpsError::RollOrphaned);
+        }
         self.store().request_abort()?;
-        self.store().save(&state)?;
         Ok(state)
     }
 
@@ -290,7 +332,11 @@ impl Engine {
         Ok(digest.finish(top))
     }
 
-    fn spawn_roll(&self, state: RollState, progress: Arc<ProgressSink>) -> Result<(), OpsError> {
+    fn spawn_roll(
+        &self,
+        claimed: ClaimedRoll,
+        progress: Arc<ProgressSink>,
+    ) -> Result<(), OpsError> {
         let mut background = self
             .background
             .lock()
@@ -299,12 +345,15 @@ impl Engine {
             .as_ref()
             .is_some_and(|handle| !handle.is_finished())
         {
-            return Err(OpsError::RollInProgress(RollStatus::Running));
+            return Err(OpsError::RollLocked);
         }
         let driver = self.driver.clone();
         let shutdown = self.shutdown.clone();
         *background = Some(tokio::spawn(async move {
-            match driver.drive(state, progress.as_ref(), &shutdown).await {
+            match driver
+                .drive(claimed.state, claimed.lock, progress.as_ref(), &shutdown)
+                .await
+            {
                 Ok(state) => {
                     tracing::info!(roll = %state.id, status = %state.status, "roll finished")
                 }
@@ -353,14 +402,16 @@ impl Operations for Engine {
         allow_yellow: bool,
         progress: Arc<ProgressSink>,
     ) -> Result<RollState, OpsError> {
-        let state = self.new_roll(&target, allow_yellow, false).await?;
-        self.spawn_roll(state.clone(), progress)?;
+        let claimed = self.new_roll(&target, allow_yellow, false).await?;
+        let state = claimed.state.clone();
+        self.spawn_roll(claimed, progress)?;
         Ok(state)
     }
 
     async fn resume_restart(&self, progress: Arc<ProgressSink>) -> Result<RollState, OpsError> {
-        let state = self.resumable_roll(false)?;
-        self.spawn_roll(state.clone(), progress)?;
+        let claimed = self.resumable_roll()?;
+        let state = claimed.state.clone();
+        self.spawn_roll(claimed, progress)?;
         Ok(state)
     }
 

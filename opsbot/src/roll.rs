@@ -468,6 +468,10 @@ pub struct RollState {
     pub restore_attempts_left: u32,
     /// Last observation that did not satisfy a waiting step, for `status`.
     pub last_note: Option<String>,
+    /// A resume is waiting for allocation to be restored first; once it is,
+    /// the roll continues instead of stopping.
+    #[serde(default)]
+    pub resume_after_restore: bool,
 }
 
 impl RollState {
@@ -497,6 +501,7 @@ impl RollState {
             abort_requested: false,
             completed: Vec::new(),
             last_note: None,
+            resume_after_restore: false,
         }
     }
 
@@ -592,8 +597,15 @@ impl RollState {
         match observation {
             Observation::Done => {
                 self.allocation_changed = false;
-                self.status = RollStatus::Failed;
                 self.next_poll_at = None;
+                if self.resume_after_restore {
+                    self.resume_after_restore = false;
+                    self.failure = None;
+                    self.status = RollStatus::Running;
+                    self.advance(Step::CheckHealth, now);
+                } else {
+                    self.status = RollStatus::Failed;
+                }
             }
             other => {
                 self.restore_attempts_left = self.restore_attempts_left.saturating_sub(1);
@@ -601,6 +613,20 @@ impl RollState {
                 if self.restore_attempts_left == 0 {
                     self.status = RollStatus::Failed;
                     self.next_poll_at = None;
+                    if self.resume_after_restore {
+                        self.resume_after_restore = false;
+                        if self.failure.is_none() {
+                            self.failure = Some(Failure {
+                                node: self
+                                    .current_node()
+                                    .map(|node| node.name.clone())
+                                    .unwrap_or_default(),
+                                step: Step::RestoreAllocation,
+                                reason: "could not restore allocation before resuming".to_string(),
+                                at: now,
+                            });
+                        }
+                    }
                 } else {
                     self.next_poll_at = Some(now + self.poll_interval());
                 }
@@ -758,20 +784,45 @@ impl RollState {
         Ok(())
     }
 
-    /// Continues a failed, aborted or interrupted roll with the node where it
-    /// stopped, from the health check on. Nodes already done are skipped; the
-    /// allocation setting saved before the roll is kept.
+    /// Continues a roll that stopped, from where it stopped; nodes already
+    /// done are skipped and the allocation setting saved before the roll is
+    /// kept.
+    ///
+    /// - Failed or aborted: the node where it stopped starts again from the
+    ///   health check. When allocation could not be restored then, it is
+    ///   restored first (a health check would only see the yellow that
+    ///   `primaries` causes).
+    /// - Still marked running or restoring: the process driving it died
+    ///   (the caller checked the roll lock). The same step continues with a
+    ///   fresh time-out: every step is safe to repeat, and because
+    ///   `allocation_changed` is persisted after every step, allocation is
+    ///   still put back after a crash between "set" and "restored".
     pub fn resume(&mut self, now: DateTime<Utc>) -> Result<(), RollControlError> {
         if self.status == RollStatus::Done || self.current >= self.nodes.len() {
             return Err(RollControlError::AlreadyDone);
         }
-        self.status = RollStatus::Running;
-        self.failure = None;
         self.abort_requested = false;
-        self.restart_started_at = None;
-        self.restore_attempts_left = self.settings.restore_attempts;
+        self.restore_attempts_left = self.settings.restore_attempts.max(1);
+        self.next_poll_at = None;
         self.updated_at = now;
-        self.advance(Step::CheckHealth, now);
+        match self.status {
+            RollStatus::Running => {
+                self.step_started_at = now;
+                self.last_note = None;
+            }
+            RollStatus::Restoring => self.resume_after_restore = true,
+            RollStatus::Failed | RollStatus::Aborted | RollStatus::Done => {
+                self.restart_started_at = None;
+                self.advance(Step::CheckHealth, now);
+                if self.allocation_changed {
+                    self.status = RollStatus::Restoring;
+                    self.resume_after_restore = true;
+                } else {
+                    self.failure = None;
+                    self.status = RollStatus::Running;
+                }
+            }
+        }
         Ok(())
     }
 
@@ -1365,6 +1416,94 @@ mod tests {
         );
         assert_eq!(cluster.allocation.persistent.as_deref(), Some("all"));
         assert_eq!(state.resume(now), Err(RollControlError::AlreadyDone));
+    }
+
+    /// Runs the machine until `stop` holds, returning the state as it was
+    /// last persisted (a crash loses nothing else) and the time.
+    fn run_until(
+        state: &mut RollState,
+        cluster: &mut SimCluster,
+        mut now: DateTime<Utc>,
+        stop: impl Fn(&RollState) -> bool,
+    ) -> DateTime<Utc> {
+        for _ in 0..10_000 {
+            if stop(state) {
+                return now;
+            }
+            match state.poll(now) {
+                Next::Finished => panic!("finished before the crash point"),
+                Next::SleepUntil(at) => now = at,
+                Next::Do(action) => {
+                    let observation = cluster.perform(&action, state);
+                    now += ChronoDuration::milliseconds(100);
+                    state.observe(observation, now);
+                }
+            }
+        }
+        panic!("crash point never reached");
+    }
+
+    #[test]
+    fn resume_after_a_crash_with_allocation_at_primaries_restores_it() {
+        for crash_step in [
+            Step::Flush,
+            Step::Restart,
+            Step::WaitLeave,
+            Step::WaitRejoin,
+            Step::RestoreAllocation,
+        ] {
+            let (mut state, mut cluster) = new_roll();
+            let now = run_until(&mut state, &mut cluster, start(), |state| {
+                state.current == 1 && state.step == crash_step
+            });
+            // The driver died here: what is on disk is all that is left.
+            let json = serde_json::to_string(&state).expect("serialize");
+            let mut state: RollState = serde_json::from_str(&json).expect("deserialize");
+            assert_eq!(state.status, RollStatus::Running);
+            assert!(
+                state.allocation_changed,
+                "allocation is primaries at {crash_step}"
+            );
+            assert_eq!(cluster.allocation.persistent.as_deref(), Some("primaries"));
+
+            let later = now + ChronoDuration::minutes(30);
+            state.resume(later).expect("resumable");
+            assert_eq!(state.step, crash_step, "continues the same step");
+            run(&mut state, &mut cluster, later);
+            assert_eq!(state.status, RollStatus::Done, "{}", state.summary());
+            assert_eq!(cluster.allocation.persistent.as_deref(), Some("all"));
+            let restarts_of_hot_2 = cluster.restarted.iter().filter(|n| *n == "hot-2").count();
+            assert_eq!(
+                restarts_of_hot_2, 1,
+                "restarted once, crash at {crash_step}"
+            );
+        }
+    }
+
+    #[test]
+    fn resume_after_a_failed_restore_restores_before_the_node() {
+        let plan = plan_order(&cluster_nodes(), &Target::All, |n| n.ip.clone()).expect("plan");
+        let mut state = RollState::new(plan.clone(), RollSettings::default(), start());
+        let mut cluster = SimCluster::new(&plan, Fault::FailAt(Step::Flush, 1));
+        cluster.restore_failures_left = 100;
+        let now = run(&mut state, &mut cluster, start());
+        assert_eq!(state.status, RollStatus::Failed);
+        assert!(state.allocation_changed);
+        assert_eq!(cluster.allocation.persistent.as_deref(), Some("primaries"));
+
+        cluster.fault = Fault::None;
+        cluster.restore_failures_left = 0;
+        state.resume(now).expect("resumable");
+        assert_eq!(state.status, RollStatus::Restoring);
+        let first = state.poll(now);
+        assert!(
+            matches!(first, Next::Do(Action::RestoreAllocation(_))),
+            "restore first: {first:?}"
+        );
+        run(&mut state, &mut cluster, now);
+        assert_eq!(state.status, RollStatus::Done, "{}", state.summary());
+        assert_eq!(cluster.allocation.persistent.as_deref(), Some("all"));
+        assert_eq!(state.completed.len(), 6);
     }
 
     #[test]

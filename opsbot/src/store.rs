@@ -1,10 +1,14 @@
 //! Persistence of roll progress: one JSON file (written atomically through a
-//! temporary file and a rename) plus an abort marker file next to it, so a
-//! CLI `abort` in another process reaches a running roll.
+//! temporary file and a rename), an abort marker file next to it, so a CLI
+//! `abort` in another process reaches a running roll, and a lock file: the
+//! process driving a roll holds an exclusive lock on it (`flock`), so two
+//! rolls never run at once (bot and CLI, or two bot commands) and a roll still
+//! marked running whose lock is free was left behind by a process that died.
 //!
 //! File I/O only; what the state means is in `roll`.
 
 use crate::roll::RollState;
+use std::fs::{File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
 
 /// Reading or writing the state file failed.
@@ -13,7 +17,7 @@ pub enum StoreError {
     /// I/O on the file.
     #[error("failed to {action} roll state {path}")]
     Io {
-        /// read, write or remove.
+        /// read, write, open, lock or remove.
         action: &'static str,
         /// The file.
         path: PathBuf,
@@ -37,6 +41,13 @@ pub struct RollStore {
     path: PathBuf,
 }
 
+/// The exclusive right to drive the roll of a state file; released when
+/// dropped, and by the OS when the process dies.
+#[derive(Debug)]
+pub struct RollLock {
+    _file: File,
+}
+
 impl RollStore {
     /// A store at `path` (the abort marker is `path` + `.abort`).
     pub fn new(path: impl Into<PathBuf>) -> RollStore {
@@ -52,6 +63,40 @@ impl RollStore {
         let mut name = self.path.clone().into_os_string();
         name.push(".abort");
         PathBuf::from(name)
+    }
+
+    fn lock_path(&self) -> PathBuf {
+        let mut name = self.path.clone().into_os_string();
+        name.push(".lock");
+        PathBuf::from(name)
+    }
+
+    /// Takes the roll lock without waiting; `None` when another driver (in
+    /// this or another process) holds it.
+    pub fn try_lock(&self) -> Result<Option<RollLock>, StoreError> {
+        let path = self.lock_path();
+        if let Some(parent) = path.parent()
+            && !parent.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(parent)
+                .map_err(|source| self.io_error("write", parent, source))?;
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|source| self.io_error("open", &path, source))?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(RollLock { _file: file })),
+            Err(TryLockError::WouldBlock) => Ok(None),
+            Err(TryLockError::Error(source)) => Err(self.io_error("lock", &path, source)),
+        }
+    }
+
+    /// Whether a live driver holds the roll lock right now.
+    pub fn is_locked(&self) -> Result<bool, StoreError> {
+        Ok(self.try_lock()?.is_none())
     }
 
     fn io_error(&self, action: &'static str, path: &Path, source: std::io::Error) -> StoreError {
@@ -138,6 +183,11 @@ mod tests {
         store.request_abort().expect("abort");
         assert!(store.take_abort().expect("take"));
         assert!(!store.take_abort().expect("take"), "taken once");
+        let lock = store.try_lock().expect("lock").expect("free");
+        assert!(store.try_lock().expect("lock").is_none(), "held once");
+        assert!(store.is_locked().expect("lock"));
+        drop(lock);
+        assert!(!store.is_locked().expect("lock"), "released on drop");
         std::fs::write(store.path(), "{").expect("write");
         assert!(matches!(store.load(), Err(StoreError::Corrupt { .. })));
     }

@@ -224,10 +224,24 @@ async fn restart_needs_confirmation_by_the_same_operator_in_time() {
         *fixture.ops.started.lock().expect("lock"),
         [(Target::All, true)]
     );
-    let notice = fixture.notices.try_recv().expect("progress posted");
+    let mut notices = Vec::new();
+    while let Ok(notice) = fixture.notices.try_recv() {
+        assert_eq!(notice.chat_id, CHAT);
+        notices.push(notice.text);
+    }
+    assert_eq!(notices.len(), 4, "{notices:?}");
+    assert_eq!(notices[0], "restarting node es-data-1 on 10.0.0.2 (1 of 2)");
     assert_eq!(
-        (notice.chat_id, notice.text.as_str()),
-        (CHAT, "restarting node es-data-1 on 10.0.0.2 (1 of 2)")
+        notices[1],
+        "node es-data-1 restarted, cluster healthy (1 of 2 done)"
+    );
+    assert_eq!(
+        notices[2],
+        "restarting node es-master-1 on 10.0.0.1 (2 of 2)"
+    );
+    assert!(
+        notices[3].ends_with("done: 2 of 2 nodes restarted"),
+        "{notices:?}"
     );
 
     // Used once.
@@ -365,14 +379,18 @@ async fn status_abort_and_errors_stay_short() {
 #[tokio::test]
 async fn slowlog_answers_with_text_chart_and_file() {
     let fixture = fixture();
+    let now = Utc::now();
     let replies = fixture
         .handler
-        .handle(
-            text(CHAT, VIEWER, "/slowlog 1h orders-*"),
-            Utc::now(),
-            token,
-        )
+        .handle(text(CHAT, VIEWER, "/slowlog 1h orders-*"), now, token)
         .await;
+    {
+        let filters = fixture.ops.slowlog_filters.lock().expect("lock");
+        assert_eq!(filters.len(), 1);
+        assert_eq!(filters[0].since, Some(now - ChronoDuration::hours(1)));
+        assert_eq!(filters[0].until, None);
+        assert_eq!(filters[0].index_patterns, ["orders-*"]);
+    }
     assert_eq!(replies.len(), 3, "{replies:?}");
     let Reply::Text(summary) = &replies[0] else {
         panic!("text first")

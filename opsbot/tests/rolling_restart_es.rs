@@ -179,7 +179,7 @@ async fn rolling_restart_restarts_the_node_and_restores_allocation() {
     let plan = engine.plan(&Target::All).await.expect("plan");
     assert_eq!(plan.len(), 1);
     assert_eq!(plan[0].host, "127.0.0.1");
-    let state = engine
+    let claimed = engine
         .new_roll(&Target::All, false, false)
         .await
         .expect("roll");
@@ -190,7 +190,7 @@ async fn rolling_restart_restarts_the_node_and_restores_allocation() {
     let progress = move |line: &str| sink_lines.lock().expect("lock").push(line.to_string());
     let finished = tokio::time::timeout(
         Duration::from_secs(120),
-        engine.run_roll(state, &progress, &CancellationToken::new()),
+        engine.run_roll(claimed, &progress, &CancellationToken::new()),
     )
     .await
     .expect("roll finishes in time")
@@ -244,13 +244,13 @@ async fn failed_restart_action_stops_and_restores_allocation() {
 
     let engine =
         Engine::new(config, &Secrets::default(), CancellationToken::new()).expect("engine");
-    let state = engine
+    let claimed = engine
         .new_roll(&Target::All, false, false)
         .await
         .expect("roll");
     let finished = tokio::time::timeout(
         Duration::from_secs(60),
-        engine.run_roll(state, &|_: &str| {}, &CancellationToken::new()),
+        engine.run_roll(claimed, &|_: &str| {}, &CancellationToken::new()),
     )
     .await
     .expect("in time")
@@ -269,10 +269,116 @@ async fn failed_restart_action_stops_and_restores_allocation() {
     assert_eq!(allocation.persistent, None);
 
     // The failed roll can be resumed from the node where it stopped.
-    let resumed = engine.resumable_roll(false).expect("resumable");
-    assert_eq!(resumed.status, RollStatus::Running);
-    assert_eq!(resumed.step, Step::CheckHealth);
-    assert!(resumed.completed.is_empty());
+    let resumed = engine.resumable_roll().expect("resumable");
+    assert_eq!(resumed.state.status, RollStatus::Running);
+    assert_eq!(resumed.state.step, Step::CheckHealth);
+    assert!(resumed.state.completed.is_empty());
+}
+
+/// The incident this guards against: opsbot dies while a node restarts, so
+/// allocation stays at `primaries` and replicas are never re-allocated.
+#[tokio::test]
+#[ignore = "needs scripts/services.sh"]
+async fn second_roll_is_refused_and_a_crashed_roll_resumes_and_restores_allocation() {
+    let server = Server::start(19313);
+    let script = server.restart_script();
+    let state_dir = tempfile::tempdir().expect("tempdir");
+    let es = es_for(&server).await;
+    es.set_allocation(Some("all"))
+        .await
+        .expect("set allocation");
+
+    // First driver: its restart action hangs, as a stuck ssh would.
+    let hanging = config_for(&server, "sleep 120", state_dir.path());
+    let engine = Arc::new(
+        Engine::new(hanging, &Secrets::default(), CancellationToken::new()).expect("engine"),
+    );
+    let claimed = engine
+        .new_roll(&Target::All, false, false)
+        .await
+        .expect("roll");
+    let driver_engine = engine.clone();
+    let driver = tokio::spawn(async move {
+        driver_engine
+            .run_roll(claimed, &|_: &str| {}, &CancellationToken::new())
+            .await
+    });
+    let started = Instant::now();
+    loop {
+        let saved = engine.status().expect("status").expect("saved");
+        if saved.step == Step::Restart {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "never reached restart"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        es.allocation()
+            .await
+            .expect("allocation")
+            .persistent
+            .as_deref(),
+        Some("primaries")
+    );
+
+    // A second roll, even with --force, and a resume are refused while the
+    // first one is driven; so is a second engine (another process).
+    let other = Engine::new(
+        config_for(&server, "true", state_dir.path()),
+        &Secrets::default(),
+        CancellationToken::new(),
+    )
+    .expect("engine");
+    assert!(matches!(
+        other.new_roll(&Target::All, false, true).await,
+        Err(opsbot::ops::OpsError::RollLocked)
+    ));
+    assert!(matches!(
+        other.resumable_roll(),
+        Err(opsbot::ops::OpsError::RollLocked)
+    ));
+
+    // The driver dies (its lock goes with it); the state on disk says running.
+    driver.abort();
+    let _ = driver.await;
+    let saved = engine.status().expect("status").expect("saved");
+    assert_eq!(saved.status, RollStatus::Running);
+    assert!(saved.allocation_changed);
+    assert!(matches!(
+        other.abort(),
+        Err(opsbot::ops::OpsError::RollOrphaned)
+    ));
+
+    // Another opsbot resumes it: the node is restarted, allocation restored.
+    let working = config_for(
+        &server,
+        &format!("bash {} {{node}} {{host}}", script.display()),
+        state_dir.path(),
+    );
+    let engine =
+        Engine::new(working, &Secrets::default(), CancellationToken::new()).expect("engine");
+    let resumed = engine.resumable_roll().expect("resumable after a crash");
+    assert_eq!(resumed.state.step, Step::Restart, "continues where it was");
+    let finished = tokio::time::timeout(
+        Duration::from_secs(120),
+        engine.run_roll(resumed, &|_: &str| {}, &CancellationToken::new()),
+    )
+    .await
+    .expect("in time")
+    .expect("runs");
+    assert_eq!(finished.status, RollStatus::Done, "{}", finished.summary());
+    assert_eq!(server.calls().lines().count(), 1);
+    assert_eq!(
+        es.allocation()
+            .await
+            .expect("allocation")
+            .persistent
+            .as_deref(),
+        Some("all")
+    );
 }
 
 #[tokio::test]

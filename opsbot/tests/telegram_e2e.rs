@@ -217,7 +217,7 @@ async fn bot_answers_confirms_and_reports_over_the_bot_api() {
 
     fake.push_button(OPERATOR, &confirm_data);
     wait_for("progress notices", || {
-        fake.calls_of("SendMessage").len() >= 5
+        fake.calls_of("SendMessage").len() >= 7
     })
     .await;
     fake.push_text(VIEWER, "/slowlog 2h");
@@ -277,7 +277,17 @@ async fn bot_answers_confirms_and_reports_over_the_bot_api() {
             .any(|t| t == "node es-data-1 restarted, cluster healthy (1 of 2 done)"),
         "{texts:?}"
     );
-    assert_eq!(texts.len(), 5, "{texts:?}");
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.ends_with("done: 2 of 2 nodes restarted")),
+        "{texts:?}"
+    );
+    assert_eq!(texts.len(), 7, "{texts:?}");
+    assert!(
+        texts.iter().all(|t| !t.contains(TOKEN)),
+        "the token never reaches a chat"
+    );
 
     // The long slow-log text went as a file, with the Markdown report.
     let documents = fake.calls_of("SendDocument");

@@ -79,3 +79,28 @@ STATUS="$(curl -sf "$URL/_cluster/health" | sed -e 's/.*"status":"\([a-z]*\)".*/
 [[ "$ALLOCATION" == *'"cluster.routing.allocation.enable":"all"'* ]] || { echo "allocation not restored: $ALLOCATION" >&2; exit 1; }
 [[ "$STATUS" == "green" ]] || { echo "cluster is $STATUS" >&2; exit 1; }
 echo "rolling_restart.yml: node $NODE restarted (pid $PID_BEFORE -> $PID_AFTER), allocation restored, cluster green"
+
+# Unset before: put back by resetting it (null), not left at primaries or "all".
+curl -sf -XPUT -H 'content-type: application/json' "$URL/_cluster/settings" \
+  -d '{"persistent":{"cluster.routing.allocation.enable":null}}' >/dev/null
+"$PLAYBOOK_BIN" -i "$WORK/inventory.yml" "$HERE/rolling_restart.yml"
+PID_UNSET="$(cat "$WORK/noida.pid")"
+ALLOCATION="$(curl -sf "$URL/_cluster/settings?flat_settings=true")"
+[[ "$PID_AFTER" != "$PID_UNSET" ]] || { echo "server was not restarted the second time" >&2; exit 1; }
+[[ "$ALLOCATION" != *'cluster.routing.allocation.enable'* ]] || { echo "allocation was unset, now: $ALLOCATION" >&2; exit 1; }
+echo "rolling_restart.yml: unset allocation reset to unset"
+
+# A yellow cluster (a replica with nowhere to go) fails the health check:
+# the node is not restarted and the operator's own setting is left alone.
+curl -sf -XPUT -H 'content-type: application/json' "$URL/_cluster/settings" \
+  -d '{"persistent":{"cluster.routing.allocation.enable":"none"}}' >/dev/null
+curl -sf -XPUT -H 'content-type: application/json' "$URL/opsbot-yellow" \
+  -d '{"settings":{"number_of_replicas":1}}' >/dev/null
+if OUTPUT="$("$PLAYBOOK_BIN" -i "$WORK/inventory.yml" "$HERE/rolling_restart.yml" -e es_health_retries=1 2>&1)"; then
+  echo "playbook succeeded on a yellow cluster" >&2; exit 1
+fi
+[[ "$OUTPUT" == *"stopped at node $NODE"*"allocation not changed"* ]] || { echo "no stop message: $OUTPUT" >&2; exit 1; }
+[[ "$(cat "$WORK/noida.pid")" == "$PID_UNSET" ]] || { echo "node restarted on a yellow cluster" >&2; exit 1; }
+ALLOCATION="$(curl -sf "$URL/_cluster/settings?flat_settings=true")"
+[[ "$ALLOCATION" == *'"cluster.routing.allocation.enable":"none"'* ]] || { echo "setting changed by a failed run: $ALLOCATION" >&2; exit 1; }
+echo "rolling_restart.yml: stopped on yellow, allocation left alone"

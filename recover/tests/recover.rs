@@ -367,7 +367,17 @@ async fn coordinated_workers_survive_a_kill(db: Db) {
     first.wait_for_chunks(3, Duration::from_secs(60));
     // past the rate limiter's first burst, a chunk takes a third of a second:
     // kill the first worker while it holds the lease of its next chunk
-    std::thread::sleep(Duration::from_millis(120));
+    let leased_by_first = format!(
+        "SELECT COUNT(*) FROM {prefix}_chunks WHERE run_name = '{run_name}' AND owner = 'worker-a' AND state = 'leased'"
+    );
+    let started = std::time::Instant::now();
+    while table.scalar(&leased_by_first).await == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the first worker never held a lease"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     first.kill();
     let status = second.wait(Duration::from_secs(90));
     assert!(

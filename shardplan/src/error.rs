@@ -20,13 +20,12 @@ pub enum PlanError {
         /// What is wrong with it, including the value.
         reason: String,
     },
-    /// The rules ask for more shards than fit in a `u32`.
-    #[error("the shard count overflows: a multiple of {unit} of at least {at_least} is too large")]
-    ShardCountOverflow {
-        /// The multiple the primary count must have.
-        unit: u64,
-        /// The minimum primary count from shard size.
-        at_least: u64,
+    /// A count or size does not fit in 64 bits (absurd node counts, days or
+    /// sizes); `what` names it.
+    #[error("{what} overflows: the node counts, days or sizes are too large")]
+    Overflow {
+        /// What overflowed, e.g. `the primary count`.
+        what: &'static str,
     },
 }
 

@@ -24,8 +24,12 @@ use crate::units::ByteSize;
 /// Lucene's hard limit of documents in one shard.
 pub const LUCENE_MAX_DOCS: u64 = 2_147_483_519;
 
-/// An LCM that makes the primary multiple at least this many times the
-/// largest single requirement is reported as an explosion.
+/// Elasticsearch rejects an index with more primaries than this
+/// (`index.number_of_shards`, bounded by `es.index.max_number_of_shards`).
+pub const MAX_PRIMARIES_PER_INDEX: u64 = 1024;
+
+/// An LCM that gives at least this many times the primaries the largest
+/// single requirement would give on its own is reported as an explosion.
 pub const LCM_EXPLOSION_FACTOR: u64 = 3;
 
 /// Which rule a [`RuleStep`] applied.
@@ -190,13 +194,29 @@ fn unshrunk_tiers(input: &PlanInput) -> Vec<(Tier, u64)> {
     tiers
 }
 
-/// The primary count and the steps that led to it; also the LCM factor
-/// (final multiple / largest single requirement).
+/// The primary count and the steps that led to it.
 struct PrimaryDerivation {
     steps: Vec<RuleStep>,
     primaries: u64,
-    explosion_factor: u64,
+    /// The multiple of the hot-node and growth rules alone.
+    hot_unit: u64,
+    /// The primary count the largest single requirement (hot multiple, a
+    /// tier's node count or the shrink target) would give on its own, with
+    /// the size rule.
+    primaries_without_lcm: u64,
 }
+
+impl PrimaryDerivation {
+    /// How many times more primaries the least common multiple forces than
+    /// the largest single requirement would (1 when it costs nothing).
+    fn explosion_factor(&self) -> u64 {
+        self.primaries / self.primaries_without_lcm.max(1)
+    }
+}
+
+const PRIMARY_OVERFLOW: PlanError = PlanError::Overflow {
+    what: "the primary count",
+};
 
 fn derive_primaries(input: &PlanInput) -> Result<PrimaryDerivation, PlanError> {
     let hot_nodes = u64::from(input.hot.nodes);
@@ -208,26 +228,24 @@ fn derive_primaries(input: &PlanInput) -> Result<PrimaryDerivation, PlanError> {
             "a multiple of the {hot_nodes} hot nodes gives each hot node the same number of primaries of the index being written"
         ),
     }];
-    let mut unit = hot_nodes;
+    let hot_unit = hot_nodes.checked_mul(growth).ok_or(PRIMARY_OVERFLOW)?;
     if growth > 1 {
-        unit = hot_nodes
-            .checked_mul(growth)
-            .ok_or(PlanError::ShardCountOverflow { unit, at_least: 0 })?;
         steps.push(RuleStep {
             rule: RuleId::Growth,
-            value: unit,
+            value: hot_unit,
             reason: format!(
-                "x{growth} so the index still spreads evenly when the hot tier grows to {unit} nodes"
+                "x{growth} so the index still spreads evenly when the hot tier grows to {hot_unit} nodes"
             ),
         });
     }
+    let mut unit = hot_unit;
     let mut largest_requirement = unit;
     let other_tiers: Vec<(Tier, u64)> = unshrunk_tiers(input).into_iter().skip(1).collect();
     if !other_tiers.is_empty() {
         let before = unit;
         let mut names = vec![format!("{unit}")];
         for (_, nodes) in &other_tiers {
-            unit = lcm(unit, *nodes).ok_or(PlanError::ShardCountOverflow { unit, at_least: 0 })?;
+            unit = lcm(unit, *nodes).ok_or(PRIMARY_OVERFLOW)?;
             largest_requirement = largest_requirement.max(*nodes);
             names.push(nodes.to_string());
         }
@@ -242,18 +260,14 @@ fn derive_primaries(input: &PlanInput) -> Result<PrimaryDerivation, PlanError> {
                 "the index moves unshrunk to {}: a multiple of lcm({}) = {unit} stays balanced on every tier{}",
                 tier_words.join(" and "),
                 names.join(", "),
-                if unit == before {
-                    " (already one)".to_string()
-                } else {
-                    String::new()
-                }
+                if unit == before { " (already one)" } else { "" }
             ),
         });
     }
     if let Some(shrink_to) = input.shrink_to {
         let shrink_to = u64::from(shrink_to);
         let before = unit;
-        unit = lcm(unit, shrink_to).ok_or(PlanError::ShardCountOverflow { unit, at_least: 0 })?;
+        unit = lcm(unit, shrink_to).ok_or(PRIMARY_OVERFLOW)?;
         largest_requirement = largest_requirement.max(shrink_to);
         steps.push(RuleStep {
             rule: RuleId::ShrinkDivides,
@@ -270,8 +284,9 @@ fn derive_primaries(input: &PlanInput) -> Result<PrimaryDerivation, PlanError> {
         .map(|docs| ceil_div(docs, input.max_docs_per_shard))
         .unwrap_or(0);
     let at_least = for_size.max(for_docs);
-    let primaries = smallest_multiple_at_least(unit, at_least)
-        .ok_or(PlanError::ShardCountOverflow { unit, at_least })?;
+    let primaries = smallest_multiple_at_least(unit, at_least).ok_or(PRIMARY_OVERFLOW)?;
+    let primaries_without_lcm =
+        smallest_multiple_at_least(largest_requirement, at_least).ok_or(PRIMARY_OVERFLOW)?;
     let what = match input.workload {
         Workload::TimeBased { .. } => format!("{index_size} a day"),
         Workload::Growing { .. } => format!("an index of {index_size}"),
@@ -297,7 +312,8 @@ fn derive_primaries(input: &PlanInput) -> Result<PrimaryDerivation, PlanError> {
     Ok(PrimaryDerivation {
         steps,
         primaries,
-        explosion_factor: unit / largest_requirement.max(1),
+        hot_unit,
+        primaries_without_lcm,
     })
 }
 
@@ -312,6 +328,15 @@ pub fn plan_shards(input: &PlanInput) -> Result<Plan, PlanError> {
     let shrink_to = input.shrink_to.map(u64::from);
     let mut findings = Vec::new();
 
+    if primaries > MAX_PRIMARIES_PER_INDEX {
+        findings.push(Finding::new(
+            Severity::Critical,
+            "too-many-primaries",
+            format!(
+                "{primaries} primaries per index: Elasticsearch rejects more than {MAX_PRIMARIES_PER_INDEX} (index.number_of_shards)"
+            ),
+        ));
+    }
     if shard_size < input.min_shard_size {
         findings.push(Finding::new(
             Severity::Info,
@@ -385,7 +410,7 @@ pub fn plan_shards(input: &PlanInput) -> Result<Plan, PlanError> {
                         "{} copies of {target} shrunk shards cannot spread evenly over {nodes} {tier} nodes; shrink targets of {primaries} primaries that do: {}",
                         target * copies,
                         join_numbers(
-                            &shrink_targets(primaries)
+                            &valid_shrink_targets(primaries)
                                 .into_iter()
                                 .filter(|candidate| (candidate * copies) % nodes == 0)
                                 .collect::<Vec<_>>()
@@ -396,11 +421,11 @@ pub fn plan_shards(input: &PlanInput) -> Result<Plan, PlanError> {
         }
     }
 
-    let tiers = tier_loads(input, primaries);
-    let mut total_shards = 0;
+    let tiers = tier_loads(input, primaries)?;
+    let mut total_shards: u64 = 0;
     let mut data_nodes = 0;
     for load in &tiers {
-        total_shards += load.total_shards;
+        total_shards = total_shards.saturating_add(load.total_shards);
         data_nodes += u64::from(load.nodes);
         check_tier(input, load, &mut findings);
     }
@@ -417,43 +442,44 @@ pub fn plan_shards(input: &PlanInput) -> Result<Plan, PlanError> {
     }
 
     let mut suggestions = Vec::new();
-    if derivation.explosion_factor >= LCM_EXPLOSION_FACTOR {
+    let explosion_factor = derivation.explosion_factor();
+    if explosion_factor >= LCM_EXPLOSION_FACTOR {
         suggestions = suggest_node_counts(input);
         let cause = if shrink_to.is_some() {
             "the shrink target and the hot-node multiple share few factors"
         } else {
             "the tier node counts share few factors"
         };
-        findings.push(Finding::new(
-            Severity::Warning,
-            "lcm-explosion",
-            format!(
-                "the least common multiple is {}x the largest single requirement ({cause}), giving {primaries} primaries of {shard_size}{}",
-                derivation.explosion_factor,
-                if suggestions.is_empty() {
-                    String::new()
-                } else {
+        let mut message = format!(
+            "the least common multiple gives {primaries} primaries of {shard_size}, {explosion_factor}x the {} that the largest single requirement alone needs ({cause})",
+            derivation.primaries_without_lcm
+        );
+        if !suggestions.is_empty() {
+            let counts: Vec<String> = suggestions
+                .iter()
+                .map(|suggestion| {
+                    let cold = if input.cold.nodes > 0 {
+                        format!(" / cold {}", suggestion.cold_nodes)
+                    } else {
+                        String::new()
+                    };
                     format!(
-                        "; node counts that keep it sane: {}",
-                        suggestions
-                            .iter()
-                            .map(|suggestion| format!(
-                                "hot {} / warm {}{} -> {} primaries",
-                                suggestion.hot_nodes,
-                                suggestion.warm_nodes,
-                                if input.cold.nodes > 0 {
-                                    format!(" / cold {}", suggestion.cold_nodes)
-                                } else {
-                                    String::new()
-                                },
-                                suggestion.primaries
-                            ))
-                            .collect::<Vec<_>>()
-                            .join(", ")
+                        "hot {} / warm {}{cold} -> {} primaries",
+                        suggestion.hot_nodes, suggestion.warm_nodes, suggestion.primaries
                     )
-                }
-            ),
-        ));
+                })
+                .collect();
+            message = format!("{message}; node counts that keep it sane: {}", counts.join(", "));
+        }
+        if shrink_to.is_some() {
+            let fitting = valid_shrink_targets(derivation.hot_unit);
+            message = format!(
+                "{message}; shrink targets that divide the hot multiple {} add no primaries: {}",
+                derivation.hot_unit,
+                join_numbers(&fitting)
+            );
+        }
+        findings.push(Finding::new(Severity::Warning, "lcm-explosion", message));
     }
     // Most severe first; the order within a severity is the order of checks.
     findings.sort_by_key(|finding| std::cmp::Reverse(finding.severity));
@@ -466,12 +492,21 @@ pub fn plan_shards(input: &PlanInput) -> Result<Plan, PlanError> {
         shard_size,
         docs_per_shard,
         shrink_to,
-        shrink_targets: shrink_targets(primaries),
+        shrink_targets: valid_shrink_targets(primaries),
         rules: derivation.steps,
         tiers,
         findings,
         suggestions,
     })
+}
+
+/// The shrink targets of an index that Elasticsearch accepts (none above
+/// its primary limit, where the divisor search would also be too slow).
+fn valid_shrink_targets(primaries: u64) -> Vec<u64> {
+    if primaries > MAX_PRIMARIES_PER_INDEX {
+        return Vec::new();
+    }
+    shrink_targets(primaries)
 }
 
 fn join_numbers(numbers: &[u64]) -> String {
@@ -487,11 +522,14 @@ fn join_numbers(numbers: &[u64]) -> String {
 
 /// Disk a node needs for `data` bytes with the merge headroom.
 pub fn disk_with_headroom(data: ByteSize, merge_headroom: f64) -> ByteSize {
-    ByteSize(data.bytes() + (data.bytes() as f64 * merge_headroom).round() as u64)
+    // `as` saturates, so an absurd headroom gives u64::MAX, never a panic.
+    let headroom = (data.bytes() as f64 * merge_headroom).round() as u64;
+    ByteSize(data.bytes().saturating_add(headroom))
 }
 
-/// Steady-state load of every tier the workload uses.
-pub fn tier_loads(input: &PlanInput, primaries: u64) -> Vec<TierLoad> {
+/// Steady-state load of every tier the workload uses; an error when the
+/// counts or sizes do not fit in 64 bits.
+pub fn tier_loads(input: &PlanInput, primaries: u64) -> Result<Vec<TierLoad>, PlanError> {
     let copies = 1 + u64::from(input.replicas);
     let index_size = input.index_primary_size().bytes();
     let retention = input.retention();
@@ -514,8 +552,18 @@ pub fn tier_loads(input: &PlanInput, primaries: u64) -> Vec<TierLoad> {
         .map(|(tier, indexes, primaries_per_index)| {
             let spec = input.tier(tier);
             let nodes = u64::from(spec.nodes).max(1);
-            let total_shards = indexes * primaries_per_index * copies;
-            let total_data = indexes * index_size * copies;
+            let total_shards = indexes
+                .checked_mul(primaries_per_index)
+                .and_then(|shards| shards.checked_mul(copies))
+                .ok_or(PlanError::Overflow {
+                    what: "the shard count of a tier",
+                })?;
+            let total_data = indexes
+                .checked_mul(index_size)
+                .and_then(|bytes| bytes.checked_mul(copies))
+                .ok_or(PlanError::Overflow {
+                    what: "the data size of a tier",
+                })?;
             let data_per_node = ByteSize(ceil_div(total_data, nodes));
             let disk_needed_per_node = disk_with_headroom(data_per_node, input.merge_headroom);
             let disk_needed_after_node_loss = (nodes > 1).then(|| {
@@ -524,7 +572,7 @@ pub fn tier_loads(input: &PlanInput, primaries: u64) -> Vec<TierLoad> {
                     input.merge_headroom,
                 )
             });
-            TierLoad {
+            Ok(TierLoad {
                 tier,
                 nodes: spec.nodes,
                 indexes,
@@ -539,7 +587,7 @@ pub fn tier_loads(input: &PlanInput, primaries: u64) -> Vec<TierLoad> {
                 disk_fraction: disk_needed_per_node.bytes() as f64
                     / spec.disk.bytes().max(1) as f64,
                 disk_needed_after_node_loss,
-            }
+            })
         })
         .collect()
 }
@@ -646,12 +694,22 @@ fn check_tier(input: &PlanInput, load: &TierLoad, findings: &mut Vec<Finding>) {
 pub fn suggest_node_counts(input: &PlanInput) -> Vec<NodeSuggestion> {
     let retention = input.retention();
     let warm_range: Vec<u32> = if retention.warm_days > 0 {
-        (input.warm.nodes.saturating_sub(2).max(1)..=input.warm.nodes + 2).collect()
+        (input.warm.nodes.saturating_sub(2).max(1)..=input.warm.nodes.saturating_add(2)).collect()
     } else {
         vec![input.warm.nodes]
     };
+    // A tier that already passes the high watermark with the current counts
+    // is reported on its own; it must not hide every suggestion.
+    let over_watermark = |loads: &[TierLoad], tier: Tier| {
+        loads
+            .iter()
+            .any(|load| load.tier == tier && load.disk_fraction > input.watermark_high)
+    };
+    let current_loads = derive_primaries(input)
+        .and_then(|derivation| tier_loads(input, derivation.primaries))
+        .unwrap_or_default();
     let mut candidates = Vec::new();
-    for hot_nodes in input.hot.nodes..=input.hot.nodes + 2 {
+    for hot_nodes in input.hot.nodes..=input.hot.nodes.saturating_add(2) {
         for &warm_nodes in &warm_range {
             if hot_nodes == input.hot.nodes && warm_nodes == input.warm.nodes {
                 continue;
@@ -662,13 +720,17 @@ pub fn suggest_node_counts(input: &PlanInput) -> Vec<NodeSuggestion> {
             let Ok(derivation) = derive_primaries(&candidate) else {
                 continue;
             };
-            if derivation.explosion_factor >= LCM_EXPLOSION_FACTOR {
+            if derivation.explosion_factor() >= LCM_EXPLOSION_FACTOR
+                || derivation.primaries > MAX_PRIMARIES_PER_INDEX
+            {
                 continue;
             }
-            if tier_loads(&candidate, derivation.primaries)
-                .iter()
-                .any(|load| load.disk_fraction > input.watermark_high)
-            {
+            let Ok(loads) = tier_loads(&candidate, derivation.primaries) else {
+                continue;
+            };
+            if Tier::ALL.into_iter().any(|tier| {
+                over_watermark(&loads, tier) && !over_watermark(&current_loads, tier)
+            }) {
                 continue;
             }
             let distance =
@@ -1032,7 +1094,7 @@ mod tests {
                 candidate.hot.nodes = suggestion.hot_nodes;
                 candidate.warm.nodes = suggestion.warm_nodes;
                 let derivation = derive_primaries(&candidate).expect("valid");
-                prop_assert!(derivation.explosion_factor < LCM_EXPLOSION_FACTOR);
+                prop_assert!(derivation.explosion_factor() < LCM_EXPLOSION_FACTOR);
                 prop_assert_eq!(derivation.primaries, suggestion.primaries);
             }
         }

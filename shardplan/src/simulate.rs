@@ -22,9 +22,12 @@ use serde::Serialize;
 
 use crate::error::PlanError;
 use crate::input::{PlanInput, Tier, Workload};
-use crate::plan::Plan;
+use crate::plan::{MAX_PRIMARIES_PER_INDEX, Plan};
 use crate::rules::ceil_div;
 use crate::units::ByteSize;
+
+/// The largest simulation (nodes x days) that still reports in seconds.
+pub const MAX_NODE_DAYS: u64 = 1_000_000;
 
 const SHARD_BALANCE: f64 = 0.45;
 const INDEX_BALANCE: f64 = 0.55;
@@ -57,7 +60,8 @@ pub struct DayReport {
     pub day: u32,
     /// One entry per node, in the order of [`Simulation::nodes`].
     pub nodes: Vec<NodeDay>,
-    /// Shard copies no node could take.
+    /// Shard copies of live indexes that no node could take (they stay
+    /// unassigned until their index moves on or is deleted).
     pub unassigned: u64,
 }
 
@@ -109,13 +113,14 @@ struct SimIndex {
     shard_size: u64,
     /// For each shard, the nodes holding its copies.
     placements: Vec<Vec<usize>>,
+    /// Copies of this index that no node could take.
+    unassigned: u64,
 }
 
 struct Simulator<'a> {
     input: &'a PlanInput,
     nodes: Vec<SimNode>,
     state: Vec<NodeState>,
-    unassigned: u64,
 }
 
 impl Simulator<'_> {
@@ -131,6 +136,7 @@ impl Simulator<'_> {
             }
         }
         index.placements.clear();
+        index.unassigned = 0;
     }
 
     fn place(&mut self, index_id: usize, index: &mut SimIndex, tier: Tier, shards: u64) {
@@ -162,7 +168,7 @@ impl Simulator<'_> {
                         *state.shards_per_index.entry(index_id).or_insert(0) += 1;
                         index.placements[shard].push(node);
                     }
-                    None => self.unassigned += 1,
+                    None => index.unassigned += 1,
                 }
             }
         }
@@ -209,6 +215,27 @@ pub fn simulate(
     if days == 0 {
         return Err(PlanError::invalid("days", "simulate at least one day"));
     }
+    if plan.primaries > MAX_PRIMARIES_PER_INDEX {
+        return Err(PlanError::invalid(
+            "primaries",
+            format!(
+                "{} primaries per index cannot be simulated: Elasticsearch rejects more than {MAX_PRIMARIES_PER_INDEX}",
+                plan.primaries
+            ),
+        ));
+    }
+    let node_count: u64 = Tier::ALL
+        .into_iter()
+        .map(|tier| u64::from(input.tier(tier).nodes))
+        .sum();
+    if node_count.saturating_mul(u64::from(days)) > MAX_NODE_DAYS {
+        return Err(PlanError::invalid(
+            "days",
+            format!(
+                "{days} days x {node_count} nodes is too large to simulate (at most {MAX_NODE_DAYS} node-days)"
+            ),
+        ));
+    }
     let nodes = sim_nodes(input);
     let state = nodes
         .iter()
@@ -222,13 +249,11 @@ pub fn simulate(
         input,
         nodes,
         state,
-        unassigned: 0,
     };
     let index_size = input.index_primary_size().bytes();
     let mut indexes: Vec<SimIndex> = Vec::new();
     let mut reports = Vec::new();
     for day in 0..days {
-        simulator.unassigned = 0;
         for (index_id, index) in indexes.iter_mut().enumerate() {
             let Some(current) = index.tier else {
                 continue;
@@ -252,6 +277,7 @@ pub fn simulate(
             tier: Some(Tier::Hot),
             shard_size: ceil_div(index_size, plan.primaries),
             placements: Vec::new(),
+            unassigned: 0,
         };
         simulator.place(indexes.len(), &mut index, Tier::Hot, plan.primaries);
         indexes.push(index);
@@ -265,7 +291,7 @@ pub fn simulate(
                     disk: ByteSize(state.disk),
                 })
                 .collect(),
-            unassigned: simulator.unassigned,
+            unassigned: indexes.iter().map(|index| index.unassigned).sum(),
         });
     }
     let (worst_disk, worst_shards, peak_disk_fraction) = summarize(&simulator.nodes, &reports);
@@ -433,7 +459,10 @@ mod tests {
         input.replicas = 2;
         let plan = plan_shards(&input).expect("valid");
         let simulation = simulate(&input, &plan, None).expect("time based");
+        // One replica of each shard finds no third node; yesterday's index
+        // still misses its copies on day 2.
         assert_eq!(simulation.days[0].unassigned, plan.primaries);
+        assert_eq!(simulation.days[1].unassigned, 2 * plan.primaries);
     }
 
     proptest! {

@@ -1,5 +1,7 @@
 //! A fake operations engine for the bot tests: canned cluster answers, a
-//! record of started rolls, progress sent at once.
+//! record of started rolls and slow-log filters. A started roll runs the
+//! real state machine (`opsbot::roll`) against a cluster where every step
+//! succeeds, so the progress lines are the ones opsbot really posts.
 
 #![allow(dead_code)]
 
@@ -8,7 +10,8 @@ use opsbot::driver::ProgressSink;
 use opsbot::es::{ClusterHealth, EsError, ShardRow};
 use opsbot::ops::{Operations, OpsError};
 use opsbot::roll::{
-    ClusterNode, HealthStatus, PlannedNode, RollSettings, RollState, Target, plan_order,
+    Action, AllocationSetting, ClusterNode, HealthStatus, Next, Observation, PlannedNode,
+    RollSettings, RollState, Step, Target, plan_order,
 };
 use opsbot::slowlog::digest::{Digest, DigestFilter, DigestReport};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,6 +22,50 @@ pub struct FakeOps {
     pub fail_health: AtomicBool,
     pub started: Mutex<Vec<(Target, bool)>>,
     pub state: Mutex<Option<RollState>>,
+    pub slowlog_filters: Mutex<Vec<DigestFilter>>,
+}
+
+/// Runs a roll to its end on a cluster where every step succeeds, posting
+/// the milestones as the driver does.
+fn simulate_roll(mut state: RollState, progress: &ProgressSink) -> RollState {
+    let mut now = state.started_at;
+    for _ in 0..1_000 {
+        let before = state.position();
+        match state.poll(now) {
+            Next::Finished => {
+                if let Some(message) = state.milestone(before) {
+                    progress(&message);
+                }
+                return state;
+            }
+            Next::SleepUntil(at) => now = at,
+            Next::Do(action) => {
+                let observation = match action {
+                    Action::CheckHealth => Observation::Health(HealthStatus::Green),
+                    Action::ReadAllocation => Observation::Allocation(AllocationSetting::default()),
+                    Action::ListNodes if state.step == Step::WaitLeave => {
+                        Observation::Nodes(vec![])
+                    }
+                    Action::ListNodes => Observation::Nodes(
+                        nodes()
+                            .into_iter()
+                            .map(|node| ClusterNode {
+                                uptime_ms: None,
+                                ..node
+                            })
+                            .collect(),
+                    ),
+                    _ => Observation::Done,
+                };
+                now += chrono::Duration::seconds(1);
+                state.observe(observation, now);
+                if let Some(message) = state.milestone(before) {
+                    progress(&message);
+                }
+            }
+        }
+    }
+    panic!("simulated roll did not finish");
 }
 
 pub fn nodes() -> Vec<ClusterNode> {
@@ -101,9 +148,8 @@ impl Operations for FakeOps {
             .lock()
             .expect("lock")
             .push((target, allow_yellow));
-        *self.state.lock().expect("lock") = Some(state.clone());
-        progress("restarting node es-data-1 on 10.0.0.2 (1 of 2)");
-        progress("node es-data-1 restarted, cluster healthy (1 of 2 done)");
+        let finished = simulate_roll(state.clone(), progress.as_ref());
+        *self.state.lock().expect("lock") = Some(finished);
         Ok(state)
     }
 
@@ -130,7 +176,12 @@ impl Operations for FakeOps {
         let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
             .join("tests/fixtures/es9_slowlog.json");
         let text = std::fs::read_to_string(path).expect("fixture");
-        // The fixture is from 2025; the handler's window is relative to now.
+        self.slowlog_filters
+            .lock()
+            .expect("lock")
+            .push(filter.clone());
+        // The fixture is from 2025 and the handler's window is relative to
+        // now: the window is checked on the recorded filter instead.
         let filter = DigestFilter {
             since: None,
             until: None,

@@ -5,12 +5,16 @@
 //! BEGIN
 //! SELECT seq, table_name, row_id FROM outbox WHERE relayed_at IS NULL AND table_name IN (...)
 //!   ORDER BY seq LIMIT n FOR UPDATE SKIP LOCKED
-//! produce every row_id to its mappings' first topics, wait for acks=all
 //! DELETE (or UPDATE ... SET relayed_at) WHERE seq IN (...)
+//! produce every row_id to its mappings' first topics, wait for acks=all
 //! COMMIT
 //! ```
-//! Rows are removed only after Kafka acknowledged them; a crash in between
-//! relays them again (a harmless duplicate). `SKIP LOCKED` (Postgres,
+//! The removal only becomes durable with the COMMIT after Kafka acknowledged
+//! the ids; a failed produce rolls it back, and a crash between the
+//! acknowledgement and the COMMIT relays the batch again (a harmless
+//! duplicate). Removing before producing means lock conflicts (InnoDB
+//! deadlocks with concurrent trigger inserts) surface before anything was
+//! produced, so a retried batch is not a duplicate. `SKIP LOCKED` (Postgres,
 //! MySQL 8, MariaDB 10.6+) lets several relays share one outbox without
 //! relaying a row twice; MySQL/MariaDB relays use READ COMMITTED so they take
 //! no gap locks that would stall the writers' inserts. SQLite has no row
@@ -299,13 +303,18 @@ impl Relay {
                 if rows.is_empty() {
                     return Ok(0);
                 }
-                self.produce(&rows).await?;
+                // Remove (or mark) first, inside the transaction: a deadlock
+                // or lock time-out surfaces here, before anything was
+                // produced. Only COMMIT, which cannot conflict on rows we
+                // hold, follows Kafka's acknowledgement; a failed produce
+                // rolls the removal back.
                 let seqs: Vec<i64> = rows.iter().map(|row| row.seq).collect();
                 let finish = self.sql.finish(self.settings.after_relay, seqs.len());
                 let _ = bind_list!($style, sqlx::query(AssertSqlSafe(finish)), seqs)
                     .execute(&mut *transaction)
                     .await
-                    .map_err(|error| format!("remove relayed rows: {error}"))?;
+                    .map_err(|error| format!("remove claimed rows: {error}"))?;
+                self.produce(&rows).await?;
                 transaction
                     .commit()
                     .await

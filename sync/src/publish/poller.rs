@@ -208,10 +208,10 @@ impl PollSql {
 /// How timestamps are bound and decoded, from the column's type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TimestampKind {
-    /// Postgres `timestamptz`.
+    /// Postgres `timestamptz`; MySQL/MariaDB `TIMESTAMP` and `DATETIME`
+    /// (sqlx sets the session time zone to UTC).
     Zoned,
-    /// Postgres `timestamp`, MySQL `DATETIME`/`TIMESTAMP` (sqlx sets the
-    /// session time zone to UTC), SQLite text: read and bound as UTC.
+    /// Postgres `timestamp`, SQLite text: read and bound as UTC.
     Naive,
 }
 
@@ -220,7 +220,7 @@ pub fn timestamp_kind(dialect: Dialect, type_name: &str) -> Option<TimestampKind
     match (dialect, type_name.to_ascii_uppercase().as_str()) {
         (Dialect::Postgres, "TIMESTAMPTZ") => Some(TimestampKind::Zoned),
         (Dialect::Postgres, "TIMESTAMP") => Some(TimestampKind::Naive),
-        (Dialect::MySql, "TIMESTAMP" | "DATETIME") => Some(TimestampKind::Naive),
+        (Dialect::MySql, "TIMESTAMP" | "DATETIME") => Some(TimestampKind::Zoned),
         (Dialect::Sqlite, _) => Some(TimestampKind::Naive),
         _ => None,
     }
@@ -875,8 +875,8 @@ mod tests {
             (Dialect::Postgres, "TIMESTAMP", Some(TimestampKind::Naive)),
             (Dialect::Postgres, "INT8", None),
             (Dialect::Postgres, "DATE", None),
-            (Dialect::MySql, "TIMESTAMP", Some(TimestampKind::Naive)),
-            (Dialect::MySql, "DATETIME", Some(TimestampKind::Naive)),
+            (Dialect::MySql, "TIMESTAMP", Some(TimestampKind::Zoned)),
+            (Dialect::MySql, "DATETIME", Some(TimestampKind::Zoned)),
             (Dialect::MySql, "BIGINT", None),
             (Dialect::Sqlite, "DATETIME", Some(TimestampKind::Naive)),
         ];
