@@ -59,9 +59,61 @@ struct Services {
     database_url: String,
     database: Database,
     kafka: KafkaConfig,
-    es_url: String,
-    es: EsClient,
+    noida_binary: String,
     suffix: String,
+}
+
+/// A private Elasticsearch API server (noida-db) for one measurement, so no
+/// stage runs against an index grown by another stage or by other tests.
+struct EsServer {
+    child: Child,
+    url: String,
+    client: EsClient,
+    _data: tempdir::Dir,
+}
+
+mod tempdir {
+    /// A directory removed on drop.
+    pub struct Dir(pub std::path::PathBuf);
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+impl EsServer {
+    async fn start(binary: &str, name: &str) -> anyhow::Result<EsServer> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let data = tempdir::Dir(std::env::temp_dir().join(format!("esync-bench-es-{name}-{port}")));
+        let child = Command::new(binary)
+            .args(["start", "--only", "elasticsearch", "--elasticsearch-port", &port.to_string(), "--data-dir"])
+            .arg(&data.0)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("cannot start {binary}"))?;
+        let url = format!("http://127.0.0.1:{port}");
+        let client = EsClient::from_url(&url, Duration::from_secs(120))?;
+        let mut server = EsServer { child, url, client, _data: data };
+        for _ in 0..300 {
+            if server.client.ping(Duration::from_secs(1)).await.is_ok() {
+                return Ok(server);
+            }
+            if let Some(status) = server.child.try_wait()? {
+                bail!("the Elasticsearch API server exited with {status}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        bail!("the Elasticsearch API server did not start")
+    }
+}
+
+impl Drop for EsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 #[tokio::main]
@@ -75,13 +127,11 @@ async fn main() -> anyhow::Result<()> {
         Some(brokers) => brokers.clone(),
         None => env("ESYNC_TEST_KAFKA")?,
     };
-    let es_url = env("ESYNC_TEST_ES")?;
     let services = Services {
         database: Database::connect(&Secret::new(database_url.clone()), args.workers as u32 + 1, Duration::from_secs(10)).await?,
         database_url,
         kafka: serde_yaml::from_str(&format!("brokers: \"{brokers}\""))?,
-        es: EsClient::from_url(&es_url, Duration::from_secs(120))?,
-        es_url,
+        noida_binary: env("ESYNC_TEST_NOIDA_BIN")?,
         suffix: format!("{:06x}", rand::random::<u32>() & 0xff_ffff),
     };
     let table = format!("bench_orders_{}", services.suffix);
@@ -122,24 +172,29 @@ async fn main() -> anyhow::Result<()> {
     let reread_rate = rate(rows_read as i64, started);
 
     // Stage 3: Elasticsearch _bulk of the same documents into a fresh index.
+    let stage_es = EsServer::start(&services.noida_binary, "stage").await?;
     let stage_index = format!("bench-stage-{}", services.suffix);
-    create_index(&services, &stage_index).await?;
-    let bulk_rate = bulk_rate(&services, &reader, &stage_index, &all_ids, args.batch, args.workers).await?;
+    create_index(&stage_es.client, &stage_index).await?;
+    let bulk_rate = bulk_rate(&services, &stage_es.client, &reader, &stage_index, &all_ids, args.batch, args.workers).await?;
+    drop(stage_es);
 
     // End to end: the daemon drains a topic pre-filled with every id.
     let e2e_topic = format!("bench.e2e.{}", services.suffix);
     let e2e_index = format!("bench-e2e-{}", services.suffix);
     create_topics(&services.kafka, &[e2e_topic.as_str()], args.workers as i32, 1).await?;
-    create_index(&services, &e2e_index).await?;
+    let e2e_es = EsServer::start(&services.noida_binary, "e2e").await?;
+    create_index(&e2e_es.client, &e2e_index).await?;
     producer.send_all(&e2e_topic, &all_ids).await?;
-    let e2e = run_daemon(&services, &args, &table, &e2e_topic, &e2e_index, args.ids as u64, args.ids as u64).await?;
+    let e2e = run_daemon(&services, &args, &e2e_es.url, &table, &e2e_topic, &e2e_index, args.ids as u64, args.ids as u64).await?;
+    drop(e2e_es);
 
     // Repeating ids: `distinct` ids, each announced several times in bursts
     // (a row changed several times in quick succession), shuffled in windows.
     let repeat_topic = format!("bench.repeat.{}", services.suffix);
     let repeat_index = format!("bench-repeat-{}", services.suffix);
     create_topics(&services.kafka, &[repeat_topic.as_str()], args.workers as i32, 1).await?;
-    create_index(&services, &repeat_index).await?;
+    let repeat_es = EsServer::start(&services.noida_binary, "repeat").await?;
+    create_index(&repeat_es.client, &repeat_index).await?;
     let repeats = (args.ids / args.distinct).max(1);
     let mut announced: Vec<Id> = (1..=args.distinct).flat_map(|id| (0..repeats).map(move |_| Id::Int(id))).collect();
     {
@@ -150,11 +205,10 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     producer.send_all(&repeat_topic, &announced).await?;
-    let repeated = run_daemon(&services, &args, &table, &repeat_topic, &repeat_index, announced.len() as u64, args.distinct as u64).await?;
-
-    for index in [&stage_index, &e2e_index, &repeat_index] {
-        let _ = services.es.request(elasticsearch::http::Method::Delete, &format!("/{index}"), None).await;
-    }
+    let repeated =
+        run_daemon(&services, &args, &repeat_es.url, &table, &repeat_topic, &repeat_index, announced.len() as u64, args.distinct as u64)
+            .await?;
+    drop(repeat_es);
     execute(&services, &format!("DROP TABLE {table}")).await?;
 
     let slowest = [("kafka consume", consume_rate), ("db re-read", reread_rate), ("es bulk", bulk_rate)]
@@ -223,9 +277,9 @@ async fn create_table(services: &Services, table: &str, rows: i64) -> anyhow::Re
     .await
 }
 
-async fn create_index(services: &Services, index: &str) -> anyhow::Result<()> {
+async fn create_index(es: &EsClient, index: &str) -> anyhow::Result<()> {
     let body = json!({"settings": {"number_of_shards": 1, "number_of_replicas": 0}});
-    services.es.request_ok(elasticsearch::http::Method::Put, &format!("/{index}"), Some(&body)).await?;
+    es.request_ok(elasticsearch::http::Method::Put, &format!("/{index}"), Some(&body)).await?;
     Ok(())
 }
 
@@ -253,6 +307,7 @@ async fn consume_rate(services: &Services, topic: &str, expected: usize) -> anyh
 
 async fn bulk_rate(
     services: &Services,
+    es: &EsClient,
     reader: &RowReader,
     index: &str,
     ids: &[Id],
@@ -287,7 +342,7 @@ async fn bulk_rate(
     let started = Instant::now();
     let mut senders = Vec::new();
     for _ in 0..workers {
-        let (bodies, es) = (bodies.clone(), services.es.clone());
+        let (bodies, es) = (bodies.clone(), es.clone());
         senders.push(tokio::spawn(async move {
             loop {
                 let Some(body) = bodies.lock().expect("bodies").pop() else { return anyhow::Ok(()) };
@@ -313,9 +368,11 @@ struct DaemonRun {
     docs_written: u64,
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run_daemon(
     services: &Services,
     args: &Args,
+    es_url: &str,
     table: &str,
     topic: &str,
     index: &str,
@@ -334,7 +391,7 @@ async fn run_daemon(
          batch: {{max_ids: {batch}, max_wait: 200ms}}\nworkers: {workers}\nmetrics: {{listen: \"127.0.0.1:{port}\"}}\n",
         connections = args.workers + 1,
         brokers = services.kafka.brokers,
-        es = services.es_url,
+        es = es_url,
         batch = args.batch,
         workers = args.workers,
     );

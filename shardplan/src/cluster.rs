@@ -154,7 +154,8 @@ pub struct CheckOptions {
     pub tier_attribute: String,
     /// Planned node counts, when checking against a plan.
     pub planned_nodes: Option<PlannedNodes>,
-    /// Only indexes whose names start with this prefix (`None`: all).
+    /// Only indexes whose names (or data streams, for `.ds-` backing
+    /// indexes) start with this prefix (`None`: all).
     pub index_prefix: Option<String>,
     /// Indexes whose primaries store less than this in total are not held to
     /// the divisibility rule: an index smaller than one minimum-size shard has
@@ -509,10 +510,12 @@ pub fn check_cluster(state: &ClusterState, options: &CheckOptions) -> CheckRepor
         .iter()
         .filter(|index| options.include_hidden || !is_system(index))
         .filter(|index| {
-            options
-                .index_prefix
-                .as_deref()
-                .is_none_or(|prefix| index.name.starts_with(prefix))
+            // A data stream's backing indexes (`.ds-<stream>-...`) belong to
+            // the stream's prefix.
+            let unprefixed = index.name.strip_prefix(".ds-").unwrap_or(&index.name);
+            options.index_prefix.as_deref().is_none_or(|prefix| {
+                index.name.starts_with(prefix) || unprefixed.starts_with(prefix)
+            })
         })
         .collect();
     let selected_names: BTreeSet<&str> = selected.iter().map(|index| index.name.as_str()).collect();
@@ -988,6 +991,30 @@ mod tests {
             .collect();
         assert_eq!(messages.len(), 3, "{messages:?}");
         assert!(messages.iter().any(|message| message.contains("6 primaries, not a multiple of the 4 planned hot")));
+    }
+
+    #[test]
+    fn prefix_selects_data_stream_backing_indexes() {
+        let mut state = state();
+        state.indices.push(IndexInfo {
+            name: ".ds-logs-web-2024.01.01-000001".to_string(),
+            primaries: 2,
+            replicas: 0,
+            tier_preference: vec!["data_hot".to_string()],
+            require: BTreeMap::new(),
+            hidden: true,
+        });
+        let options = CheckOptions {
+            index_prefix: Some("logs-web".to_string()),
+            ..CheckOptions::default()
+        };
+        let report = check_cluster(&state, &options);
+        let patterns: Vec<&str> = report
+            .patterns
+            .iter()
+            .map(|pattern| pattern.pattern.as_str())
+            .collect();
+        assert_eq!(patterns, vec![".ds-logs-web-*"]);
     }
 
     #[test]

@@ -469,7 +469,10 @@ pub fn plan_shards(input: &PlanInput) -> Result<Plan, PlanError> {
                     )
                 })
                 .collect();
-            message = format!("{message}; node counts that keep it sane: {}", counts.join(", "));
+            message = format!(
+                "{message}; node counts that keep it sane: {}",
+                counts.join(", ")
+            );
         }
         if shrink_to.is_some() {
             let fitting = valid_shrink_targets(derivation.hot_unit);
@@ -728,9 +731,10 @@ pub fn suggest_node_counts(input: &PlanInput) -> Vec<NodeSuggestion> {
             let Ok(loads) = tier_loads(&candidate, derivation.primaries) else {
                 continue;
             };
-            if Tier::ALL.into_iter().any(|tier| {
-                over_watermark(&loads, tier) && !over_watermark(&current_loads, tier)
-            }) {
+            if Tier::ALL
+                .into_iter()
+                .any(|tier| over_watermark(&loads, tier) && !over_watermark(&current_loads, tier))
+            {
                 continue;
             }
             let distance =
@@ -920,7 +924,7 @@ mod tests {
     #[test]
     fn findings_table() {
         type Mutation = fn(&mut PlanInput);
-        let cases: [(&str, Mutation, &str); 7] = [
+        let cases: [(&str, Mutation, &str); 8] = [
             (
                 "hot disk over high watermark",
                 |input| input.hot.disk = ByteSize::gb(1600),
@@ -945,6 +949,15 @@ mod tests {
                 "small heap",
                 |input| input.warm.heap = ByteSize::gb(8),
                 "heap-per-shard",
+            ),
+            (
+                "more primaries than Elasticsearch accepts",
+                |input| {
+                    // 600 hot x 2 = 1200 primaries; big disks keep the rest quiet.
+                    input.hot.nodes = 600;
+                    input.warm.nodes = 600;
+                },
+                "too-many-primaries",
             ),
             (
                 "more replicas than nodes",
@@ -973,6 +986,119 @@ mod tests {
             let plan = plan_shards(&input).expect(name);
             assert!(codes(&plan).contains(&code), "{name}: {:?}", plan.findings);
         }
+    }
+
+    #[test]
+    fn lcm_explosion_is_relative_to_the_size_rule() {
+        // 7 hot / 5 warm at 5tb a day: the size rule alone needs a multiple
+        // of 14 >= 103, i.e. 112; the LCM gives 140 (1.25x): not an explosion.
+        let mut input = example_hot_warm();
+        input.hot = tier(7, ByteSize::tb(40));
+        input.warm = tier(5, ByteSize::tb(100));
+        input.workload = Workload::TimeBased {
+            daily_ingest: ByteSize::tb(5),
+            daily_docs: None,
+            hot_days: 7,
+            warm_days: 30,
+            cold_days: 0,
+        };
+        let plan = plan_shards(&input).expect("valid");
+        assert_eq!(plan.primaries, 140);
+        assert!(
+            !codes(&plan).contains(&"lcm-explosion"),
+            "{:?}",
+            plan.findings
+        );
+        assert!(plan.suggestions.is_empty());
+    }
+
+    #[test]
+    fn undersized_disks_do_not_hide_node_suggestions() {
+        // 6 hot / 9 warm, 500gb a day on default 2tb disks: warm is over the
+        // high watermark whatever the counts, and lcm(12, 9) = 36 is 3x the
+        // 12 primaries the hot multiple alone gives.
+        let input = PlanInput {
+            hot: tier(6, ByteSize::tb(2)),
+            warm: tier(9, ByteSize::tb(2)),
+            workload: Workload::TimeBased {
+                daily_ingest: ByteSize::gb(500),
+                daily_docs: None,
+                hot_days: 7,
+                warm_days: 30,
+                cold_days: 0,
+            },
+            ..PlanInput::default()
+        };
+        let plan = plan_shards(&input).expect("valid");
+        assert_eq!(plan.primaries, 36);
+        // 7 x 500gb x 2 / 6 = 1166.7gb (1,252,698,794,667 bytes rounded up)
+        // per hot node, + 10% merge headroom = 1283.3gb.
+        assert_eq!(plan.tiers[0].shards_per_node, 84);
+        assert_eq!(plan.tiers[0].data_per_node.bytes(), 1_252_698_794_667);
+        assert_eq!(
+            plan.tiers[0].disk_needed_per_node.bytes(),
+            1_252_698_794_667 + 125_269_879_467
+        );
+        // 30 x 36 x 2 / 9 = 240 shards per warm node.
+        assert_eq!(plan.tiers[1].shards_per_node, 240);
+        assert!(codes(&plan).contains(&"disk-high-watermark"));
+        assert!(codes(&plan).contains(&"lcm-explosion"));
+        let suggested: Vec<(u32, u32, u64)> = plan
+            .suggestions
+            .iter()
+            .map(|suggestion| {
+                (
+                    suggestion.hot_nodes,
+                    suggestion.warm_nodes,
+                    suggestion.primaries,
+                )
+            })
+            .collect();
+        assert_eq!(suggested, vec![(6, 8, 24), (7, 7, 14), (8, 8, 16)]);
+    }
+
+    #[test]
+    fn shrink_explosion_suggests_shrink_targets() {
+        let mut input = example_hot_warm();
+        input.hot.nodes = 6;
+        input.shrink_to = Some(9);
+        let plan = plan_shards(&input).expect("valid");
+        // lcm(12, 9) = 36 against 12 for the hot multiple alone.
+        assert_eq!(plan.primaries, 36);
+        let explosion = plan
+            .findings
+            .iter()
+            .find(|finding| finding.code == "lcm-explosion")
+            .expect("an explosion");
+        assert!(
+            explosion
+                .message
+                .ends_with("divide the hot multiple 12 add no primaries: 1, 2, 3, 4, 6"),
+            "{}",
+            explosion.message
+        );
+    }
+
+    #[test]
+    fn absurd_inputs_are_errors_not_panics() {
+        let mut input = example_hot_warm();
+        input.replicas = u32::MAX;
+        assert_eq!(
+            plan_shards(&input),
+            Err(PlanError::Overflow {
+                what: "the data size of a tier"
+            })
+        );
+        let mut input = example_hot_warm();
+        input.hot.nodes = u32::MAX;
+        input.warm.nodes = u32::MAX - 1;
+        input.growth_factor = u32::MAX;
+        assert_eq!(
+            plan_shards(&input),
+            Err(PlanError::Overflow {
+                what: "the primary count"
+            })
+        );
     }
 
     #[test]
@@ -1081,6 +1207,37 @@ mod tests {
             let more = plan_shards(&input).expect("valid");
             for (left, right) in fewer.tiers.iter().zip(&more.tiers) {
                 prop_assert!(right.disk_needed_per_node > left.disk_needed_per_node);
+            }
+        }
+
+        #[test]
+        fn any_counts_plan_or_fail_cleanly(
+            hot in 1_u32..=u32::MAX,
+            warm in 0_u32..=u32::MAX,
+            growth in 1_u32..=u32::MAX,
+            replicas in 0_u32..=u32::MAX,
+            shrink in proptest::option::of(1_u32..=u32::MAX),
+            daily_bytes in 1_u64..=u64::MAX,
+            days in 1_u32..=u32::MAX,
+        ) {
+            let input = PlanInput {
+                hot: tier(hot, ByteSize(u64::MAX)),
+                warm: tier(warm, ByteSize(u64::MAX)),
+                growth_factor: growth,
+                replicas,
+                shrink_to: if warm > 0 { shrink } else { None },
+                workload: Workload::TimeBased {
+                    daily_ingest: ByteSize(daily_bytes),
+                    daily_docs: None,
+                    hot_days: days,
+                    warm_days: if warm > 0 { days } else { 0 },
+                    cold_days: 0,
+                },
+                ..PlanInput::default()
+            };
+            // Ok or a typed error; never a panic or a hang.
+            if let Err(error) = plan_shards(&input) {
+                prop_assert!(matches!(error, PlanError::Overflow { .. }), "{error}");
             }
         }
 

@@ -103,7 +103,8 @@ pub struct Simulation {
 struct NodeState {
     shards: u64,
     disk: u64,
-    shards_per_index: HashMap<usize, u64>,
+    /// Copies per live index, keyed by the index's creation day.
+    shards_per_index: HashMap<u32, u64>,
 }
 
 #[derive(Debug)]
@@ -124,22 +125,21 @@ struct Simulator<'a> {
 }
 
 impl Simulator<'_> {
-    fn remove(&mut self, index_id: usize, index: &mut SimIndex) {
+    fn remove(&mut self, index: &mut SimIndex) {
         for copies in &index.placements {
             for &node in copies {
                 let state = &mut self.state[node];
                 state.shards -= 1;
                 state.disk -= index.shard_size;
-                if let Some(count) = state.shards_per_index.get_mut(&index_id) {
-                    *count -= 1;
-                }
+                state.shards_per_index.remove(&index.created_day);
             }
         }
         index.placements.clear();
         index.unassigned = 0;
     }
 
-    fn place(&mut self, index_id: usize, index: &mut SimIndex, tier: Tier, shards: u64) {
+    fn place(&mut self, index: &mut SimIndex, tier: Tier, shards: u64) {
+        let index_id = index.created_day;
         let copies = 1 + u64::from(self.input.replicas);
         index.placements = vec![Vec::new(); usize::try_from(shards).unwrap_or(0)];
         let tier_nodes: Vec<usize> = (0..self.nodes.len())
@@ -174,7 +174,7 @@ impl Simulator<'_> {
         }
     }
 
-    fn weight(&self, node: usize, index_id: usize) -> f64 {
+    fn weight(&self, node: usize, index_id: u32) -> f64 {
         let state = &self.state[node];
         SHARD_BALANCE * state.shards as f64
             + INDEX_BALANCE * state.shards_per_index.get(&index_id).copied().unwrap_or(0) as f64
@@ -254,7 +254,7 @@ pub fn simulate(
     let mut indexes: Vec<SimIndex> = Vec::new();
     let mut reports = Vec::new();
     for day in 0..days {
-        for (index_id, index) in indexes.iter_mut().enumerate() {
+        for index in &mut indexes {
             let Some(current) = index.tier else {
                 continue;
             };
@@ -262,14 +262,14 @@ pub fn simulate(
             if next == Some(current) {
                 continue;
             }
-            simulator.remove(index_id, index);
+            simulator.remove(index);
             index.tier = next;
             if let Some(tier) = next {
                 // Leaving hot means entering warm or cold; a planned shrink
                 // happens on entering warm, which always comes before cold.
                 let shards = plan.shrink_to.unwrap_or(plan.primaries);
                 index.shard_size = ceil_div(index_size, shards);
-                simulator.place(index_id, index, tier, shards);
+                simulator.place(index, tier, shards);
             }
         }
         let mut index = SimIndex {
@@ -279,7 +279,9 @@ pub fn simulate(
             placements: Vec::new(),
             unassigned: 0,
         };
-        simulator.place(indexes.len(), &mut index, Tier::Hot, plan.primaries);
+        simulator.place(&mut index, Tier::Hot, plan.primaries);
+        // Deleted indexes are dropped so each day costs the live ones only.
+        indexes.retain(|index| index.tier.is_some());
         indexes.push(index);
         reports.push(DayReport {
             day: day + 1,

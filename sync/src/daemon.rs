@@ -22,6 +22,7 @@ use crate::kafka::{self, DeadLetter, EsyncConsumer};
 use crate::metrics::{Metrics, ReasonLabel, StageLabel, TopicLabel};
 use crate::offsets::{OffsetTracker, Receipt};
 use crate::writer::{Abandoned, Mapping, Writer, sleep_or_abort};
+use prometheus_client::metrics::counter::Counter;
 use rdkafka::Message as _;
 use rdkafka::consumer::{CommitMode, Consumer as _};
 use rdkafka::message::OwnedMessage;
@@ -143,6 +144,13 @@ impl Services {
     }
 }
 
+/// Where a topic's messages go, and its message counter.
+struct TopicRoute {
+    mapping: usize,
+    name: Arc<str>,
+    messages: Counter,
+}
+
 /// One id on its way to a worker.
 #[derive(Debug)]
 struct WorkItem {
@@ -221,8 +229,9 @@ pub async fn run(
 struct ConsumerLoop<'a> {
     services: &'a Services,
     senders: Vec<mpsc::Sender<WorkItem>>,
-    mapping_of_topic: HashMap<String, usize>,
-    topic_names: HashMap<String, Arc<str>>,
+    topics: HashMap<String, TopicRoute>,
+    /// `esync_ids_received_total` per mapping, resolved once.
+    ids_received: Vec<Counter>,
     /// Messages received while paused, with the assignment epoch they came in.
     overflow: VecDeque<(u64, OwnedMessage)>,
     queue_capacity: usize,
@@ -235,19 +244,41 @@ impl<'a> ConsumerLoop<'a> {
         services: &'a Services,
         senders: Vec<mpsc::Sender<WorkItem>>,
     ) -> ConsumerLoop<'a> {
-        let mut mapping_of_topic = HashMap::new();
-        let mut topic_names = HashMap::new();
+        let metrics = &services.metrics;
+        let mut topics = HashMap::new();
         for (index, mapping) in config.mappings.iter().enumerate() {
             for topic in &mapping.topics {
-                mapping_of_topic.insert(topic.clone(), index);
-                topic_names.insert(topic.clone(), Arc::from(topic.as_str()));
+                let messages = metrics
+                    .messages
+                    .get_or_create(&TopicLabel {
+                        topic: topic.clone(),
+                    })
+                    .clone();
+                topics.insert(
+                    topic.clone(),
+                    TopicRoute {
+                        mapping: index,
+                        name: Arc::from(topic.as_str()),
+                        messages,
+                    },
+                );
             }
         }
+        let ids_received = config
+            .mappings
+            .iter()
+            .map(|mapping| {
+                metrics
+                    .ids_received
+                    .get_or_create(&Metrics::mapping(mapping.display_name()))
+                    .clone()
+            })
+            .collect();
         ConsumerLoop {
             services,
             senders,
-            mapping_of_topic,
-            topic_names,
+            topics,
+            ids_received,
             overflow: VecDeque::new(),
             queue_capacity: config.batch.queue_capacity,
             retry: config.retry,
@@ -301,23 +332,15 @@ impl<'a> ConsumerLoop<'a> {
         message: OwnedMessage,
         shutdown: &CancellationToken,
     ) -> Result<(), Abandoned> {
-        let (Some(&mapping), Some(topic)) = (
-            self.mapping_of_topic.get(message.topic()),
-            self.topic_names.get(message.topic()).cloned(),
-        ) else {
+        let Some(route) = self.topics.get(message.topic()) else {
             tracing::warn!(
                 topic = message.topic(),
                 "message from a topic no mapping reads; skipped"
             );
             return Ok(());
         };
-        let metrics = &self.services.metrics;
-        metrics
-            .messages
-            .get_or_create(&TopicLabel {
-                topic: topic.to_string(),
-            })
-            .inc();
+        let (mapping, topic) = (route.mapping, route.name.clone());
+        route.messages.inc();
         let mappings = self.services.writer.mappings().clone();
         let decoded = mappings[mapping]
             .decoder
@@ -335,10 +358,7 @@ impl<'a> ConsumerLoop<'a> {
                 return Ok(());
             }
         };
-        metrics
-            .ids_received
-            .get_or_create(&Metrics::mapping(&mappings[mapping].name))
-            .inc_by(ids.len() as u64);
+        self.ids_received[mapping].inc_by(ids.len() as u64);
         let registered = kafka::lock(&self.services.tracker).register(
             &topic,
             message.partition(),

@@ -287,25 +287,19 @@ impl Writer {
         report: &mut WriteReport,
     ) -> Vec<Vec<Id>> {
         let mut retry_ids = vec![Vec::new(); self.mappings.len()];
+        // per mapping: indexed, deleted, conflicts; metrics are updated once per round
+        let mut tally = vec![[0u64; 3]; self.mappings.len()];
         for (range, body) in encode_chunks(&pending, self.max_bulk_bytes) {
             let chunk = &pending[range];
             let actions: Vec<&BulkAction> = chunk.iter().map(|write| &write.action).collect();
             let outcomes = self.send_bulk(body, &actions).await;
             for (write, outcome) in chunk.iter().zip(outcomes) {
-                let label = Metrics::mapping(&self.mappings[write.mapping].name);
                 match outcome {
                     ItemOutcome::Written if write.action.is_delete() => {
-                        report.deleted += 1;
-                        self.metrics.docs_deleted.get_or_create(&label).inc();
+                        tally[write.mapping][1] += 1
                     }
-                    ItemOutcome::Written => {
-                        report.indexed += 1;
-                        self.metrics.docs_indexed.get_or_create(&label).inc();
-                    }
-                    ItemOutcome::VersionConflict => {
-                        report.conflicts += 1;
-                        self.metrics.version_conflicts.get_or_create(&label).inc();
-                    }
+                    ItemOutcome::Written => tally[write.mapping][0] += 1,
+                    ItemOutcome::VersionConflict => tally[write.mapping][2] += 1,
                     ItemOutcome::Retryable { .. } => {
                         retry_ids[write.mapping].push(write.id.clone())
                     }
@@ -317,6 +311,27 @@ impl Writer {
                     }),
                 }
             }
+        }
+        for (mapping, [indexed, deleted, conflicts]) in self.mappings.iter().zip(tally) {
+            if indexed + deleted + conflicts == 0 {
+                continue;
+            }
+            report.indexed += indexed as usize;
+            report.deleted += deleted as usize;
+            report.conflicts += conflicts as usize;
+            let label = Metrics::mapping(&mapping.name);
+            self.metrics
+                .docs_indexed
+                .get_or_create(&label)
+                .inc_by(indexed);
+            self.metrics
+                .docs_deleted
+                .get_or_create(&label)
+                .inc_by(deleted);
+            self.metrics
+                .version_conflicts
+                .get_or_create(&label)
+                .inc_by(conflicts);
         }
         retry_ids
     }

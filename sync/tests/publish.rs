@@ -62,6 +62,7 @@ async fn late_commit_is_published(db: Db) {
         brokers: &brokers,
         es_url: &es_url,
         publish: "  poll_interval: 100ms\n  page_size: 50\n  look_back: 30s\n  null_check_interval: 200ms\n".into(),
+        checkpoint_table: None,
     };
     let mut publisher = Publisher::start(&setup, false);
     wait_until(
@@ -191,28 +192,30 @@ async fn late_commit_is_published(db: Db) {
 
 /// Writers keep inserting and updating while the publisher is SIGKILLed twice
 /// and restarted: every row's latest change is published after it happened.
-async fn killed_publisher_misses_nothing(db: Db) {
+async fn killed_publisher_misses_nothing(db: Db, checkpoint_in_table: bool) {
     let table = Arc::new(OrdersTable::create(db).await);
     prepare_for_polling(&table).await;
     let topic = Topic::create(&kafka(), "publish", 3).await;
     let (brokers, es_url) = (kafka(), es());
     table.insert(1..=300).await;
+    let checkpoint_table = checkpoint_in_table.then(|| format!("{}_checkpoint", table.name));
     let setup = PublisherSetup {
         table: &table,
         topic: &topic.name,
         brokers: &brokers,
         es_url: &es_url,
         publish: "  poll_interval: 50ms\n  page_size: 40\n  look_back: 5s\n".into(),
+        checkpoint_table: checkpoint_table.clone(),
     };
     let mut publisher = Publisher::start(&setup, false);
 
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = {
-        let table = table.clone();
+        let (table, stop) = (table.clone(), stop.clone());
         tokio::spawn(async move {
-            let started = Instant::now();
             let mut next_id = 301;
             let mut changes = 0;
-            while started.elapsed() < Duration::from_secs(4) {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let id = rand::rng().random_range(1..next_id);
                 exec(&table.database, &touch_sql(&table, id, "w")).await;
                 if changes % 3 == 0 {
@@ -226,13 +229,28 @@ async fn killed_publisher_misses_nothing(db: Db) {
         })
     };
     for _ in 0..2 {
-        tokio::time::sleep(Duration::from_millis(1200)).await;
+        // kill only once the running process has checkpointed (again), so the
+        // restart resumes from a checkpoint while the writer keeps writing
+        let checkpoint_file = publisher.checkpoint_path.clone();
+        let before = saved_checkpoint(&table, checkpoint_table.as_deref(), &checkpoint_file).await;
+        wait_until("a new checkpoint", WAIT, &mut [&mut publisher], || async {
+            let now = saved_checkpoint(&table, checkpoint_table.as_deref(), &checkpoint_file).await;
+            if now.is_some() && now != before {
+                Ok(())
+            } else {
+                Err(format!("checkpoint still {now:?}"))
+            }
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
         publisher.kill();
         tokio::time::sleep(Duration::from_millis(400)).await;
         publisher.spawn();
     }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let changes = writer.await.expect("writer");
-    assert!(changes > 200, "the writer made only {changes} changes");
+    assert!(changes > 100, "the writer made only {changes} changes");
 
     let times = row_times(&table).await;
     wait_until(
@@ -274,7 +292,40 @@ async fn killed_publisher_misses_nothing(db: Db) {
         "SIGTERM must exit 0, got {status}\n{}",
         publisher.log_tail(20)
     );
+    if let Some(name) = &checkpoint_table {
+        exec(&table.database, &format!("DROP TABLE {name}")).await;
+    }
     table.drop_table().await;
+}
+
+/// The saved watermark (file or table), if any.
+async fn saved_checkpoint(
+    table: &OrdersTable,
+    checkpoint_table: Option<&str>,
+    checkpoint_file: &std::path::Path,
+) -> Option<String> {
+    match checkpoint_table {
+        None => std::fs::read_to_string(checkpoint_file)
+            .ok()
+            .filter(|text| text.contains("timestamp_us")),
+        Some(name) => {
+            let sql = format!("SELECT timestamp_us FROM {name} WHERE mapping = 'orders'");
+            let saved: Result<Option<i64>, sqlx::Error> = match &table.database {
+                Database::Postgres(pool) => {
+                    sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                        .fetch_optional(pool)
+                        .await
+                }
+                Database::MySql(pool) => {
+                    sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                        .fetch_optional(pool)
+                        .await
+                }
+                Database::Sqlite(_) => unreachable!(),
+            };
+            saved.ok().flatten().map(|micros| micros.to_string())
+        }
+    }
 }
 
 /// Serialises installing the shared outbox table and function within this
@@ -318,6 +369,7 @@ async fn outbox_relays_every_change_once(db: Db, after_relay: &str) {
         publish: format!(
             "  outbox: {{after_relay: {after_relay}, batch_size: 40, poll_interval: 50ms}}\n"
         ),
+        checkpoint_table: None,
     };
     let mut relay_one = Publisher::start(&setup, true);
     let mut relay_two = Publisher::start(&setup, true);
@@ -384,10 +436,22 @@ async fn outbox_relays_every_change_once(db: Db, after_relay: &str) {
             .keys()
             .chain(received.keys())
             .filter(|id| received.get(id) != expected.get(id))
-            .map(|id| format!("{id}: {:?} relayed, {:?} changes", received.get(id), expected.get(id)))
+            .map(|id| {
+                format!(
+                    "{id}: {:?} relayed, {:?} changes",
+                    received.get(id),
+                    expected.get(id)
+                )
+            })
             .collect();
-        let logs = [&relay_one, &relay_two].map(|relay| relay.log_tail(30)).join("\n---\n");
-        panic!("one message per change expected; {} id(s) differ, first {:?}\n--- relay logs ---\n{logs}", differing.len(), &differing[..differing.len().min(10)]);
+        let logs = [&relay_one, &relay_two]
+            .map(|relay| relay.log_tail(30))
+            .join("\n---\n");
+        panic!(
+            "one message per change expected; {} id(s) differ, first {:?}\n--- relay logs ---\n{logs}",
+            differing.len(),
+            &differing[..differing.len().min(10)]
+        );
     }
     let remaining = scalar(
         &table.database,
@@ -444,6 +508,7 @@ async fn poller_feeds_the_daemon_end_to_end(db: Db) {
         brokers: &brokers,
         es_url: &es_url,
         publish: "  poll_interval: 100ms\n  look_back: 10s\n".into(),
+        checkpoint_table: None,
     };
     let mut publisher = Publisher::start(&setup, false);
     index.wait_equal(&table, &ids, WAIT, &mut daemon).await;
@@ -477,6 +542,58 @@ async fn poller_feeds_the_daemon_end_to_end(db: Db) {
         status.success(),
         "daemon SIGTERM must exit 0, got {status}\n{}",
         daemon.log_tail(20)
+    );
+    table.drop_table().await;
+}
+
+/// `esync check` runs EXPLAIN on the poll query: it warns while the
+/// `(updated_at, id)` index is missing and is satisfied once it exists.
+async fn check_warns_without_the_poll_index(db: Db) {
+    let table = OrdersTable::create(db).await;
+    let topic = Topic::create(&kafka(), "publish", 1).await;
+    let (brokers, es_url) = (kafka(), es());
+    table.insert(1..=50).await;
+    let setup = PublisherSetup {
+        table: &table,
+        topic: &topic.name,
+        brokers: &brokers,
+        es_url: &es_url,
+        publish: String::new(),
+        checkpoint_table: None,
+    };
+    let mut publisher = Publisher::start(&setup, false);
+    publisher.kill();
+    let check = || {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_esync"))
+            .arg("check")
+            .arg("--config")
+            .arg(&publisher.config_path)
+            .env("ESYNC_TEST_DATABASE_URL", db.url())
+            .output()
+            .expect("run esync check");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let without = check();
+    assert!(
+        without
+            .lines()
+            .any(|line| line.starts_with("[warn] publish orders: no index serves the poll query")),
+        "{without}"
+    );
+    assert!(
+        without.contains("CREATE INDEX"),
+        "the warning says how to fix it: {without}"
+    );
+    exec(
+        &table.database,
+        &format!("CREATE INDEX {0}_poll ON {0} (updated_at, id)", table.name),
+    )
+    .await;
+    let with = check();
+    assert!(
+        with.lines()
+            .any(|line| line.starts_with("[ok  ] publish orders: the poll query uses an index")),
+        "{with}"
     );
     table.drop_table().await;
 }
@@ -528,6 +645,7 @@ async fn publish_throughput(db: Db) {
         brokers: &brokers,
         es_url: &es_url,
         publish: "  poll_interval: 100ms\n  page_size: 5000\n  look_back: 10s\n".into(),
+        checkpoint_table: None,
     };
     let started = Instant::now();
     let mut publisher = Publisher::start(&setup, false);
@@ -546,6 +664,10 @@ async fn publish_throughput(db: Db) {
     )
     .await;
     let wall = started.elapsed().as_secs_f64();
+    let cpu_seconds = publisher
+        .child
+        .as_ref()
+        .map_or(0.0, |child| process_cpu_seconds(child.id()));
     let messages = read_topic(&brokers, &topic.name).await;
     let first = messages
         .iter()
@@ -562,14 +684,28 @@ async fn publish_throughput(db: Db) {
     println!(
         "publish bench ({db:?}, {rows} rows, page_size 5000): standalone IdProducer {standalone:.0} ids/s; \
          esync publish {published:.0} ids/s including start-up ({wall:.2} s), {streaming:.0} ids/s first to last message; \
-         ratio {:.2} (start-up included), {:.2} (streaming)",
+         ratio {:.2} (start-up included), {:.2} (streaming); publisher CPU {cpu_seconds:.2} s ({:.0} ids per CPU second)",
         published / standalone,
-        streaming / standalone
+        streaming / standalone,
+        rows as f64 / cpu_seconds.max(0.001)
     );
     assert_eq!(counts(&messages).len() as i64, rows, "every id published");
     let status = publisher.terminate();
     assert!(status.success(), "SIGTERM must exit 0, got {status}");
     table.drop_table().await;
+}
+
+/// User plus system CPU seconds of a running process, from /proc.
+fn process_cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // fields after the parenthesised command name; utime and stime are 14th and 15th overall
+    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks: f64 = [11, 12]
+        .iter()
+        .filter_map(|index| fields.get(*index)?.parse::<f64>().ok())
+        .sum();
+    ticks / 100.0 // USER_HZ is 100 on Linux
 }
 
 macro_rules! per_database {
@@ -601,9 +737,11 @@ macro_rules! per_database {
 
 per_database! {
     late_commit_is_published => super::late_commit_is_published;
-    killed_publisher_misses_nothing => super::killed_publisher_misses_nothing;
+    killed_publisher_misses_nothing_file_checkpoint => |db| super::killed_publisher_misses_nothing(db, false);
+    killed_publisher_misses_nothing_table_checkpoint => |db| super::killed_publisher_misses_nothing(db, true);
     outbox_relays_every_change_once_delete => |db| super::outbox_relays_every_change_once(db, "delete");
     outbox_relays_every_change_once_mark => |db| super::outbox_relays_every_change_once(db, "mark");
     poller_feeds_the_daemon_end_to_end => super::poller_feeds_the_daemon_end_to_end;
     publish_throughput => super::publish_throughput;
+    check_warns_without_the_poll_index => super::check_warns_without_the_poll_index;
 }

@@ -44,7 +44,7 @@ pub async fn findings(config: &Config, database: &Database) -> Vec<Finding> {
                     index = quote_identifier(database.dialect(), &format!("{}_esync_poll", target.table.replace('.', "_"))),
                     timestamp_column = target.timestamp_column,
                     id_column = target.id_column,
-                    plan = plan.join(" | "),
+                    plan = summarize(&plan),
                 ),
             )),
             Err(error) => findings.push(finding(Level::Failure, format!("{name}: EXPLAIN of the poll query failed: {error}"))),
@@ -88,5 +88,42 @@ async fn check_outbox(_publish: &PublishConfig, database: &Database, table: &str
                 "publish outbox: cannot read {table} ({error}); install sync/sql/<database>/outbox.sql"
             ),
         ),
+    }
+}
+
+/// The plan's operator lines, trimmed, without planner details (JIT, costs).
+fn summarize(plan: &[String]) -> String {
+    plan.iter()
+        .map(|line| line.trim().trim_start_matches("->").trim())
+        .map(|line| line.split("  (cost=").next().unwrap_or(line))
+        .filter(|line| {
+            !line.is_empty()
+                && !["JIT:", "Functions:", "Options:"]
+                    .iter()
+                    .any(|skip| line.starts_with(skip))
+        })
+        .take(5)
+        .collect::<Vec<_>>()
+        .join(" / ")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn plans_are_summarized() {
+        let plan: Vec<String> = [
+            "Limit  (cost=1.00..2.00 rows=5 width=16)",
+            "  ->  Sort  (cost=1.00..2.00 rows=5 width=16)",
+            "        Sort Key: updated_at, id",
+            "        ->  Seq Scan on o  (cost=0.00..1.00 rows=5 width=16)",
+            "JIT:",
+            "  Functions: 5",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        assert_eq!(
+            super::summarize(&plan),
+            "Limit / Sort / Sort Key: updated_at, id / Seq Scan on o"
+        );
     }
 }

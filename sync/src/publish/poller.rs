@@ -536,37 +536,66 @@ impl PollLoop {
             let poll_started = Instant::now();
             let mut cursor = window.scan_start();
             let mut rows_this_poll: u64 = 0;
+            // A page read ahead while the previous page was being acknowledged.
+            let mut prefetched: Option<Result<Vec<Position>, sqlx::Error>> = None;
             loop {
-                let Some(rows) = self
-                    .retry(&label, &shutdown, "read a page", || {
-                        self.poller.page(&cursor, self.settings.page_size)
-                    })
-                    .await
-                else {
-                    return self.finish(&window, &saved).await;
+                let rows = match prefetched.take() {
+                    Some(Ok(rows)) => rows,
+                    Some(Err(_)) | None => {
+                        let Some(rows) = self
+                            .retry(&label, &shutdown, "read a page", || {
+                                self.poller.page(&cursor, self.settings.page_size)
+                            })
+                            .await
+                        else {
+                            return self.finish(&window, &saved).await;
+                        };
+                        rows
+                    }
                 };
                 let decision = window.decide(&rows);
-                if !decision.publish.is_empty() {
-                    let sent = self
-                        .retry(&label, &shutdown, "produce ids", || {
-                            self.producer.send_all(&target.topic, &decision.publish)
-                        })
-                        .await;
-                    if sent.is_none() {
-                        // abandoned before Kafka acknowledged: not checkpointed
-                        return self.finish(&window, &saved).await;
+                let full_page = rows.len() >= self.settings.page_size;
+                let next_cursor = rows.last().map(|last| Cursor::After(last.clone()));
+                // Reading ahead is side-effect free; it is skipped under a
+                // rows/s cap so the cap keeps bounding reads.
+                let read_ahead = full_page
+                    && self.settings.max_rows_per_second.is_none()
+                    && !shutdown.is_cancelled();
+                let send = async {
+                    if decision.publish.is_empty() {
+                        return Some(0);
                     }
+                    self.retry(&label, &shutdown, "produce ids", || {
+                        self.producer.send_all(&target.topic, &decision.publish)
+                    })
+                    .await
+                };
+                let ahead = async {
+                    match (&next_cursor, read_ahead) {
+                        (Some(next), true) => {
+                            Some(self.poller.page(next, self.settings.page_size).await)
+                        }
+                        _ => None,
+                    }
+                };
+                let (sent, ahead) = tokio::join!(send, ahead);
+                if sent.is_none() {
+                    // abandoned before Kafka acknowledged: not checkpointed
+                    return self.finish(&window, &saved).await;
+                }
+                prefetched = ahead;
+                if !decision.publish.is_empty() {
                     self.metrics
                         .ids_published
                         .get_or_create(&label)
                         .inc_by(decision.publish.len() as u64);
-                    if decision.late > 0 {
-                        self.metrics
-                            .late_ids
-                            .get_or_create(&label)
-                            .inc_by(decision.late as u64);
-                        tracing::info!(mapping = %target.mapping, late = decision.late, "published rows that committed behind the watermark");
-                    }
+                }
+                if decision.late > 0 {
+                    self.metrics
+                        .late_ids
+                        .get_or_create(&label)
+                        .inc_by(decision.late as u64);
+                    tracing::info!(mapping = %target.mapping, late = decision.late, "published rows that committed behind the watermark");
                 }
                 self.metrics
                     .suppressed
@@ -582,9 +611,8 @@ impl PollLoop {
                     last_save = Instant::now();
                 }
                 rows_this_poll += rows.len() as u64;
-                let full_page = rows.len() >= self.settings.page_size;
-                let Some(last) = rows.last() else { break };
-                cursor = Cursor::After(last.clone());
+                let Some(next) = next_cursor else { break };
+                cursor = next;
                 if !full_page || shutdown.is_cancelled() {
                     break;
                 }
@@ -941,5 +969,90 @@ mod tests {
                 "{dialect:?}: {plan}"
             );
         }
+    }
+
+    /// The real statements against SQLite: keyset order with ties on the
+    /// timestamp, the look-back start, NULL rows, the newest row, EXPLAIN.
+    #[tokio::test]
+    async fn sqlite_pages_in_keyset_order() {
+        let url = crate::secret::Secret::new("sqlite::memory:".to_owned());
+        let database = Database::connect(&url, 1, Duration::from_secs(5))
+            .await
+            .expect("sqlite");
+        let Database::Sqlite(pool) = &database else {
+            unreachable!("sqlite url")
+        };
+        sqlx::raw_sql(
+            "CREATE TABLE t (id INTEGER PRIMARY KEY, updated_at TEXT); \
+             INSERT INTO t VALUES (1, '2024-01-01 00:00:01'), (2, '2024-01-01 00:00:01'), \
+             (3, '2024-01-01 00:00:00.500'), (4, NULL), (5, '2024-01-01 00:00:02'), (6, NULL);",
+        )
+        .execute(pool)
+        .await
+        .expect("fixture");
+        let target = PollTarget {
+            table: "t".into(),
+            ..target(IdType::Integer)
+        };
+        let poller = Poller::connect(database.clone(), target)
+            .await
+            .expect("poller");
+        let ids = |positions: &[Position]| {
+            positions
+                .iter()
+                .map(|position| position.id.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+
+        let first = poller.page(&Cursor::Beginning, 2).await.expect("page");
+        assert_eq!(ids(&first), "3,1");
+        let second = poller
+            .page(&Cursor::After(first[1].clone()), 2)
+            .await
+            .expect("page");
+        assert_eq!(
+            ids(&second),
+            "2,5",
+            "the tie at 00:00:01 continues with the next id"
+        );
+        assert_eq!(
+            ids(&poller
+                .page(&Cursor::After(second[1].clone()), 2)
+                .await
+                .expect("page")),
+            ""
+        );
+        assert_eq!(
+            ids(&poller
+                .page(&Cursor::From(first[1].timestamp_us), 10)
+                .await
+                .expect("page")),
+            "1,2,5"
+        );
+        assert_eq!(first[0].timestamp_us, 1_704_067_200_500_000);
+        assert_eq!(
+            poller
+                .latest()
+                .await
+                .expect("latest")
+                .map(|position| position.id),
+            Some(Id::Int(5))
+        );
+        assert_eq!(
+            poller.null_rows(1).await.expect("nulls"),
+            (2, vec![Id::Int(4)])
+        );
+
+        assert!(!plan_uses_index(
+            Dialect::Sqlite,
+            &poller.explain_page(100).await.expect("explain")
+        ));
+        sqlx::raw_sql("CREATE INDEX t_poll ON t (updated_at, id)")
+            .execute(pool)
+            .await
+            .expect("index");
+        let plan = poller.explain_page(100).await.expect("explain");
+        assert!(plan_uses_index(Dialect::Sqlite, &plan), "{plan:?}");
     }
 }

@@ -260,6 +260,8 @@ pub struct PublisherSetup<'a> {
     pub es_url: &'a str,
     /// Extra lines inside `publish:` (indented two spaces).
     pub publish: String,
+    /// Checkpoint in this table of the source database instead of a file.
+    pub checkpoint_table: Option<String>,
 }
 
 /// An `esync publish` child process (and its config, checkpoint and log).
@@ -298,7 +300,7 @@ retry: {{initial_backoff: 50ms, max_backoff: 1s}}
 metrics: {{listen: null}}
 publish:
   metrics_listen: "127.0.0.1:{metrics_port}"
-  checkpoint: {{file: "{checkpoint}"}}
+  checkpoint: {checkpoint}
   mappings: [{{name: orders}}]
 {publish}
 "#,
@@ -307,7 +309,10 @@ publish:
             topic = setup.topic,
             table = setup.table.name,
             index = unique("unused"),
-            checkpoint = checkpoint_path.display(),
+            checkpoint = match &setup.checkpoint_table {
+                Some(table) => format!("{{table: {table}}}"),
+                None => format!("{{file: \"{}\"}}", checkpoint_path.display()),
+            },
             publish = setup.publish,
         );
         let config_path = dir.path().join("esync.yaml");

@@ -291,7 +291,12 @@ async fn probe(
         command.bulk_docs,
         Arc::clone(&stop),
     ));
-    let outcome = query_loop(client, command, index, queries, &indexer).await;
+    // Ctrl-C or SIGTERM ends the measurement like an error: the indexer is
+    // stopped first, then the probe index is deleted (unless --keep).
+    let outcome = tokio::select! {
+        outcome = query_loop(client, command, index, queries, &indexer) => outcome,
+        signal = shutdown_signal() => Err(signal.unwrap_or_else(|error| error)),
+    };
     stop.store(true, Ordering::Relaxed);
     let indexed = indexer.await.context("the indexing task panicked")?;
     match (outcome, indexed) {
@@ -299,9 +304,33 @@ async fn probe(
             info!(docs = total, "indexing stopped");
             Ok(result)
         }
-        (Err(error), _) => Err(error),
-        (Ok(_), Err(error)) => Err(error),
+        // A failed indexer is the root cause even when the query loop
+        // noticed it first.
+        (_, Err(error)) => Err(error),
+        (Err(error), Ok(_)) => Err(error),
     }
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM with the error that stops the
+/// measurement; `Err` when the signal handlers cannot be installed.
+async fn shutdown_signal() -> anyhow::Result<anyhow::Error> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut terminate =
+            signal(SignalKind::terminate()).context("failed to listen for SIGTERM")?;
+        tokio::select! {
+            interrupted = tokio::signal::ctrl_c() => {
+                interrupted.context("failed to listen for Ctrl-C")?;
+            }
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c()
+        .await
+        .context("failed to listen for Ctrl-C")?;
+    Ok(anyhow::anyhow!("interrupted by a signal"))
 }
 
 async fn query_loop(
@@ -322,7 +351,7 @@ async fn query_loop(
     let mut query_number = 0;
     loop {
         if indexer.is_finished() {
-            anyhow::bail!("indexing stopped early (see the error below)");
+            anyhow::bail!("indexing stopped early");
         }
         client
             .post(&format!("/{index}/_refresh"), None)
