@@ -11,10 +11,10 @@ trap 'scripts/services.sh down' EXIT
 # shellcheck disable=SC1091
 source .services/env
 
-echo "== cargo fmt"
-cargo fmt --all --check
 echo "== cargo test (unit + integration against the local services)"
 cargo test --workspace --no-fail-fast -- --include-ignored
+echo "== cargo fmt"
+cargo fmt --all --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 echo "== playbooks"

@@ -52,7 +52,9 @@ struct Args {
 }
 
 fn env(name: &str) -> anyhow::Result<String> {
-    std::env::var(name).with_context(|| format!("{name} is not set: run scripts/services.sh up and source .services/env"))
+    std::env::var(name).with_context(|| {
+        format!("{name} is not set: run scripts/services.sh up and source .services/env")
+    })
 }
 
 struct Services {
@@ -84,10 +86,19 @@ mod tempdir {
 
 impl EsServer {
     async fn start(binary: &str, name: &str) -> anyhow::Result<EsServer> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
         let data = tempdir::Dir(std::env::temp_dir().join(format!("esync-bench-es-{name}-{port}")));
         let child = Command::new(binary)
-            .args(["start", "--only", "elasticsearch", "--elasticsearch-port", &port.to_string(), "--data-dir"])
+            .args([
+                "start",
+                "--only",
+                "elasticsearch",
+                "--elasticsearch-port",
+                &port.to_string(),
+                "--data-dir",
+            ])
             .arg(&data.0)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -95,7 +106,12 @@ impl EsServer {
             .with_context(|| format!("cannot start {binary}"))?;
         let url = format!("http://127.0.0.1:{port}");
         let client = EsClient::from_url(&url, Duration::from_secs(120))?;
-        let mut server = EsServer { child, url, client, _data: data };
+        let mut server = EsServer {
+            child,
+            url,
+            client,
+            _data: data,
+        };
         for _ in 0..300 {
             if server.client.ping(Duration::from_secs(1)).await.is_ok() {
                 return Ok(server);
@@ -120,7 +136,10 @@ impl Drop for EsServer {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if !args.esync.exists() {
-        bail!("{} not found: build it with `cargo build --release -p esync`", args.esync.display());
+        bail!(
+            "{} not found: build it with `cargo build --release -p esync`",
+            args.esync.display()
+        );
     }
     let database_url = env("ESYNC_TEST_PG")?;
     let brokers = match &args.brokers {
@@ -128,14 +147,22 @@ async fn main() -> anyhow::Result<()> {
         None => env("ESYNC_TEST_KAFKA")?,
     };
     let services = Services {
-        database: Database::connect(&Secret::new(database_url.clone()), args.workers as u32 + 1, Duration::from_secs(10)).await?,
+        database: Database::connect(
+            &Secret::new(database_url.clone()),
+            args.workers as u32 + 1,
+            Duration::from_secs(10),
+        )
+        .await?,
         database_url,
         kafka: serde_yaml::from_str(&format!("brokers: \"{brokers}\""))?,
         noida_binary: env("ESYNC_TEST_NOIDA_BIN")?,
         suffix: format!("{:06x}", rand::random::<u32>() & 0xff_ffff),
     };
     let table = format!("bench_orders_{}", services.suffix);
-    println!("bench-sync: {} ids, {} workers, batches of {}, table {table}", args.ids, args.workers, args.batch);
+    println!(
+        "bench-sync: {} ids, {} workers, batches of {}, table {table}",
+        args.ids, args.workers, args.batch
+    );
     create_table(&services, &table, args.ids).await?;
     let mapping: MappingConfig = serde_yaml::from_str(&format!(
         "topics: [t]\ntable: {table}\nindex: i\nversion: {{column: version, kind: counter}}\nlag_column: updated_at"
@@ -144,7 +171,13 @@ async fn main() -> anyhow::Result<()> {
 
     // Stage 1: Kafka consume (and, on the way, the broker's produce rate).
     let stage_topic = format!("bench.stage.{}", services.suffix);
-    create_topics(&services.kafka, &[stage_topic.as_str()], args.workers as i32, 1).await?;
+    create_topics(
+        &services.kafka,
+        &[stage_topic.as_str()],
+        args.workers as i32,
+        1,
+    )
+    .await?;
     let producer = IdProducer::new(&services.kafka)?;
     let started = Instant::now();
     producer.send_all(&stage_topic, &all_ids).await?;
@@ -155,8 +188,14 @@ async fn main() -> anyhow::Result<()> {
     let reader = Arc::new(RowReader::new(&mapping, services.database.dialect(), 1000));
     let started = Instant::now();
     let mut readers = Vec::new();
-    for chunk in all_ids.chunks(args.batch).map(<[Id]>::to_vec).collect::<Vec<_>>().chunks(args.ids as usize / args.batch / args.workers + 1) {
-        let (reader, database, batches) = (reader.clone(), services.database.clone(), chunk.to_vec());
+    for chunk in all_ids
+        .chunks(args.batch)
+        .map(<[Id]>::to_vec)
+        .collect::<Vec<_>>()
+        .chunks(args.ids as usize / args.batch / args.workers + 1)
+    {
+        let (reader, database, batches) =
+            (reader.clone(), services.database.clone(), chunk.to_vec());
         readers.push(tokio::spawn(async move {
             let mut rows = 0;
             for batch in batches {
@@ -175,28 +214,61 @@ async fn main() -> anyhow::Result<()> {
     let stage_es = EsServer::start(&services.noida_binary, "stage").await?;
     let stage_index = format!("bench-stage-{}", services.suffix);
     create_index(&stage_es.client, &stage_index).await?;
-    let bulk_rate = bulk_rate(&services, &stage_es.client, &reader, &stage_index, &all_ids, args.batch, args.workers).await?;
+    let bulk_rate = bulk_rate(
+        &services,
+        &stage_es.client,
+        &reader,
+        &stage_index,
+        &all_ids,
+        args.batch,
+        args.workers,
+    )
+    .await?;
     drop(stage_es);
 
     // End to end: the daemon drains a topic pre-filled with every id.
     let e2e_topic = format!("bench.e2e.{}", services.suffix);
     let e2e_index = format!("bench-e2e-{}", services.suffix);
-    create_topics(&services.kafka, &[e2e_topic.as_str()], args.workers as i32, 1).await?;
+    create_topics(
+        &services.kafka,
+        &[e2e_topic.as_str()],
+        args.workers as i32,
+        1,
+    )
+    .await?;
     let e2e_es = EsServer::start(&services.noida_binary, "e2e").await?;
     create_index(&e2e_es.client, &e2e_index).await?;
     producer.send_all(&e2e_topic, &all_ids).await?;
-    let e2e = run_daemon(&services, &args, &e2e_es.url, &table, &e2e_topic, &e2e_index, args.ids as u64, args.ids as u64).await?;
+    let e2e = run_daemon(
+        &services,
+        &args,
+        &e2e_es.url,
+        &table,
+        &e2e_topic,
+        &e2e_index,
+        args.ids as u64,
+        args.ids as u64,
+    )
+    .await?;
     drop(e2e_es);
 
     // Repeating ids: `distinct` ids, each announced several times in bursts
     // (a row changed several times in quick succession), shuffled in windows.
     let repeat_topic = format!("bench.repeat.{}", services.suffix);
     let repeat_index = format!("bench-repeat-{}", services.suffix);
-    create_topics(&services.kafka, &[repeat_topic.as_str()], args.workers as i32, 1).await?;
+    create_topics(
+        &services.kafka,
+        &[repeat_topic.as_str()],
+        args.workers as i32,
+        1,
+    )
+    .await?;
     let repeat_es = EsServer::start(&services.noida_binary, "repeat").await?;
     create_index(&repeat_es.client, &repeat_index).await?;
     let repeats = (args.ids / args.distinct).max(1);
-    let mut announced: Vec<Id> = (1..=args.distinct).flat_map(|id| (0..repeats).map(move |_| Id::Int(id))).collect();
+    let mut announced: Vec<Id> = (1..=args.distinct)
+        .flat_map(|id| (0..repeats).map(move |_| Id::Int(id)))
+        .collect();
     {
         use rand::seq::SliceRandom as _;
         let mut rng = rand::rng();
@@ -205,24 +277,48 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     producer.send_all(&repeat_topic, &announced).await?;
-    let repeated =
-        run_daemon(&services, &args, &repeat_es.url, &table, &repeat_topic, &repeat_index, announced.len() as u64, args.distinct as u64)
-            .await?;
+    let repeated = run_daemon(
+        &services,
+        &args,
+        &repeat_es.url,
+        &table,
+        &repeat_topic,
+        &repeat_index,
+        announced.len() as u64,
+        args.distinct as u64,
+    )
+    .await?;
     drop(repeat_es);
     execute(&services, &format!("DROP TABLE {table}")).await?;
 
-    let slowest = [("kafka consume", consume_rate), ("db re-read", reread_rate), ("es bulk", bulk_rate)]
-        .into_iter()
-        .min_by(|a, b| a.1.total_cmp(&b.1))
-        .expect("three stages");
+    let slowest = [
+        ("kafka consume", consume_rate),
+        ("db re-read", reread_rate),
+        ("es bulk", bulk_rate),
+    ]
+    .into_iter()
+    .min_by(|a, b| a.1.total_cmp(&b.1))
+    .expect("three stages");
     let written_per_distinct = repeated.docs_written as f64 / args.distinct as f64;
     println!();
     println!("stage                      rate (ids/s)   vs slowest");
     println!("kafka produce (setup)      {produce_rate:>12.0}");
-    for (name, stage_rate) in [("kafka consume", consume_rate), ("db re-read by id", reread_rate), ("es bulk (new ids)", bulk_rate)] {
-        println!("{name:<26} {stage_rate:>12.0}   {:>8.2}x", stage_rate / slowest.1);
+    for (name, stage_rate) in [
+        ("kafka consume", consume_rate),
+        ("db re-read by id", reread_rate),
+        ("es bulk (new ids)", bulk_rate),
+    ] {
+        println!(
+            "{name:<26} {stage_rate:>12.0}   {:>8.2}x",
+            stage_rate / slowest.1
+        );
     }
-    println!("esync end to end           {:>12.0}   {:>8.2}x   (target >= 0.80 of the slowest stage, {})", e2e.rate, e2e.rate / slowest.1, slowest.0);
+    println!(
+        "esync end to end           {:>12.0}   {:>8.2}x   (target >= 0.80 of the slowest stage, {})",
+        e2e.rate,
+        e2e.rate / slowest.1,
+        slowest.0
+    );
     println!();
     let per_50k = |seconds: f64| seconds / args.ids as f64 * 50_000.0;
     println!(
@@ -234,7 +330,10 @@ async fn main() -> anyhow::Result<()> {
         e2e.kafka_client_cpu_seconds,
         per_50k(e2e.cpu_seconds - e2e.kafka_client_cpu_seconds),
     );
-    println!("esync peak RSS: {:.1} MB (target < 150 MB)", e2e.peak_rss_kb as f64 / 1024.0);
+    println!(
+        "esync peak RSS: {:.1} MB (target < 150 MB)",
+        e2e.peak_rss_kb as f64 / 1024.0
+    );
     println!(
         "repeating ids: {} messages over {} distinct ids -> {} docs written = {:.3} per distinct id (target <= 1.05); \
          CPU {:.3} core-s per 50,000 messages; peak RSS {:.1} MB",
@@ -253,8 +352,13 @@ fn rate(count: i64, started: Instant) -> f64 {
 }
 
 async fn execute(services: &Services, sql: &str) -> anyhow::Result<()> {
-    let Database::Postgres(pool) = &services.database else { bail!("the benchmark uses PostgreSQL") };
-    sqlx::query(AssertSqlSafe(sql.to_owned())).execute(pool).await.with_context(|| sql.to_owned())?;
+    let Database::Postgres(pool) = &services.database else {
+        bail!("the benchmark uses PostgreSQL")
+    };
+    sqlx::query(AssertSqlSafe(sql.to_owned()))
+        .execute(pool)
+        .await
+        .with_context(|| sql.to_owned())?;
     Ok(())
 }
 
@@ -279,7 +383,12 @@ async fn create_table(services: &Services, table: &str, rows: i64) -> anyhow::Re
 
 async fn create_index(es: &EsClient, index: &str) -> anyhow::Result<()> {
     let body = json!({"settings": {"number_of_shards": 1, "number_of_replicas": 0}});
-    es.request_ok(elasticsearch::http::Method::Put, &format!("/{index}"), Some(&body)).await?;
+    es.request_ok(
+        elasticsearch::http::Method::Put,
+        &format!("/{index}"),
+        Some(&body),
+    )
+    .await?;
     Ok(())
 }
 
@@ -297,7 +406,9 @@ async fn consume_rate(services: &Services, topic: &str, expected: usize) -> anyh
     let mut count = 1usize;
     let mut bytes = first.key().map_or(0, <[u8]>::len);
     while count < expected {
-        let message = tokio::time::timeout(Duration::from_secs(30), consumer.recv()).await.context("consume stalled")??;
+        let message = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
+            .await
+            .context("consume stalled")??;
         bytes += message.key().map_or(0, <[u8]>::len);
         count += 1;
     }
@@ -345,7 +456,9 @@ async fn bulk_rate(
         let (bodies, es) = (bodies.clone(), es.clone());
         senders.push(tokio::spawn(async move {
             loop {
-                let Some(body) = bodies.lock().expect("bodies").pop() else { return anyhow::Ok(()) };
+                let Some(body) = bodies.lock().expect("bodies").pop() else {
+                    return anyhow::Ok(());
+                };
                 let response = es.bulk(body).await?;
                 if response.status != 200 || response.json()["errors"] == json!(true) {
                     bail!("bulk failed: {}", response.status);
@@ -381,7 +494,9 @@ async fn run_daemon(
 ) -> anyhow::Result<DaemonRun> {
     let dir = std::env::temp_dir().join(format!("esync-bench-{}-{topic}", services.suffix));
     std::fs::create_dir_all(&dir)?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let config = format!(
         "source: {{url: \"${{ESYNC_DATABASE_URL}}\", max_connections: {connections}}}\n\
          kafka: {{brokers: \"{brokers}\", group_id: bench-{topic}}}\n\
@@ -403,7 +518,10 @@ async fn run_daemon(
     let mut command = match std::env::var("ESYNC_BENCH_PROFILE") {
         Ok(profile_dir) => {
             let mut perf = Command::new("perf");
-            perf.args(["record", "-g", "-o"]).arg(PathBuf::from(profile_dir).join(format!("{topic}.perf.data"))).arg("--").arg(&args.esync);
+            perf.args(["record", "-g", "-o"])
+                .arg(PathBuf::from(profile_dir).join(format!("{topic}.perf.data")))
+                .arg("--")
+                .arg(&args.esync);
             perf
         }
         Err(_) => Command::new(&args.esync),
@@ -417,7 +535,9 @@ async fn run_daemon(
         .stderr(log)
         .spawn()?;
     let result = measure_daemon(&mut child, port, expected_messages, expected_docs).await;
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
     let _ = child.wait();
     result.with_context(|| format!("daemon run on {topic}; log in {}", dir.display()))
 }
@@ -425,7 +545,12 @@ async fn run_daemon(
 /// Polls `/metrics` until every message was consumed and every distinct id
 /// written, then until the written count is stable (late repeats), and reads
 /// the process's CPU time and peak RSS.
-async fn measure_daemon(child: &mut Child, port: u16, expected_messages: u64, expected_docs: u64) -> anyhow::Result<DaemonRun> {
+async fn measure_daemon(
+    child: &mut Child,
+    port: u16,
+    expected_messages: u64,
+    expected_docs: u64,
+) -> anyhow::Result<DaemonRun> {
     let deadline = Instant::now() + Duration::from_secs(1800);
     let mut first_message_at = None;
     let mut done_at = None;
@@ -439,15 +564,21 @@ async fn measure_daemon(child: &mut Child, port: u16, expected_messages: u64, ex
         }
         let metrics = fetch_metrics(port).await;
         let messages = metric_sum(&metrics, "esync_messages_total") as u64;
-        let written = (metric_sum(&metrics, "esync_docs_indexed_total") + metric_sum(&metrics, "esync_version_conflicts_total")) as u64;
+        let written = (metric_sum(&metrics, "esync_docs_indexed_total")
+            + metric_sum(&metrics, "esync_version_conflicts_total")) as u64;
         if first_message_at.is_none() && messages > 0 {
             first_message_at = Some(Instant::now());
         }
         match done_at {
-            None if messages >= expected_messages && written >= expected_docs => done_at = Some(Instant::now()),
+            None if messages >= expected_messages && written >= expected_docs => {
+                done_at = Some(Instant::now())
+            }
             Some(_) if written == last_written => {
-                let elapsed = done_at.zip(first_message_at).map_or(Duration::ZERO, |(done, first)| done - first);
-                let (cpu_seconds, kafka_client_cpu_seconds, peak_rss_kb) = process_usage(child.id())?;
+                let elapsed = done_at
+                    .zip(first_message_at)
+                    .map_or(Duration::ZERO, |(done, first)| done - first);
+                let (cpu_seconds, kafka_client_cpu_seconds, peak_rss_kb) =
+                    process_usage(child.id())?;
                 return Ok(DaemonRun {
                     rate: expected_docs as f64 / elapsed.as_secs_f64().max(1e-9),
                     cpu_seconds,
@@ -459,7 +590,12 @@ async fn measure_daemon(child: &mut Child, port: u16, expected_messages: u64, ex
             _ => {}
         }
         last_written = written;
-        tokio::time::sleep(Duration::from_millis(if done_at.is_some() { 1000 } else { 100 })).await;
+        tokio::time::sleep(Duration::from_millis(if done_at.is_some() {
+            1000
+        } else {
+            100
+        }))
+        .await;
     }
 }
 
@@ -483,13 +619,20 @@ fn process_usage(pid: u32) -> anyhow::Result<(f64, f64, u64)> {
         .find_map(|line| line.strip_prefix("VmHWM:"))
         .and_then(|value| value.split_whitespace().next()?.parse().ok())
         .context("no VmHWM")?;
-    Ok((total as f64 / TICKS_PER_SECOND, kafka_client as f64 / TICKS_PER_SECOND, peak_rss_kb))
+    Ok((
+        total as f64 / TICKS_PER_SECOND,
+        kafka_client as f64 / TICKS_PER_SECOND,
+        peak_rss_kb,
+    ))
 }
 
 /// utime + stime of a /proc stat file (fields 14 and 15).
 fn cpu_ticks(path: &str) -> anyhow::Result<u64> {
     let stat = std::fs::read_to_string(path)?;
-    let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).context("bad /proc stat")?;
+    let after_name = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .context("bad /proc stat")?;
     let fields: Vec<&str> = after_name.split_whitespace().collect();
     Ok(fields[11].parse::<u64>()? + fields[12].parse::<u64>()?)
 }
@@ -499,7 +642,9 @@ async fn fetch_metrics(port: u16) -> String {
     let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
         return String::new();
     };
-    let _ = stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n").await;
+    let _ = stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .await;
     let mut body = String::new();
     let _ = stream.read_to_string(&mut body).await;
     body

@@ -2,8 +2,9 @@
 //! latency curve of `measure`.
 //!
 //! Rendered into a `String` with plotters' SVG backend; writing the file is
-//! the binary's job. Text uses the SVG viewer's `sans-serif` font, so no font
-//! file is needed.
+//! the binary's job. The SVG names the `sans-serif` family; text is laid out
+//! with the workspace's compiled-in font (`assets/fonts/`), so layout does not
+//! depend on the machine's fonts.
 
 use plotters::prelude::*;
 
@@ -34,6 +35,18 @@ pub struct Panel {
     pub series: Vec<Series>,
     /// A dashed-looking reference line at this y, with its label.
     pub reference: Option<(f64, String)>,
+}
+
+const FONT_BYTES: &[u8] = include_bytes!("../../assets/fonts/DejaVuSansMono.ttf");
+static REGISTER_FONT: std::sync::Once = std::sync::Once::new();
+
+/// plotters measures text with ab_glyph, which knows only registered fonts.
+fn register_font() {
+    REGISTER_FONT.call_once(|| {
+        // The compiled-in font is valid; if it were refused, text would be
+        // missing from the chart, which the tests check.
+        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, FONT_BYTES);
+    });
 }
 
 fn chart_error<E: std::fmt::Display>(error: E) -> ChartError {
@@ -118,6 +131,7 @@ where
 
 /// Renders panels stacked vertically into one SVG document.
 pub fn render_svg(panels: &[Panel], width: u32, panel_height: u32) -> Result<String, ChartError> {
+    register_font();
     let mut svg = String::new();
     {
         let height = panel_height * u32::try_from(panels.len().max(1)).unwrap_or(1);

@@ -381,7 +381,8 @@ impl LoadedConfig {
         let mut unknown = Vec::new();
         let parsed: Result<Config, _> = serde_path_to_error::deserialize(
             serde_ignored::Deserializer::new(deserializer, &mut |path: serde_ignored::Path<'_>| {
-                unknown.push(path.to_string())
+                // serde_ignored writes `?` for an Option level: not part of the file's path
+                unknown.push(path.to_string().replace(".?", ""))
             }),
         );
         for path in unknown {
@@ -772,6 +773,7 @@ kafka:
 elasticsearch:
   urls: [ftp://x]
   typo_key: 1
+dead_letter: {topic: dlq, partitions: 3}
 mappings:
   - topics: [a]
     index: one
@@ -788,6 +790,7 @@ mappings:
         let expected = [
             "kafka.colour: unknown key",
             "elasticsearch.typo_key: unknown key",
+            "dead_letter.partitions: unknown key",
             "source.max_connections: must be at least 1",
             "kafka.brokers: must name at least one broker",
             "kafka.options.enable.auto.commit: is managed by esync",

@@ -69,6 +69,8 @@ pub struct Services {
     pub tracker: Arc<Mutex<OffsetTracker>>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// Backoff for retried work (dead letters).
+    pub retry: crate::retry::RetryPolicy,
 }
 
 impl Services {
@@ -109,6 +111,7 @@ impl Services {
             dead_letter,
             tracker,
             metrics,
+            retry: config.retry,
         })
     }
 
@@ -596,14 +599,7 @@ async fn handle_batch(
             ],
         };
         let origin = format!("{} id {}", mapping.name, id_text);
-        dead_letter(
-            services,
-            &letter,
-            &origin,
-            &crate::retry::RetryPolicy::default(),
-            abort,
-        )
-        .await?;
+        dead_letter(services, &letter, &origin, &services.retry, abort).await?;
     }
     {
         let mut tracker = kafka::lock(&services.tracker);

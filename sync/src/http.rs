@@ -12,17 +12,40 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
+/// A readiness check: `Ok` when every dependency answers, otherwise what fails.
+pub type HealthCheck = Arc<
+    dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>
+        + Send
+        + Sync,
+>;
+
 #[derive(Clone)]
 struct AppState {
     registry: Arc<Registry>,
-    services: Services,
+    health: HealthCheck,
 }
 
-/// Binds `address` and serves until `shutdown` fires.
+/// Serves the daemon's metrics, with `/healthz` checking Kafka, the database
+/// and Elasticsearch.
 pub async fn serve(
     address: SocketAddr,
     registry: Arc<Registry>,
     services: Services,
+    shutdown: CancellationToken,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    let health: HealthCheck = Arc::new(move || {
+        let services = services.clone();
+        Box::pin(async move { services.health().await })
+    });
+    serve_with_health(address, registry, health, shutdown).await
+}
+
+/// Binds `address` and serves `/metrics` and `/healthz` (answered by `health`)
+/// until `shutdown` fires.
+pub async fn serve_with_health(
+    address: SocketAddr,
+    registry: Arc<Registry>,
+    health: HealthCheck,
     shutdown: CancellationToken,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let listener = tokio::net::TcpListener::bind(address).await?;
@@ -30,7 +53,7 @@ pub async fn serve(
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
-        .with_state(AppState { registry, services });
+        .with_state(AppState { registry, health });
     Ok(tokio::spawn(async move {
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(async move { shutdown.cancelled().await })
@@ -61,7 +84,7 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
-    match state.services.health().await {
+    match (state.health)().await {
         Ok(()) => (StatusCode::OK, "ok\n".to_owned()),
         Err(problems) => (
             StatusCode::SERVICE_UNAVAILABLE,

@@ -11,6 +11,8 @@
 //!   [`kafka`] (rdkafka);
 //! - the engine wiring them: [`writer`] (re-read + versioned write of a set of
 //!   ids, reused by `esync-recover`), [`daemon`] (the Kafka consumer loop);
+//! - getting ids into Kafka without CDC: [`publish`] (incremental-column
+//!   poller and outbox relay; see `PUBLISH.md`);
 //! - operations: [`metrics`], [`http`], [`telemetry`], [`check`].
 
 pub mod batch;

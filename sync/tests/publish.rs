@@ -484,6 +484,196 @@ async fn outbox_relays_every_change_once(db: Db, after_relay: &str) {
     table.drop_table().await;
 }
 
+/// A relay whose produce fails (no broker) rolls its transaction back: the
+/// removal made before producing must not survive, every outbox row stays
+/// pending, and the next relay with a working broker relays them all.
+async fn outbox_keeps_rows_when_kafka_fails(db: Db, after_relay: &str) {
+    let table = OrdersTable::create(db).await;
+    install_outbox(&table).await;
+    let topic = Topic::create(&kafka(), "outbox_fail", 1).await;
+    table.insert(1..=5).await;
+    let pending_sql = format!(
+        "SELECT COUNT(*) FROM esync_outbox WHERE table_name = '{}' AND relayed_at IS NULL",
+        table.name
+    );
+    assert_eq!(scalar(&table.database, &pending_sql).await, 5);
+    let config = |brokers: &str| {
+        let text = format!(
+            r#"source: {{url: "{url}"}}
+kafka: {{brokers: "{brokers}", options: {{message.timeout.ms: "1500"}}}}
+elasticsearch: {{urls: ["{es}"]}}
+mappings:
+  - {{name: orders, topics: [{topic}], table: {table}, index: unused, version: {{column: version, kind: counter}}}}
+publish: {{outbox: {{after_relay: {after_relay}, batch_size: 3}}}}
+"#,
+            url = db.url(),
+            es = es(),
+            topic = topic.name,
+            table = table.name,
+        );
+        esync::config::LoadedConfig::from_yaml(&text, &|_| None)
+            .unwrap_or_else(|problems| panic!("{problems:?}"))
+            .config
+    };
+    let relay = |config: &esync::config::Config| {
+        let producer = esync::kafka::IdProducer::new(&config.kafka).expect("producer");
+        esync::publish::outbox::Relay::new(
+            config,
+            table.database.clone(),
+            Arc::new(producer),
+            esync::publish::metrics::PublishMetrics::unregistered(),
+        )
+        .expect("relay")
+    };
+    // nothing listens on port 9 (discard): the produce times out
+    let broken = relay(&config("127.0.0.1:9"));
+    let error = broken
+        .relay_once()
+        .await
+        .expect_err("no broker: the batch fails");
+    assert!(error.contains("produce"), "{error}");
+    assert_eq!(
+        scalar(&table.database, &pending_sql).await,
+        5,
+        "a failed produce leaves every outbox row pending"
+    );
+    drop(broken);
+    let working = relay(&config(&kafka()));
+    assert_eq!(working.relay_once().await.expect("relay"), 3);
+    assert_eq!(working.relay_once().await.expect("relay"), 2);
+    assert_eq!(working.relay_once().await.expect("relay"), 0);
+    assert_eq!(scalar(&table.database, &pending_sql).await, 0);
+    let received = counts(&read_topic(&kafka(), &topic.name).await);
+    assert_eq!(
+        received,
+        (1..=5).map(|id| (id, 1)).collect::<BTreeMap<_, _>>()
+    );
+    exec(
+        &table.database,
+        &format!(
+            "DELETE FROM esync_outbox WHERE table_name = '{}'",
+            table.name
+        ),
+    )
+    .await;
+    table.drop_table().await;
+}
+
+/// With a one-second column (MariaDB's default `TIMESTAMP`), a row updated a
+/// second time within the second it was published in carries the same
+/// `(timestamp, id)` pair: it must still be published again, or the daemon
+/// keeps the first update's state.
+async fn coarse_timestamp_second_update_is_published(db: Db) {
+    let table = OrdersTable::create(db).await;
+    prepare_for_polling(&table).await;
+    let coarse = match db {
+        Db::Postgres => format!(
+            "ALTER TABLE {} ALTER COLUMN updated_at TYPE TIMESTAMPTZ(0)",
+            table.name
+        ),
+        Db::MariaDb => format!(
+            "ALTER TABLE {} MODIFY updated_at TIMESTAMP(0) NULL DEFAULT CURRENT_TIMESTAMP",
+            table.name
+        ),
+    };
+    exec(&table.database, &coarse).await;
+    let topic = Topic::create(&kafka(), "publish_coarse", 1).await;
+    let (brokers, es_url) = (kafka(), es());
+    table.insert(1..=3).await;
+    let setup = PublisherSetup {
+        table: &table,
+        topic: &topic.name,
+        brokers: &brokers,
+        es_url: &es_url,
+        publish: "  poll_interval: 50ms\n  look_back: 30s\n".into(),
+        checkpoint_table: None,
+    };
+    let mut publisher = Publisher::start(&setup, false);
+    wait_until("rows published", WAIT, &mut [&mut publisher], || async {
+        missing(&counts(&read_topic(&brokers, &topic.name).await), 1..=3, 1)
+    })
+    .await;
+    // Update row 2 twice within one second of the database clock, letting a
+    // poll see the first update before the second one commits.
+    let stamp = match db {
+        Db::Postgres => "date_trunc('second', clock_timestamp())",
+        Db::MariaDb => "NOW()",
+    };
+    let second_of = |db: Db| match db {
+        Db::Postgres => {
+            "SELECT CAST(EXTRACT(MICROSECONDS FROM clock_timestamp()) AS BIGINT) % 1000000"
+        }
+        Db::MariaDb => "SELECT CAST(MICROSECOND(NOW(6)) AS SIGNED)",
+    };
+    // start early in a second so both updates land in it
+    let update = |tag: &str| {
+        format!(
+            "UPDATE {} SET version = version + 1, name = '{tag}', updated_at = {stamp} WHERE id = 2",
+            table.name
+        )
+    };
+    let messages_for_two = || async {
+        read_topic(&brokers, &topic.name)
+            .await
+            .into_iter()
+            .filter(|message| message.key == "2")
+            .map(|message| message.timestamp_ms)
+            .collect::<Vec<i64>>()
+    };
+    // the two updates must share a second; retry when a slow machine let
+    // them straddle a second boundary (then they are two pairs anyway)
+    let mut same_second = false;
+    for _attempt in 0..5 {
+        while scalar(&table.database, second_of(db)).await > 200_000 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let before = messages_for_two().await.len();
+        exec(&table.database, &update("first")).await;
+        let first_stamp = row_times(&table).await[&2];
+        wait_until(
+            "the first update published",
+            WAIT,
+            &mut [&mut publisher],
+            || async {
+                let now = messages_for_two().await.len();
+                if now > before {
+                    Ok(())
+                } else {
+                    Err(format!("{now} messages for id 2"))
+                }
+            },
+        )
+        .await;
+        exec(&table.database, &update("second")).await;
+        let committed_ms = chrono::Utc::now().timestamp_millis();
+        if row_times(&table).await[&2] != first_stamp {
+            continue;
+        }
+        same_second = true;
+        wait_until(
+            "the second update (same timestamp) published after it committed",
+            WAIT,
+            &mut [&mut publisher],
+            || async {
+                let latest = messages_for_two().await.into_iter().max().unwrap_or(0);
+                if latest >= committed_ms {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "last message for id 2 at {latest}, committed at {committed_ms}"
+                    ))
+                }
+            },
+        )
+        .await;
+        break;
+    }
+    assert!(same_second, "never managed two updates within one second");
+    let status = publisher.terminate();
+    assert!(status.success(), "SIGTERM must exit 0, got {status}");
+    table.drop_table().await;
+}
+
 /// The poller feeds `esync run`: inserts, updates and soft deletes reach the
 /// index, which ends equal to the table.
 async fn poller_feeds_the_daemon_end_to_end(db: Db) {
@@ -744,4 +934,7 @@ per_database! {
     poller_feeds_the_daemon_end_to_end => super::poller_feeds_the_daemon_end_to_end;
     publish_throughput => super::publish_throughput;
     check_warns_without_the_poll_index => super::check_warns_without_the_poll_index;
+    outbox_keeps_rows_when_kafka_fails_delete => |db| super::outbox_keeps_rows_when_kafka_fails(db, "delete");
+    outbox_keeps_rows_when_kafka_fails_mark => |db| super::outbox_keeps_rows_when_kafka_fails(db, "mark");
+    coarse_timestamp_second_update_is_published => super::coarse_timestamp_second_update_is_published;
 }

@@ -2,7 +2,7 @@
 //! latency distribution of all reported entries.
 //!
 //! Pure: report in, PNG bytes out; the font is compiled in (DejaVu Sans Mono,
-//! `assets/`) so charts render the same on every machine, with no system font
+//! `assets/fonts/` at the workspace root) so charts render the same on every machine, with no system font
 //! lookup.
 
 use super::digest::DigestReport;
@@ -22,7 +22,7 @@ pub enum ChartError {
     Encode(#[from] image::ImageError),
 }
 
-const FONT_BYTES: &[u8] = include_bytes!("../../assets/DejaVuSansMono.ttf");
+const FONT_BYTES: &[u8] = include_bytes!("../../../assets/fonts/DejaVuSansMono.ttf");
 const FONT_NAME: &str = "sans-serif";
 static REGISTER_FONT: Once = Once::new();
 

@@ -199,9 +199,52 @@ impl PollSql {
         )
     }
 
+    /// The database's current time in microseconds since the epoch (UTC),
+    /// so the look-back window and the lag use the clock that stamps rows,
+    /// not this host's.
+    pub fn now_us(&self) -> &'static str {
+        match self.dialect {
+            Dialect::Postgres => {
+                "SELECT CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000000 AS BIGINT)"
+            }
+            Dialect::MySql => "SELECT CAST(UNIX_TIMESTAMP(NOW(6)) * 1000000 AS SIGNED)",
+            Dialect::Sqlite => {
+                "SELECT CAST((julianday('now') - 2440587.5) * 86400000000.0 AS INTEGER)"
+            }
+        }
+    }
+
+    /// The timestamp column's fractional-second digits (binds: schema or
+    /// NULL for the current one, table, column); `None` for SQLite, whose
+    /// text timestamps have no declared precision.
+    pub fn precision(&self) -> Option<&'static str> {
+        match self.dialect {
+            Dialect::Postgres => Some(
+                "SELECT CAST(datetime_precision AS INTEGER) FROM information_schema.columns \
+                 WHERE table_schema = COALESCE($1, current_schema()) AND table_name = $2 AND column_name = $3",
+            ),
+            Dialect::MySql => Some(
+                "SELECT CAST(DATETIME_PRECISION AS SIGNED) FROM information_schema.COLUMNS \
+                 WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ? AND COLUMN_NAME = ?",
+            ),
+            Dialect::Sqlite => None,
+        }
+    }
+
     /// The dialect.
     pub fn dialect(&self) -> Dialect {
         self.dialect
+    }
+}
+
+/// Microseconds one step of a column with `precision` fractional digits
+/// spans (1 s for `TIMESTAMP(0)`); unknown precision counts as seconds, the
+/// safe side (it only costs re-published ids).
+pub fn resolution_us(precision: Option<i64>) -> i64 {
+    match precision {
+        Some(digits @ 0..=5) => 10_i64.pow(6 - digits as u32),
+        Some(_) => 1,
+        None => 1_000_000,
     }
 }
 
@@ -234,6 +277,7 @@ pub struct Poller {
     sql: PollSql,
     database: Database,
     kind: TimestampKind,
+    resolution_us: i64,
 }
 
 macro_rules! bind_all {
@@ -307,12 +351,77 @@ impl Poller {
                 type_name,
             }
         })?;
+        let precision = Self::column_precision(&database, &sql, &target)
+            .await
+            .map_err(query_error)?;
+        let resolution_us = resolution_us(precision);
+        if resolution_us > 1 {
+            tracing::warn!(
+                mapping = %target.mapping,
+                table = %target.table,
+                column = %target.timestamp_column,
+                fractional_digits = ?precision,
+                "the timestamp column is coarser than microseconds: two changes of a row within one step carry the same timestamp, so rows of the newest step are published on every poll until it is over; use TIMESTAMP(6)/DATETIME(6)"
+            );
+        }
         Ok(Poller {
             target,
             sql,
             database,
             kind,
+            resolution_us,
         })
+    }
+
+    /// The column's declared fractional-second digits, if the database
+    /// declares them and the column is found.
+    async fn column_precision(
+        database: &Database,
+        sql: &PollSql,
+        target: &PollTarget,
+    ) -> Result<Option<i64>, sqlx::Error> {
+        let Some(statement) = sql.precision() else {
+            return Ok(None);
+        };
+        let (schema, table) = match target.table.rsplit_once('.') {
+            Some((schema, table)) => (Some(schema.to_owned()), table.to_owned()),
+            None => (None, target.table.clone()),
+        };
+        let column = target.timestamp_column.clone();
+        let precision: Option<Option<i64>> = match database {
+            Database::Postgres(pool) => sqlx::query_scalar::<_, Option<i32>>(statement)
+                .bind(schema)
+                .bind(table)
+                .bind(column)
+                .fetch_optional(pool)
+                .await?
+                .map(|digits| digits.map(i64::from)),
+            Database::MySql(pool) => {
+                sqlx::query_scalar::<_, Option<i64>>(statement)
+                    .bind(schema)
+                    .bind(table)
+                    .bind(column)
+                    .fetch_optional(pool)
+                    .await?
+            }
+            Database::Sqlite(_) => None,
+        };
+        Ok(precision.flatten())
+    }
+
+    /// Microseconds one step of the timestamp column spans (1: microseconds).
+    pub fn resolution_us(&self) -> i64 {
+        self.resolution_us
+    }
+
+    /// The database's clock, microseconds since the epoch (UTC).
+    pub async fn database_now_us(&self) -> Result<i64, sqlx::Error> {
+        let statement = self.sql.now_us();
+        match &self.database {
+            Database::Postgres(pool) => sqlx::query_scalar(statement).fetch_one(pool).await,
+            Database::MySql(pool) => sqlx::query_scalar(statement).fetch_one(pool).await,
+            Database::Sqlite(pool) => sqlx::query_scalar(statement).fetch_one(pool).await,
+        }
     }
 
     /// The statements used.
@@ -534,7 +643,16 @@ impl PollLoop {
         let mut last_save = Instant::now();
         while !shutdown.is_cancelled() {
             let poll_started = Instant::now();
-            let mut cursor = window.scan_start();
+            // the database's clock, not this host's: it stamps the rows
+            let Some(database_now_us) = self
+                .retry(&label, &shutdown, "read the database clock", || {
+                    self.poller.database_now_us()
+                })
+                .await
+            else {
+                break;
+            };
+            let mut cursor = window.scan_start(database_now_us);
             let mut rows_this_poll: u64 = 0;
             // A page read ahead while the previous page was being acknowledged.
             let mut prefetched: Option<Result<Vec<Position>, sqlx::Error>> = None;
@@ -605,7 +723,7 @@ impl PollLoop {
                     .rows_scanned
                     .get_or_create(&label)
                     .inc_by(rows.len() as u64);
-                window.acknowledge(&rows);
+                window.acknowledge(&rows, database_now_us);
                 if last_save.elapsed() >= CHECKPOINT_EVERY {
                     self.save(&label, &window, &mut saved).await;
                     last_save = Instant::now();
@@ -629,7 +747,7 @@ impl PollLoop {
                     break;
                 }
             }
-            window.prune();
+            window.prune(database_now_us);
             self.save(&label, &window, &mut saved).await;
             last_save = Instant::now();
             self.metrics
@@ -638,10 +756,7 @@ impl PollLoop {
             self.metrics
                 .watermark_lag
                 .get_or_create(&label)
-                .set(lag_seconds(
-                    window.watermark(),
-                    Utc::now().timestamp_micros(),
-                ));
+                .set(lag_seconds(window.watermark(), database_now_us));
             if !self.settings.null_check_interval.is_zero()
                 && last_null_check
                     .is_none_or(|checked| checked.elapsed() >= self.settings.null_check_interval)
@@ -672,7 +787,11 @@ impl PollLoop {
             .load(&target.mapping, target.id_type)
             .await?
         {
-            return Ok(Some(Window::new(Some(position), look_back_us)));
+            return Ok(Some(Window::new(
+                Some(position),
+                look_back_us,
+                self.poller.resolution_us(),
+            )));
         }
         let start = match self.settings.start {
             StartPosition::Earliest => None,
@@ -688,7 +807,11 @@ impl PollLoop {
                 latest
             }
         };
-        Ok(Some(Window::new(start, look_back_us)))
+        Ok(Some(Window::new(
+            start,
+            look_back_us,
+            self.poller.resolution_us(),
+        )))
     }
 
     async fn finish(&self, window: &Window, saved: &Option<Position>) -> Result<(), PublishError> {

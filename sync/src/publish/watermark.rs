@@ -3,12 +3,22 @@
 //! No I/O and no clock: times are microseconds since the Unix epoch passed in
 //! by the caller, so every decision is unit-tested.
 //!
-//! A poll scans, in `(timestamp, id)` order, from `watermark.timestamp -
-//! look_back` onwards. Rows behind the watermark are usually ones already
-//! published; the window remembers the `(timestamp, id)` pairs it published
-//! and suppresses them, so only rows that are new in the window (late commits)
-//! cost a Kafka message. A row changed again gets a new timestamp, hence a new
-//! pair, and is published again.
+//! A poll scans, in `(timestamp, id)` order, from `min(watermark.timestamp,
+//! database now) - look_back` onwards. Taking the database's clock into the
+//! minimum means a row stamped in the future (a writer's clock running ahead,
+//! a hand-typed `9999-12-31`) cannot drag the window away from the rows that
+//! are being written now; the minimum can only widen the scan, never narrow it.
+//!
+//! Rows behind the watermark are usually ones already published; the window
+//! remembers the `(timestamp, id)` pairs it published and suppresses them, so
+//! only rows that are new in the window (late commits) cost a Kafka message. A
+//! row changed again gets a new timestamp, hence a new pair, and is published
+//! again. That only holds once the clock has moved past the pair's timestamp
+//! by the column's resolution: with a `TIMESTAMP(0)` column a second update in
+//! the same second carries the *same* pair. So a pair is only remembered
+//! (suppressible) once its resolution step lies wholly before the database
+//! time at which the poll started; until then it is published again on every
+//! poll that meets it.
 
 use crate::id::Id;
 use std::collections::BTreeSet;
@@ -49,17 +59,25 @@ pub struct PageDecision {
 #[derive(Debug, Clone)]
 pub struct Window {
     look_back_us: i64,
+    /// The timestamp column's resolution (1 s for `TIMESTAMP(0)`), 0 for
+    /// microseconds: two changes closer than this can carry the same pair.
+    resolution_us: i64,
     watermark: Option<Position>,
     published: BTreeSet<Position>,
 }
 
 impl Window {
     /// A window starting at `watermark` (none: from the beginning), re-scanning
-    /// `look_back_us` microseconds behind it.
-    pub fn new(watermark: Option<Position>, look_back_us: i64) -> Window {
+    /// `look_back_us` microseconds behind it, for a column that resolves
+    /// `resolution_us` microseconds (0 or 1: microseconds).
+    pub fn new(watermark: Option<Position>, look_back_us: i64, resolution_us: i64) -> Window {
         debug_assert!(look_back_us >= 0, "look-back is a duration");
+        debug_assert!(resolution_us >= 0, "resolution is a duration");
         Window {
             look_back_us: look_back_us.max(0),
+            // a microsecond column needs no hold-back: two changes of one row
+            // in the same microsecond are not a realistic case
+            resolution_us: if resolution_us <= 1 { 0 } else { resolution_us },
             watermark,
             published: BTreeSet::new(),
         }
@@ -75,13 +93,17 @@ impl Window {
         self.published.len()
     }
 
-    /// Where the next poll starts: the look-back window behind the watermark.
-    pub fn scan_start(&self) -> Cursor {
+    /// Where the next poll starts: the look-back window behind the watermark,
+    /// or behind the database's `now_us` when the watermark lies in the future.
+    pub fn scan_start(&self, now_us: i64) -> Cursor {
         match &self.watermark {
             None => Cursor::Beginning,
-            Some(watermark) => {
-                Cursor::From(watermark.timestamp_us.saturating_sub(self.look_back_us))
-            }
+            Some(watermark) => Cursor::From(
+                watermark
+                    .timestamp_us
+                    .min(now_us)
+                    .saturating_sub(self.look_back_us),
+            ),
         }
     }
 
@@ -105,9 +127,12 @@ impl Window {
         decision
     }
 
-    /// Records a page whose ids Kafka acknowledged: its pairs are remembered
-    /// and the watermark moves to the page's highest position.
-    pub fn acknowledge(&mut self, rows: &[Position]) {
+    /// Records a page whose ids Kafka acknowledged, read by a poll that
+    /// started at database time `poll_started_us`: the watermark moves to the
+    /// page's highest position, and the pairs that can no longer be stamped
+    /// again (their resolution step ended before the poll started) are
+    /// remembered.
+    pub fn acknowledge(&mut self, rows: &[Position], poll_started_us: i64) {
         for row in rows {
             if self
                 .watermark
@@ -116,14 +141,18 @@ impl Window {
             {
                 self.watermark = Some(row.clone());
             }
-            let _ = self.published.insert(row.clone());
+            let settled = self.resolution_us == 0
+                || row.timestamp_us.saturating_add(self.resolution_us) <= poll_started_us;
+            if settled {
+                let _ = self.published.insert(row.clone());
+            }
         }
     }
 
     /// Forgets pairs that the next scan cannot meet again (older than the
-    /// window's start). Call once per poll.
-    pub fn prune(&mut self) {
-        let Cursor::From(start) = self.scan_start() else {
+    /// window's start at database time `now_us`). Call once per poll.
+    pub fn prune(&mut self, now_us: i64) {
+        let Cursor::From(start) = self.scan_start(now_us) else {
             return;
         };
         let floor = Position {
@@ -184,7 +213,7 @@ mod tests {
         ];
         for (watermark, look_back, expected) in cases {
             assert_eq!(
-                Window::new(watermark.clone(), look_back).scan_start(),
+                Window::new(watermark.clone(), look_back, 0).scan_start(i64::MAX),
                 expected,
                 "{watermark:?} {look_back}"
             );
@@ -253,9 +282,9 @@ mod tests {
             ),
         ];
         for (name, acknowledged, page, expected, late, suppressed) in cases {
-            let mut window = Window::new(None, 100);
+            let mut window = Window::new(None, 100, 0);
             for earlier in &acknowledged {
-                window.acknowledge(earlier);
+                window.acknowledge(earlier, i64::MAX);
             }
             let decision = window.decide(&page);
             assert_eq!(ids(&decision), expected, "{name}");
@@ -266,22 +295,25 @@ mod tests {
 
     #[test]
     fn watermark_only_moves_forward() {
-        let mut window = Window::new(Some(at(100, 9)), 50);
-        window.acknowledge(&[at(60, 1), at(80, 2)]);
+        let mut window = Window::new(Some(at(100, 9)), 50, 0);
+        window.acknowledge(&[at(60, 1), at(80, 2)], i64::MAX);
         assert_eq!(
             window.watermark(),
             Some(&at(100, 9)),
             "late rows do not move it back"
         );
-        window.acknowledge(&[at(100, 10), at(130, 3)]);
+        window.acknowledge(&[at(100, 10), at(130, 3)], i64::MAX);
         assert_eq!(window.watermark(), Some(&at(130, 3)));
     }
 
     #[test]
     fn prune_keeps_exactly_the_window() {
-        let mut window = Window::new(None, 50);
-        window.acknowledge(&[at(10, 1), at(79, 2), at(80, 3), at(81, 4), at(130, 5)]);
-        window.prune();
+        let mut window = Window::new(None, 50, 0);
+        window.acknowledge(
+            &[at(10, 1), at(79, 2), at(80, 3), at(81, 4), at(130, 5)],
+            i64::MAX,
+        );
+        window.prune(i64::MAX);
         // window starts at 130 - 50 = 80: pairs at 80 and later may be scanned again
         assert_eq!(window.remembered(), 3);
         let decision = window.decide(&[at(79, 2), at(80, 3), at(130, 5)]);
@@ -292,16 +324,58 @@ mod tests {
         );
     }
 
+    /// A row stamped in the future (writer clock ahead, a hand-typed date)
+    /// moves the watermark there; the window must still cover what is being
+    /// written now, by the database's clock.
+    #[test]
+    fn a_future_watermark_does_not_move_the_window_past_now() {
+        let far_future = at(253_402_300_799_000_000, 1); // 9999-12-31T23:59:59Z
+        let mut window = Window::new(Some(at(1_000, 5)), 100, 0);
+        window.acknowledge(std::slice::from_ref(&far_future), 2_000);
+        assert_eq!(window.watermark(), Some(&far_future));
+        assert_eq!(window.scan_start(2_000), Cursor::From(1_900));
+        let decision = window.decide(&[at(1_950, 2), far_future.clone()]);
+        assert_eq!(ids(&decision), vec![2], "a row written now is still seen");
+        window.prune(2_000);
+        assert_eq!(window.remembered(), 1, "the future pair stays suppressed");
+    }
+
+    /// With a one-second column (`TIMESTAMP(0)`), a row updated twice in the
+    /// same second carries the same pair both times: the pair must not be
+    /// suppressed until the second it names is over, or the second update
+    /// is never published.
+    #[test]
+    fn coarse_timestamps_are_not_suppressed_within_their_second() {
+        let second = 1_000_000;
+        let mut window = Window::new(None, 30 * second, second);
+        // poll 1 starts at 10.3 s and sees row 7 stamped 10 s (truncated)
+        let row = at(10 * second, 7);
+        window.acknowledge(std::slice::from_ref(&row), 10 * second + 300_000);
+        assert_eq!(window.remembered(), 0);
+        // poll 2 at 10.9 s: the row may have been updated again within 10 s
+        let decision = window.decide(std::slice::from_ref(&row));
+        assert_eq!(ids(&decision), vec![7], "published again");
+        window.acknowledge(std::slice::from_ref(&row), 10 * second + 900_000);
+        // poll 3 starts at 11.0 s: no later update can carry 10 s any more
+        window.acknowledge(std::slice::from_ref(&row), 11 * second);
+        assert_eq!(window.remembered(), 1);
+        assert_eq!(window.decide(&[row]).suppressed, 1);
+        // microsecond columns are suppressed at once
+        let mut fine = Window::new(None, 30 * second, 1);
+        fine.acknowledge(&[at(10, 1)], 0);
+        assert_eq!(fine.remembered(), 1);
+    }
+
     #[test]
     fn string_ids_order_and_prune() {
         let text = |timestamp_us, id: &str| Position {
             timestamp_us,
             id: Id::Str(id.into()),
         };
-        let mut window = Window::new(None, 0);
-        window.acknowledge(&[text(5, "b"), text(5, "a"), text(4, "z")]);
+        let mut window = Window::new(None, 0, 0);
+        window.acknowledge(&[text(5, "b"), text(5, "a"), text(4, "z")], i64::MAX);
         assert_eq!(window.watermark(), Some(&text(5, "b")));
-        window.prune();
+        window.prune(i64::MAX);
         assert_eq!(
             window.remembered(),
             2,
