@@ -438,17 +438,27 @@ async fn bulk_rate(
         json_columns: Default::default(),
         lag_column: None,
     };
-    // bodies are prepared first: this stage measures the server, not esync
-    let mut bodies = Vec::new();
-    for chunk in ids.chunks(batch) {
-        let rows = reader.fetch(&services.database, chunk).await?;
-        let mut body = Vec::new();
-        for planned in plan_actions(&spec, chunk, rows, 1) {
-            let action: BulkAction = planned.action.map_err(|error| anyhow::anyhow!("{error}"))?;
-            esync::bulk::encode_action(&action, &mut body);
-        }
-        bodies.push(body);
+    // Bodies are prepared first: this stage measures the server, not esync.
+    // They hold the same documents per request as the daemon sends: the ids
+    // of one worker (hash of the id), sorted, `batch` at a time.
+    let mut per_worker: Vec<Vec<Id>> = vec![Vec::new(); workers];
+    for id in ids {
+        per_worker[id.worker_index(workers)].push(id.clone());
     }
+    let mut bodies = Vec::new();
+    for worker_ids in &per_worker {
+        for chunk in worker_ids.chunks(batch) {
+            let rows = reader.fetch(&services.database, chunk).await?;
+            let mut body = Vec::new();
+            for planned in plan_actions(&spec, chunk, rows, 1) {
+                let action: BulkAction =
+                    planned.action.map_err(|error| anyhow::anyhow!("{error}"))?;
+                esync::bulk::encode_action(&action, &mut body);
+            }
+            bodies.push(body);
+        }
+    }
+    bodies.reverse(); // senders pop from the end: keep each worker's order
     let bodies = Arc::new(std::sync::Mutex::new(bodies));
     let started = Instant::now();
     let mut senders = Vec::new();

@@ -6,7 +6,9 @@
 //! chunk boundaries found in the database. Done chunks are stored as runs of
 //! chunk numbers, so a plan of a million chunks stays small.
 
-use crate::range::{Chunk, IdBound, chunks_from_boundaries, integer_chunk, integer_chunk_count};
+use crate::range::{
+    Chunk, IdBound, boundary_chunk, chunks_from_boundaries, integer_chunk, integer_chunk_count,
+};
 use chrono::{DateTime, Utc};
 use esync::id::IdType;
 use serde::{Deserialize, Serialize};
@@ -90,13 +92,16 @@ pub enum ChunkLayout {
         /// Ids per chunk.
         step: u64,
     },
-    /// String ids: chunk ends found by a keyset walk of the table.
+    /// String ids, or sparse integer ids: chunk ends found by a keyset walk
+    /// of the table.
     Boundaries {
         /// First id.
         from: IdBound,
         /// Last id.
         to: IdBound,
-        /// Last ids of consecutive keyset pages of `rows_per_chunk` rows.
+        /// Last ids of consecutive keyset pages of `rows_per_chunk` rows,
+        /// ascending in the database's order, without repeats and below `to`
+        /// (`crate::range::normalize_boundaries`).
         boundaries: Vec<IdBound>,
         /// Rows per chunk when the plan was made.
         rows_per_chunk: u64,
@@ -106,16 +111,12 @@ pub enum ChunkLayout {
 }
 
 impl ChunkLayout {
-    /// Number of chunks.
+    /// Number of chunks, in constant time (it is asked at every finished
+    /// chunk).
     pub fn chunk_count(&self) -> u64 {
         match self {
             ChunkLayout::Integer { from, to, step } => integer_chunk_count(*from, *to, *step),
-            ChunkLayout::Boundaries {
-                from,
-                to,
-                boundaries,
-                ..
-            } => chunks_from_boundaries(from.clone(), to.clone(), boundaries).len() as u64,
+            ChunkLayout::Boundaries { boundaries, .. } => boundaries.len() as u64 + 1,
             ChunkLayout::Empty => 0,
         }
     }
@@ -136,13 +137,17 @@ impl ChunkLayout {
         }
     }
 
-    /// Chunk number `index`.
+    /// Chunk number `index`, in constant time.
     pub fn chunk(&self, index: u64) -> Option<Chunk> {
         match self {
             ChunkLayout::Integer { from, to, step } => integer_chunk(*from, *to, *step, index),
-            _ => usize::try_from(index)
-                .ok()
-                .and_then(|index| self.chunks().into_iter().nth(index)),
+            ChunkLayout::Boundaries {
+                from,
+                to,
+                boundaries,
+                ..
+            } => boundary_chunk(from, to, boundaries, index),
+            ChunkLayout::Empty => None,
         }
     }
 

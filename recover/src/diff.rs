@@ -4,7 +4,11 @@
 //! as the writer would index them (built by `esync::document::plan_actions`,
 //! so soft deletes, counters and timestamps in microseconds mean the same
 //! thing here as in the daemon); the index side is the set of (id, _version)
-//! found. The result lists missing, extra and stale documents.
+//! found. The result lists missing, extra and stale documents, and apart from
+//! them documents *ahead* of their rows: an indexed version above the row's
+//! means the row was rolled back or its version went backwards. A versioned
+//! write cannot replace such a document (it is a conflict), so they are
+//! differences that `--fix` cannot repair, reported on their own.
 
 use esync::id::Id;
 use serde::Serialize;
@@ -32,17 +36,28 @@ pub struct RangeDiff {
     pub missing: Vec<Id>,
     /// Documents without a live row (deleted, soft-deleted or never there).
     pub extra: Vec<Id>,
-    /// Documents with another version than their row.
+    /// Documents with an older version than their row: (id, row's, index's).
     pub stale: Vec<(Id, u64, u64)>,
+    /// Documents with a newer version than their row: (id, row's, index's).
+    pub ahead: Vec<(Id, u64, u64)>,
 }
 
 impl RangeDiff {
     /// True when the range matches.
     pub fn is_clean(&self) -> bool {
-        self.missing.is_empty() && self.extra.is_empty() && self.stale.is_empty()
+        self.missing.is_empty()
+            && self.extra.is_empty()
+            && self.stale.is_empty()
+            && self.ahead.is_empty()
     }
 
-    /// Every id that differs, ascending, without repeats.
+    /// Differences a versioned write can repair (all but `ahead`).
+    pub fn fixable(&self) -> u64 {
+        (self.missing.len() + self.extra.len() + self.stale.len()) as u64
+    }
+
+    /// Every id a versioned write can repair (missing, extra, stale),
+    /// ascending, without repeats; documents ahead of their rows are left out.
     pub fn differing_ids(&self) -> Vec<Id> {
         let mut ids: Vec<Id> = self
             .missing
@@ -63,9 +78,11 @@ impl RangeDiff {
         self.missing.extend(other.missing);
         self.extra.extend(other.extra);
         self.stale.extend(other.stale);
+        self.ahead.extend(other.ahead);
         self.missing.sort();
         self.extra.sort();
         self.stale.sort();
+        self.ahead.sort();
     }
 
     /// The report form, with at most `samples` ids of each kind.
@@ -76,6 +93,7 @@ impl RangeDiff {
             missing: self.missing.len() as u64,
             extra: self.extra.len() as u64,
             stale: self.stale.len() as u64,
+            ahead: self.ahead.len() as u64,
             missing_samples: self
                 .missing
                 .iter()
@@ -88,18 +106,21 @@ impl RangeDiff {
                 .take(samples)
                 .map(ToString::to_string)
                 .collect(),
-            stale_samples: self
-                .stale
-                .iter()
-                .take(samples)
-                .map(|(id, db_version, index_version)| StaleDoc {
-                    id: id.to_string(),
-                    db_version: *db_version,
-                    index_version: *index_version,
-                })
-                .collect(),
+            stale_samples: version_samples(&self.stale, samples),
+            ahead_samples: version_samples(&self.ahead, samples),
         }
     }
+}
+
+fn version_samples(docs: &[(Id, u64, u64)], samples: usize) -> Vec<StaleDoc> {
+    docs.iter()
+        .take(samples)
+        .map(|(id, db_version, index_version)| StaleDoc {
+            id: id.to_string(),
+            db_version: *db_version,
+            index_version: *index_version,
+        })
+        .collect()
 }
 
 /// Counts and sample ids of a [`RangeDiff`], for output.
@@ -113,14 +134,18 @@ pub struct DiffSummary {
     pub missing: u64,
     /// Documents without a live row.
     pub extra: u64,
-    /// Documents with another version.
+    /// Documents older than their rows.
     pub stale: u64,
+    /// Documents newer than their rows (not repairable by a versioned write).
+    pub ahead: u64,
     /// Some missing ids.
     pub missing_samples: Vec<String>,
     /// Some extra ids.
     pub extra_samples: Vec<String>,
     /// Some stale documents.
     pub stale_samples: Vec<StaleDoc>,
+    /// Some documents ahead of their rows.
+    pub ahead_samples: Vec<StaleDoc>,
 }
 
 impl DiffSummary {
@@ -131,6 +156,7 @@ impl DiffSummary {
         self.missing += other.missing;
         self.extra += other.extra;
         self.stale += other.stale;
+        self.ahead += other.ahead;
         let room = |have: usize| samples.saturating_sub(have);
         self.missing_samples.extend(
             other
@@ -153,10 +179,22 @@ impl DiffSummary {
                 .take(room(self.stale_samples.len()))
                 .cloned(),
         );
+        self.ahead_samples.extend(
+            other
+                .ahead_samples
+                .iter()
+                .take(room(self.ahead_samples.len()))
+                .cloned(),
+        );
     }
 
-    /// Total differences.
+    /// Total differences, documents ahead of their rows included.
     pub fn differences(&self) -> u64 {
+        self.missing + self.extra + self.stale + self.ahead
+    }
+
+    /// Differences a versioned write can repair.
+    pub fn fixable(&self) -> u64 {
         self.missing + self.extra + self.stale
     }
 
@@ -185,21 +223,29 @@ impl DiffSummary {
             self.extra,
             list(&self.extra_samples, self.extra)
         ));
-        let stale: Vec<String> = self
-            .stale_samples
-            .iter()
-            .map(|doc| {
-                format!(
-                    "{} db v{} index v{}",
-                    doc.id, doc.db_version, doc.index_version
-                )
-            })
-            .collect();
+        let versions = |docs: &[StaleDoc]| -> Vec<String> {
+            docs.iter()
+                .map(|doc| {
+                    format!(
+                        "{} db v{} index v{}",
+                        doc.id, doc.db_version, doc.index_version
+                    )
+                })
+                .collect()
+        };
         line.push_str(&format!(
             ", stale {}{}",
             self.stale,
-            list(&stale, self.stale)
+            list(&versions(&self.stale_samples), self.stale)
         ));
+        // only shown when there are any: rare, and not repairable by --fix
+        if self.ahead > 0 {
+            line.push_str(&format!(
+                ", ahead {}{}",
+                self.ahead,
+                list(&versions(&self.ahead_samples), self.ahead)
+            ));
+        }
         line
     }
 }
@@ -215,8 +261,11 @@ pub fn diff(expected: &BTreeMap<Id, u64>, indexed: &BTreeMap<Id, u64>) -> RangeD
     for (id, db_version) in expected {
         match indexed.get(id) {
             None => result.missing.push(id.clone()),
-            Some(index_version) if index_version != db_version => {
+            Some(index_version) if index_version < db_version => {
                 result.stale.push((id.clone(), *db_version, *index_version))
+            }
+            Some(index_version) if index_version > db_version => {
+                result.ahead.push((id.clone(), *db_version, *index_version))
             }
             Some(_) => {}
         }
@@ -266,8 +315,7 @@ mod tests {
             (vec![(1, 1), (2, 5)], vec![(1, 1)], vec![2], vec![], vec![]),
             (vec![(1, 1)], vec![(1, 1), (3, 2)], vec![], vec![3], vec![]),
             (vec![(1, 4)], vec![(1, 3)], vec![], vec![], vec![(1, 4, 3)]),
-            // an index ahead of its row is a difference too (a version that went back)
-            (vec![(1, 4)], vec![(1, 9)], vec![], vec![], vec![(1, 4, 9)]),
+            // an index ahead of its row is not stale: see ahead_is_its_own_kind
             (
                 vec![(1, 1), (2, 2), (3, 3)],
                 vec![(2, 1), (4, 1)],
@@ -327,6 +375,37 @@ mod tests {
         assert_eq!(
             json["stale_samples"][0],
             serde_json::json!({"id": "2", "db_version": 2, "index_version": 1})
+        );
+    }
+
+    #[test]
+    fn ahead_is_its_own_kind() {
+        // the row says v4, the index holds v9: the row went backwards (rolled
+        // back, or a version reset); a versioned write cannot replace it
+        let result = diff(
+            &map(&[(1, 4), (2, 2), (3, 7)]),
+            &map(&[(1, 9), (2, 1), (3, 7)]),
+        );
+        assert_eq!(result.stale, vec![(Id::Int(2), 2, 1)]);
+        assert_eq!(result.ahead, vec![(Id::Int(1), 4, 9)]);
+        assert!(!result.is_clean(), "ahead is a difference");
+        assert_eq!(result.fixable(), 1);
+        assert_eq!(
+            result.differing_ids(),
+            ids(&[2]),
+            "--fix is not given ids it cannot repair"
+        );
+        let summary = result.summary(5);
+        assert_eq!((summary.differences(), summary.fixable()), (2, 1));
+        assert_eq!(
+            summary.to_line(),
+            "db 3, index 3, missing 0, extra 0, stale 1 (2 db v2 index v1), ahead 1 (1 db v4 index v9)"
+        );
+        let json = serde_json::to_value(&summary).unwrap();
+        assert_eq!(json["ahead"], 1);
+        assert_eq!(
+            json["ahead_samples"][0],
+            serde_json::json!({"id": "1", "db_version": 4, "index_version": 9})
         );
     }
 }

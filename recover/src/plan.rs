@@ -1,12 +1,14 @@
 //! Making the plan of a recovery: per mapping, the id range (given, or the
 //! table's min..max) and its chunks.
 //!
-//! Integer ranges are split arithmetically; string ranges by a keyset walk that
-//! finds the last id of every `chunk_size` rows.
+//! Integer ranges are split arithmetically; string ranges, and integer ranges
+//! whose ids are too sparse for that (a span split would give mostly empty
+//! chunks), by a keyset walk that finds the last id of every `chunk_size`
+//! rows.
 
 use crate::checkpoint::{ChunkLayout, MappingPlan, Plan};
 use crate::connect::{Connected, walk_table};
-use crate::range::IdBound;
+use crate::range::{IdBound, integer_ids_are_sparse, normalize_boundaries};
 use crate::source::Source;
 use anyhow::Context as _;
 use esync::id::IdType;
@@ -114,14 +116,19 @@ pub async fn make_plan(connected: &Connected, request: &RangeRequest) -> anyhow:
                     .await
                     .with_context(|| format!("cannot count the rows of {table}"))?;
                 let layout = match (&from, &to) {
-                    (IdBound::Int(first), IdBound::Int(last)) => ChunkLayout::Integer {
-                        from: *first,
-                        to: *last,
-                        step: request.chunk_size,
-                    },
+                    (IdBound::Int(first), IdBound::Int(last))
+                        if !integer_ids_are_sparse(*first, *last, request.chunk_size, rows) =>
+                    {
+                        ChunkLayout::Integer {
+                            from: *first,
+                            to: *last,
+                            step: request.chunk_size,
+                        }
+                    }
+                    // string ids, and integer ids too sparse to split by span
                     _ => {
                         let rows_per_chunk =
-                            usize::try_from(request.chunk_size).unwrap_or(usize::MAX);
+                            usize::try_from(request.chunk_size.max(1)).unwrap_or(usize::MAX);
                         let boundaries = source
                             .boundaries(&from, &to, rows_per_chunk)
                             .await
@@ -129,9 +136,9 @@ pub async fn make_plan(connected: &Connected, request: &RangeRequest) -> anyhow:
                                 format!("cannot find the chunk boundaries of {table}")
                             })?;
                         ChunkLayout::Boundaries {
+                            boundaries: normalize_boundaries(&to, boundaries),
                             from,
                             to,
-                            boundaries,
                             rows_per_chunk: request.chunk_size,
                         }
                     }

@@ -169,7 +169,9 @@ pub fn integer_chunk_count(from: i64, to: i64, step: u64) -> u64 {
     }
     let span = (i128::from(to) - i128::from(from) + 1) as u128;
     let step = u128::from(step.max(1));
-    span.div_ceil(step) as u64
+    // 2^64 one-id chunks of the whole i64 range do not fit: saturate rather
+    // than wrap to 0 (an empty plan that would "finish" at once)
+    u64::try_from(span.div_ceil(step)).unwrap_or(u64::MAX)
 }
 
 /// Chunk `index` of [`plan_integer_chunks`]`(from, to, step)`.
@@ -219,6 +221,61 @@ pub fn chunks_from_boundaries(from: IdBound, to: IdBound, boundaries: &[IdBound]
         end: to,
     });
     chunks
+}
+
+/// How many more chunks than the row count needs an arithmetic split may
+/// have before the ids count as sparse.
+const SPARSE_FACTOR: u64 = 4;
+
+/// Whether integer ids in `from..=to` are too sparse to split by id span:
+/// `step`-wide chunks would be mostly empty (snowflake or hash-like ids, a
+/// few huge gaps), giving far more chunks than `rows` rows need, each one a
+/// query and a checkpoint entry (or a lease row). Such ranges are split like
+/// string ids, by the last id of every `step` rows.
+pub fn integer_ids_are_sparse(from: i64, to: i64, step: u64, rows: u64) -> bool {
+    let arithmetic = integer_chunk_count(from, to, step);
+    let needed = rows.div_ceil(step.max(1)).max(1);
+    arithmetic > needed.saturating_mul(SPARSE_FACTOR).saturating_add(16)
+}
+
+/// `boundaries` as [`chunks_from_boundaries`] reads them: repeats dropped,
+/// and nothing from a boundary equal to `to` on. Afterwards chunk `i` is
+/// found without walking the list ([`boundary_chunk`]).
+pub fn normalize_boundaries(to: &IdBound, boundaries: Vec<IdBound>) -> Vec<IdBound> {
+    let mut normalized: Vec<IdBound> = Vec::with_capacity(boundaries.len());
+    for boundary in boundaries {
+        if boundary == *to {
+            break;
+        }
+        if normalized.last() != Some(&boundary) {
+            normalized.push(boundary);
+        }
+    }
+    normalized
+}
+
+/// Chunk `index` of [`chunks_from_boundaries`]`(from, to, boundaries)` for
+/// normalized `boundaries` ([`normalize_boundaries`]), in constant time.
+pub fn boundary_chunk(
+    from: &IdBound,
+    to: &IdBound,
+    boundaries: &[IdBound],
+    index: u64,
+) -> Option<Chunk> {
+    let index = usize::try_from(index).ok()?;
+    if index > boundaries.len() {
+        return None;
+    }
+    let (start, start_inclusive) = match index {
+        0 => (from.clone(), true),
+        _ => (boundaries[index - 1].clone(), false),
+    };
+    let end = boundaries.get(index).unwrap_or(to).clone();
+    Some(Chunk {
+        start,
+        start_inclusive,
+        end,
+    })
 }
 
 #[cfg(test)]
@@ -303,6 +360,7 @@ mod tests {
         }
         assert_eq!(covered, (3..=1000).collect::<Vec<_>>());
         assert_eq!(integer_chunk_count(i64::MIN, i64::MAX, u64::MAX), 2);
+        assert_eq!(integer_chunk_count(i64::MIN, i64::MAX, 1), u64::MAX);
     }
 
     #[test]
@@ -389,6 +447,59 @@ mod tests {
         assert!(
             IdBound::Int(1).is_of_type(IdType::Integer)
                 && !IdBound::Int(1).is_of_type(IdType::String)
+        );
+    }
+
+    #[test]
+    fn sparse_integer_ids_are_detected() {
+        // (from, to, step, rows, sparse)
+        let cases = [
+            (1, 1_000_000, 10_000, 1_000_000, false),
+            // ids with gaps, still dense enough: half the ids deleted
+            (1, 1_000_000, 10_000, 500_000, false),
+            (1, 900, 200, 600, false),
+            // snowflake-like ids: 1M rows over 2^62 ids
+            (1, 1 << 62, 10_000, 1_000_000, true),
+            // two far-apart clusters
+            (1, 10_000_000_000, 10_000, 20_000, true),
+            (i64::MIN, i64::MAX, 1, 2, true),
+            (5, 5, 10, 1, false),
+        ];
+        for (from, to, step, rows, sparse) in cases {
+            assert_eq!(
+                integer_ids_are_sparse(from, to, step, rows),
+                sparse,
+                "{from}..={to} by {step} with {rows} rows"
+            );
+        }
+    }
+
+    #[test]
+    fn boundary_chunks_are_found_by_number() {
+        let s = |text: &str| IdBound::Str(text.into());
+        let cases: Vec<(&str, &str, Vec<IdBound>)> = vec![
+            ("a", "z", vec![]),
+            ("a", "z", vec![s("f"), s("m")]),
+            ("a", "z", vec![s("f"), s("z")]),
+            ("a", "z", vec![s("a"), s("k")]),
+            ("a", "z", vec![s("f"), s("f"), s("m")]),
+            ("k", "k", vec![s("k")]),
+        ];
+        for (from, to, boundaries) in cases {
+            let expected = chunks_from_boundaries(s(from), s(to), &boundaries);
+            let normalized = normalize_boundaries(&s(to), boundaries.clone());
+            let found: Vec<Chunk> = (0..)
+                .map_while(|index| boundary_chunk(&s(from), &s(to), &normalized, index))
+                .collect();
+            assert_eq!(found, expected, "{from}..{to} at {boundaries:?}");
+            assert_eq!(normalized.len() + 1, expected.len());
+        }
+        let ints = [IdBound::Int(10), IdBound::Int(20)];
+        assert_eq!(
+            boundary_chunk(&IdBound::Int(-5), &IdBound::Int(30), &ints, 1)
+                .unwrap()
+                .to_string(),
+            "(10..20]"
         );
     }
 }

@@ -612,7 +612,10 @@ async fn walk_chunk(
         totals.add(&page);
         context.stats.add(&page);
         for failed in &report.failed {
-            dead_letter(context, failed).await;
+            // the chunk is done only once every unwritable id is dead-lettered
+            dead_letter(context, failed)
+                .await
+                .map_err(|Abandoned| ChunkError::Interrupted)?;
         }
         if !full_page {
             break;
@@ -660,13 +663,18 @@ async fn read_page(
 }
 
 /// Hands an unwritable id to the dead-letter topic (as the daemon does), or
-/// logs it when none is configured.
-async fn dead_letter(context: &RunContext, failed: &esync::writer::FailedId) {
+/// logs it when none is configured. Retries until it is produced or `abort`
+/// fires, like the daemon: giving up would let the chunk be recorded as done
+/// with a row neither written nor dead-lettered.
+async fn dead_letter(
+    context: &RunContext,
+    failed: &esync::writer::FailedId,
+) -> Result<(), Abandoned> {
     let mapping = &context.connected.writer.mappings()[failed.mapping];
     let id_text = failed.id.to_string();
     let Some((producer, topic)) = &context.dead_letter else {
         tracing::error!(mapping = %mapping.name, id = %id_text, reason = %failed.reason, "cannot be written and no dead_letter topic is configured");
-        return;
+        return Ok(());
     };
     let value = json!({
         "mapping": mapping.name,
@@ -686,24 +694,21 @@ async fn dead_letter(context: &RunContext, failed: &esync::writer::FailedId) {
             ("esync.mapping", mapping.name.clone()),
         ],
     };
-    for attempt in 0..5 {
+    let mut attempt = 0;
+    loop {
         match esync::kafka::produce_dead_letter(producer, topic, &letter).await {
-            Ok(()) => return,
+            Ok(()) => return Ok(()),
             Err(error) => {
                 tracing::warn!(error = %error, topic = %topic, attempt, "dead-letter produce failed, retrying");
-                if sleep_or_abort(
+                sleep_or_abort(
                     context.connected.loaded.config.retry.random_delay(attempt),
                     &context.abort,
                 )
-                .await
-                .is_err()
-                {
-                    break;
-                }
+                .await?;
+                attempt += 1;
             }
         }
     }
-    tracing::error!(mapping = %mapping.name, id = %id_text, "could not dead-letter an unwritable id");
 }
 
 /// Cancels `stop` on the first SIGINT/SIGTERM and `abort` after `grace` (or

@@ -251,7 +251,8 @@ impl Source {
 
     /// The chunk ends of `from..=to` in chunks of `rows_per_chunk` rows: the
     /// last id of every full keyset page (for string ids, which cannot be
-    /// split arithmetically).
+    /// split arithmetically, and sparse integer ids), ascending in the
+    /// database's order, each once, never `to`.
     pub async fn boundaries(
         &self,
         from: &IdBound,
@@ -265,28 +266,25 @@ impl Source {
         };
         loop {
             let sql = self.sql.page_end(cursor.inclusive, rows_per_chunk);
-            let (count, last): (i64, Option<String>) = match self.id_type {
+            let (count, last): (i64, Option<IdBound>) = match self.id_type {
                 IdType::String => with_pool!(&self.database, pool => {
-                    let query = sqlx::query_as(AssertSqlSafe(sql));
+                    let query = sqlx::query_as::<_, (i64, Option<String>)>(AssertSqlSafe(sql));
                     let query = bind_bound!(query, &cursor.after);
                     let query = bind_bound!(query, to);
                     query.fetch_one(pool).await
-                }),
+                })
+                .map(|(count, last)| (count, last.map(IdBound::Str))),
                 IdType::Integer => with_pool!(&self.database, pool => {
                     let query = sqlx::query_as::<_, (i64, Option<i64>)>(AssertSqlSafe(sql));
                     let query = bind_bound!(query, &cursor.after);
                     let query = bind_bound!(query, to);
                     query.fetch_one(pool).await
                 })
-                .map(|(count, last)| (count, last.map(|last| last.to_string()))),
+                .map(|(count, last)| (count, last.map(IdBound::Int))),
             }
             .map_err(self.error("finding chunk boundaries"))?;
             let Some(last) = last else { break };
-            let last = match self.id_type {
-                IdType::Integer => IdBound::Int(last.parse().unwrap_or_default()),
-                IdType::String => IdBound::Str(last),
-            };
-            if (count as usize) < rows_per_chunk || last == *to {
+            if usize::try_from(count).unwrap_or(0) < rows_per_chunk || last == *to {
                 break;
             }
             boundaries.push(last.clone());

@@ -14,7 +14,7 @@ use crate::connect::Connected;
 use crate::diff::{DiffSummary, RangeDiff, diff};
 use crate::index::IndexSide;
 use crate::plan::{RangeRequest, make_plan};
-use crate::range::{Chunk, Cursor};
+use crate::range::{Chunk, Cursor, IdBound};
 use crate::source::Source;
 use anyhow::Context as _;
 use esync::document::{BulkAction, plan_actions};
@@ -99,12 +99,15 @@ pub struct VerifyReport {
 
 impl VerifyReport {
     /// No differences, or all of them repaired and checked again.
+    /// Documents ahead of their rows are never repaired by `--fix`, so they
+    /// keep the exit code non-zero.
     pub fn is_clean_after_fix(&self) -> bool {
         self.total.differences() == 0
-            || self
-                .fix
-                .as_ref()
-                .is_some_and(|fix| fix.remaining == Some(0))
+            || (self.total.ahead == 0
+                && self
+                    .fix
+                    .as_ref()
+                    .is_some_and(|fix| fix.remaining == Some(0)))
     }
 }
 
@@ -165,7 +168,16 @@ pub async fn verify(
                 .with_context(|| format!("cannot read the id range of {table}"))?;
             let index_bounds = index.id_bounds().await?;
             let union = match (table_bounds, index_bounds) {
-                (Some((a, b)), Some((c, d))) => Some((a.min(c), b.max(d))),
+                // Integers order alike everywhere.
+                (
+                    Some((IdBound::Int(a), IdBound::Int(b))),
+                    Some((IdBound::Int(c), IdBound::Int(d))),
+                ) => Some((IdBound::Int(a.min(c)), IdBound::Int(b.max(d)))),
+                // Strings: the index sorts by bytes, the database by its
+                // collation; a bound chosen by byte order can sort inside the
+                // table's range and hide rows from the walk. The table's own
+                // range is walked.
+                (Some(table), Some(_)) => Some(table),
                 (one, other) => one.or(other),
             };
             if let Some((low, high)) = union {
@@ -250,7 +262,7 @@ pub async fn verify(
         report.total.add(&mapping_total, settings.samples);
     }
     let differences = report.total.differences();
-    if differences > 0 && settings.fix != FixMode::Report {
+    if report.total.fixable() > 0 && settings.fix != FixMode::Report {
         report.fix = Some(fix(connected, settings, &differing).await?);
     }
     match settings.format {
@@ -264,12 +276,20 @@ pub async fn verify(
             } else {
                 writeln!(
                     out,
-                    "verify: {differences} difference(s) (missing {}, extra {}, stale {}) in {} of {} range(s)",
+                    "verify: {differences} difference(s) (missing {}, extra {}, stale {}, ahead {}) in {} of {} range(s)",
                     report.total.missing,
                     report.total.extra,
                     report.total.stale,
+                    report.total.ahead,
                     report.ranges_with_differences,
                     report.ranges
+                )?;
+            }
+            if report.total.ahead > 0 {
+                writeln!(
+                    out,
+                    "verify: {} document(s) are ahead of their rows (the row was rolled back or its version went backwards); --fix cannot replace them: correct the rows' versions",
+                    report.total.ahead
                 )?;
             }
             if let Some(fix) = &report.fix {
@@ -342,9 +362,27 @@ async fn check_chunk(
             .into_iter()
             .filter(|(id, _)| !indexed.contains_key(id))
             .collect();
-        indexed.extend(side.index.versions(&candidates).await?);
+        for page in candidates.chunks(batch_size) {
+            let found = side.index.versions(page).await?;
+            // A candidate whose row is live is no extra: with string ids the
+            // index's range (byte order) is not the database's (collation
+            // order), so the row belongs to another chunk; or it was inserted
+            // after this chunk was read. Either way it is compared by id
+            // where the walk meets it.
+            let ids: Vec<Id> = page.iter().map(|(id, _)| id.clone()).collect();
+            let (live, _) = expected_versions(connected, side, &ids).await?;
+            indexed.extend(found.into_iter().filter(|(id, _)| !live.contains_key(id)));
+        }
     }
-    Ok(diff(&expected, &indexed))
+    let mut result = diff(&expected, &indexed);
+    if !result.ahead.is_empty() {
+        // The daemon may have written a newer row between the re-read and the
+        // `_mget`: read both sides again before calling a document ahead.
+        let ids: Vec<Id> = result.ahead.iter().map(|(id, _, _)| id.clone()).collect();
+        let (expected_again, indexed_again) = check_ids(connected, side, &ids).await?;
+        result.ahead = diff(&expected_again, &indexed_again).ahead;
+    }
+    Ok(result)
 }
 
 /// The expected (id, version) of `ids` per the writer's rules, and what the
@@ -354,6 +392,18 @@ async fn check_ids(
     side: &Side<'_>,
     ids: &[Id],
 ) -> anyhow::Result<(BTreeMap<Id, u64>, BTreeMap<Id, u64>)> {
+    let (expected, lookups) = expected_versions(connected, side, ids).await?;
+    let indexed = side.index.versions(&lookups).await?;
+    Ok((expected, indexed))
+}
+
+/// The expected (id, version) of the live rows among `ids`, per the writer's
+/// rules, and every id to look up in the index with its routing.
+async fn expected_versions(
+    connected: &Connected,
+    side: &Side<'_>,
+    ids: &[Id],
+) -> anyhow::Result<(BTreeMap<Id, u64>, Vec<(Id, Option<String>)>)> {
     let rows = side
         .mapping
         .reader
@@ -376,8 +426,7 @@ async fn check_ids(
             }
         }
     }
-    let indexed = side.index.versions(&lookups).await?;
-    Ok((expected, indexed))
+    Ok((expected, lookups))
 }
 
 /// Repairs (or hands over) the differing ids, then checks them again.
@@ -443,8 +492,7 @@ async fn fix(
         debug_assert_eq!(side.mapping_index, mapping_index);
         for page in ids.chunks(batch_size) {
             let (expected, indexed) = check_ids(connected, &side, page).await?;
-            let left = diff(&expected, &indexed);
-            remaining += (left.missing.len() + left.extra.len() + left.stale.len()) as u64;
+            remaining += diff(&expected, &indexed).fixable();
         }
     }
     report.remaining = Some(remaining);
