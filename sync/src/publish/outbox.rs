@@ -285,41 +285,59 @@ impl Relay {
         macro_rules! relay {
             ($transaction:expr, $style:tt) => {{
                 let mut transaction = $transaction;
-                let rows = bind_list!($style, sqlx::query(AssertSqlSafe(claim)), self.names)
-                    .fetch_all(&mut *transaction)
-                    .await
-                    .map_err(|error| format!("claim rows: {error}"))?;
-                let rows = rows
-                    .iter()
-                    .map(|row| {
-                        Ok(OutboxRow {
-                            seq: row.try_get("seq")?,
-                            table_name: row.try_get("table_name")?,
-                            row_id: row.try_get("row_id")?,
+                let outcome: Result<usize, String> = async {
+                    let rows = bind_list!($style, sqlx::query(AssertSqlSafe(claim)), self.names)
+                        .fetch_all(&mut *transaction)
+                        .await
+                        .map_err(|error| format!("claim rows: {error}"))?;
+                    let rows = rows
+                        .iter()
+                        .map(|row| {
+                            Ok(OutboxRow {
+                                seq: row.try_get("seq")?,
+                                table_name: row.try_get("table_name")?,
+                                row_id: row.try_get("row_id")?,
+                            })
                         })
-                    })
-                    .collect::<Result<Vec<OutboxRow>, sqlx::Error>>()
-                    .map_err(|error| format!("read claimed rows: {error}"))?;
-                if rows.is_empty() {
-                    return Ok(0);
+                        .collect::<Result<Vec<OutboxRow>, sqlx::Error>>()
+                        .map_err(|error| format!("read claimed rows: {error}"))?;
+                    if rows.is_empty() {
+                        return Ok(0);
+                    }
+                    // Remove (or mark) first, inside the transaction: a deadlock
+                    // or lock time-out surfaces here, before anything was
+                    // produced. Only COMMIT, which cannot conflict on rows we
+                    // hold, follows Kafka's acknowledgement; a failed produce
+                    // rolls the removal back.
+                    let seqs: Vec<i64> = rows.iter().map(|row| row.seq).collect();
+                    let finish = self.sql.finish(self.settings.after_relay, seqs.len());
+                    let _ = bind_list!($style, sqlx::query(AssertSqlSafe(finish)), seqs)
+                        .execute(&mut *transaction)
+                        .await
+                        .map_err(|error| format!("remove claimed rows: {error}"))?;
+                    self.produce(&rows).await?;
+                    Ok(rows.len())
                 }
-                // Remove (or mark) first, inside the transaction: a deadlock
-                // or lock time-out surfaces here, before anything was
-                // produced. Only COMMIT, which cannot conflict on rows we
-                // hold, follows Kafka's acknowledgement; a failed produce
-                // rolls the removal back.
-                let seqs: Vec<i64> = rows.iter().map(|row| row.seq).collect();
-                let finish = self.sql.finish(self.settings.after_relay, seqs.len());
-                let _ = bind_list!($style, sqlx::query(AssertSqlSafe(finish)), seqs)
-                    .execute(&mut *transaction)
-                    .await
-                    .map_err(|error| format!("remove claimed rows: {error}"))?;
-                self.produce(&rows).await?;
-                transaction
-                    .commit()
-                    .await
-                    .map_err(|error| format!("commit: {error}"))?;
-                Ok(rows.len())
+                .await;
+                match outcome {
+                    Ok(relayed) => {
+                        transaction
+                            .commit()
+                            .await
+                            .map_err(|error| format!("commit: {error}"))?;
+                        Ok(relayed)
+                    }
+                    Err(error) => {
+                        // Roll back now: a dropped transaction only queues
+                        // its ROLLBACK until the pool reuses the connection,
+                        // and until then its row locks hide the claimed rows
+                        // from every relay (SKIP LOCKED).
+                        if let Err(rollback) = transaction.rollback().await {
+                            tracing::warn!(error = %rollback, "cannot roll back the outbox batch; the connection is discarded");
+                        }
+                        Err(error)
+                    }
+                }
             }};
         }
         match &self.database {
