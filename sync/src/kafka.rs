@@ -320,6 +320,17 @@ impl IdProducer {
         Ok(texts.len())
     }
 
+    /// Checks that the brokers answer a metadata request within `timeout`.
+    pub async fn check_reachable(&self, timeout: Duration) -> KafkaResult<()> {
+        use rdkafka::producer::Producer as _;
+        let producer = self.producer.clone();
+        tokio::task::spawn_blocking(move || {
+            producer.client().fetch_metadata(None, timeout).map(drop)
+        })
+        .await
+        .map_err(|_| KafkaError::Canceled)?
+    }
+
     /// Produces a raw message (tests and tools that need malformed input).
     pub async fn send_raw(
         &self,

@@ -25,12 +25,13 @@ pub mod poller;
 pub mod watermark;
 
 use crate::config::LoadedConfig;
-use crate::daemon::{DaemonError, Services};
+use crate::daemon::DaemonError;
 use crate::kafka::IdProducer;
 use checkpoint::{CheckpointError, CheckpointStore};
 use metrics::PublishMetrics;
 use poller::{PollLoop, PollSettings, Poller};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -123,23 +124,52 @@ pub async fn run(
         _ => {}
     }
     let mut registry = prometheus_client::registry::Registry::default();
-    let daemon_metrics = crate::metrics::Metrics::register(&mut registry);
     let metrics = PublishMetrics::register(&mut registry);
-    // The daemon's services give the pool, the health checks and /metrics.
-    let services = Services::connect(loaded, daemon_metrics).await?;
-    let database = services.writer.database().clone();
+    let database = crate::db::Database::connect(
+        &loaded.secrets.database_url,
+        config.source.max_connections,
+        config.source.connect_timeout,
+    )
+    .await
+    .map_err(DaemonError::from)?;
     let producer = Arc::new(IdProducer::new(&config.kafka)?);
+    // fail fast: a publisher that cannot reach Kafka would only retry
+    producer.check_reachable(Duration::from_secs(10)).await?;
     let server = match publish.metrics_listen {
-        Some(address) => Some(
-            crate::http::serve(
-                address,
-                Arc::new(registry),
-                services.clone(),
-                shutdown.clone(),
+        Some(address) => {
+            // ready when the two systems the publisher uses answer
+            let (health_database, health_producer) = (database.clone(), producer.clone());
+            let health: crate::http::HealthCheck = Arc::new(move || {
+                let (database, producer) = (health_database.clone(), health_producer.clone());
+                Box::pin(async move {
+                    let timeout = Duration::from_secs(3);
+                    let mut problems = Vec::new();
+                    match tokio::time::timeout(timeout, database.ping()).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(error)) => problems.push(format!("database: {error}")),
+                        Err(_) => problems.push("database: time-out".to_owned()),
+                    }
+                    if let Err(error) = producer.check_reachable(timeout).await {
+                        problems.push(format!("kafka: {error}"));
+                    }
+                    if problems.is_empty() {
+                        Ok(())
+                    } else {
+                        Err(problems.join("; "))
+                    }
+                })
+            });
+            Some(
+                crate::http::serve_with_health(
+                    address,
+                    Arc::new(registry),
+                    health,
+                    shutdown.clone(),
+                )
+                .await
+                .map_err(|source| PublishError::Metrics { address, source })?,
             )
-            .await
-            .map_err(|source| PublishError::Metrics { address, source })?,
-        ),
+        }
         None => None,
     };
     let result = match mode {
