@@ -9,8 +9,8 @@
 
 use crate::audit::{AuditLog, AuditOutcome, AuditRecord};
 use crate::command::{
-    AccessPolicy, Command, CommandError, ConfirmError, Confirmations, Decision, HELP, Role,
-    parse_command,
+    AccessPolicy, Command, CommandError, ConfirmError, Confirmations, Decision, HELP, PLAN_HELP,
+    PlanRequest, PlanSetting, Role, parse_command, plan_error, plan_input,
 };
 use crate::driver::ProgressSink;
 use crate::format::{health_text, nodes_text, shards_text};
@@ -405,10 +405,19 @@ impl<O: Operations> BotHandler<O> {
         let chat_id = audit.incoming.chat_id;
         let result: Result<Vec<Reply>, OpsError> = match command {
             Command::Help => Ok(vec![Reply::Text(HELP.to_string())]),
-            Command::Plan { .. } => Ok(vec![Reply::Text(
-                "shard planning is not available from the bot yet; use the shardplan tool"
-                    .to_string(),
-            )]),
+            Command::Plan {
+                request: PlanRequest::Usage,
+            } => Ok(vec![Reply::Text(PLAN_HELP.to_string())]),
+            Command::Plan {
+                request: PlanRequest::Settings(settings),
+            } => match plan_replies(&settings) {
+                Ok(replies) => Ok(replies),
+                Err(message) => {
+                    // Bad input, not a failure: a short reply naming the key.
+                    self.record(audit, AuditOutcome::Rejected, Some(message.clone()));
+                    return vec![Reply::Text(message)];
+                }
+            },
             Command::Health => self
                 .ops
                 .health()
@@ -517,4 +526,81 @@ impl<O: Operations> BotHandler<O> {
             Err(error) => self.failed(audit, &error),
         }
     }
+}
+
+/// Plans the shards for `/plan` settings: a short chat summary (primary
+/// count, each rule with its reason, findings, suggestions) and the full
+/// `shardplan plan` table report as a file. `Err` is a chat message naming
+/// what is wrong with the input.
+pub fn plan_replies(settings: &[PlanSetting]) -> Result<Vec<Reply>, String> {
+    let input = plan_input(settings).map_err(|error| error.to_string())?;
+    let plan = shardplan::plan_shards(&input).map_err(|error| plan_error(error).to_string())?;
+    Ok(vec![
+        Reply::Text(plan_summary(&plan)),
+        Reply::File {
+            name: format!("shardplan-{}.txt", plan.name),
+            bytes: shardplan::report::render_plan(&input, &plan).into_bytes(),
+            caption: "full plan: tier loads, disk and findings".to_string(),
+        },
+    ])
+}
+
+/// The chat text of a plan: one line per rule, finding and suggestion.
+pub fn plan_summary(plan: &shardplan::Plan) -> String {
+    use std::fmt::Write as _;
+    let mut out = format!(
+        "{}-*: {} primaries per index, {} replica(s); shards of {}",
+        plan.name, plan.primaries, plan.replicas, plan.shard_size
+    );
+    if let Some(docs) = plan.docs_per_shard {
+        let _ = write!(out, ", {docs} docs");
+    }
+    if let Some(target) = plan.shrink_to {
+        let _ = write!(out, "; shrink to {target} in warm");
+    }
+    out.push_str("\nrules:");
+    for step in &plan.rules {
+        let name = serde_json::to_value(step.rule)
+            .ok()
+            .and_then(|value| value.as_str().map(str::to_string))
+            .unwrap_or_default();
+        let _ = write!(out, "\n- {name} {}: {}", step.value, step.reason);
+    }
+    for load in &plan.tiers {
+        let _ = write!(
+            out,
+            "\n{} x{}: {} shards/node, disk {:.1}%",
+            load.tier,
+            load.nodes,
+            load.shards_per_node,
+            load.disk_fraction * 100.0
+        );
+    }
+    if plan.findings.is_empty() {
+        out.push_str("\nno findings");
+    } else {
+        out.push_str("\nfindings:");
+        for finding in &plan.findings {
+            let _ = write!(
+                out,
+                "\n- {} {}: {}",
+                finding.severity, finding.code, finding.message
+            );
+        }
+    }
+    if !plan.suggestions.is_empty() {
+        out.push_str("\nnode counts without the LCM explosion:");
+        for suggestion in &plan.suggestions {
+            let _ = write!(
+                out,
+                "\n- hot {} / warm {} / cold {}: {} primaries of {}",
+                suggestion.hot_nodes,
+                suggestion.warm_nodes,
+                suggestion.cold_nodes,
+                suggestion.primaries,
+                suggestion.shard_size
+            );
+        }
+    }
+    out
 }

@@ -54,10 +54,10 @@ pub enum Command {
         /// Index or pattern.
         index: Option<String>,
     },
-    /// `/plan ...`: shard planning (not available in this build).
+    /// `/plan key=value ...`: shard planning with `shardplan` (read-only).
     Plan {
-        /// Arguments as typed.
-        args: String,
+        /// The usage text, or checked settings.
+        request: PlanRequest,
     },
     /// `/help` or `/start`.
     Help,
@@ -127,7 +127,15 @@ impl fmt::Display for Command {
                 }
                 Ok(())
             }
-            Command::Plan { args } if !args.is_empty() => write!(f, "/plan {args}"),
+            Command::Plan {
+                request: PlanRequest::Settings(settings),
+            } => {
+                f.write_str("/plan")?;
+                for setting in settings {
+                    write!(f, " {setting}")?;
+                }
+                Ok(())
+            }
             other => write!(f, "/{}", other.name()),
         }
     }
@@ -148,6 +156,10 @@ pub enum CommandError {
     /// Wrong arguments; the usage line.
     #[error("usage: {0}")]
     Usage(&'static str),
+    /// A `/plan` argument that is unknown, malformed or out of range; the
+    /// message names the key and value.
+    #[error("/plan: {0} (see /plan help)")]
+    Plan(String),
 }
 
 /// Usage lines, also the `/help` text.
@@ -160,7 +172,7 @@ pub const HELP: &str = "\
 /resume - continue a stopped restart (operator)
 /abort - stop the restart before its next node (operator)
 /slowlog [window] [index] - slow queries, e.g. /slowlog 1h logs-*
-/plan ... - shard planning
+/plan hot=N ingest=SIZE [key=value ...] - primary shard count (shardplan); /plan help
 /help - this text";
 
 /// Parses a chat message. `bot_username` lets `/cmd@thisbot` through and
@@ -199,7 +211,7 @@ pub fn parse_command(text: &str, bot_username: Option<&str>) -> Result<Command, 
         "abort" => no_args(&args, Command::Abort, "/abort")?,
         "slowlog" => parse_slowlog(&args)?,
         "plan" => Command::Plan {
-            args: args.join(" "),
+            request: parse_plan(&args)?,
         },
         "help" | "start" => Command::Help,
         other => return Err(CommandError::Unknown(other.chars().take(32).collect())),
@@ -277,6 +289,493 @@ fn parse_slowlog(args: &[&str]) -> Result<Command, CommandError> {
         None => None,
     };
     Ok(Command::Slowlog { window, index })
+}
+
+/// What `/plan` was asked for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PlanRequest {
+    /// `/plan` or `/plan help`: the usage text.
+    Usage,
+    /// `key=value` settings that were checked by [`plan_input`] when parsed.
+    Settings(Vec<PlanSetting>),
+}
+
+/// One `/plan` setting: a key and its value as typed (checked).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PlanSetting {
+    /// Which planning input it sets.
+    pub key: PlanKey,
+    /// The value as typed, e.g. `500gb`.
+    pub value: String,
+}
+
+impl fmt::Display for PlanSetting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}={}", self.key.name(), self.value)
+    }
+}
+
+/// A `/plan` key. Each one is a flag of `shardplan plan` (the name is the
+/// flag with `_` for `-`: `hot_nodes` for `--hot-nodes`) and sets the same
+/// field of [`shardplan::PlanInput`]; short aliases suit a chat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PlanKey {
+    /// `--name`.
+    Name,
+    /// `--hot-nodes` (`hot`).
+    HotNodes,
+    /// `--warm-nodes` (`warm`).
+    WarmNodes,
+    /// `--cold-nodes` (`cold`).
+    ColdNodes,
+    /// `--hot-disk`.
+    HotDisk,
+    /// `--warm-disk`.
+    WarmDisk,
+    /// `--cold-disk`.
+    ColdDisk,
+    /// `--heap` (all tiers).
+    Heap,
+    /// `--daily-ingest` (`ingest`).
+    DailyIngest,
+    /// `--daily-docs` (`docs`).
+    DailyDocs,
+    /// `--hot-days`.
+    HotDays,
+    /// `--warm-days`.
+    WarmDays,
+    /// `--cold-days`.
+    ColdDays,
+    /// `--expected-size` (`expected`): one growing index.
+    ExpectedSize,
+    /// `--expected-docs`.
+    ExpectedDocs,
+    /// `--replicas`.
+    Replicas,
+    /// `--max-shard-size` (`max_shard`).
+    MaxShardSize,
+    /// `--min-shard-size` (`min_shard`).
+    MinShardSize,
+    /// `--max-docs-per-shard` (`max_docs`).
+    MaxDocsPerShard,
+    /// `--growth-factor` (`growth`).
+    GrowthFactor,
+    /// `--shrink-to` (`shrink`).
+    ShrinkTo,
+    /// `--tier-routing`.
+    TierRouting,
+    /// `--tier-attribute`.
+    TierAttribute,
+    /// `--data-stream`.
+    DataStream,
+    /// `--max-shards-per-node`.
+    MaxShardsPerNode,
+    /// `--shards-per-heap-gb`.
+    ShardsPerHeapGb,
+    /// `--merge-headroom`.
+    MergeHeadroom,
+    /// `--watermark-low`.
+    WatermarkLow,
+    /// `--watermark-high`.
+    WatermarkHigh,
+}
+
+/// The kind of value a [`PlanKey`] takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PlanValueKind {
+    /// A whole number that fits `u32` (nodes, days, replicas, ...).
+    Count,
+    /// A whole number that fits `u64` (documents).
+    Docs,
+    /// An Elasticsearch byte size with a unit (`500gb`).
+    Size,
+    /// A decimal number (`0.85`).
+    Fraction,
+    /// A name: lowercase letters, digits, `_`, `-`, `.`.
+    Text,
+    /// `true` or `false`.
+    Flag,
+    /// `data_tiers` or `node_attribute`.
+    Routing,
+}
+
+impl PlanKey {
+    /// Every key, in the order of the usage text.
+    pub const ALL: [PlanKey; 29] = [
+        PlanKey::HotNodes,
+        PlanKey::WarmNodes,
+        PlanKey::ColdNodes,
+        PlanKey::HotDisk,
+        PlanKey::WarmDisk,
+        PlanKey::ColdDisk,
+        PlanKey::Heap,
+        PlanKey::DailyIngest,
+        PlanKey::DailyDocs,
+        PlanKey::HotDays,
+        PlanKey::WarmDays,
+        PlanKey::ColdDays,
+        PlanKey::ExpectedSize,
+        PlanKey::ExpectedDocs,
+        PlanKey::Replicas,
+        PlanKey::MaxShardSize,
+        PlanKey::MinShardSize,
+        PlanKey::MaxDocsPerShard,
+        PlanKey::GrowthFactor,
+        PlanKey::ShrinkTo,
+        PlanKey::Name,
+        PlanKey::TierRouting,
+        PlanKey::TierAttribute,
+        PlanKey::DataStream,
+        PlanKey::MaxShardsPerNode,
+        PlanKey::ShardsPerHeapGb,
+        PlanKey::MergeHeadroom,
+        PlanKey::WatermarkLow,
+        PlanKey::WatermarkHigh,
+    ];
+
+    /// The canonical name: the `shardplan plan` flag with `_` for `-`.
+    pub fn name(self) -> &'static str {
+        match self {
+            PlanKey::Name => "name",
+            PlanKey::HotNodes => "hot_nodes",
+            PlanKey::WarmNodes => "warm_nodes",
+            PlanKey::ColdNodes => "cold_nodes",
+            PlanKey::HotDisk => "hot_disk",
+            PlanKey::WarmDisk => "warm_disk",
+            PlanKey::ColdDisk => "cold_disk",
+            PlanKey::Heap => "heap",
+            PlanKey::DailyIngest => "daily_ingest",
+            PlanKey::DailyDocs => "daily_docs",
+            PlanKey::HotDays => "hot_days",
+            PlanKey::WarmDays => "warm_days",
+            PlanKey::ColdDays => "cold_days",
+            PlanKey::ExpectedSize => "expected_size",
+            PlanKey::ExpectedDocs => "expected_docs",
+            PlanKey::Replicas => "replicas",
+            PlanKey::MaxShardSize => "max_shard_size",
+            PlanKey::MinShardSize => "min_shard_size",
+            PlanKey::MaxDocsPerShard => "max_docs_per_shard",
+            PlanKey::GrowthFactor => "growth_factor",
+            PlanKey::ShrinkTo => "shrink_to",
+            PlanKey::TierRouting => "tier_routing",
+            PlanKey::TierAttribute => "tier_attribute",
+            PlanKey::DataStream => "data_stream",
+            PlanKey::MaxShardsPerNode => "max_shards_per_node",
+            PlanKey::ShardsPerHeapGb => "shards_per_heap_gb",
+            PlanKey::MergeHeadroom => "merge_headroom",
+            PlanKey::WatermarkLow => "watermark_low",
+            PlanKey::WatermarkHigh => "watermark_high",
+        }
+    }
+
+    /// The short chat alias, if any.
+    pub fn alias(self) -> Option<&'static str> {
+        match self {
+            PlanKey::HotNodes => Some("hot"),
+            PlanKey::WarmNodes => Some("warm"),
+            PlanKey::ColdNodes => Some("cold"),
+            PlanKey::DailyIngest => Some("ingest"),
+            PlanKey::DailyDocs => Some("docs"),
+            PlanKey::ExpectedSize => Some("expected"),
+            PlanKey::MaxShardSize => Some("max_shard"),
+            PlanKey::MinShardSize => Some("min_shard"),
+            PlanKey::MaxDocsPerShard => Some("max_docs"),
+            PlanKey::GrowthFactor => Some("growth"),
+            PlanKey::ShrinkTo => Some("shrink"),
+            _ => None,
+        }
+    }
+
+    /// The key for a typed name: canonical or alias, any case, `-` or `_`,
+    /// with or without a leading `--` (a pasted `shardplan plan` flag).
+    pub fn parse(text: &str) -> Option<PlanKey> {
+        let normalized = text
+            .trim_start_matches("--")
+            .to_ascii_lowercase()
+            .replace('-', "_");
+        PlanKey::ALL
+            .into_iter()
+            .find(|key| key.name() == normalized || key.alias() == Some(normalized.as_str()))
+    }
+
+    fn kind(self) -> PlanValueKind {
+        match self {
+            PlanKey::Name | PlanKey::TierAttribute => PlanValueKind::Text,
+            PlanKey::HotDisk
+            | PlanKey::WarmDisk
+            | PlanKey::ColdDisk
+            | PlanKey::Heap
+            | PlanKey::DailyIngest
+            | PlanKey::ExpectedSize
+            | PlanKey::MaxShardSize
+            | PlanKey::MinShardSize => PlanValueKind::Size,
+            PlanKey::DailyDocs | PlanKey::ExpectedDocs | PlanKey::MaxDocsPerShard => {
+                PlanValueKind::Docs
+            }
+            PlanKey::MergeHeadroom | PlanKey::WatermarkLow | PlanKey::WatermarkHigh => {
+                PlanValueKind::Fraction
+            }
+            PlanKey::DataStream => PlanValueKind::Flag,
+            PlanKey::TierRouting => PlanValueKind::Routing,
+            _ => PlanValueKind::Count,
+        }
+    }
+
+    /// The `/plan` key for a field named by [`shardplan::PlanError`]
+    /// (`hot.nodes`, `workload.daily_ingest`, ...), so errors use the names
+    /// the operator typed.
+    fn for_input_field(field: &str) -> String {
+        let field = field.strip_prefix("workload.").unwrap_or(field);
+        field.replace('.', "_")
+    }
+}
+
+/// Usage of `/plan`: `/plan` and `/plan help` answer it.
+pub const PLAN_HELP: &str = "\
+/plan key=value ... - primary shards per index, with the reason of each rule and the findings (shardplan)
+e.g. /plan hot=6 warm=9 ingest=500gb hot_days=7 warm_days=30 replicas=1 max_shard=50gb
+required: hot=N and ingest=SIZE a day (daily indexes), or expected=SIZE (one growing index)
+nodes: hot warm cold; disk per node: hot_disk warm_disk cold_disk (2tb); heap (31gb)
+daily indexes: ingest docs hot_days (7) warm_days cold_days; growing index: expected expected_docs
+rules: replicas (1) max_shard (50gb) min_shard (10gb) max_docs (200000000) growth (2) shrink
+limits: max_shards_per_node (1000) shards_per_heap_gb (20) merge_headroom (0.1) watermark_low (0.85) watermark_high (0.9)
+also: name tier_routing tier_attribute data_stream; the long names of the shardplan plan flags work too (hot_nodes, daily_ingest, ...)
+sizes need a unit (500gb, 2tb; 1gb = 1024^3 bytes)";
+
+fn parse_plan(args: &[&str]) -> Result<PlanRequest, CommandError> {
+    if args.is_empty() || (args.len() == 1 && args[0].eq_ignore_ascii_case("help")) {
+        return Ok(PlanRequest::Usage);
+    }
+    let mut settings: Vec<PlanSetting> = Vec::new();
+    for arg in args {
+        let shown: String = arg.chars().take(40).collect();
+        let Some((key_text, value)) = arg.split_once('=') else {
+            return Err(CommandError::Plan(format!(
+                "{shown:?} is not key=value, e.g. hot=3"
+            )));
+        };
+        let key = PlanKey::parse(key_text).ok_or_else(|| {
+            CommandError::Plan(format!(
+                "unknown key {:?}",
+                key_text.chars().take(40).collect::<String>()
+            ))
+        })?;
+        if settings.iter().any(|setting| setting.key == key) {
+            return Err(CommandError::Plan(format!("{} is given twice", key.name())));
+        }
+        let value = value.trim();
+        check_plan_value(key, value)?;
+        settings.push(PlanSetting {
+            key,
+            value: value.to_string(),
+        });
+    }
+    plan_input(&settings)?;
+    Ok(PlanRequest::Settings(settings))
+}
+
+fn bad_value(key: PlanKey, value: &str, expected: &str) -> CommandError {
+    let shown: String = value.chars().take(40).collect();
+    CommandError::Plan(format!(
+        "bad value {}={shown:?}: expected {expected}",
+        key.name()
+    ))
+}
+
+/// The typed values of one setting.
+enum PlanValue {
+    Count(u32),
+    Docs(u64),
+    Size(shardplan::ByteSize),
+    Fraction(f64),
+    Text(String),
+    Flag(bool),
+    Routing(shardplan::TierRouting),
+}
+
+fn check_plan_value(key: PlanKey, value: &str) -> Result<PlanValue, CommandError> {
+    let plan_value = match key.kind() {
+        PlanValueKind::Count => PlanValue::Count(
+            value
+                .parse()
+                .map_err(|_| bad_value(key, value, "a whole number such as 3"))?,
+        ),
+        PlanValueKind::Docs => PlanValue::Docs(
+            value
+                .replace('_', "")
+                .parse()
+                .map_err(|_| bad_value(key, value, "a whole number such as 600000000"))?,
+        ),
+        PlanValueKind::Size => {
+            // A bare number would be bytes, which in a chat is nearly always
+            // a slip for gigabytes: ask for the unit.
+            let has_unit = value.ends_with(['b', 'B']);
+            match value.parse::<shardplan::ByteSize>() {
+                Ok(size) if has_unit => PlanValue::Size(size),
+                _ => return Err(bad_value(key, value, "a size with a unit such as 500gb")),
+            }
+        }
+        PlanValueKind::Fraction => PlanValue::Fraction(
+            value
+                .parse::<f64>()
+                .ok()
+                .filter(|number| number.is_finite())
+                .ok_or_else(|| bad_value(key, value, "a decimal number such as 0.85"))?,
+        ),
+        PlanValueKind::Text => {
+            let ok = !value.is_empty()
+                && value.len() <= 64
+                && value.chars().all(|c| {
+                    c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-' | '.')
+                });
+            if !ok {
+                return Err(bad_value(
+                    key,
+                    value,
+                    "lowercase letters, digits, '_', '-' or '.'",
+                ));
+            }
+            PlanValue::Text(value.to_string())
+        }
+        PlanValueKind::Flag => PlanValue::Flag(match value.to_ascii_lowercase().as_str() {
+            "true" | "yes" | "on" | "1" => true,
+            "false" | "no" | "off" | "0" => false,
+            _ => return Err(bad_value(key, value, "true or false")),
+        }),
+        PlanValueKind::Routing => PlanValue::Routing(
+            match value.to_ascii_lowercase().replace('-', "_").as_str() {
+                "data_tiers" => shardplan::TierRouting::DataTiers,
+                "node_attribute" => shardplan::TierRouting::NodeAttribute,
+                _ => return Err(bad_value(key, value, "data_tiers or node_attribute")),
+            },
+        ),
+    };
+    Ok(plan_value)
+}
+
+/// Builds the planning input from `/plan` settings the way `shardplan plan`
+/// builds it from its flags (defaults, then each setting; `expected_size`
+/// selects one growing index), then runs shardplan's own validation. The
+/// error names the bad key and value.
+pub fn plan_input(settings: &[PlanSetting]) -> Result<shardplan::PlanInput, CommandError> {
+    use shardplan::{PlanInput, Workload};
+    let mut input = PlanInput::default();
+    let given = |key: PlanKey| settings.iter().any(|setting| setting.key == key);
+    let time_keys = [
+        PlanKey::DailyIngest,
+        PlanKey::DailyDocs,
+        PlanKey::HotDays,
+        PlanKey::WarmDays,
+        PlanKey::ColdDays,
+    ];
+    let growing_keys = [PlanKey::ExpectedSize, PlanKey::ExpectedDocs];
+    if let (Some(growing), Some(time)) = (
+        growing_keys.into_iter().find(|key| given(*key)),
+        time_keys.into_iter().find(|key| given(*key)),
+    ) {
+        return Err(CommandError::Plan(format!(
+            "{} (one growing index) and {} (daily indexes) do not go together",
+            growing.name(),
+            time.name()
+        )));
+    }
+    if given(PlanKey::ExpectedDocs) && !given(PlanKey::ExpectedSize) {
+        return Err(CommandError::Plan(
+            "expected_docs needs expected_size (one growing index)".to_string(),
+        ));
+    }
+    if given(PlanKey::ExpectedSize) {
+        input.workload = Workload::Growing {
+            expected_size: shardplan::ByteSize(0),
+            expected_docs: None,
+        };
+    }
+    for setting in settings {
+        let value = check_plan_value(setting.key, &setting.value)?;
+        match (setting.key, value) {
+            (PlanKey::Name, PlanValue::Text(name)) => input.name = name,
+            (PlanKey::TierAttribute, PlanValue::Text(name)) => input.tier_attribute = name,
+            (PlanKey::HotNodes, PlanValue::Count(n)) => input.hot.nodes = n,
+            (PlanKey::WarmNodes, PlanValue::Count(n)) => input.warm.nodes = n,
+            (PlanKey::ColdNodes, PlanValue::Count(n)) => input.cold.nodes = n,
+            (PlanKey::HotDisk, PlanValue::Size(size)) => input.hot.disk = size,
+            (PlanKey::WarmDisk, PlanValue::Size(size)) => input.warm.disk = size,
+            (PlanKey::ColdDisk, PlanValue::Size(size)) => input.cold.disk = size,
+            (PlanKey::Heap, PlanValue::Size(size)) => {
+                input.hot.heap = size;
+                input.warm.heap = size;
+                input.cold.heap = size;
+            }
+            (PlanKey::Replicas, PlanValue::Count(n)) => input.replicas = n,
+            (PlanKey::MaxShardSize, PlanValue::Size(size)) => input.max_shard_size = size,
+            (PlanKey::MinShardSize, PlanValue::Size(size)) => input.min_shard_size = size,
+            (PlanKey::MaxDocsPerShard, PlanValue::Docs(n)) => input.max_docs_per_shard = n,
+            (PlanKey::GrowthFactor, PlanValue::Count(n)) => input.growth_factor = n,
+            (PlanKey::ShrinkTo, PlanValue::Count(n)) => input.shrink_to = Some(n),
+            (PlanKey::TierRouting, PlanValue::Routing(routing)) => input.tier_routing = routing,
+            (PlanKey::DataStream, PlanValue::Flag(flag)) => input.data_stream = flag,
+            (PlanKey::MaxShardsPerNode, PlanValue::Count(n)) => input.max_shards_per_node = n,
+            (PlanKey::ShardsPerHeapGb, PlanValue::Count(n)) => input.shards_per_heap_gb = n,
+            (PlanKey::MergeHeadroom, PlanValue::Fraction(x)) => input.merge_headroom = x,
+            (PlanKey::WatermarkLow, PlanValue::Fraction(x)) => input.watermark_low = x,
+            (PlanKey::WatermarkHigh, PlanValue::Fraction(x)) => input.watermark_high = x,
+            (key, value) => match (&mut input.workload, key, value) {
+                (
+                    Workload::TimeBased { daily_ingest, .. },
+                    PlanKey::DailyIngest,
+                    PlanValue::Size(size),
+                ) => *daily_ingest = size,
+                (
+                    Workload::TimeBased { daily_docs, .. },
+                    PlanKey::DailyDocs,
+                    PlanValue::Docs(n),
+                ) => *daily_docs = Some(n),
+                (Workload::TimeBased { hot_days, .. }, PlanKey::HotDays, PlanValue::Count(n)) => {
+                    *hot_days = n
+                }
+                (Workload::TimeBased { warm_days, .. }, PlanKey::WarmDays, PlanValue::Count(n)) => {
+                    *warm_days = n
+                }
+                (Workload::TimeBased { cold_days, .. }, PlanKey::ColdDays, PlanValue::Count(n)) => {
+                    *cold_days = n
+                }
+                (
+                    Workload::Growing { expected_size, .. },
+                    PlanKey::ExpectedSize,
+                    PlanValue::Size(size),
+                ) => *expected_size = size,
+                (
+                    Workload::Growing { expected_docs, .. },
+                    PlanKey::ExpectedDocs,
+                    PlanValue::Docs(n),
+                ) => *expected_docs = Some(n),
+                (_, key, _) => {
+                    return Err(CommandError::Plan(format!(
+                        "{} does not fit this workload",
+                        key.name()
+                    )));
+                }
+            },
+        }
+    }
+    input.validate().map_err(plan_error)?;
+    Ok(input)
+}
+
+/// A shardplan error as a chat message, with `/plan` key names.
+pub fn plan_error(error: shardplan::PlanError) -> CommandError {
+    match error {
+        shardplan::PlanError::InvalidInput {
+            field: "hot.nodes", ..
+        } => CommandError::Plan("hot_nodes is required and at least 1, e.g. hot=3".to_string()),
+        shardplan::PlanError::InvalidInput { field, reason } => CommandError::Plan(format!(
+            "invalid {}: {reason}",
+            PlanKey::for_input_field(field)
+        )),
+        other => CommandError::Plan(other.to_string()),
+    }
 }
 
 /// What a user may do.
@@ -507,9 +1006,24 @@ mod tests {
                 },
             ),
             (
-                "/plan hot 3",
+                "/plan",
                 Command::Plan {
-                    args: "hot 3".into(),
+                    request: PlanRequest::Usage,
+                },
+            ),
+            (
+                "/plan hot=3 ingest=300gb",
+                Command::Plan {
+                    request: PlanRequest::Settings(vec![
+                        PlanSetting {
+                            key: PlanKey::HotNodes,
+                            value: "3".into(),
+                        },
+                        PlanSetting {
+                            key: PlanKey::DailyIngest,
+                            value: "300gb".into(),
+                        },
+                    ]),
                 },
             ),
             ("/help", Command::Help),
@@ -580,6 +1094,232 @@ mod tests {
             let command = parse_command(text, None).expect("parses");
             assert_eq!(command.to_string(), text);
         }
+    }
+
+    fn plan_settings(text: &str) -> Vec<PlanSetting> {
+        match parse_command(text, None) {
+            Ok(Command::Plan {
+                request: PlanRequest::Settings(settings),
+            }) => settings,
+            other => panic!("{text}: expected plan settings, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn plan_usage() {
+        for text in ["/plan", "/plan help", "/plan HELP", "/plan@opsbot  "] {
+            assert_eq!(
+                parse_command(text, Some("opsbot")),
+                Ok(Command::Plan {
+                    request: PlanRequest::Usage
+                }),
+                "{text}"
+            );
+        }
+        // Every key of the usage text parses.
+        for key in PlanKey::ALL {
+            assert_eq!(PlanKey::parse(key.name()), Some(key));
+            assert!(
+                PLAN_HELP.contains(key.alias().unwrap_or(key.name())),
+                "{key:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn plan_keys_map_onto_the_shardplan_input() {
+        use shardplan::{ByteSize, TierRouting, Workload};
+        // Aliases, long names, pasted flags and any case all reach the same field.
+        type Check = Box<dyn Fn(&shardplan::PlanInput) -> bool>;
+        let cases: Vec<(&str, Check)> = vec![
+            ("hot=6", Box::new(|i| i.hot.nodes == 6)),
+            ("hot_nodes=6", Box::new(|i| i.hot.nodes == 6)),
+            ("--hot-nodes=6", Box::new(|i| i.hot.nodes == 6)),
+            ("HOT-NODES=6", Box::new(|i| i.hot.nodes == 6)),
+            ("warm=9 warm_days=30", Box::new(|i| i.warm.nodes == 9)),
+            ("cold=2 cold_days=90", Box::new(|i| i.cold.nodes == 2)),
+            ("hot_disk=4tb", Box::new(|i| i.hot.disk == ByteSize::tb(4))),
+            (
+                "warm=4 warm_disk=8tb",
+                Box::new(|i| i.warm.disk == ByteSize::tb(8)),
+            ),
+            (
+                "heap=16gb",
+                Box::new(|i| i.hot.heap == ByteSize::gb(16) && i.cold.heap == ByteSize::gb(16)),
+            ),
+            (
+                "docs=600_000_000 hot_days=3",
+                Box::new(|i| {
+                    i.workload
+                        == Workload::TimeBased {
+                            daily_ingest: ByteSize::gb(300),
+                            daily_docs: Some(600_000_000),
+                            hot_days: 3,
+                            warm_days: 0,
+                            cold_days: 0,
+                        }
+                }),
+            ),
+            ("replicas=2", Box::new(|i| i.replicas == 2)),
+            (
+                "max_shard=30gb min_shard=1gb",
+                Box::new(|i| {
+                    i.max_shard_size == ByteSize::gb(30) && i.min_shard_size == ByteSize::gb(1)
+                }),
+            ),
+            ("max_docs=1000", Box::new(|i| i.max_docs_per_shard == 1000)),
+            ("growth=1", Box::new(|i| i.growth_factor == 1)),
+            (
+                "warm=4 warm_days=30 shrink=4",
+                Box::new(|i| i.shrink_to == Some(4)),
+            ),
+            ("name=weblogs", Box::new(|i| i.name == "weblogs")),
+            (
+                "tier_routing=node-attribute tier_attribute=zone",
+                Box::new(|i| {
+                    i.tier_routing == TierRouting::NodeAttribute && i.tier_attribute == "zone"
+                }),
+            ),
+            ("data_stream=yes", Box::new(|i| i.data_stream)),
+            (
+                "max_shards_per_node=3000 shards_per_heap_gb=40",
+                Box::new(|i| i.max_shards_per_node == 3000 && i.shards_per_heap_gb == 40),
+            ),
+            (
+                "merge_headroom=0.2 watermark_low=0.8 watermark_high=0.95",
+                Box::new(|i| {
+                    i.merge_headroom == 0.2 && i.watermark_low == 0.8 && i.watermark_high == 0.95
+                }),
+            ),
+        ];
+        for (args, check) in cases {
+            let mut text = format!("/plan {args}");
+            let has_hot = args.split_whitespace().any(|arg| {
+                arg.split_once('=').and_then(|(key, _)| PlanKey::parse(key))
+                    == Some(PlanKey::HotNodes)
+            });
+            if !has_hot {
+                text.push_str(" hot=3");
+            }
+            text.push_str(" ingest=300gb");
+            let input = plan_input(&plan_settings(&text)).expect("valid input");
+            assert!(check(&input), "{text}: {input:?}");
+        }
+        // expected_size selects one growing index, as --expected-size does.
+        let input = plan_input(&plan_settings(
+            "/plan hot=5 hot_disk=4tb expected=1200gb expected_docs=10",
+        ))
+        .expect("valid");
+        assert_eq!(
+            input.workload,
+            Workload::Growing {
+                expected_size: ByteSize::gb(1200),
+                expected_docs: Some(10)
+            }
+        );
+    }
+
+    #[test]
+    fn plan_rejects_bad_keys_and_values() {
+        // (arguments, a piece of the reply naming the key or value)
+        let cases = [
+            ("hot 3", "\"hot\" is not key=value"),
+            ("hot=3 ingest=300gb hots=4", "unknown key \"hots\""),
+            ("hot=3 ingest=300gb =4", "unknown key \"\""),
+            (
+                "hot=three ingest=300gb",
+                "hot_nodes=\"three\": expected a whole number",
+            ),
+            ("hot=-1 ingest=300gb", "hot_nodes=\"-1\""),
+            ("hot=99999999999 ingest=300gb", "hot_nodes=\"99999999999\""),
+            ("hot= ingest=300gb", "hot_nodes=\"\""),
+            (
+                "hot=3 ingest=300",
+                "daily_ingest=\"300\": expected a size with a unit",
+            ),
+            ("hot=3 ingest=lots", "daily_ingest=\"lots\""),
+            ("hot=3 ingest=5zb", "daily_ingest=\"5zb\""),
+            ("hot=3 ingest=1e400gb", "daily_ingest=\"1e400gb\""),
+            ("hot=3 ingest=300gb docs=many", "daily_docs=\"many\""),
+            (
+                "hot=3 ingest=300gb watermark_low=high",
+                "watermark_low=\"high\"",
+            ),
+            (
+                "hot=3 ingest=300gb merge_headroom=NaN",
+                "merge_headroom=\"NaN\"",
+            ),
+            (
+                "hot=3 ingest=300gb data_stream=maybe",
+                "data_stream=\"maybe\": expected true or false",
+            ),
+            (
+                "hot=3 ingest=300gb tier_routing=zones",
+                "tier_routing=\"zones\"",
+            ),
+            ("hot=3 ingest=300gb name=Logs", "name=\"Logs\""),
+            ("hot=3 ingest=300gb name=a/b", "name=\"a/b\""),
+            ("hot=3 hot=4 ingest=300gb", "hot_nodes is given twice"),
+            ("hot=3 hot_nodes=4 ingest=300gb", "hot_nodes is given twice"),
+            // shardplan's own validation, with the /plan key names
+            ("ingest=300gb", "hot_nodes is required"),
+            ("hot=0 ingest=300gb", "hot_nodes is required"),
+            ("hot=3", "invalid daily_ingest"),
+            (
+                "hot=3 ingest=300gb warm_days=30",
+                "invalid warm_days: 30 warm days but warm.nodes is 0",
+            ),
+            ("hot=3 ingest=300gb hot_days=0", "invalid hot_days"),
+            ("hot=3 ingest=300gb growth=0", "invalid growth_factor"),
+            ("hot=3 ingest=300gb shrink=2", "invalid shrink_to"),
+            (
+                "hot=3 ingest=300gb watermark_low=0.95",
+                "invalid watermark_low",
+            ),
+            (
+                "hot=3 ingest=300gb watermark_high=1.5",
+                "invalid watermark_high",
+            ),
+            ("hot=3 ingest=300gb max_shard=0gb", "invalid max_shard_size"),
+            ("hot=3 ingest=300gb hot_disk=0b", "invalid disk"),
+            // the workload kinds of shardplan plan's flags do not mix
+            (
+                "hot=3 ingest=300gb expected=1tb",
+                "expected_size (one growing index) and daily_ingest",
+            ),
+            (
+                "hot=3 expected_docs=10",
+                "expected_docs needs expected_size",
+            ),
+        ];
+        for (args, expected) in cases {
+            let text = format!("/plan {args}");
+            match parse_command(&text, None) {
+                Err(error @ CommandError::Plan(_)) => {
+                    let message = error.to_string();
+                    assert!(message.contains(expected), "{text}: {message}");
+                    assert!(message.starts_with("/plan: "), "{message}");
+                    assert!(message.ends_with("(see /plan help)"), "{message}");
+                }
+                other => panic!("{text}: expected a /plan error, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn plan_display_uses_canonical_keys() {
+        let command = parse_command("/plan hot=6 --warm-nodes=9 ingest=500gb warm_days=30", None)
+            .expect("parses");
+        assert_eq!(
+            command.to_string(),
+            "/plan hot_nodes=6 warm_nodes=9 daily_ingest=500gb warm_days=30"
+        );
+        assert_eq!(command.required_role(), Role::Viewer);
+        assert!(!command.needs_confirmation());
+        assert_eq!(
+            parse_command(&command.to_string(), None).expect("round trip"),
+            command
+        );
     }
 
     fn policy() -> AccessPolicy {

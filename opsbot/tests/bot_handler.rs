@@ -413,3 +413,145 @@ async fn slowlog_answers_with_text_chart_and_file() {
         "{replies:?}"
     );
 }
+
+#[tokio::test]
+async fn plan_answers_readme_example_with_rules_findings_and_file() {
+    let fixture = fixture();
+    let now = Utc::now();
+    // shardplan/README.md, worked example 1 (hot/warm, daily indexes).
+    let replies = fixture
+        .handler
+        .handle(
+            text(
+                CHAT,
+                VIEWER,
+                "/plan hot=3 warm=4 warm_disk=8tb ingest=300gb docs=600000000 hot_days=7 warm_days=30 replicas=1",
+            ),
+            now,
+            token,
+        )
+        .await;
+    let [Reply::Text(summary), Reply::File { name, bytes, .. }] = replies.as_slice() else {
+        panic!("expected a text and a file, got {replies:?}");
+    };
+    assert!(
+        summary.starts_with("logs-*: 12 primaries per index, 1 replica(s); shards of 25gb"),
+        "{summary}"
+    );
+    for line in [
+        "- hot-multiple 3: ",
+        "- growth 6: ",
+        "- tier-lcm 12: ",
+        "- shard-size 12: ",
+        "- warning disk-after-node-loss: ",
+    ] {
+        assert!(summary.contains(line), "{line} missing in\n{summary}");
+    }
+    assert!(summary.chars().count() < 4096, "fits one message");
+    assert_eq!(name, "shardplan-logs.txt");
+    let full = String::from_utf8(bytes.clone()).expect("utf-8");
+    assert!(full.contains("primaries per index   12"), "{full}");
+
+    // Example 3: the LCM explosion, with suggested node counts.
+    let replies = fixture
+        .handler
+        .handle(
+            text(
+                CHAT,
+                VIEWER,
+                "/plan hot=7 warm=5 warm_disk=8tb ingest=300gb hot_days=7 warm_days=30",
+            ),
+            now,
+            token,
+        )
+        .await;
+    let Some(Reply::Text(summary)) = replies.first() else {
+        panic!("expected a text, got {replies:?}");
+    };
+    assert!(summary.contains(": 70 primaries per index"), "{summary}");
+    assert!(summary.contains("lcm-explosion"), "{summary}");
+    assert!(
+        summary.contains("- hot 7 / warm 4 / cold 0: 28 primaries of 10.7gb"),
+        "{summary}"
+    );
+
+    let records = fixture.audit.read_all().expect("audit");
+    assert_eq!(records.len(), 2);
+    assert_eq!(
+        records[0].command,
+        "/plan hot_nodes=3 warm_nodes=4 warm_disk=8tb daily_ingest=300gb daily_docs=600000000 hot_days=7 warm_days=30 replicas=1"
+    );
+    assert!(
+        records
+            .iter()
+            .all(|record| record.outcome == AuditOutcome::Ok)
+    );
+}
+
+#[tokio::test]
+async fn plan_usage_and_bad_input_get_short_replies() {
+    let fixture = fixture();
+    let now = Utc::now();
+    for usage in ["/plan", "/plan help"] {
+        let replies = fixture
+            .handler
+            .handle(text(CHAT, VIEWER, usage), now, token)
+            .await;
+        assert!(
+            only_text(&replies).starts_with("/plan key=value"),
+            "{usage}"
+        );
+    }
+    let replies = fixture
+        .handler
+        .handle(
+            text(CHAT, VIEWER, "/plan hot=3 ingest=300gb hots=4"),
+            now,
+            token,
+        )
+        .await;
+    assert_eq!(
+        only_text(&replies),
+        "/plan: unknown key \"hots\" (see /plan help)"
+    );
+    let replies = fixture
+        .handler
+        .handle(text(CHAT, VIEWER, "/plan hot=3 ingest=lots"), now, token)
+        .await;
+    assert_eq!(
+        only_text(&replies),
+        "/plan: bad value daily_ingest=\"lots\": expected a size with a unit such as 500gb (see /plan help)"
+    );
+    // Absurd but well-formed numbers: a short answer, never a panic.
+    let replies = fixture
+        .handler
+        .handle(
+            text(
+                CHAT,
+                VIEWER,
+                "/plan hot=4294967295 warm=4294967294 cold=4294967293 ingest=16000pb max_shard=1b hot_days=4294967295 warm_days=4294967295 cold_days=4294967295 replicas=4294967295 growth=4294967295",
+            ),
+            now,
+            token,
+        )
+        .await;
+    let Some(Reply::Text(answer)) = replies.first() else {
+        panic!("expected a text, got {replies:?}");
+    };
+    assert!(answer.len() < 4096, "{answer}");
+    let records = fixture.audit.read_all().expect("audit");
+    let outcomes: Vec<_> = records.iter().map(|record| record.outcome).collect();
+    assert_eq!(
+        outcomes[..4],
+        [
+            AuditOutcome::Ok,
+            AuditOutcome::Ok,
+            AuditOutcome::Rejected,
+            AuditOutcome::Rejected
+        ]
+    );
+    assert_eq!(
+        records[2].detail.as_deref(),
+        Some("/plan: unknown key \"hots\" (see /plan help)")
+    );
+}

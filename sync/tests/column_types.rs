@@ -3,34 +3,15 @@
 
 mod common;
 
-use common::{Db, required_env, unique};
+use common::{Db, exec, required_env, unique};
 use esync::config::MappingConfig;
 use esync::db::{Database, RowReader};
 use esync::document::{BulkAction, DocumentSpec, plan_actions};
 use esync::id::Id;
 use esync::secret::Secret;
 use serde_json::{Value, json};
-use sqlx::AssertSqlSafe;
 use std::sync::Arc;
 use std::time::Duration;
-
-async fn execute(database: &Database, sql: &str) {
-    let result = match database {
-        Database::Postgres(pool) => sqlx::query(AssertSqlSafe(sql.to_owned()))
-            .execute(pool)
-            .await
-            .map(drop),
-        Database::MySql(pool) => sqlx::query(AssertSqlSafe(sql.to_owned()))
-            .execute(pool)
-            .await
-            .map(drop),
-        Database::Sqlite(pool) => sqlx::query(AssertSqlSafe(sql.to_owned()))
-            .execute(pool)
-            .await
-            .map(drop),
-    };
-    result.unwrap_or_else(|error| panic!("{sql}: {error}"));
-}
 
 /// Creates the table, inserts row 1, re-reads it and returns its document.
 async fn document_of(db: Db, columns: &str, values: &str, json_columns: &[&str]) -> Value {
@@ -38,14 +19,14 @@ async fn document_of(db: Db, columns: &str, values: &str, json_columns: &[&str])
         .await
         .expect("connect");
     let table = unique("types");
-    execute(
+    exec(
         &database,
         &format!(
             "CREATE TABLE {table} (id BIGINT PRIMARY KEY, version BIGINT NOT NULL, {columns})"
         ),
     )
     .await;
-    execute(
+    exec(
         &database,
         &format!("INSERT INTO {table} VALUES (1, 3, {values})"),
     )
@@ -59,7 +40,7 @@ async fn document_of(db: Db, columns: &str, values: &str, json_columns: &[&str])
         .fetch(&database, &[Id::Int(1), Id::Int(2)])
         .await
         .expect("re-read");
-    execute(&database, &format!("DROP TABLE {table}")).await;
+    exec(&database, &format!("DROP TABLE {table}")).await;
     let spec = DocumentSpec {
         index: Arc::from("i"),
         id_column: "id".into(),
@@ -128,8 +109,8 @@ async fn postgres_unsupported_type_is_refused_not_garbled() {
         .await
         .expect("connect");
     let table = unique("types");
-    execute(&database, &format!("CREATE TABLE {table} (id BIGINT PRIMARY KEY, version BIGINT NOT NULL, c_interval INTERVAL)")).await;
-    execute(
+    exec(&database, &format!("CREATE TABLE {table} (id BIGINT PRIMARY KEY, version BIGINT NOT NULL, c_interval INTERVAL)")).await;
+    exec(
         &database,
         &format!("INSERT INTO {table} VALUES (1, 1, '1 day')"),
     )
@@ -142,7 +123,7 @@ async fn postgres_unsupported_type_is_refused_not_garbled() {
         .fetch(&database, &[Id::Int(1)])
         .await
         .expect("re-read");
-    execute(&database, &format!("DROP TABLE {table}")).await;
+    exec(&database, &format!("DROP TABLE {table}")).await;
     let reason = format!("{:?}", rows[0].get("c_interval"));
     assert!(
         reason.contains("Undecodable")
@@ -157,7 +138,7 @@ async fn execute_enum_type() {
     let database = Database::connect(&Secret::new(Db::Postgres.url()), 1, Duration::from_secs(10))
         .await
         .expect("connect");
-    execute(
+    exec(
         &database,
         "DO $$ BEGIN CREATE TYPE esync_test_mood AS ENUM ('sad', 'happy'); EXCEPTION WHEN duplicate_object THEN NULL; END $$",
     )

@@ -71,6 +71,17 @@ pub struct OrderRow {
     pub deleted: bool,
 }
 
+/// Runs one statement (or a multi-statement script) on `database`.
+pub async fn exec(database: &Database, sql: &str) {
+    let script = AssertSqlSafe(sql.to_owned());
+    let result = match database {
+        Database::Postgres(pool) => sqlx::raw_sql(script).execute(pool).await.map(drop),
+        Database::MySql(pool) => sqlx::raw_sql(script).execute(pool).await.map(drop),
+        Database::Sqlite(pool) => sqlx::raw_sql(script).execute(pool).await.map(drop),
+    };
+    result.unwrap_or_else(|error| panic!("{sql}: {error}"));
+}
+
 /// A uniquely named `orders` table in the test database.
 pub struct OrdersTable {
     pub db: Db,
@@ -100,22 +111,7 @@ impl OrdersTable {
     }
 
     pub async fn execute(&self, sql: &str) {
-        let sql = sql.to_owned();
-        let result = match &self.database {
-            Database::Postgres(pool) => sqlx::query(AssertSqlSafe(sql.clone()))
-                .execute(pool)
-                .await
-                .map(drop),
-            Database::MySql(pool) => sqlx::query(AssertSqlSafe(sql.clone()))
-                .execute(pool)
-                .await
-                .map(drop),
-            Database::Sqlite(pool) => sqlx::query(AssertSqlSafe(sql.clone()))
-                .execute(pool)
-                .await
-                .map(drop),
-        };
-        result.unwrap_or_else(|error| panic!("{sql}: {error}"));
+        exec(&self.database, sql).await;
     }
 
     /// Inserts ids with version 1.
@@ -370,9 +366,9 @@ impl Index {
 
 /// An `esync run` child process.
 pub struct Daemon {
-    pub child: Option<Child>,
+    /// The process and its log (`daemon.kill()` etc. through Deref).
+    pub process: LoggedChild,
     pub config_path: PathBuf,
-    pub log_path: PathBuf,
     pub database_url: String,
     pub metrics_port: u16,
     _dir: tempfile::TempDir,
@@ -478,9 +474,8 @@ shutdown_grace: 5s
         std::fs::write(&config_path, config).expect("write config");
         let log_path = dir.path().join("esync.log");
         let mut daemon = Daemon {
-            child: None,
+            process: LoggedChild::new("esync run", log_path),
             config_path,
-            log_path,
             database_url: setup.table.db.url(),
             metrics_port,
             _dir: dir,
@@ -490,72 +485,12 @@ shutdown_grace: 5s
     }
 
     pub fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log_path)
-            .expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_esync"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_esync"));
+        command
             .args(["run", "--config"])
             .arg(&self.config_path)
-            .env("ESYNC_TEST_DATABASE_URL", &self.database_url)
-            .env(
-                "RUST_LOG",
-                std::env::var("ESYNC_TEST_RUST_LOG")
-                    .unwrap_or_else(|_| "info,librdkafka=warn".into()),
-            )
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start esync");
-        self.child = Some(child);
-    }
-
-    pub fn log_tail(&self, lines: usize) -> String {
-        let text = std::fs::read_to_string(&self.log_path).unwrap_or_default();
-        let all: Vec<&str> = text.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
-    }
-
-    pub fn assert_running(&mut self) {
-        if let Some(child) = self.child.as_mut()
-            && let Ok(Some(status)) = child.try_wait()
-        {
-            panic!(
-                "esync exited early with {status}\n--- daemon log ---\n{}",
-                self.log_tail(60)
-            );
-        }
-    }
-
-    /// SIGKILL: no chance to commit or clean up.
-    pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// SIGTERM, and the exit status.
-    pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let mut child = self.child.take().expect("running daemon");
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
-        let started = Instant::now();
-        loop {
-            if let Ok(Some(status)) = child.try_wait() {
-                return status;
-            }
-            if started.elapsed() > Duration::from_secs(20) {
-                let _ = child.kill();
-                panic!(
-                    "esync did not stop within 20 s of SIGTERM\n{}",
-                    self.log_tail(40)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+            .env("ESYNC_TEST_DATABASE_URL", &self.database_url);
+        self.process.start(&mut command);
     }
 
     /// Body of `/metrics`.
@@ -582,7 +517,106 @@ shutdown_grace: 5s
     }
 }
 
-impl Drop for Daemon {
+impl std::ops::Deref for Daemon {
+    type Target = LoggedChild;
+    fn deref(&self) -> &LoggedChild {
+        &self.process
+    }
+}
+
+impl std::ops::DerefMut for Daemon {
+    fn deref_mut(&mut self) -> &mut LoggedChild {
+        &mut self.process
+    }
+}
+
+/// A child process of a test, its stderr appended to a log file; killed
+/// (SIGKILL) when dropped.
+pub struct LoggedChild {
+    pub name: &'static str,
+    pub child: Option<Child>,
+    pub log_path: PathBuf,
+}
+
+impl LoggedChild {
+    pub fn new(name: &'static str, log_path: PathBuf) -> LoggedChild {
+        LoggedChild {
+            name,
+            child: None,
+            log_path,
+        }
+    }
+
+    /// Starts `command` with stdout discarded, stderr to the log and
+    /// `RUST_LOG` from `ESYNC_TEST_RUST_LOG` (default `info,librdkafka=warn`).
+    pub fn start(&mut self, command: &mut Command) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .expect("log file");
+        let rust_log =
+            std::env::var("ESYNC_TEST_RUST_LOG").unwrap_or_else(|_| "info,librdkafka=warn".into());
+        let child = command
+            .env("RUST_LOG", rust_log)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|error| panic!("start {}: {error}", self.name));
+        self.child = Some(child);
+    }
+
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(&self.log_path).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    pub fn assert_running(&mut self) {
+        if let Some(child) = self.child.as_mut()
+            && let Ok(Some(status)) = child.try_wait()
+        {
+            panic!(
+                "{} exited early with {status}\n--- log ---\n{}",
+                self.name,
+                self.log_tail(60)
+            );
+        }
+    }
+
+    /// SIGKILL: no chance to commit, checkpoint or clean up.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, and the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("a running process");
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let started = Instant::now();
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status;
+            }
+            if started.elapsed() > Duration::from_secs(20) {
+                let _ = child.kill();
+                panic!(
+                    "{} did not stop within 20 s of SIGTERM\n{}",
+                    self.name,
+                    self.log_tail(40)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for LoggedChild {
     fn drop(&mut self) {
         self.kill();
     }

@@ -3,7 +3,7 @@
 
 #![allow(dead_code)]
 
-use crate::common::{Db, OrdersTable, free_port, reqwest_get, unique};
+use crate::common::{Db, LoggedChild, OrdersTable, exec, free_port, reqwest_get, unique};
 use esync::db::Database;
 use rdkafka::Message as _;
 use rdkafka::config::ClientConfig;
@@ -11,27 +11,8 @@ use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use sqlx::AssertSqlSafe;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
-
-/// Runs one statement (or a multi-statement script) on `database`.
-pub async fn exec(database: &Database, sql: &str) {
-    let result = match database {
-        Database::Postgres(pool) => sqlx::raw_sql(AssertSqlSafe(sql.to_owned()))
-            .execute(pool)
-            .await
-            .map(drop),
-        Database::MySql(pool) => sqlx::raw_sql(AssertSqlSafe(sql.to_owned()))
-            .execute(pool)
-            .await
-            .map(drop),
-        Database::Sqlite(pool) => sqlx::raw_sql(AssertSqlSafe(sql.to_owned()))
-            .execute(pool)
-            .await
-            .map(drop),
-    };
-    result.unwrap_or_else(|error| panic!("{sql}: {error}"));
-}
 
 /// Runs one statement and returns the rows it affected.
 pub async fn exec_count(database: &Database, sql: &str) -> u64 {
@@ -266,9 +247,9 @@ pub struct PublisherSetup<'a> {
 
 /// An `esync publish` child process (and its config, checkpoint and log).
 pub struct Publisher {
-    pub child: Option<Child>,
+    /// The process and its log (`publisher.kill()` etc. through Deref).
+    pub process: LoggedChild,
     pub config_path: PathBuf,
-    pub log_path: PathBuf,
     pub checkpoint_path: PathBuf,
     pub database_url: String,
     pub metrics_port: u16,
@@ -319,9 +300,8 @@ publish:
         std::fs::write(&config_path, config).expect("write config");
         let log_path = dir.path().join("publish.log");
         let mut publisher = Publisher {
-            child: None,
+            process: LoggedChild::new("esync publish", log_path),
             config_path,
-            log_path,
             checkpoint_path,
             database_url: setup.table.db.url(),
             metrics_port,
@@ -334,78 +314,16 @@ publish:
 
     /// A second process on the same config (another relay).
     pub fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log_path)
-            .expect("log file");
         let mut command = Command::new(env!("CARGO_BIN_EXE_esync"));
         command
             .arg("publish")
             .arg("--config")
-            .arg(&self.config_path);
+            .arg(&self.config_path)
+            .env("ESYNC_TEST_DATABASE_URL", &self.database_url);
         if self.outbox {
             command.arg("--outbox");
         }
-        let child = command
-            .env("ESYNC_TEST_DATABASE_URL", &self.database_url)
-            .env(
-                "RUST_LOG",
-                std::env::var("ESYNC_TEST_RUST_LOG")
-                    .unwrap_or_else(|_| "info,librdkafka=warn".into()),
-            )
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start esync publish");
-        self.child = Some(child);
-    }
-
-    pub fn log_tail(&self, lines: usize) -> String {
-        let text = std::fs::read_to_string(&self.log_path).unwrap_or_default();
-        let all: Vec<&str> = text.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
-    }
-
-    pub fn assert_running(&mut self) {
-        if let Some(child) = self.child.as_mut()
-            && let Ok(Some(status)) = child.try_wait()
-        {
-            panic!(
-                "esync publish exited early with {status}\n--- log ---\n{}",
-                self.log_tail(60)
-            );
-        }
-    }
-
-    /// SIGKILL: no chance to checkpoint.
-    pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// SIGTERM, and the exit status.
-    pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let mut child = self.child.take().expect("running publisher");
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
-        let started = Instant::now();
-        loop {
-            if let Ok(Some(status)) = child.try_wait() {
-                return status;
-            }
-            if started.elapsed() > Duration::from_secs(20) {
-                let _ = child.kill();
-                panic!(
-                    "esync publish did not stop within 20 s of SIGTERM\n{}",
-                    self.log_tail(40)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.process.start(&mut command);
     }
 
     pub async fn metrics(&self) -> String {
@@ -413,9 +331,16 @@ publish:
     }
 }
 
-impl Drop for Publisher {
-    fn drop(&mut self) {
-        self.kill();
+impl std::ops::Deref for Publisher {
+    type Target = LoggedChild;
+    fn deref(&self) -> &LoggedChild {
+        &self.process
+    }
+}
+
+impl std::ops::DerefMut for Publisher {
+    fn deref_mut(&mut self) -> &mut LoggedChild {
+        &mut self.process
     }
 }
 
