@@ -384,26 +384,12 @@ impl LeaseBoard {
     async fn stored_plan(&self) -> anyhow::Result<Option<Plan>> {
         let sql = self.sql().select_run();
         let name = self.run_name.clone();
-        let row: Option<(String,)> = match &self.database {
-            Database::Postgres(pool) => {
-                sqlx::query_as(AssertSqlSafe(sql))
-                    .bind(name)
-                    .fetch_optional(pool)
-                    .await
-            }
-            Database::MySql(pool) => {
-                sqlx::query_as(AssertSqlSafe(sql))
-                    .bind(name)
-                    .fetch_optional(pool)
-                    .await
-            }
-            Database::Sqlite(pool) => {
-                sqlx::query_as(AssertSqlSafe(sql))
-                    .bind(name)
-                    .fetch_optional(pool)
-                    .await
-            }
-        }
+        let row: Option<(String,)> = esync::on_pool!(&self.database, pool => {
+            sqlx::query_as(AssertSqlSafe(sql))
+                .bind(name)
+                .fetch_optional(pool)
+                .await
+        })
         .with_context(|| format!("cannot read run {:?} from {}", self.run_name, self.runs))?;
         row.map(|(plan,)| {
             serde_json::from_str(&plan).with_context(|| {
@@ -420,26 +406,12 @@ impl LeaseBoard {
     async fn progress(&self) -> anyhow::Result<(u64, u64)> {
         let sql = self.sql().progress();
         let name = self.run_name.clone();
-        let row: (i64, i64) = match &self.database {
-            Database::Postgres(pool) => {
-                sqlx::query_as(AssertSqlSafe(sql))
-                    .bind(name)
-                    .fetch_one(pool)
-                    .await
-            }
-            Database::MySql(pool) => {
-                sqlx::query_as(AssertSqlSafe(sql))
-                    .bind(name)
-                    .fetch_one(pool)
-                    .await
-            }
-            Database::Sqlite(pool) => {
-                sqlx::query_as(AssertSqlSafe(sql))
-                    .bind(name)
-                    .fetch_one(pool)
-                    .await
-            }
-        }
+        let row: (i64, i64) = esync::on_pool!(&self.database, pool => {
+            sqlx::query_as(AssertSqlSafe(sql))
+                .bind(name)
+                .fetch_one(pool)
+                .await
+        })
         .with_context(|| format!("cannot read the chunks of run {:?}", self.run_name))?;
         Ok((row.0.max(0) as u64, row.1.max(0) as u64))
     }
@@ -551,14 +523,8 @@ impl LeaseBoard {
                 Ok(true)
             }};
         }
-        let result: Result<bool, sqlx::Error> = async {
-            match &self.database {
-                Database::Postgres(pool) => insert!(pool),
-                Database::MySql(pool) => insert!(pool),
-                Database::Sqlite(pool) => insert!(pool),
-            }
-        }
-        .await;
+        let result: Result<bool, sqlx::Error> =
+            async { esync::on_pool!(&self.database, pool => insert!(pool)) }.await;
         result.with_context(|| {
             format!(
                 "cannot store the plan of run {:?} in {}",

@@ -118,26 +118,12 @@ impl CheckpointStore {
                     "?"
                 };
                 let sql = format!("SELECT body FROM {quoted} WHERE run_name = {placeholder}");
-                let row: Option<(String,)> = match database {
-                    Database::Postgres(pool) => {
-                        sqlx::query_as(AssertSqlSafe(sql))
-                            .bind(run_name)
-                            .fetch_optional(pool)
-                            .await
-                    }
-                    Database::MySql(pool) => {
-                        sqlx::query_as(AssertSqlSafe(sql))
-                            .bind(run_name)
-                            .fetch_optional(pool)
-                            .await
-                    }
-                    Database::Sqlite(pool) => {
-                        sqlx::query_as(AssertSqlSafe(sql))
-                            .bind(run_name)
-                            .fetch_optional(pool)
-                            .await
-                    }
-                }
+                let row: Option<(String,)> = esync::on_pool!(database, pool => {
+                    sqlx::query_as(AssertSqlSafe(sql))
+                        .bind(run_name)
+                        .fetch_optional(pool)
+                        .await
+                })
                 .map_err(|source| StoreError::Table {
                     table: table.clone(),
                     source,
@@ -213,11 +199,7 @@ pub(crate) async fn execute(
             query.execute($pool).await.map(drop)
         }};
     }
-    match database {
-        Database::Postgres(pool) => run!(pool),
-        Database::MySql(pool) => run!(pool),
-        Database::Sqlite(pool) => run!(pool),
-    }
+    esync::on_pool!(database, pool => run!(pool))
 }
 
 /// Writes `bytes` to `path` through a synced temporary file and a rename.

@@ -166,38 +166,16 @@ pub async fn run_checks(loaded: &LoadedConfig) -> Vec<Finding> {
 }
 
 async fn describe_columns(database: &Database, sql: &str) -> Result<Vec<String>, sqlx::Error> {
-    match database {
-        Database::Postgres(pool) => {
-            let described = pool
-                .prepare(AssertSqlSafe(sql.to_owned()).into_sql_str())
-                .await?;
-            Ok(described
-                .columns()
-                .iter()
-                .map(|column| column.name().to_owned())
-                .collect())
-        }
-        Database::MySql(pool) => {
-            let described = pool
-                .prepare(AssertSqlSafe(sql.to_owned()).into_sql_str())
-                .await?;
-            Ok(described
-                .columns()
-                .iter()
-                .map(|column| column.name().to_owned())
-                .collect())
-        }
-        Database::Sqlite(pool) => {
-            let described = pool
-                .prepare(AssertSqlSafe(sql.to_owned()).into_sql_str())
-                .await?;
-            Ok(described
-                .columns()
-                .iter()
-                .map(|column| column.name().to_owned())
-                .collect())
-        }
-    }
+    crate::on_pool!(database, pool => {
+        let described = pool
+            .prepare(AssertSqlSafe(sql.to_owned()).into_sql_str())
+            .await?;
+        Ok(described
+            .columns()
+            .iter()
+            .map(|column| column.name().to_owned())
+            .collect())
+    })
 }
 
 async fn check_kafka(loaded: &LoadedConfig) -> Vec<Finding> {

@@ -76,6 +76,20 @@ pub enum Dialect {
     Sqlite,
 }
 
+/// Evaluates `$body` with `$pool` bound to whichever pool `$database` holds,
+/// so one piece of query code serves the three drivers:
+/// `on_pool!(database, pool => sqlx::query("SELECT 1").execute(pool).await.map(drop))`.
+#[macro_export]
+macro_rules! on_pool {
+    ($database:expr, $pool:ident => $body:expr) => {
+        match $database {
+            $crate::db::Database::Postgres($pool) => $body,
+            $crate::db::Database::MySql($pool) => $body,
+            $crate::db::Database::Sqlite($pool) => $body,
+        }
+    };
+}
+
 /// A connection pool to the source database.
 #[derive(Debug, Clone)]
 pub enum Database {
@@ -137,11 +151,7 @@ impl Database {
 
     /// A trivial round trip, for health checks.
     pub async fn ping(&self) -> Result<(), sqlx::Error> {
-        match self {
-            Database::Postgres(pool) => sqlx::query("SELECT 1").execute(pool).await.map(drop),
-            Database::MySql(pool) => sqlx::query("SELECT 1").execute(pool).await.map(drop),
-            Database::Sqlite(pool) => sqlx::query("SELECT 1").execute(pool).await.map(drop),
-        }
+        crate::on_pool!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(drop))
     }
 }
 

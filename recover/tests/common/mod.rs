@@ -89,20 +89,10 @@ impl OrdersTable {
     }
 
     pub async fn execute(&self, sql: &str) {
-        let result = match &self.database {
-            Database::Postgres(pool) => sqlx::query(AssertSqlSafe(sql.to_owned()))
+        let result = esync::on_pool!(&self.database, pool => sqlx::query(AssertSqlSafe(sql.to_owned()))
                 .execute(pool)
                 .await
-                .map(drop),
-            Database::MySql(pool) => sqlx::query(AssertSqlSafe(sql.to_owned()))
-                .execute(pool)
-                .await
-                .map(drop),
-            Database::Sqlite(pool) => sqlx::query(AssertSqlSafe(sql.to_owned()))
-                .execute(pool)
-                .await
-                .map(drop),
-        };
+                .map(drop));
         result.unwrap_or_else(|error| panic!("{sql}: {error}"));
     }
 

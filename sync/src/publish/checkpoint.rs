@@ -197,26 +197,12 @@ impl CheckpointStore {
                     table: table.clone(),
                     source,
                 };
-                let row: Option<(i64, String)> = match database {
-                    Database::Postgres(pool) => {
-                        sqlx::query_as(AssertSqlSafe(sql))
-                            .bind(mapping)
-                            .fetch_optional(pool)
-                            .await
-                    }
-                    Database::MySql(pool) => {
-                        sqlx::query_as(AssertSqlSafe(sql))
-                            .bind(mapping)
-                            .fetch_optional(pool)
-                            .await
-                    }
-                    Database::Sqlite(pool) => {
-                        sqlx::query_as(AssertSqlSafe(sql))
-                            .bind(mapping)
-                            .fetch_optional(pool)
-                            .await
-                    }
-                }
+                let row: Option<(i64, String)> = crate::on_pool!(database, pool => {
+                    sqlx::query_as(AssertSqlSafe(sql))
+                        .bind(mapping)
+                        .fetch_optional(pool)
+                        .await
+                })
                 .map_err(table_error)?;
                 match row {
                     None => Ok(None),
@@ -315,11 +301,7 @@ async fn execute(database: &Database, sql: &str, params: &[Param<'_>]) -> Result
             query.execute($pool).await.map(drop)
         }};
     }
-    match database {
-        Database::Postgres(pool) => run!(pool),
-        Database::MySql(pool) => run!(pool),
-        Database::Sqlite(pool) => run!(pool),
-    }
+    crate::on_pool!(database, pool => run!(pool))
 }
 
 /// `CREATE TABLE IF NOT EXISTS` for the checkpoint table.

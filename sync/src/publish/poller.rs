@@ -329,20 +329,10 @@ impl Poller {
             mapping: target.mapping.clone(),
             source,
         };
-        let type_name = match &database {
-            Database::Postgres(pool) => pool
+        let type_name = crate::on_pool!(&database, pool => pool
                 .prepare(statement)
                 .await
-                .map(|s| s.columns()[0].type_info().name().to_owned()),
-            Database::MySql(pool) => pool
-                .prepare(statement)
-                .await
-                .map(|s| s.columns()[0].type_info().name().to_owned()),
-            Database::Sqlite(pool) => pool
-                .prepare(statement)
-                .await
-                .map(|s| s.columns()[0].type_info().name().to_owned()),
-        }
+                .map(|s| s.columns()[0].type_info().name().to_owned()))
         .map_err(query_error)?;
         let kind = timestamp_kind(database.dialect(), &type_name).ok_or_else(|| {
             PublishError::UnsupportedTimestamp {
@@ -417,11 +407,7 @@ impl Poller {
     /// The database's clock, microseconds since the epoch (UTC).
     pub async fn database_now_us(&self) -> Result<i64, sqlx::Error> {
         let statement = self.sql.now_us();
-        match &self.database {
-            Database::Postgres(pool) => sqlx::query_scalar(statement).fetch_one(pool).await,
-            Database::MySql(pool) => sqlx::query_scalar(statement).fetch_one(pool).await,
-            Database::Sqlite(pool) => sqlx::query_scalar(statement).fetch_one(pool).await,
-        }
+        crate::on_pool!(&self.database, pool => sqlx::query_scalar(statement).fetch_one(pool).await)
     }
 
     /// The statements used.
@@ -447,32 +433,14 @@ impl Poller {
 
     async fn positions(&self, sql: String, binds: &[Bind]) -> Result<Vec<Position>, sqlx::Error> {
         let (kind, id_type) = (self.kind, self.target.id_type);
-        match &self.database {
-            Database::Postgres(pool) => {
-                let rows = bind_all!(sqlx::query(AssertSqlSafe(sql)), binds, kind)
-                    .fetch_all(pool)
-                    .await?;
-                rows.iter()
-                    .map(|row| decode_position!(row, kind, id_type))
-                    .collect()
-            }
-            Database::MySql(pool) => {
-                let rows = bind_all!(sqlx::query(AssertSqlSafe(sql)), binds, kind)
-                    .fetch_all(pool)
-                    .await?;
-                rows.iter()
-                    .map(|row| decode_position!(row, kind, id_type))
-                    .collect()
-            }
-            Database::Sqlite(pool) => {
-                let rows = bind_all!(sqlx::query(AssertSqlSafe(sql)), binds, kind)
-                    .fetch_all(pool)
-                    .await?;
-                rows.iter()
-                    .map(|row| decode_position!(row, kind, id_type))
-                    .collect()
-            }
-        }
+        crate::on_pool!(&self.database, pool => {
+            let rows = bind_all!(sqlx::query(AssertSqlSafe(sql)), binds, kind)
+                .fetch_all(pool)
+                .await?;
+            rows.iter()
+                .map(|row| decode_position!(row, kind, id_type))
+                .collect()
+        })
     }
 
     /// Rows with a NULL timestamp: how many, and up to `sample` of their ids.
@@ -499,11 +467,7 @@ impl Poller {
                 Ok((count, ids))
             }};
         }
-        match &self.database {
-            Database::Postgres(pool) => fetch!(pool),
-            Database::MySql(pool) => fetch!(pool),
-            Database::Sqlite(pool) => fetch!(pool),
-        }
+        crate::on_pool!(&self.database, pool => fetch!(pool))
     }
 
     /// The plan of a next-page query, one line per plan row (`esync check`).
