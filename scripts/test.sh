@@ -12,7 +12,18 @@ trap 'scripts/services.sh down' EXIT
 source .services/env
 
 echo "== cargo test (unit + integration against the local services)"
-cargo test --workspace --no-fail-fast -- --include-ignored
+TEST_LOG="$(mktemp)"
+trap 'rm -f "$TEST_LOG"; scripts/services.sh down' EXIT
+set +e
+cargo test --workspace --no-fail-fast -- --include-ignored 2>&1 | tee "$TEST_LOG"
+test_status=${PIPESTATUS[0]}
+set -e
+# one closing line for the whole workspace (cargo prints one per test binary)
+summary="$(awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } } END { printf "%d passed, %d failed", p, f }' "$TEST_LOG")"
+if [ "$test_status" -ne 0 ]; then
+  echo "tests: $summary"
+  exit "$test_status"
+fi
 echo "== cargo fmt"
 cargo fmt --all --check
 echo "== cargo clippy"
@@ -22,3 +33,4 @@ if [ -x playbooks/tests/check.sh ]; then
   playbooks/tests/check.sh
 fi
 echo "== all checks passed"
+echo "tests: $summary"

@@ -655,113 +655,59 @@ fn check_plan_value(key: PlanKey, value: &str) -> Result<PlanValue, CommandError
     Ok(plan_value)
 }
 
-/// Builds the planning input from `/plan` settings the way `shardplan plan`
-/// builds it from its flags (defaults, then each setting; `expected_size`
-/// selects one growing index), then runs shardplan's own validation. The
+/// Builds the planning input from `/plan` settings: the same
+/// [`shardplan::PlanOverrides`] that `shardplan plan` builds from its flags,
+/// laid over the defaults (shardplan owns the rules and the validation). The
 /// error names the bad key and value.
 pub fn plan_input(settings: &[PlanSetting]) -> Result<shardplan::PlanInput, CommandError> {
-    use shardplan::{PlanInput, Workload};
-    let mut input = PlanInput::default();
-    let given = |key: PlanKey| settings.iter().any(|setting| setting.key == key);
-    let time_keys = [
-        PlanKey::DailyIngest,
-        PlanKey::DailyDocs,
-        PlanKey::HotDays,
-        PlanKey::WarmDays,
-        PlanKey::ColdDays,
-    ];
-    let growing_keys = [PlanKey::ExpectedSize, PlanKey::ExpectedDocs];
-    if let (Some(growing), Some(time)) = (
-        growing_keys.into_iter().find(|key| given(*key)),
-        time_keys.into_iter().find(|key| given(*key)),
-    ) {
-        return Err(CommandError::Plan(format!(
-            "{} (one growing index) and {} (daily indexes) do not go together",
-            growing.name(),
-            time.name()
-        )));
-    }
-    if given(PlanKey::ExpectedDocs) && !given(PlanKey::ExpectedSize) {
-        return Err(CommandError::Plan(
-            "expected_docs needs expected_size (one growing index)".to_string(),
-        ));
-    }
-    if given(PlanKey::ExpectedSize) {
-        input.workload = Workload::Growing {
-            expected_size: shardplan::ByteSize(0),
-            expected_docs: None,
-        };
-    }
+    plan_overrides(settings)?
+        .apply(shardplan::PlanInput::default())
+        .map_err(plan_error)
+}
+
+/// The `/plan` settings as shardplan overrides (each key is the field of the
+/// same name).
+fn plan_overrides(settings: &[PlanSetting]) -> Result<shardplan::PlanOverrides, CommandError> {
+    let mut o = shardplan::PlanOverrides::default();
     for setting in settings {
         let value = check_plan_value(setting.key, &setting.value)?;
         match (setting.key, value) {
-            (PlanKey::Name, PlanValue::Text(name)) => input.name = name,
-            (PlanKey::TierAttribute, PlanValue::Text(name)) => input.tier_attribute = name,
-            (PlanKey::HotNodes, PlanValue::Count(n)) => input.hot.nodes = n,
-            (PlanKey::WarmNodes, PlanValue::Count(n)) => input.warm.nodes = n,
-            (PlanKey::ColdNodes, PlanValue::Count(n)) => input.cold.nodes = n,
-            (PlanKey::HotDisk, PlanValue::Size(size)) => input.hot.disk = size,
-            (PlanKey::WarmDisk, PlanValue::Size(size)) => input.warm.disk = size,
-            (PlanKey::ColdDisk, PlanValue::Size(size)) => input.cold.disk = size,
-            (PlanKey::Heap, PlanValue::Size(size)) => {
-                input.hot.heap = size;
-                input.warm.heap = size;
-                input.cold.heap = size;
+            (PlanKey::Name, PlanValue::Text(name)) => o.name = Some(name),
+            (PlanKey::TierAttribute, PlanValue::Text(name)) => o.tier_attribute = Some(name),
+            (PlanKey::HotNodes, PlanValue::Count(n)) => o.hot_nodes = Some(n),
+            (PlanKey::WarmNodes, PlanValue::Count(n)) => o.warm_nodes = Some(n),
+            (PlanKey::ColdNodes, PlanValue::Count(n)) => o.cold_nodes = Some(n),
+            (PlanKey::HotDisk, PlanValue::Size(size)) => o.hot_disk = Some(size),
+            (PlanKey::WarmDisk, PlanValue::Size(size)) => o.warm_disk = Some(size),
+            (PlanKey::ColdDisk, PlanValue::Size(size)) => o.cold_disk = Some(size),
+            (PlanKey::Heap, PlanValue::Size(size)) => o.heap = Some(size),
+            (PlanKey::DailyIngest, PlanValue::Size(size)) => o.daily_ingest = Some(size),
+            (PlanKey::DailyDocs, PlanValue::Docs(n)) => o.daily_docs = Some(n),
+            (PlanKey::HotDays, PlanValue::Count(n)) => o.hot_days = Some(n),
+            (PlanKey::WarmDays, PlanValue::Count(n)) => o.warm_days = Some(n),
+            (PlanKey::ColdDays, PlanValue::Count(n)) => o.cold_days = Some(n),
+            (PlanKey::ExpectedSize, PlanValue::Size(size)) => o.expected_size = Some(size),
+            (PlanKey::ExpectedDocs, PlanValue::Docs(n)) => o.expected_docs = Some(n),
+            (PlanKey::Replicas, PlanValue::Count(n)) => o.replicas = Some(n),
+            (PlanKey::MaxShardSize, PlanValue::Size(size)) => o.max_shard_size = Some(size),
+            (PlanKey::MinShardSize, PlanValue::Size(size)) => o.min_shard_size = Some(size),
+            (PlanKey::MaxDocsPerShard, PlanValue::Docs(n)) => o.max_docs_per_shard = Some(n),
+            (PlanKey::GrowthFactor, PlanValue::Count(n)) => o.growth_factor = Some(n),
+            (PlanKey::ShrinkTo, PlanValue::Count(n)) => o.shrink_to = Some(n),
+            (PlanKey::TierRouting, PlanValue::Routing(routing)) => o.tier_routing = Some(routing),
+            (PlanKey::DataStream, PlanValue::Flag(flag)) => o.data_stream = Some(flag),
+            (PlanKey::MaxShardsPerNode, PlanValue::Count(n)) => o.max_shards_per_node = Some(n),
+            (PlanKey::ShardsPerHeapGb, PlanValue::Count(n)) => o.shards_per_heap_gb = Some(n),
+            (PlanKey::MergeHeadroom, PlanValue::Fraction(x)) => o.merge_headroom = Some(x),
+            (PlanKey::WatermarkLow, PlanValue::Fraction(x)) => o.watermark_low = Some(x),
+            (PlanKey::WatermarkHigh, PlanValue::Fraction(x)) => o.watermark_high = Some(x),
+            // check_plan_value gives each key the value kind matched above.
+            (key, _) => {
+                return Err(CommandError::Plan(format!("bad value for {}", key.name())));
             }
-            (PlanKey::Replicas, PlanValue::Count(n)) => input.replicas = n,
-            (PlanKey::MaxShardSize, PlanValue::Size(size)) => input.max_shard_size = size,
-            (PlanKey::MinShardSize, PlanValue::Size(size)) => input.min_shard_size = size,
-            (PlanKey::MaxDocsPerShard, PlanValue::Docs(n)) => input.max_docs_per_shard = n,
-            (PlanKey::GrowthFactor, PlanValue::Count(n)) => input.growth_factor = n,
-            (PlanKey::ShrinkTo, PlanValue::Count(n)) => input.shrink_to = Some(n),
-            (PlanKey::TierRouting, PlanValue::Routing(routing)) => input.tier_routing = routing,
-            (PlanKey::DataStream, PlanValue::Flag(flag)) => input.data_stream = flag,
-            (PlanKey::MaxShardsPerNode, PlanValue::Count(n)) => input.max_shards_per_node = n,
-            (PlanKey::ShardsPerHeapGb, PlanValue::Count(n)) => input.shards_per_heap_gb = n,
-            (PlanKey::MergeHeadroom, PlanValue::Fraction(x)) => input.merge_headroom = x,
-            (PlanKey::WatermarkLow, PlanValue::Fraction(x)) => input.watermark_low = x,
-            (PlanKey::WatermarkHigh, PlanValue::Fraction(x)) => input.watermark_high = x,
-            (key, value) => match (&mut input.workload, key, value) {
-                (
-                    Workload::TimeBased { daily_ingest, .. },
-                    PlanKey::DailyIngest,
-                    PlanValue::Size(size),
-                ) => *daily_ingest = size,
-                (
-                    Workload::TimeBased { daily_docs, .. },
-                    PlanKey::DailyDocs,
-                    PlanValue::Docs(n),
-                ) => *daily_docs = Some(n),
-                (Workload::TimeBased { hot_days, .. }, PlanKey::HotDays, PlanValue::Count(n)) => {
-                    *hot_days = n
-                }
-                (Workload::TimeBased { warm_days, .. }, PlanKey::WarmDays, PlanValue::Count(n)) => {
-                    *warm_days = n
-                }
-                (Workload::TimeBased { cold_days, .. }, PlanKey::ColdDays, PlanValue::Count(n)) => {
-                    *cold_days = n
-                }
-                (
-                    Workload::Growing { expected_size, .. },
-                    PlanKey::ExpectedSize,
-                    PlanValue::Size(size),
-                ) => *expected_size = size,
-                (
-                    Workload::Growing { expected_docs, .. },
-                    PlanKey::ExpectedDocs,
-                    PlanValue::Docs(n),
-                ) => *expected_docs = Some(n),
-                (_, key, _) => {
-                    return Err(CommandError::Plan(format!(
-                        "{} does not fit this workload",
-                        key.name()
-                    )));
-                }
-            },
         }
     }
-    input.validate().map_err(plan_error)?;
-    Ok(input)
+    Ok(o)
 }
 
 /// A shardplan error as a chat message, with `/plan` key names.

@@ -20,6 +20,22 @@ pub enum PlanError {
         /// What is wrong with it, including the value.
         reason: String,
     },
+    /// Settings of one growing index (`growing`, e.g. `expected_size`) and
+    /// of daily indexes (`time_based`, e.g. `daily_ingest`) given together.
+    #[error("{growing} (one growing index) and {time_based} (daily indexes) do not go together")]
+    MixedWorkload {
+        /// The growing-index setting, e.g. `expected_docs`.
+        growing: &'static str,
+        /// The daily-index setting, e.g. `hot_days`.
+        time_based: &'static str,
+    },
+    /// A growing-index setting (`field`, e.g. `expected_docs`) given without
+    /// `expected_size` while the base workload is daily indexes.
+    #[error("{field} needs expected_size (one growing index)")]
+    NeedsGrowingWorkload {
+        /// The setting, e.g. `expected_docs`.
+        field: &'static str,
+    },
     /// A count or size does not fit in 64 bits (absurd node counts, days or
     /// sizes); `what` names it.
     #[error("{what} overflows: the node counts, days or sizes are too large")]

@@ -7,6 +7,8 @@
 //! - [`units`]: byte sizes as Elasticsearch writes them;
 //! - [`rules`]: divisibility, LCM and shrink-factor arithmetic;
 //! - [`input`]: the planning input (YAML) with its defaults and validation;
+//! - [`overrides`]: flag-style overrides of the planning input (`shardplan
+//!   plan` flags, opsbot `/plan` keys);
 //! - [`plan`]: primary count with reasons, tier loads, checks and suggestions;
 //! - [`template`]: index template and ILM policy JSON;
 //! - [`simulate`]: day-by-day shard placement over the retention;
@@ -20,6 +22,7 @@ pub mod cluster;
 pub mod error;
 pub mod input;
 pub mod latency;
+pub mod overrides;
 pub mod plan;
 pub mod report;
 pub mod rules;
@@ -29,5 +32,6 @@ pub mod units;
 
 pub use error::{ClusterDataError, PlanError};
 pub use input::{PlanInput, Tier, TierRouting, TierSpec, Workload};
+pub use overrides::PlanOverrides;
 pub use plan::{Finding, Plan, Severity, plan_shards};
 pub use units::ByteSize;

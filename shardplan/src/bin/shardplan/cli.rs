@@ -1,12 +1,13 @@
-//! Command-line arguments (clap derive) and how flags override the YAML
-//! planning input. Holds only what the user typed; no I/O beyond reading the
+//! Command-line arguments (clap derive) and their conversion into the
+//! library's [`PlanOverrides`], which lays the flags over the YAML planning
+//! input. Holds only what the user typed; no I/O beyond reading the
 //! `--config` file.
 
 use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use shardplan::{ByteSize, PlanInput, TierRouting, Workload};
+use shardplan::{ByteSize, PlanError, PlanInput, PlanOverrides, TierRouting};
 
 /// Shard planning for hot/warm Elasticsearch clusters.
 #[derive(Debug, Parser)]
@@ -296,119 +297,65 @@ pub fn load_config(path: Option<&PathBuf>) -> anyhow::Result<PlanInput> {
 }
 
 impl PlanArgs {
-    /// The planning input: the config file (or defaults), then the flags.
-    pub fn to_input(&self) -> anyhow::Result<PlanInput> {
-        let mut input = load_config(self.config.as_ref())?;
-        let set = |target: &mut u32, value: Option<u32>| {
-            if let Some(value) = value {
-                *target = value;
-            }
-        };
-        if let Some(name) = &self.name {
-            input.name = name.clone();
-        }
-        set(&mut input.hot.nodes, self.hot_nodes);
-        set(&mut input.warm.nodes, self.warm_nodes);
-        set(&mut input.cold.nodes, self.cold_nodes);
-        for (tier_disk, flag) in [
-            (&mut input.hot.disk, self.hot_disk),
-            (&mut input.warm.disk, self.warm_disk),
-            (&mut input.cold.disk, self.cold_disk),
-        ] {
-            if let Some(disk) = flag {
-                *tier_disk = disk;
-            }
-        }
-        if let Some(heap) = self.heap {
-            input.hot.heap = heap;
-            input.warm.heap = heap;
-            input.cold.heap = heap;
-        }
-        if let Some(expected_size) = self.expected_size {
-            let expected_docs = match input.workload {
-                Workload::Growing { expected_docs, .. } => expected_docs,
-                Workload::TimeBased { .. } => None,
-            };
-            input.workload = Workload::Growing {
-                expected_size,
-                expected_docs: self.expected_docs.or(expected_docs),
-            };
-        } else if let Some(docs) = self.expected_docs {
-            match &mut input.workload {
-                Workload::Growing { expected_docs, .. } => *expected_docs = Some(docs),
-                Workload::TimeBased { .. } => {
-                    anyhow::bail!("--expected-docs needs a growing workload (--expected-size)")
-                }
-            }
-        }
-        let time_flags = self.daily_ingest.is_some()
-            || self.daily_docs.is_some()
-            || self.hot_days.is_some()
-            || self.warm_days.is_some()
-            || self.cold_days.is_some();
-        if time_flags {
-            if matches!(input.workload, Workload::Growing { .. }) {
-                input.workload = Workload::default();
-            }
-            if let Workload::TimeBased {
-                daily_ingest,
-                daily_docs,
-                hot_days,
-                warm_days,
-                cold_days,
-            } = &mut input.workload
-            {
-                if let Some(value) = self.daily_ingest {
-                    *daily_ingest = value;
-                }
-                if let Some(value) = self.daily_docs {
-                    *daily_docs = Some(value);
-                }
-                set(hot_days, self.hot_days);
-                set(warm_days, self.warm_days);
-                set(cold_days, self.cold_days);
-            }
-        }
-        if let Some(replicas) = self.replicas {
-            input.replicas = replicas;
-        }
-        if let Some(size) = self.max_shard_size {
-            input.max_shard_size = size;
-        }
-        if let Some(size) = self.min_shard_size {
-            input.min_shard_size = size;
-        }
-        if let Some(docs) = self.max_docs_per_shard {
-            input.max_docs_per_shard = docs;
-        }
-        set(&mut input.growth_factor, self.growth_factor);
-        if let Some(target) = self.shrink_to {
-            input.shrink_to = Some(target);
-        }
-        if let Some(routing) = self.tier_routing {
-            input.tier_routing = match routing {
+    /// The flags as library overrides (`--data-stream` only ever turns it on).
+    pub fn overrides(&self) -> PlanOverrides {
+        PlanOverrides {
+            name: self.name.clone(),
+            hot_nodes: self.hot_nodes,
+            warm_nodes: self.warm_nodes,
+            cold_nodes: self.cold_nodes,
+            hot_disk: self.hot_disk,
+            warm_disk: self.warm_disk,
+            cold_disk: self.cold_disk,
+            heap: self.heap,
+            daily_ingest: self.daily_ingest,
+            daily_docs: self.daily_docs,
+            hot_days: self.hot_days,
+            warm_days: self.warm_days,
+            cold_days: self.cold_days,
+            expected_size: self.expected_size,
+            expected_docs: self.expected_docs,
+            replicas: self.replicas,
+            max_shard_size: self.max_shard_size,
+            min_shard_size: self.min_shard_size,
+            max_docs_per_shard: self.max_docs_per_shard,
+            growth_factor: self.growth_factor,
+            shrink_to: self.shrink_to,
+            tier_routing: self.tier_routing.map(|routing| match routing {
                 TierRoutingArg::DataTiers => TierRouting::DataTiers,
                 TierRoutingArg::NodeAttribute => TierRouting::NodeAttribute,
-            };
+            }),
+            tier_attribute: self.tier_attribute.clone(),
+            data_stream: self.data_stream.then_some(true),
+            max_shards_per_node: self.max_shards_per_node,
+            shards_per_heap_gb: self.shards_per_heap_gb,
+            merge_headroom: self.merge_headroom,
+            watermark_low: self.watermark_low,
+            watermark_high: self.watermark_high,
         }
-        if let Some(attribute) = &self.tier_attribute {
-            input.tier_attribute = attribute.clone();
-        }
-        if self.data_stream {
-            input.data_stream = true;
-        }
-        set(&mut input.max_shards_per_node, self.max_shards_per_node);
-        set(&mut input.shards_per_heap_gb, self.shards_per_heap_gb);
-        for (target, flag) in [
-            (&mut input.merge_headroom, self.merge_headroom),
-            (&mut input.watermark_low, self.watermark_low),
-            (&mut input.watermark_high, self.watermark_high),
-        ] {
-            if let Some(value) = flag {
-                *target = value;
-            }
-        }
-        input.validate()?;
-        Ok(input)
     }
+
+    /// The planning input: the config file (or defaults), then the flags.
+    pub fn to_input(&self) -> anyhow::Result<PlanInput> {
+        let base = load_config(self.config.as_ref())?;
+        self.overrides().apply(base).map_err(|error| match error {
+            PlanError::NeedsGrowingWorkload { field } => {
+                anyhow::anyhow!("{} needs a growing workload (--expected-size)", flag(field))
+            }
+            PlanError::MixedWorkload {
+                growing,
+                time_based,
+            } => anyhow::anyhow!(
+                "{} (one growing index) and {} (daily indexes) cannot be used together",
+                flag(growing),
+                flag(time_based)
+            ),
+            other => other.into(),
+        })
+    }
+}
+
+/// The flag of a [`PlanOverrides`] field name: `expected_docs` is `--expected-docs`.
+fn flag(field: &str) -> String {
+    format!("--{}", field.replace('_', "-"))
 }
