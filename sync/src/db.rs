@@ -252,41 +252,51 @@ impl RowReader {
                     }
                 };
                 let rows = query.fetch_all(pool).await.map_err(query_error)?;
-                Ok(convert_rows(&rows, pg_column_kind, pg_value))
+                Ok(PgRow::to_rows(&rows))
             }
-            Database::MySql(pool) => {
+            // One parameter per id, in chunks: MySQL and SQLite have no array binds.
+            Database::MySql(_) | Database::Sqlite(_) => {
                 let mut out = Vec::with_capacity(ids.len());
                 for chunk in ids.chunks(self.chunk_size) {
                     let sql = self.sql_for(chunk.len());
-                    let mut query = sqlx::query(AssertSqlSafe(sql));
-                    for id in chunk {
-                        query = match id {
-                            Id::Int(int) => query.bind(*int),
-                            Id::Str(text) => query.bind(text.to_string()),
-                        };
-                    }
-                    let rows = query.fetch_all(pool).await.map_err(query_error)?;
-                    out.extend(convert_rows(&rows, mysql_column_kind, mysql_value));
-                }
-                Ok(out)
-            }
-            Database::Sqlite(pool) => {
-                let mut out = Vec::with_capacity(ids.len());
-                for chunk in ids.chunks(self.chunk_size) {
-                    let sql = self.sql_for(chunk.len());
-                    let mut query = sqlx::query(AssertSqlSafe(sql));
-                    for id in chunk {
-                        query = match id {
-                            Id::Int(int) => query.bind(*int),
-                            Id::Str(text) => query.bind(text.to_string()),
-                        };
-                    }
-                    let rows = query.fetch_all(pool).await.map_err(query_error)?;
-                    out.extend(rows.iter().map(sqlite_row));
+                    out.extend(crate::on_pool!(database, pool => {
+                        let mut query = sqlx::query(AssertSqlSafe(sql));
+                        for id in chunk {
+                            query = match id {
+                                Id::Int(int) => query.bind(*int),
+                                Id::Str(text) => query.bind(text.to_string()),
+                            };
+                        }
+                        let rows = query.fetch_all(pool).await.map_err(query_error)?;
+                        FromDriverRows::to_rows(&rows)
+                    }));
                 }
                 Ok(out)
             }
         }
+    }
+}
+
+/// Converts a driver's rows into [`Row`]s.
+trait FromDriverRows: Sized {
+    fn to_rows(rows: &[Self]) -> Vec<Row>;
+}
+
+impl FromDriverRows for PgRow {
+    fn to_rows(rows: &[Self]) -> Vec<Row> {
+        convert_rows(rows, pg_column_kind, pg_value)
+    }
+}
+
+impl FromDriverRows for MySqlRow {
+    fn to_rows(rows: &[Self]) -> Vec<Row> {
+        convert_rows(rows, mysql_column_kind, mysql_value)
+    }
+}
+
+impl FromDriverRows for SqliteRow {
+    fn to_rows(rows: &[Self]) -> Vec<Row> {
+        rows.iter().map(sqlite_row).collect()
     }
 }
 
@@ -634,6 +644,45 @@ mod tests {
                 .sql_for(2)
                 .ends_with("WHERE o.id IN (?, ?)")
         );
+    }
+
+    /// SQLite needs no server: the chunked re-read path, end to end.
+    #[tokio::test]
+    async fn sqlite_rows_are_read_in_chunks_by_value_type() {
+        let database =
+            Database::connect(&Secret::new("sqlite::memory:"), 1, Duration::from_secs(5))
+                .await
+                .unwrap();
+        let Database::Sqlite(pool) = &database else {
+            panic!("sqlite")
+        };
+        sqlx::raw_sql(
+            "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT, price REAL, data BLOB, active BOOLEAN, version INTEGER);
+             INSERT INTO items VALUES (1, 'a', 1.5, x'00ff', 1, 3), (2, NULL, 2.0, NULL, 0, 4), (5, 'e', 0.5, NULL, 1, 1);",
+        )
+        .execute(pool)
+        .await
+        .unwrap();
+        let items = mapping(
+            "topics: [t]\ntable: items\nindex: items\nversion: {column: version, kind: counter}",
+        );
+        let reader = RowReader::new(&items, Dialect::Sqlite, 2);
+        let ids: Vec<Id> = [1, 2, 3, 5].into_iter().map(Id::Int).collect();
+        let rows = reader.fetch(&database, &ids).await.unwrap();
+        assert_eq!(rows.len(), 3, "id 3 has no row; two chunks of two ids");
+        let first = rows
+            .iter()
+            .find(|row| row.get("id") == Some(&SqlValue::Int(1)))
+            .unwrap();
+        assert_eq!(first.get("name"), Some(&SqlValue::Text("a".into())));
+        assert_eq!(first.get("price"), Some(&SqlValue::Float(1.5)));
+        assert_eq!(first.get("data"), Some(&SqlValue::Bytes(vec![0, 255])));
+        assert_eq!(first.get("active"), Some(&SqlValue::Bool(true)));
+        let second = rows
+            .iter()
+            .find(|row| row.get("id") == Some(&SqlValue::Int(2)))
+            .unwrap();
+        assert_eq!(second.get("name"), Some(&SqlValue::Null));
     }
 
     #[test]
