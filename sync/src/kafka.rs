@@ -278,8 +278,8 @@ pub async fn create_topics(
         match result {
             Ok(_) | Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((topic, code)) => {
-                return Err(KafkaError::AdminOp(code))
-                    .inspect_err(|_| tracing::error!(topic, "create topic failed"));
+                tracing::error!(topic, error = %code, "create topic failed");
+                return Err(KafkaError::AdminOp(code));
             }
         }
     }
