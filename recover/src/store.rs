@@ -8,9 +8,9 @@
 
 use crate::checkpoint::Checkpoint;
 use esync::db::{Database, Dialect, quote_identifier};
+use esync::durable_file::write_atomically;
 use sqlx::AssertSqlSafe;
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Errors reading or writing checkpoints.
 #[derive(Debug, thiserror::Error)]
@@ -200,27 +200,6 @@ pub(crate) async fn execute(
         }};
     }
     esync::on_pool!(database, pool => run!(pool))
-}
-
-/// Writes `bytes` to `path` through a synced temporary file and a rename.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let directory = match path.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let file_name = path
-        .file_name()
-        .map(|name| name.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "checkpoint".into());
-    let temporary = directory.join(format!(".{file_name}.{}.tmp", std::process::id()));
-    {
-        let mut file = std::fs::File::create(&temporary)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-    }
-    std::fs::rename(&temporary, path)?;
-    // the rename itself is durable only once the directory is synced
-    std::fs::File::open(&directory)?.sync_all()
 }
 
 #[cfg(test)]

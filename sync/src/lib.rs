@@ -23,6 +23,7 @@ pub mod daemon;
 pub mod db;
 pub mod decode;
 pub mod document;
+pub mod durable_file;
 pub mod es;
 pub mod http;
 pub mod id;

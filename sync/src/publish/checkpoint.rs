@@ -260,26 +260,9 @@ impl CheckpointStore {
 pub async fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let path = path.to_owned();
     let bytes = bytes.to_vec();
-    tokio::task::spawn_blocking(move || {
-        use std::io::Write as _;
-        let directory = match path.parent() {
-            Some(parent) if !parent.as_os_str().is_empty() => parent.to_owned(),
-            _ => PathBuf::from("."),
-        };
-        let file_name = path
-            .file_name()
-            .map(|name| name.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let temporary = directory.join(format!(".{file_name}.tmp"));
-        let mut file = std::fs::File::create(&temporary)?;
-        file.write_all(&bytes)?;
-        file.sync_all()?;
-        drop(file);
-        std::fs::rename(&temporary, &path)?;
-        std::fs::File::open(&directory)?.sync_all()
-    })
-    .await
-    .map_err(std::io::Error::other)?
+    tokio::task::spawn_blocking(move || crate::durable_file::write_atomically(&path, &bytes))
+        .await
+        .map_err(std::io::Error::other)?
 }
 
 /// A bind parameter of the checkpoint queries.
