@@ -89,14 +89,6 @@ impl LeaseSql {
         }
     }
 
-    fn p(&self, number: usize) -> String {
-        if self.dialect == Dialect::Postgres {
-            format!("${number}")
-        } else {
-            "?".into()
-        }
-    }
-
     /// `CREATE TABLE IF NOT EXISTS` for both tables.
     pub fn create_tables(&self) -> [String; 2] {
         let (text, time) = if self.dialect == Dialect::MySql {
@@ -155,7 +147,7 @@ impl LeaseSql {
         format!(
             "SELECT plan FROM {} WHERE run_name = {}",
             self.runs,
-            self.p(1)
+            self.dialect.placeholder(1)
         )
     }
 
@@ -165,11 +157,7 @@ impl LeaseSql {
         let values: Vec<String> = rows
             .iter()
             .map(|(mapping, chunk)| {
-                let name = if self.dialect == Dialect::Postgres {
-                    "$1".to_owned()
-                } else {
-                    "?".to_owned()
-                };
+                let name = self.dialect.placeholder(1);
                 format!("({name}, {mapping}, {chunk}, 'pending', 0)")
             })
             .collect();
@@ -183,8 +171,16 @@ impl LeaseSql {
     /// Deletes a run: `(run_name)` for each statement.
     pub fn delete_run(&self) -> [String; 2] {
         [
-            format!("DELETE FROM {} WHERE run_name = {}", self.chunks, self.p(1)),
-            format!("DELETE FROM {} WHERE run_name = {}", self.runs, self.p(1)),
+            format!(
+                "DELETE FROM {} WHERE run_name = {}",
+                self.chunks,
+                self.dialect.placeholder(1)
+            ),
+            format!(
+                "DELETE FROM {} WHERE run_name = {}",
+                self.runs,
+                self.dialect.placeholder(1)
+            ),
         ]
     }
 
@@ -192,7 +188,7 @@ impl LeaseSql {
     fn claimable(&self) -> String {
         format!(
             "run_name = {} AND (state = 'pending' OR (state = 'leased' AND lease_until < {}))",
-            self.p(1),
+            self.dialect.placeholder(1),
             self.now()
         )
     }
@@ -241,11 +237,11 @@ impl LeaseSql {
         format!(
             "UPDATE {} SET lease_until = {} WHERE run_name = {} AND mapping_index = {} AND chunk_index = {} AND owner = {} AND state = 'leased'",
             self.chunks,
-            self.now_plus(&self.p(1)),
-            self.p(2),
-            self.p(3),
-            self.p(4),
-            self.p(5)
+            self.now_plus(&self.dialect.placeholder(1)),
+            self.dialect.placeholder(2),
+            self.dialect.placeholder(3),
+            self.dialect.placeholder(4),
+            self.dialect.placeholder(5)
         )
     }
 
@@ -256,14 +252,14 @@ impl LeaseSql {
             "UPDATE {} SET state = 'done', owner = {}, lease_until = NULL, rows_walked = {}, docs = {}, conflicts = {}, failed = {} \
              WHERE run_name = {} AND mapping_index = {} AND chunk_index = {} AND state <> 'done'",
             self.chunks,
-            self.p(1),
-            self.p(2),
-            self.p(3),
-            self.p(4),
-            self.p(5),
-            self.p(6),
-            self.p(7),
-            self.p(8)
+            self.dialect.placeholder(1),
+            self.dialect.placeholder(2),
+            self.dialect.placeholder(3),
+            self.dialect.placeholder(4),
+            self.dialect.placeholder(5),
+            self.dialect.placeholder(6),
+            self.dialect.placeholder(7),
+            self.dialect.placeholder(8)
         )
     }
 
@@ -273,10 +269,10 @@ impl LeaseSql {
             "UPDATE {} SET state = 'pending', owner = NULL, lease_until = NULL \
              WHERE run_name = {} AND mapping_index = {} AND chunk_index = {} AND owner = {} AND state = 'leased'",
             self.chunks,
-            self.p(1),
-            self.p(2),
-            self.p(3),
-            self.p(4)
+            self.dialect.placeholder(1),
+            self.dialect.placeholder(2),
+            self.dialect.placeholder(3),
+            self.dialect.placeholder(4)
         )
     }
 
@@ -286,7 +282,7 @@ impl LeaseSql {
             "SELECT CAST(COALESCE(SUM(CASE WHEN state = 'done' THEN 1 ELSE 0 END), 0) AS {int}), \
              CAST(COALESCE(SUM(CASE WHEN state <> 'done' THEN 1 ELSE 0 END), 0) AS {int}) FROM {} WHERE run_name = {}",
             self.chunks,
-            self.p(1),
+            self.dialect.placeholder(1),
             int = if self.dialect == Dialect::MySql {
                 "SIGNED"
             } else {
@@ -301,7 +297,7 @@ impl LeaseSql {
             "UPDATE {} SET finished_at = {} WHERE run_name = {} AND finished_at IS NULL",
             self.runs,
             self.now(),
-            self.p(1)
+            self.dialect.placeholder(1)
         )
     }
 }

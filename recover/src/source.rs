@@ -62,13 +62,6 @@ impl KeysetSql {
         }
     }
 
-    fn placeholder(&self, number: usize) -> String {
-        match self.dialect {
-            Dialect::Postgres => format!("${number}"),
-            Dialect::MySql | Dialect::Sqlite => "?".into(),
-        }
-    }
-
     /// `expression` cast to the type ids are read as (i64 or text), so that
     /// `INT`, `SMALLINT` or `VARCHAR` columns decode alike.
     fn cast(&self, expression: &str) -> String {
@@ -96,8 +89,8 @@ impl KeysetSql {
         format!(
             "SELECT COUNT(*) FROM {} WHERE {id} >= {} AND {id} <= {}",
             self.table,
-            self.placeholder(1),
-            self.placeholder(2),
+            self.dialect.placeholder(1),
+            self.dialect.placeholder(2),
             id = self.id
         )
     }
@@ -110,8 +103,8 @@ impl KeysetSql {
             "SELECT {} FROM {} WHERE {id} {lower} {} AND {id} <= {} ORDER BY {id} LIMIT {limit}",
             self.cast(&self.id),
             self.table,
-            self.placeholder(1),
-            self.placeholder(2),
+            self.dialect.placeholder(1),
+            self.dialect.placeholder(2),
             id = self.id
         )
     }
@@ -124,8 +117,8 @@ impl KeysetSql {
             "SELECT COUNT(*), {} FROM (SELECT {id} AS page_id FROM {} WHERE {id} {lower} {} AND {id} <= {} ORDER BY {id} LIMIT {limit}) page",
             self.cast("MAX(page_id)"),
             self.table,
-            self.placeholder(1),
-            self.placeholder(2),
+            self.dialect.placeholder(1),
+            self.dialect.placeholder(2),
             id = self.id
         )
     }

@@ -112,11 +112,7 @@ impl CheckpointStore {
                 run_name,
             } => {
                 let quoted = quote_identifier(database.dialect(), table);
-                let placeholder = if database.dialect() == Dialect::Postgres {
-                    "$1"
-                } else {
-                    "?"
-                };
+                let placeholder = database.dialect().placeholder(1);
                 let sql = format!("SELECT body FROM {quoted} WHERE run_name = {placeholder}");
                 let row: Option<(String,)> = esync::on_pool!(database, pool => {
                     sqlx::query_as(AssertSqlSafe(sql))

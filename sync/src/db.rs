@@ -90,6 +90,17 @@ macro_rules! on_pool {
     };
 }
 
+impl Dialect {
+    /// The bind placeholder for parameter `number` (1-based): `$1` on
+    /// Postgres, `?` (positional) on MySQL/MariaDB and SQLite.
+    pub fn placeholder(self, number: usize) -> String {
+        match self {
+            Dialect::Postgres => format!("${number}"),
+            Dialect::MySql | Dialect::Sqlite => "?".to_owned(),
+        }
+    }
+}
+
 /// A connection pool to the source database.
 #[derive(Debug, Clone)]
 pub enum Database {

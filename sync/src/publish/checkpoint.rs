@@ -308,11 +308,7 @@ pub fn create_table_sql(dialect: Dialect, table: &str) -> String {
 
 /// Reads one mapping's watermark.
 pub fn select_sql(dialect: Dialect, table: &str) -> String {
-    let placeholder = if dialect == Dialect::Postgres {
-        "$1"
-    } else {
-        "?"
-    };
+    let placeholder = dialect.placeholder(1);
     format!(
         "SELECT timestamp_us, last_id FROM {} WHERE mapping = {placeholder}",
         quote_identifier(dialect, table)

@@ -110,14 +110,6 @@ impl PollSql {
         }
     }
 
-    fn placeholder(&self, number: usize) -> String {
-        if self.dialect == Dialect::Postgres {
-            format!("${number}")
-        } else {
-            "?".to_owned()
-        }
-    }
-
     /// One page from `cursor`, and the values to bind in order.
     pub fn page(&self, cursor: &Cursor, limit: usize) -> (String, Vec<Bind>) {
         let PollSql {
@@ -134,7 +126,7 @@ impl PollSql {
         let (condition, binds) = match cursor {
             Cursor::Beginning => (format!("{ts} IS NOT NULL"), vec![]),
             Cursor::From(start) => (
-                format!("{ts} >= {}", self.placeholder(1)),
+                format!("{ts} >= {}", self.dialect.placeholder(1)),
                 vec![Bind::Timestamp(*start)],
             ),
             Cursor::After(position) if self.dialect == Dialect::Postgres => (
