@@ -20,9 +20,8 @@ use crate::rate::{AdaptiveRate, AdaptiveSettings, Decision, TokenBucket, Window}
 use crate::source::Source;
 use crate::store::CheckpointStore;
 use anyhow::Context as _;
-use esync::kafka::DeadLetter;
+use esync::dead_letter::DeadLetterSink;
 use esync::writer::{Abandoned, sleep_or_abort};
-use rdkafka::producer::FutureProducer;
 use serde_json::json;
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -147,7 +146,7 @@ struct RunContext {
     stop: CancellationToken,
     abort: CancellationToken,
     reporter: Reporter,
-    dead_letter: Option<(FutureProducer, String)>,
+    dead_letter: DeadLetterSink,
 }
 
 enum ChunkError {
@@ -280,14 +279,9 @@ pub async fn run(
             / chunks_total as f64) as u64
     };
     let reporter = Reporter::new(settings.progress, rows_expected);
-    let dead_letter = match &connected.loaded.config.dead_letter {
-        Some(dead_letter) => Some((
-            esync::kafka::build_producer(&connected.loaded.config.kafka)
-                .context("cannot create the dead-letter producer")?,
-            dead_letter.topic.clone(),
-        )),
-        None => None,
-    };
+    let dead_letter =
+        DeadLetterSink::from_config(&connected.loaded.config, connected.metrics.clone())
+            .context("cannot create the dead-letter producer")?;
     let clock = Instant::now();
     let context = Arc::new(RunContext {
         limiter: Mutex::new(TokenBucket::new(settings.max_rate, Duration::ZERO)),
@@ -663,52 +657,20 @@ async fn read_page(
 }
 
 /// Hands an unwritable id to the dead-letter topic (as the daemon does), or
-/// logs it when none is configured. Retries until it is produced or `abort`
-/// fires, like the daemon: giving up would let the chunk be recorded as done
-/// with a row neither written nor dead-lettered.
+/// logs it when none is configured; waits until it is produced or `abort`
+/// fires: giving up would let the chunk be recorded as done with a row
+/// neither written nor dead-lettered.
 async fn dead_letter(
     context: &RunContext,
     failed: &esync::writer::FailedId,
 ) -> Result<(), Abandoned> {
     let mapping = &context.connected.writer.mappings()[failed.mapping];
-    let id_text = failed.id.to_string();
-    let Some((producer, topic)) = &context.dead_letter else {
-        tracing::error!(mapping = %mapping.name, id = %id_text, reason = %failed.reason, "cannot be written and no dead_letter topic is configured");
-        return Ok(());
-    };
-    let value = json!({
-        "mapping": mapping.name,
-        "index": &*mapping.spec.index,
-        "id": id_text,
-        "reason": failed.reason_code,
-        "error": failed.reason,
-        "origin": "esync-recover",
-    })
-    .to_string();
-    let letter = DeadLetter {
-        key: Some(id_text.as_bytes()),
-        value: Some(value.as_bytes()),
-        headers: vec![
-            ("esync.reason", failed.reason_code.to_owned()),
-            ("esync.error", failed.reason.clone()),
-            ("esync.mapping", mapping.name.clone()),
-        ],
-    };
-    let mut attempt = 0;
-    loop {
-        match esync::kafka::produce_dead_letter(producer, topic, &letter).await {
-            Ok(()) => return Ok(()),
-            Err(error) => {
-                tracing::warn!(error = %error, topic = %topic, attempt, "dead-letter produce failed, retrying");
-                sleep_or_abort(
-                    context.connected.loaded.config.retry.random_delay(attempt),
-                    &context.abort,
-                )
-                .await?;
-                attempt += 1;
-            }
-        }
-    }
+    let letter = esync::dead_letter::unwritable_id(mapping, failed, "esync-recover");
+    let origin = format!("{} id {}", mapping.name, failed.id);
+    context
+        .dead_letter
+        .send(&letter, &origin, &context.abort)
+        .await
 }
 
 /// Cancels `stop` on the first SIGINT/SIGTERM and `abort` after `grace` (or

@@ -18,15 +18,15 @@ use crate::config::{Config, LoadedConfig};
 use crate::db::Database;
 use crate::es::EsClient;
 use crate::id::Id;
+use crate::dead_letter::DeadLetterSink;
 use crate::kafka::{self, DeadLetter, EsyncConsumer};
-use crate::metrics::{Metrics, ReasonLabel, StageLabel, TopicLabel};
+use crate::metrics::{Metrics, ReasonLabel, TopicLabel};
 use crate::offsets::{OffsetTracker, Receipt};
-use crate::writer::{Abandoned, Mapping, Writer, sleep_or_abort};
+use crate::writer::{Abandoned, Mapping, WriteReport, Writer, sleep_or_abort};
 use prometheus_client::metrics::counter::Counter;
 use rdkafka::Message as _;
 use rdkafka::consumer::{CommitMode, Consumer as _};
 use rdkafka::message::OwnedMessage;
-use rdkafka::producer::FutureProducer;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -46,6 +46,10 @@ pub enum DaemonError {
     /// The Kafka client could not be created or subscribed.
     #[error("kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
+    /// A task of the daemon panicked or ended before shutdown; the process
+    /// exits non-zero so that its service manager restarts it.
+    #[error("{0}")]
+    TaskFailed(String),
     /// The metrics endpoint could not listen.
     #[error("cannot serve metrics on {address}: {source}")]
     Metrics {
@@ -63,14 +67,12 @@ pub struct Services {
     pub writer: Writer,
     /// The consumer.
     pub consumer: Arc<EsyncConsumer>,
-    /// The dead-letter producer and topic, when configured.
-    pub dead_letter: Option<(FutureProducer, String)>,
+    /// Where what cannot be handled goes.
+    pub dead_letter: DeadLetterSink,
     /// Offsets in flight.
     pub tracker: Arc<Mutex<OffsetTracker>>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
-    /// Backoff for retried work (dead letters).
-    pub retry: crate::retry::RetryPolicy,
 }
 
 impl Services {
@@ -98,52 +100,52 @@ impl Services {
         );
         let tracker = Arc::new(Mutex::new(OffsetTracker::new()));
         let consumer = kafka::build_consumer(&config.kafka, tracker.clone(), metrics.clone())?;
-        let dead_letter = match &config.dead_letter {
-            Some(dead_letter) => Some((
-                kafka::build_producer(&config.kafka)?,
-                dead_letter.topic.clone(),
-            )),
-            None => None,
-        };
+        let dead_letter = DeadLetterSink::from_config(config, metrics.clone())?;
         Ok(Services {
             writer,
             consumer: Arc::new(consumer),
             dead_letter,
             tracker,
             metrics,
-            retry: config.retry,
         })
     }
 
     /// Checks that Kafka, the database and Elasticsearch answer; the error
     /// names the failing system.
     pub async fn health(&self) -> Result<(), String> {
-        let timeout = Duration::from_secs(3);
-        let consumer = self.consumer.clone();
-        let kafka =
-            tokio::task::spawn_blocking(move || consumer.fetch_metadata(None, timeout).map(drop));
-        let database = tokio::time::timeout(timeout, self.writer.database().ping());
-        let es = self.writer.es().ping(timeout);
-        let (kafka, database, es) = tokio::join!(kafka, database, es);
-        let mut problems = Vec::new();
-        match kafka {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => problems.push(format!("kafka: {error}")),
-            Err(error) => problems.push(format!("kafka: {error}")),
-        }
-        match database {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => problems.push(format!("database: {error}")),
-            Err(_) => problems.push("database: time-out".into()),
-        }
-        if let Err(error) = es {
-            problems.push(format!("elasticsearch: {error}"));
-        }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(problems.join("; "))
-        }
+        check_health(&self.consumer, &self.writer).await
+    }
+}
+
+/// The health check of [`Services::health`], from its parts: the metrics
+/// endpoint holds the consumer weakly, so that it never keeps it open (and
+/// in the group) after shutdown.
+pub async fn check_health(consumer: &Arc<EsyncConsumer>, writer: &Writer) -> Result<(), String> {
+    let timeout = Duration::from_secs(3);
+    let consumer = consumer.clone();
+    let kafka =
+        tokio::task::spawn_blocking(move || consumer.fetch_metadata(None, timeout).map(drop));
+    let database = tokio::time::timeout(timeout, writer.database().ping());
+    let es = writer.es().ping(timeout);
+    let (kafka, database, es) = tokio::join!(kafka, database, es);
+    let mut problems = Vec::new();
+    match kafka {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => problems.push(format!("kafka: {error}")),
+        Err(error) => problems.push(format!("kafka: {error}")),
+    }
+    match database {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => problems.push(format!("database: {error}")),
+        Err(_) => problems.push("database: time-out".into()),
+    }
+    if let Err(error) = es {
+        problems.push(format!("elasticsearch: {error}"));
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("; "))
     }
 }
 
@@ -154,15 +156,35 @@ struct TopicRoute {
     messages: Counter,
 }
 
-/// One id on its way to a worker.
+/// What the consumer hands to a worker.
 #[derive(Debug)]
-struct WorkItem {
-    mapping: usize,
-    id: Id,
-    receipt: Receipt,
+enum WorkItem {
+    /// One id to re-read and write.
+    Id {
+        mapping: usize,
+        id: Id,
+        receipt: Receipt,
+    },
+    /// A message that cannot be decoded, for the dead-letter topic. Workers
+    /// produce it, so the consumer keeps polling while the broker is slow.
+    Undecodable {
+        letter: Box<DeadLetter>,
+        origin: String,
+        receipt: Receipt,
+    },
 }
 
-/// Runs until `shutdown` fires, then drains, commits and returns.
+/// How long the final commit and leaving the group may take at shutdown;
+/// what is not committed by then is replayed, which is harmless.
+const KAFKA_CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How long workers get to notice an abort before they are cancelled.
+const ABORT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Runs until `shutdown` fires, then drains, commits and returns; returns an
+/// error when one of its tasks fails. Shutdown takes at most
+/// `shutdown_grace` plus a few seconds, whatever Kafka, the database or
+/// Elasticsearch are doing.
 pub async fn run(
     config: &Config,
     services: Services,
@@ -176,6 +198,8 @@ pub async fn run(
     services.consumer.subscribe(&topics)?;
     tracing::info!(topics = ?topics, group = %config.kafka.group_id, workers = config.workers, "consuming");
 
+    // `stop` ends consuming: at shutdown, or when a task fails.
+    let stop = shutdown.child_token();
     // Fires when the grace period is over: in-flight work is abandoned.
     let abort = CancellationToken::new();
     let mut workers = JoinSet::new();
@@ -191,15 +215,21 @@ pub async fn run(
             abort.clone(),
         ));
     }
-    let commit_loop = tokio::spawn(commit_loop(
+    // its own token: it must outlive consuming, so that it ending is a failure
+    let stop_commits = CancellationToken::new();
+    let mut commit_loop = tokio::spawn(commit_loop(
         services.clone(),
         config.kafka.commit_interval,
-        shutdown.clone(),
+        stop_commits.clone(),
     ));
 
-    ConsumerLoop::new(config, &services, senders)
-        .run(&shutdown)
-        .await;
+    let consuming = ConsumerLoop::new(config, &services, senders).run(&stop);
+    let failure = supervise(consuming, &mut workers, &mut commit_loop, &shutdown).await;
+    if let Some(failure) = &failure {
+        tracing::error!(error = %failure, "a task of the daemon failed; stopping so that it is restarted");
+    }
+    stop.cancel();
+    stop_commits.cancel();
 
     // Senders are dropped: workers flush what they hold and exit.
     tracing::info!(grace = ?config.shutdown_grace, "stopping: finishing in-flight batches");
@@ -212,21 +242,86 @@ pub async fn run(
             "grace period over: abandoning unfinished batches; they will be replayed after restart"
         );
         abort.cancel();
-        while workers.join_next().await.is_some() {}
+        let finished = tokio::time::timeout(ABORT_TIMEOUT, async {
+            while workers.join_next().await.is_some() {}
+        })
+        .await;
+        if finished.is_err() {
+            workers.shutdown().await;
+        }
     }
-    let _ = commit_loop.await;
-    match kafka::commit_finished_sync(&services.consumer, &services.tracker) {
-        Ok(partitions) => tracing::info!(partitions, "committed finished offsets"),
-        Err(error) => {
+    if !commit_loop.is_finished() {
+        commit_loop.abort();
+    }
+    close_consumer(services).await;
+    tracing::info!("stopped");
+    match failure {
+        Some(failure) => Err(DaemonError::TaskFailed(failure)),
+        None => Ok(()),
+    }
+}
+
+/// Runs `consuming` (which returns at shutdown) while watching the tasks that
+/// must live as long as it: any of them ending first, by a panic or
+/// otherwise, is a failure, and so is `consuming` returning before shutdown.
+async fn supervise(
+    consuming: impl std::future::Future<Output = ()>,
+    workers: &mut JoinSet<()>,
+    commit_loop: &mut tokio::task::JoinHandle<()>,
+    shutdown: &CancellationToken,
+) -> Option<String> {
+    tokio::select! {
+        () = consuming => (!shutdown.is_cancelled())
+            .then(|| "the consumer loop stopped: a worker is gone".to_owned()),
+        Some(joined) = workers.join_next() => Some(task_failure("a worker", joined)),
+        joined = commit_loop => Some(task_failure("the commit loop", joined)),
+    }
+}
+
+/// Why a task that should have run until shutdown ended.
+fn task_failure(task: &str, joined: Result<(), tokio::task::JoinError>) -> String {
+    match joined {
+        Ok(()) => format!("{task} ended unexpectedly"),
+        Err(error) => match error.try_into_panic() {
+            Ok(panic) => {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|text| (*text).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a non-text panic".to_owned());
+                format!("{task} panicked: {message}")
+            }
+            Err(error) => format!("{task} was cancelled: {error}"),
+        },
+    }
+}
+
+/// Commits what is finished and leaves the group, each bounded by
+/// [`KAFKA_CLOSE_TIMEOUT`]: with the broker gone, librdkafka would wait for
+/// it indefinitely.
+async fn close_consumer(services: Services) {
+    let (consumer, tracker) = (services.consumer.clone(), services.tracker.clone());
+    let commit = tokio::task::spawn_blocking(move || {
+        kafka::commit_finished_sync(&consumer, &tracker)
+    });
+    match tokio::time::timeout(KAFKA_CLOSE_TIMEOUT, commit).await {
+        Ok(Ok(Ok(partitions))) => tracing::info!(partitions, "committed finished offsets"),
+        Ok(Ok(Err(error))) => {
             tracing::warn!(error = %error, "final commit failed; unfinished messages will be replayed")
+        }
+        Ok(Err(_)) | Err(_) => {
+            tracing::warn!("final commit timed out; unfinished messages will be replayed")
         }
     }
     let consumer = services.consumer.clone();
     drop(services);
     // Closing leaves the group (and runs the revoke callback); it blocks.
-    let _ = tokio::task::spawn_blocking(move || drop(consumer)).await;
-    tracing::info!("stopped");
-    Ok(())
+    let close = tokio::task::spawn_blocking(move || drop(consumer));
+    if tokio::time::timeout(KAFKA_CLOSE_TIMEOUT, close).await.is_err() {
+        tracing::warn!(
+            "leaving the consumer group timed out; the group rebalances after session.timeout.ms"
+        );
+    }
 }
 
 struct ConsumerLoop<'a> {
@@ -235,9 +330,8 @@ struct ConsumerLoop<'a> {
     topics: HashMap<String, TopicRoute>,
     /// `esync_ids_received_total` per mapping, resolved once.
     ids_received: Vec<Counter>,
-    /// Messages received while paused, with the assignment epoch they came in.
-    overflow: VecDeque<(u64, OwnedMessage)>,
-    queue_capacity: usize,
+    /// Messages received while paused, with their partition's generation.
+    overflow: VecDeque<(Option<u64>, OwnedMessage)>,
     retry: crate::retry::RetryPolicy,
 }
 
@@ -283,7 +377,6 @@ impl<'a> ConsumerLoop<'a> {
             topics,
             ids_received,
             overflow: VecDeque::new(),
-            queue_capacity: config.batch.queue_capacity,
             retry: config.retry,
         }
     }
@@ -291,26 +384,15 @@ impl<'a> ConsumerLoop<'a> {
     async fn run(mut self, shutdown: &CancellationToken) {
         let mut consecutive_errors = 0u32;
         loop {
-            let message = match self.overflow.pop_front() {
-                Some((epoch, message)) => {
-                    if epoch != kafka::lock(&self.services.tracker).assignment_epoch() {
-                        // the assignment changed since: Kafka delivers these again if still ours
-                        tracing::debug!(
-                            dropped = self.overflow.len() + 1,
-                            "buffered messages dropped after a rebalance"
-                        );
-                        self.overflow.clear();
-                        continue;
-                    }
-                    message
-                }
+            let (generation, message) = match self.overflow.pop_front() {
+                Some(buffered) => buffered,
                 None => tokio::select! {
                     biased;
                     _ = shutdown.cancelled() => return,
                     received = self.services.consumer.recv() => match received {
                         Ok(message) => {
                             consecutive_errors = 0;
-                            message.detach()
+                            self.tag(message.detach())
                         }
                         Err(error) => {
                             tracing::warn!(error = %error, "kafka consumer error");
@@ -323,16 +405,26 @@ impl<'a> ConsumerLoop<'a> {
                     },
                 },
             };
-            if self.dispatch(message, shutdown).await.is_err() {
+            if self.dispatch(message, generation, shutdown).await.is_err() {
                 return;
             }
         }
+    }
+
+    /// Tags a message with its partition's assignment generation as it is
+    /// received: rebalance callbacks run inside `recv`, so this is the
+    /// assignment the message was fetched under.
+    fn tag(&self, message: OwnedMessage) -> (Option<u64>, OwnedMessage) {
+        let generation =
+            kafka::lock(&self.services.tracker).generation(message.topic(), message.partition());
+        (generation, message)
     }
 
     /// Decodes a message and hands its ids to the workers (or dead-letters it).
     async fn dispatch(
         &mut self,
         message: OwnedMessage,
+        generation: Option<u64>,
         shutdown: &CancellationToken,
     ) -> Result<(), Abandoned> {
         let Some(route) = self.topics.get(message.topic()) else {
@@ -342,6 +434,19 @@ impl<'a> ConsumerLoop<'a> {
             );
             return Ok(());
         };
+        let current =
+            kafka::lock(&self.services.tracker).generation(message.topic(), message.partition());
+        if current.is_none() || current != generation {
+            // revoked (or revoked and assigned again) since it was received:
+            // Kafka delivers it again to whoever owns the partition now
+            tracing::debug!(
+                topic = message.topic(),
+                partition = message.partition(),
+                offset = message.offset(),
+                "message of an earlier assignment skipped"
+            );
+            return Ok(());
+        }
         let (mapping, topic) = (route.mapping, route.name.clone());
         route.messages.inc();
         let mappings = self.services.writer.mappings().clone();
@@ -351,20 +456,27 @@ impl<'a> ConsumerLoop<'a> {
         let ids = match decoded {
             Ok(ids) => ids,
             Err(error) => {
-                self.dead_letter_message(&message, &error, shutdown).await?;
-                let _ = kafka::lock(&self.services.tracker).register(
+                // pending until a worker has produced the dead letter
+                let registered = kafka::lock(&self.services.tracker).register(
                     &topic,
                     message.partition(),
+                    generation,
                     message.offset(),
-                    0,
+                    1,
                 );
-                return Ok(());
+                let Some(receipt) = registered else {
+                    return Ok(());
+                };
+                let item = undecodable(&message, &error, receipt, &self.services.metrics);
+                let worker = message.partition().unsigned_abs() as usize % self.senders.len();
+                return self.send(worker, item, shutdown).await;
             }
         };
         self.ids_received[mapping].inc_by(ids.len() as u64);
         let registered = kafka::lock(&self.services.tracker).register(
             &topic,
             message.partition(),
+            generation,
             message.offset(),
             ids.len() as u32,
         );
@@ -372,11 +484,12 @@ impl<'a> ConsumerLoop<'a> {
             tracing::debug!(topic = %topic, partition = message.partition(), "message of a revoked partition skipped");
             return Ok(());
         };
+        tracing::trace!(partition = message.partition(), offset = message.offset(), generation = receipt.generation, ids = ?ids, "registered");
         for id in ids {
             let worker = id.worker_index(self.senders.len());
             self.send(
                 worker,
-                WorkItem {
+                WorkItem::Id {
                     mapping,
                     id,
                     receipt: receipt.clone(),
@@ -409,6 +522,7 @@ impl<'a> ConsumerLoop<'a> {
             Err(error) => tracing::warn!(error = %error, "cannot read the assignment to pause it"),
         };
         pause();
+        let mut paused_assignment = kafka::lock(&self.services.tracker).assignment_changes();
         let sender = self.senders[worker].clone();
         let result = loop {
             tokio::select! {
@@ -423,10 +537,12 @@ impl<'a> ConsumerLoop<'a> {
                 },
                 received = consumer.recv() => match received {
                     Ok(message) => {
-                        let epoch = kafka::lock(&self.services.tracker).assignment_epoch();
-                        self.overflow.push_back((epoch, message.detach()));
-                        // partitions assigned during the pause are not paused yet
-                        if self.overflow.len().is_multiple_of(self.queue_capacity.max(1)) {
+                        let tagged = self.tag(message.detach());
+                        self.overflow.push_back(tagged);
+                        // partitions assigned during the pause start unpaused
+                        let changes = kafka::lock(&self.services.tracker).assignment_changes();
+                        if changes != paused_assignment {
+                            paused_assignment = changes;
                             pause();
                         }
                     }
@@ -440,81 +556,71 @@ impl<'a> ConsumerLoop<'a> {
         result
     }
 
-    async fn dead_letter_message(
-        &self,
-        message: &OwnedMessage,
-        error: &crate::decode::DecodeError,
-        shutdown: &CancellationToken,
-    ) -> Result<(), Abandoned> {
-        let reason = error.reason_code();
-        self.services
-            .metrics
-            .dead_lettered
-            .get_or_create(&ReasonLabel {
-                reason: reason.to_owned(),
-            })
-            .inc();
-        let letter = DeadLetter {
-            key: message.key(),
-            value: message.payload(),
-            headers: vec![
-                ("esync.reason", reason.to_owned()),
-                ("esync.error", error.to_string()),
-                ("esync.topic", message.topic().to_owned()),
-                ("esync.partition", message.partition().to_string()),
-                ("esync.offset", message.offset().to_string()),
-            ],
-        };
-        let origin = format!(
+}
+
+/// The dead letter of a message that cannot be decoded: its own key and value,
+/// the reason and where it came from in headers.
+fn undecodable(
+    message: &OwnedMessage,
+    error: &crate::decode::DecodeError,
+    receipt: Receipt,
+    metrics: &Metrics,
+) -> WorkItem {
+    let reason = error.reason_code();
+    metrics
+        .dead_lettered
+        .get_or_create(&ReasonLabel {
+            reason: reason.to_owned(),
+        })
+        .inc();
+    let letter = DeadLetter {
+        key: message.key().map(<[u8]>::to_vec),
+        value: message.payload().map(<[u8]>::to_vec),
+        headers: vec![
+            ("esync.reason", reason.to_owned()),
+            ("esync.error", error.to_string()),
+            ("esync.topic", message.topic().to_owned()),
+            ("esync.partition", message.partition().to_string()),
+            ("esync.offset", message.offset().to_string()),
+        ],
+    };
+    WorkItem::Undecodable {
+        letter: Box::new(letter),
+        origin: format!(
             "{}/{}@{}",
             message.topic(),
             message.partition(),
             message.offset()
-        );
-        dead_letter(self.services, &letter, &origin, &self.retry, shutdown).await
+        ),
+        receipt,
     }
 }
 
-/// Produces a dead letter, retrying until the broker acknowledges it (or
-/// `stop` fires); without a dead-letter topic the problem is logged only.
-async fn dead_letter(
-    services: &Services,
-    letter: &DeadLetter<'_>,
-    origin: &str,
-    retry: &crate::retry::RetryPolicy,
-    stop: &CancellationToken,
-) -> Result<(), Abandoned> {
-    let reason = letter
-        .headers
-        .iter()
-        .find(|(key, _)| *key == "esync.error")
-        .map_or("", |(_, value)| value.as_str());
-    let Some((producer, topic)) = &services.dead_letter else {
-        tracing::error!(
-            origin,
-            reason,
-            "cannot be handled and no dead_letter topic is configured; dropped"
-        );
-        return Ok(());
-    };
-    tracing::warn!(origin, reason, topic = %topic, "dead-lettering");
-    let mut attempt = 0;
-    loop {
-        match kafka::produce_dead_letter(producer, topic, letter).await {
-            Ok(()) => return Ok(()),
-            Err(error) => {
-                services
-                    .metrics
-                    .retries
-                    .get_or_create(&StageLabel {
-                        stage: "dead_letter",
-                    })
-                    .inc();
-                tracing::warn!(error = %error, topic = %topic, "dead-letter produce failed, retrying");
-                sleep_or_abort(retry.random_delay(attempt), stop).await?;
-                attempt += 1;
-            }
+/// A batch of ids and the dead letters of undecodable messages that arrived
+/// with it.
+struct WorkerBatch {
+    ids: Batch<Receipt>,
+    letters: Vec<(Box<DeadLetter>, String, Receipt)>,
+}
+
+impl WorkerBatch {
+    fn push(&mut self, item: WorkItem) {
+        match item {
+            WorkItem::Id {
+                mapping,
+                id,
+                receipt,
+            } => self.ids.push(mapping, id, receipt),
+            WorkItem::Undecodable {
+                letter,
+                origin,
+                receipt,
+            } => self.letters.push((letter, origin, receipt)),
         }
+    }
+
+    fn len(&self) -> usize {
+        self.ids.distinct_ids() + self.letters.len()
     }
 }
 
@@ -526,18 +632,21 @@ async fn worker_loop(
     abort: CancellationToken,
 ) {
     let mappings = services.writer.mappings().clone();
-    let mut batch: Batch<Receipt> = Batch::new(mappings.len());
+    let mut batch = WorkerBatch {
+        ids: Batch::new(mappings.len()),
+        letters: Vec::new(),
+    };
     let mut closed = false;
     while !closed {
         let Some(first) = receiver.recv().await else {
             break;
         };
-        batch.push(first.mapping, first.id, first.receipt);
+        batch.push(first);
         let deadline = tokio::time::Instant::now() + batch_config.max_wait;
-        while batch.distinct_ids() < batch_config.max_ids {
+        while batch.len() < batch_config.max_ids {
             tokio::select! {
                 item = receiver.recv() => match item {
-                    Some(item) => batch.push(item.mapping, item.id, item.receipt),
+                    Some(item) => batch.push(item),
                     None => {
                         closed = true;
                         break;
@@ -561,15 +670,23 @@ async fn worker_loop(
 
 async fn handle_batch(
     worker_index: usize,
-    batch: &mut Batch<Receipt>,
+    batch: &mut WorkerBatch,
     services: &Services,
     abort: &CancellationToken,
 ) -> Result<(), Abandoned> {
     let started = std::time::Instant::now();
-    let distinct = batch.distinct_ids();
-    let received = batch.received_ids();
-    let (ids_by_mapping, receipts) = batch.take();
-    let report = services.writer.write_batch(&ids_by_mapping, abort).await?;
+    let distinct = batch.ids.distinct_ids();
+    let received = batch.ids.received_ids();
+    let (ids_by_mapping, mut receipts) = batch.ids.take();
+    for (letter, origin, receipt) in std::mem::take(&mut batch.letters) {
+        services.dead_letter.send(&letter, &origin, abort).await?;
+        receipts.push(receipt);
+    }
+    let report = if distinct == 0 {
+        WriteReport::default()
+    } else {
+        services.writer.write_batch(&ids_by_mapping, abort).await?
+    };
     let mappings = services.writer.mappings();
     for failed in &report.failed {
         let mapping = &mappings[failed.mapping];
@@ -580,26 +697,9 @@ async fn handle_batch(
                 reason: failed.reason_code.to_owned(),
             })
             .inc();
-        let id_text = failed.id.to_string();
-        let value = serde_json::json!({
-            "mapping": mapping.name,
-            "index": &*mapping.spec.index,
-            "id": id_text,
-            "reason": failed.reason_code,
-            "error": failed.reason,
-        })
-        .to_string();
-        let letter = DeadLetter {
-            key: Some(id_text.as_bytes()),
-            value: Some(value.as_bytes()),
-            headers: vec![
-                ("esync.reason", failed.reason_code.to_owned()),
-                ("esync.error", failed.reason.clone()),
-                ("esync.mapping", mapping.name.clone()),
-            ],
-        };
-        let origin = format!("{} id {}", mapping.name, id_text);
-        dead_letter(services, &letter, &origin, &services.retry, abort).await?;
+        let letter = crate::dead_letter::unwritable_id(mapping, failed, "esync");
+        let origin = format!("{} id {}", mapping.name, failed.id);
+        services.dead_letter.send(&letter, &origin, abort).await?;
     }
     {
         let mut tracker = kafka::lock(&services.tracker);
@@ -648,5 +748,63 @@ async fn commit_loop(services: Services, interval: Duration, shutdown: Cancellat
             services.metrics.commit_failures.inc();
             tracing::warn!(error = %error, "offset commit failed; retrying at the next interval");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn forever() -> tokio::task::JoinHandle<()> {
+        tokio::spawn(std::future::pending())
+    }
+
+    #[tokio::test]
+    async fn a_panicking_worker_stops_the_daemon_with_its_message() {
+        let mut workers = JoinSet::new();
+        workers.spawn(std::future::pending());
+        workers.spawn(async { panic!("row 42 broke the worker") });
+        let shutdown = CancellationToken::new();
+        let failure = supervise(
+            std::future::pending(),
+            &mut workers,
+            &mut forever(),
+            &shutdown,
+        )
+        .await;
+        assert_eq!(
+            failure.as_deref(),
+            Some("a worker panicked: row 42 broke the worker")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_commit_loop_that_ends_early_is_a_failure() {
+        let mut workers = JoinSet::new();
+        workers.spawn(std::future::pending());
+        let failure = supervise(
+            std::future::pending(),
+            &mut workers,
+            &mut tokio::spawn(async {}),
+            &CancellationToken::new(),
+        )
+        .await;
+        assert_eq!(
+            failure.as_deref(),
+            Some("the commit loop ended unexpectedly")
+        );
+    }
+
+    #[tokio::test]
+    async fn consuming_ends_cleanly_only_at_shutdown() {
+        let shutdown = CancellationToken::new();
+        let mut workers = JoinSet::new();
+        workers.spawn(std::future::pending());
+        // a closed worker queue ends consuming before any shutdown
+        let early = supervise(async {}, &mut workers, &mut forever(), &shutdown).await;
+        assert!(early.is_some_and(|failure| failure.contains("worker is gone")));
+        shutdown.cancel();
+        let clean = supervise(async {}, &mut workers, &mut forever(), &shutdown).await;
+        assert_eq!(clean, None);
     }
 }

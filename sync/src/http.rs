@@ -33,9 +33,16 @@ pub async fn serve(
     services: Services,
     shutdown: CancellationToken,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    let (consumer, writer) = (Arc::downgrade(&services.consumer), services.writer.clone());
+    drop(services);
     let health: HealthCheck = Arc::new(move || {
-        let services = services.clone();
-        Box::pin(async move { services.health().await })
+        let (consumer, writer) = (consumer.upgrade(), writer.clone());
+        Box::pin(async move {
+            match consumer {
+                Some(consumer) => crate::daemon::check_health(&consumer, &writer).await,
+                None => Err("stopping".to_owned()),
+            }
+        })
     });
     serve_with_health(address, registry, health, shutdown).await
 }

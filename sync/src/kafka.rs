@@ -82,6 +82,7 @@ impl ConsumerContext for EsyncContext {
                     committing = positions.len(),
                     "partitions revoked"
                 );
+                tracing::debug!(revoked = ?partition_numbers(partitions), positions = ?positions.iter().map(|p| (p.partition, p.offset)).collect::<Vec<_>>(), "revoke details");
                 if positions.is_empty() {
                     return;
                 }
@@ -102,6 +103,7 @@ impl ConsumerContext for EsyncContext {
                     tracker.assign(element.topic(), element.partition());
                 }
                 tracing::info!(partitions = partitions.count(), "partitions assigned");
+                tracing::debug!(assigned = ?partition_numbers(partitions), "assign details");
             }
             Rebalance::Error(error) => tracing::warn!(error = %error, "rebalance error"),
         }
@@ -110,6 +112,7 @@ impl ConsumerContext for EsyncContext {
     fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
         match result {
             Ok(()) => {
+                tracing::debug!(offsets = ?offsets.elements().iter().map(|e| (e.partition(), e.offset())).collect::<Vec<_>>(), "committed");
                 let mut tracker = lock(&self.tracker);
                 for element in offsets.elements() {
                     if let Offset::Offset(offset) = element.offset() {
@@ -128,6 +131,10 @@ impl ConsumerContext for EsyncContext {
             }
         }
     }
+}
+
+fn partition_numbers(partitions: &TopicPartitionList) -> Vec<i32> {
+    partitions.elements().iter().map(|element| element.partition()).collect()
 }
 
 /// Locks the tracker; a panic elsewhere must not stop commits of finished work.
@@ -206,6 +213,7 @@ pub fn build_producer(config: &KafkaConfig) -> KafkaResult<FutureProducer> {
             || key.starts_with("sasl.")
             || key.starts_with("ssl.")
             || key.starts_with("client.")
+            || key == "message.max.bytes"
         {
             client.set(key, value);
         }
@@ -214,21 +222,31 @@ pub fn build_producer(config: &KafkaConfig) -> KafkaResult<FutureProducer> {
 }
 
 /// One dead letter: what failed and why.
-#[derive(Debug, Clone)]
-pub struct DeadLetter<'a> {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
     /// Key to produce (the original key, or the id).
-    pub key: Option<&'a [u8]>,
+    pub key: Option<Vec<u8>>,
     /// Value to produce (the original value, or a JSON description).
-    pub value: Option<&'a [u8]>,
+    pub value: Option<Vec<u8>>,
     /// Headers `esync.*`: reason code, error text, origin.
     pub headers: Vec<(&'static str, String)>,
+}
+
+impl DeadLetter {
+    /// The value of header `name`, empty when absent.
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .iter()
+            .find(|(key, _)| *key == name)
+            .map_or("", |(_, value)| value.as_str())
+    }
 }
 
 /// Produces `letter` to `topic`, waiting for the broker's acknowledgement.
 pub async fn produce_dead_letter(
     producer: &FutureProducer,
     topic: &str,
-    letter: &DeadLetter<'_>,
+    letter: &DeadLetter,
 ) -> KafkaResult<()> {
     let mut headers = OwnedHeaders::new_with_capacity(letter.headers.len());
     for (key, value) in &letter.headers {
@@ -238,10 +256,10 @@ pub async fn produce_dead_letter(
         });
     }
     let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).headers(headers);
-    if let Some(key) = letter.key {
+    if let Some(key) = &letter.key {
         record = record.key(key);
     }
-    if let Some(value) = letter.value {
+    if let Some(value) = &letter.value {
         record = record.payload(value);
     }
     producer

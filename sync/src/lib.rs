@@ -10,7 +10,8 @@
 //! - adapters, one per system: [`db`] (sqlx), [`es`] (elasticsearch),
 //!   [`kafka`] (rdkafka);
 //! - the engine wiring them: [`writer`] (re-read + versioned write of a set of
-//!   ids, reused by `esync-recover`), [`daemon`] (the Kafka consumer loop);
+//!   ids, reused by `esync-recover`), [`dead_letter`] (the dead-letter sink,
+//!   also reused), [`daemon`] (the Kafka consumer loop);
 //! - getting ids into Kafka without CDC: [`publish`] (incremental-column
 //!   poller and outbox relay; see `PUBLISH.md`);
 //! - operations: [`metrics`], [`http`], [`telemetry`], [`check`].
@@ -20,6 +21,7 @@ pub mod bulk;
 pub mod check;
 pub mod config;
 pub mod daemon;
+pub mod dead_letter;
 pub mod db;
 pub mod decode;
 pub mod document;

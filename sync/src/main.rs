@@ -10,6 +10,7 @@ use esync::telemetry::{self, LogFormat};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// Keeps Elasticsearch in step with a database, from changed ids in Kafka.
@@ -67,6 +68,9 @@ fn main() -> ExitCode {
             }
         }
     });
+    // Threads blocked in a client library (e.g. librdkafka waiting for a
+    // broker that is gone) must not keep the process alive.
+    runtime.shutdown_timeout(Duration::from_secs(1));
     match result {
         Ok(code) => code,
         Err(error) => {
@@ -102,11 +106,13 @@ async fn run(config_path: PathBuf) -> anyhow::Result<()> {
         ),
         None => None,
     };
-    daemon::run(&loaded.config, services, shutdown).await?;
+    let result = daemon::run(&loaded.config, services, shutdown.clone()).await;
+    // after a failure too: the endpoint must not keep the process alive
+    shutdown.cancel();
     if let Some(server) = server {
-        let _ = server.await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
     }
-    Ok(())
+    Ok(result?)
 }
 
 async fn publish(config_path: PathBuf, outbox: bool) -> anyhow::Result<()> {

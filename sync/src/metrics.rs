@@ -69,6 +69,8 @@ pub struct Metrics {
     pub retries: Family<StageLabel, Counter>,
     /// Messages or ids sent to the dead-letter topic (or dropped without one).
     pub dead_lettered: Family<ReasonLabel, Counter>,
+    /// Dead letters produced truncated because the whole record was refused.
+    pub dead_letters_truncated: Counter,
     /// Time to handle one batch, seconds.
     pub batch_duration: Histogram,
     /// Distinct ids per batch.
@@ -94,6 +96,7 @@ impl Metrics {
             version_conflicts: Family::default(),
             retries: Family::default(),
             dead_lettered: Family::default(),
+            dead_letters_truncated: Counter::default(),
             batch_duration: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 14)),
             consumer_lag: Family::default(),
@@ -141,6 +144,11 @@ impl Metrics {
             "dead_lettered",
             "Messages or ids dead-lettered, per reason",
             metrics.dead_lettered.clone(),
+        );
+        registry.register(
+            "dead_letters_truncated",
+            "Dead letters produced truncated because the broker refused them whole",
+            metrics.dead_letters_truncated.clone(),
         );
         registry.register_with_unit(
             "batch_duration",

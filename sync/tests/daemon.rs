@@ -278,6 +278,143 @@ async fn malformed_messages_are_dead_lettered(db: Db) {
     table.drop_table().await;
 }
 
+/// Regression, issue 9 item 4: with the broker gone, SIGTERM logged "grace
+/// period over" and the daemon never exited (the final commit and leaving the
+/// group waited for the broker forever). Shutdown is bounded by
+/// `shutdown_grace` (5 s in tests) plus a few seconds.
+async fn sigterm_with_kafka_down_exits_in_time(db: Db) {
+    let mut broker = PrivateNoida::start_kafka().await;
+    let brokers = broker.brokers();
+    let table = OrdersTable::create(db).await;
+    let topic = Topic::create(&brokers, "orders", 2).await;
+    let index = Index::new(&es());
+    index.create().await;
+    let ids: Vec<i64> = (1..=200).collect();
+    table.insert(ids.clone()).await;
+    let es_url = es();
+    let mut daemon = Daemon::start(&DaemonSetup::new(
+        &table,
+        &topic.name,
+        &brokers,
+        &es_url,
+        &index.name,
+    ));
+    daemon.wait_healthy(Duration::from_secs(30)).await;
+    topic.send_ids(&ids).await;
+    index.wait_equal(&table, &ids, CONVERGE, &mut daemon).await;
+
+    broker.stop();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    daemon.assert_running();
+    let started = std::time::Instant::now();
+    let status = daemon.terminate();
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(5 + 5),
+        "stopping took {took:?} with shutdown_grace 5s\n{}",
+        daemon.log_tail(20)
+    );
+    assert!(status.success(), "{status}\n{}", daemon.log_tail(20));
+    table.drop_table().await;
+}
+
+/// Regression, issue 9 item 5: three daemons in one group, one restarted
+/// every 7 s, `queue_capacity: 50`, the index unreachable for ~5 s lost 4 of
+/// 10k changed ids (messages in Kafka, offsets committed past them):
+/// messages buffered while the consumer was paused for backpressure were all
+/// dropped on any assignment change, including those of partitions that were
+/// still (or again) assigned, whose fetch position had moved past them.
+async fn rebalances_under_backpressure_lose_nothing(db: Db, strategy: &str, daemons: usize) {
+    let private_es = PrivateEs::start().await;
+    let es_url = private_es.url();
+    let table = OrdersTable::create(db).await;
+    let topic = Topic::create(&kafka(), "orders", 6).await;
+    let index = Index::new(&es_url);
+    index.create().await;
+    let ids: Vec<i64> = (1..=10_000).collect();
+    table.insert(ids.clone()).await;
+    let (brokers, group) = (kafka(), unique("group"));
+    let mut setup = DaemonSetup::new(&table, &topic.name, &brokers, &es_url, &index.name);
+    setup.group = Some(&group);
+    setup.queue_capacity = 50;
+    setup.max_ids = 50;
+    setup.workers = 2;
+    // every restart must rebalance the group (static members would not)
+    setup.static_membership = false;
+    setup.kafka_options = vec![("partition.assignment.strategy", strategy)];
+    let mut fleet: Vec<Daemon> = (0..daemons).map(|_| Daemon::start(&setup)).collect();
+    for daemon in &mut fleet {
+        daemon.wait_healthy(Duration::from_secs(30)).await;
+    }
+    // Each step announces 250 ids. The index stops answering for a while
+    // (twice); during the first time another member joins the group and
+    // leaves again, so the daemons rebalance twice while paused on full
+    // queues; later daemons restart while the index catches up.
+    let mut visitor = None;
+    for (step, chunk) in ids.chunks(250).enumerate() {
+        topic.send_ids(chunk).await;
+        match step {
+            3 | 26 => private_es.freeze(),
+            8 => visitor = Some(GroupVisitor::join(&brokers, &group, &topic.name, strategy)),
+            11 => drop(visitor.take()),
+            14 | 31 => private_es.thaw(),
+            15 | 24 => fleet[step / 10 % daemons].signal_terminate(),
+            18 | 28 => {
+                let daemon = &mut fleet[(step - 3) / 10 % daemons];
+                let _ = daemon.terminate();
+                daemon.spawn();
+            }
+            _ => {}
+        }
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    let (first, rest) = fleet.split_at_mut(1);
+    index
+        .wait_equal(&table, &ids, Duration::from_secs(150), &mut first[0])
+        .await;
+    for daemon in rest {
+        daemon.assert_running();
+    }
+    table.drop_table().await;
+}
+
+/// A consumer that joins a daemon's group (making it rebalance), consumes
+/// without committing, and leaves again (another rebalance) when dropped.
+struct GroupVisitor {
+    stop: tokio_util::sync::CancellationToken,
+}
+
+impl GroupVisitor {
+    fn join(brokers: &str, group: &str, topic: &str, strategy: &str) -> GroupVisitor {
+        use rdkafka::consumer::{Consumer as _, StreamConsumer};
+        let consumer: StreamConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("session.timeout.ms", "6000")
+            .set("partition.assignment.strategy", strategy)
+            .create()
+            .expect("visitor consumer");
+        consumer.subscribe(&[topic]).expect("subscribe");
+        let stop = tokio_util::sync::CancellationToken::new();
+        let stopped = stop.clone();
+        tokio::spawn(async move {
+            // polling keeps it in the group; what it reads is never committed
+            while !stopped.is_cancelled() {
+                let _ = tokio::time::timeout(Duration::from_millis(100), consumer.recv()).await;
+            }
+            tokio::task::spawn_blocking(move || drop(consumer)).await.ok();
+        });
+        GroupVisitor { stop }
+    }
+}
+
+impl Drop for GroupVisitor {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
 /// Reads `expected` messages from `topic` (key and headers).
 async fn consume_all(
     topic: &str,
@@ -361,6 +498,26 @@ mod postgres {
     #[ignore = "needs scripts/services.sh"]
     async fn malformed_messages_are_dead_lettered() {
         super::malformed_messages_are_dead_lettered(Db::Postgres).await;
+    }
+
+    #[tokio::test]
+    #[ignore = "needs scripts/services.sh"]
+    async fn sigterm_with_kafka_down_exits_in_time() {
+        super::sigterm_with_kafka_down_exits_in_time(Db::Postgres).await;
+    }
+
+    #[tokio::test]
+    #[ignore = "needs scripts/services.sh"]
+    async fn rebalances_under_backpressure_lose_nothing_eager() {
+        super::rebalances_under_backpressure_lose_nothing(Db::Postgres, "range,roundrobin", 3)
+            .await;
+    }
+
+    #[tokio::test]
+    #[ignore = "needs scripts/services.sh"]
+    async fn rebalances_under_backpressure_lose_nothing_cooperative() {
+        super::rebalances_under_backpressure_lose_nothing(Db::Postgres, "cooperative-sticky", 2)
+            .await;
     }
 }
 

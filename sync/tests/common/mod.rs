@@ -382,6 +382,14 @@ pub struct DaemonSetup<'a> {
     pub workers: usize,
     pub max_ids: usize,
     pub format: &'a str,
+    /// Consumer group; a unique one per daemon when `None`.
+    pub group: Option<&'a str>,
+    pub queue_capacity: usize,
+    /// `group.instance.id` per daemon (see the config comment); off for
+    /// scenarios that need every restart to rebalance the group.
+    pub static_membership: bool,
+    /// Extra `kafka.options` lines, e.g. `partition.assignment.strategy`.
+    pub kafka_options: Vec<(&'a str, &'a str)>,
 }
 
 impl<'a> DaemonSetup<'a> {
@@ -402,13 +410,22 @@ impl<'a> DaemonSetup<'a> {
             workers: 3,
             max_ids: 200,
             format: "{type: plain}",
+            group: None,
+            queue_capacity: 500,
+            static_membership: true,
+            kafka_options: Vec::new(),
         }
     }
 }
 
 impl Daemon {
     pub fn start(setup: &DaemonSetup<'_>) -> Daemon {
-        let dir = tempfile::tempdir().expect("temp dir");
+        let mut dir = tempfile::tempdir().expect("temp dir");
+        // ESYNC_TEST_KEEP_LOGS=1 keeps each daemon's config and log for a post-mortem
+        if std::env::var_os("ESYNC_TEST_KEEP_LOGS").is_some() {
+            dir.disable_cleanup(true);
+            eprintln!("daemon files kept in {}", dir.path().display());
+        }
         let metrics_port = free_port();
         let dead_letter = setup
             .dead_letter_topic
@@ -425,11 +442,7 @@ kafka:
   options:
     session.timeout.ms: "6000"
     heartbeat.interval.ms: "500"
-    # Static membership: a restarted daemon takes over its old member at once.
-    # noida-db never evicts a SIGKILLed dynamic member that leads its group
-    # (real Kafka does after session.timeout.ms), which would stall restarts.
-    group.instance.id: {instance}
-{debug}
+{instance}{options}{debug}
 elasticsearch:
   urls: ["{es}"]
   request_timeout: 5s
@@ -447,14 +460,20 @@ mappings:
 batch:
   max_ids: {max_ids}
   max_wait: 50ms
-  queue_capacity: 500
+  queue_capacity: {queue_capacity}
 workers: {workers}
 retry: {{initial_backoff: 50ms, max_backoff: 1s}}
 metrics: {{listen: "127.0.0.1:{metrics_port}"}}
 shutdown_grace: 5s
 {dead_letter}"#,
             brokers = setup.brokers,
-            group = unique("group"),
+            group = setup.group.map_or_else(|| unique("group"), str::to_owned),
+            queue_capacity = setup.queue_capacity,
+            options = setup
+                .kafka_options
+                .iter()
+                .map(|(key, value)| format!("    {key}: \"{value}\"\n"))
+                .collect::<String>(),
             es = setup.es_url,
             topic = setup.topic,
             format = setup.format,
@@ -462,7 +481,14 @@ shutdown_grace: 5s
             index = setup.index,
             max_ids = setup.max_ids,
             workers = setup.workers,
-            instance = unique("instance"),
+            // Static membership: a restarted daemon takes over its old member at once.
+            // noida-db never evicts a SIGKILLed dynamic member that leads its group
+            // (real Kafka does after session.timeout.ms), which would stall restarts.
+            instance = if setup.static_membership {
+                format!("    group.instance.id: {}\n", unique("instance"))
+            } else {
+                String::new()
+            },
             debug = std::env::var("ESYNC_TEST_KAFKA_DEBUG")
                 .map(|debug| format!("    debug: {debug}"))
                 .unwrap_or_default(),
@@ -589,6 +615,15 @@ impl LoggedChild {
         }
     }
 
+    /// Sends SIGTERM and returns at once; `terminate` waits for the exit.
+    pub fn signal_terminate(&self) {
+        if let Some(child) = &self.child {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+        }
+    }
+
     /// SIGTERM, and the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("a running process");
@@ -653,16 +688,31 @@ pub fn metric_sum(metrics: &str, name: &str) -> f64 {
         .sum()
 }
 
-/// A private Elasticsearch API server process that a test can stop and start.
-pub struct PrivateEs {
+/// A private noida-db server (one service) that a test can stop and start.
+pub struct PrivateNoida {
+    pub service: &'static str,
     pub port: u16,
     pub data_dir: tempfile::TempDir,
     child: Option<Child>,
 }
 
-impl PrivateEs {
-    pub async fn start() -> PrivateEs {
-        let mut server = PrivateEs {
+/// A private Elasticsearch API server.
+pub type PrivateEs = PrivateNoida;
+
+impl PrivateNoida {
+    /// An Elasticsearch API server on a free port.
+    pub async fn start() -> PrivateNoida {
+        PrivateNoida::start_service("elasticsearch").await
+    }
+
+    /// A Kafka broker on a free port (`brokers()` is its address).
+    pub async fn start_kafka() -> PrivateNoida {
+        PrivateNoida::start_service("kafka").await
+    }
+
+    async fn start_service(service: &'static str) -> PrivateNoida {
+        let mut server = PrivateNoida {
+            service,
             port: free_port(),
             data_dir: tempfile::tempdir().expect("temp dir"),
             child: None,
@@ -675,14 +725,18 @@ impl PrivateEs {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    pub fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
     pub async fn spawn(&mut self) {
         let binary = required_env("ESYNC_TEST_NOIDA_BIN");
         let child = Command::new(&binary)
             .args([
                 "start",
                 "--only",
-                "elasticsearch",
-                "--elasticsearch-port",
+                self.service,
+                &format!("--{}-port", self.service),
                 &self.port.to_string(),
                 "--data-dir",
             ])
@@ -694,21 +748,47 @@ impl PrivateEs {
         self.child = Some(child);
         let started = Instant::now();
         while started.elapsed() < Duration::from_secs(30) {
-            if reqwest_get(&format!("{}/", self.url()))
-                .await
-                .contains("number")
-            {
+            let ready = match self.service {
+                "elasticsearch" => reqwest_get(&format!("{}/", self.url()))
+                    .await
+                    .contains("number"),
+                _ => tokio::net::TcpStream::connect(self.brokers()).await.is_ok(),
+            };
+            if ready {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         panic!(
-            "private Elasticsearch API server on {} did not start",
-            self.port
+            "private {} server on {} did not start",
+            self.service, self.port
         );
     }
 
+    /// Freezes the server (SIGSTOP): connections stay open and requests hang
+    /// until the client's time-out, as behind a network partition. Unlike a
+    /// restart, nothing acknowledged can be lost on the server side (noida-db
+    /// was seen losing writes acknowledged just before a SIGTERM).
+    pub fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a frozen server go on (SIGCONT).
+    pub fn thaw(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().expect("a running server");
+        let status = Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill {signal} failed");
+    }
+
     pub fn stop(&mut self) {
+        self.thaw_if_running();
         if let Some(mut child) = self.child.take() {
             let _ = Command::new("kill")
                 .args(["-TERM", &child.id().to_string()])
@@ -726,7 +806,17 @@ impl PrivateEs {
     }
 }
 
-impl Drop for PrivateEs {
+impl PrivateNoida {
+    fn thaw_if_running(&self) {
+        if let Some(child) = &self.child {
+            let _ = Command::new("kill")
+                .args(["-CONT", &child.id().to_string()])
+                .status();
+        }
+    }
+}
+
+impl Drop for PrivateNoida {
     fn drop(&mut self) {
         self.stop();
     }
