@@ -19,7 +19,7 @@ use crate::db::Database;
 use crate::es::EsClient;
 use crate::id::Id;
 use crate::kafka::{self, DeadLetter, EsyncConsumer};
-use crate::metrics::{Metrics, ReasonLabel, StageLabel, TopicLabel};
+use crate::metrics::{Metrics, ReasonLabel, RetryLabel, TopicLabel};
 use crate::offsets::{OffsetTracker, Receipt};
 use crate::writer::{Abandoned, Mapping, Writer, sleep_or_abort};
 use prometheus_client::metrics::counter::Counter;
@@ -93,7 +93,7 @@ impl Services {
             es,
             mappings,
             config.retry,
-            config.elasticsearch.max_bulk_bytes,
+            &config.elasticsearch,
             metrics.clone(),
         );
         let tracker = Arc::new(Mutex::new(OffsetTracker::new()));
@@ -138,6 +138,9 @@ impl Services {
         }
         if let Err(error) = es {
             problems.push(format!("elasticsearch: {error}"));
+        }
+        if let Some(stalled) = self.writer.health_problem() {
+            problems.push(stalled);
         }
         if problems.is_empty() {
             Ok(())
@@ -506,8 +509,9 @@ async fn dead_letter(
                 services
                     .metrics
                     .retries
-                    .get_or_create(&StageLabel {
+                    .get_or_create(&RetryLabel {
                         stage: "dead_letter",
+                        reason: "produce_failed",
                     })
                     .inc();
                 tracing::warn!(error = %error, topic = %topic, "dead-letter produce failed, retrying");
