@@ -186,6 +186,8 @@ pub enum ItemOutcome {
     VersionConflict {
         /// The version the index holds, when the reason reports it.
         current_version: Option<u64>,
+        /// The concrete index that answered (behind an alias), when reported.
+        concrete_index: Option<String>,
     },
     /// Not about this document (index, cluster, credentials, load): send the
     /// item again later.
@@ -244,6 +246,8 @@ struct BulkItem {
     status: u16,
     #[serde(default)]
     error: Option<Value>,
+    #[serde(default, rename = "_index")]
+    index: Option<String>,
 }
 
 /// Classifies the items of a `_bulk` response (HTTP 200) in request order.
@@ -271,11 +275,11 @@ pub fn classify_bulk(
                 .drain()
                 .next()
                 .ok_or_else(|| BulkResponseError::Malformed("empty bulk item".into()))?;
-            Ok(classify_item(
-                item.status,
-                item.error.as_ref(),
-                action.is_delete(),
-            ))
+            let mut outcome = classify_item(item.status, item.error.as_ref(), action.is_delete());
+            if let ItemOutcome::VersionConflict { concrete_index, .. } = &mut outcome {
+                *concrete_index = item.index;
+            }
+            Ok(outcome)
         })
         .collect()
 }
@@ -298,6 +302,7 @@ pub fn classify_item(status: u16, error: Option<&Value>, is_delete: bool) -> Ite
                 .and_then(|error| error.get("reason"))
                 .and_then(Value::as_str)
                 .and_then(current_version_of_conflict),
+            concrete_index: None,
         },
         _ => {
             let kind = error
@@ -652,7 +657,8 @@ mod tests {
         assert_eq!(
             outcomes[1],
             ItemOutcome::VersionConflict {
-                current_version: Some(7)
+                current_version: Some(7),
+                concrete_index: Some("orders".into()),
             }
         );
         assert!(matches!(

@@ -359,14 +359,21 @@ impl Writer {
                 // a document too large alone: `too_large` holds it
                 None => {}
                 Some(ItemOutcome::Written) => tally.written(write),
-                Some(ItemOutcome::VersionConflict { current_version }) => {
+                Some(ItemOutcome::VersionConflict {
+                    current_version,
+                    concrete_index,
+                }) => {
                     match decide_conflict(
                         write.conflict_kind(),
                         write.version(),
                         current_version,
                         None,
                     ) {
-                        ConflictDecision::LookUp => look_ups.push((position, current_version)),
+                        ConflictDecision::LookUp => look_ups.push(LookUp {
+                            position,
+                            current_version,
+                            concrete_index,
+                        }),
                         decision => round.apply(decision, write, &mut tally),
                     }
                 }
@@ -454,21 +461,24 @@ impl Writer {
         }
     }
 
-    /// Looks up the documents of conflicts that need it (`_mget`) and decides
-    /// them; when the look-up fails they are retried.
+    /// Looks up the documents of conflicts that need it (`_mget`, in the
+    /// concrete index that answered, so a rollover alias works) and decides
+    /// them; when the look-up fails they are retried, counted under the
+    /// look-up's failure (a user without `read` on the index is `unauthorized`).
     async fn settle_conflicts(
         &self,
         pending: &[PendingWrite],
-        look_ups: &[(usize, Option<u64>)],
+        look_ups: &[LookUp],
         round: &mut Round,
         tally: &mut Tally,
     ) {
         for chunk in look_ups.chunks(1000) {
             let docs: Vec<(&str, &str, Option<&str>)> = chunk
                 .iter()
-                .map(|(position, _)| {
-                    let action = &pending[*position].action;
-                    (action.index(), action.doc_id(), action.routing())
+                .map(|look_up| {
+                    let action = &pending[look_up.position].action;
+                    let index = look_up.concrete_index.as_deref().unwrap_or(action.index());
+                    (index, action.doc_id(), action.routing())
                 })
                 .collect();
             let stored = match self
@@ -476,33 +486,41 @@ impl Writer {
                 .request(Method::Post, "/_mget", Some(&encode_mget(&docs)))
                 .await
             {
-                Ok(response) if response.status == 200 => {
-                    parse_mget(&response.json(), docs.len()).map_err(|error| error.to_string())
+                Ok(response) if response.status == 200 => parse_mget(&response.json(), docs.len())
+                    .map_err(|error| (RetryReason::ConflictUnchecked, error.to_string())),
+                Ok(response) => {
+                    let cause = match classify_request_failure(response.status, &response.body) {
+                        RequestFailure::Retry(cause) => cause,
+                        RequestFailure::TooLarge => RetryReason::ConflictUnchecked,
+                    };
+                    let body =
+                        crate::id::truncate_for_message(&String::from_utf8_lossy(&response.body));
+                    Err((cause, format!("_mget status {}: {body}", response.status)))
                 }
-                Ok(response) => Err(format!(
-                    "status {}: {}",
-                    response.status,
-                    crate::id::truncate_for_message(&String::from_utf8_lossy(&response.body))
-                )),
-                Err(error) => Err(error.to_string()),
+                Err(error) => Err((RetryReason::Unavailable, error.to_string())),
             };
             match stored {
                 Ok(stored) => {
-                    for ((position, current_version), stored) in chunk.iter().zip(stored) {
-                        let write = &pending[*position];
+                    for (look_up, stored) in chunk.iter().zip(stored) {
+                        let write = &pending[look_up.position];
                         let decision = decide_conflict(
                             write.conflict_kind(),
                             write.version(),
-                            *current_version,
+                            look_up.current_version,
                             Some(stored),
                         );
                         round.apply(decision, write, tally);
                     }
                 }
-                Err(error) => {
-                    tracing::warn!(error = %error, "cannot look up conflicting documents; retrying them");
-                    for (position, _) in chunk {
-                        round.retry(&pending[*position], RetryReason::ConflictUnchecked);
+                Err((cause, error)) => {
+                    for look_up in chunk {
+                        let write = &pending[look_up.position];
+                        tally.failed(
+                            write,
+                            cause,
+                            format!("checking a version conflict: {error}"),
+                        );
+                        round.retry(write, cause);
                     }
                 }
             }
@@ -534,6 +552,9 @@ impl Writer {
         }
         for (reason, count) in &round.reasons {
             self.count_retry(*reason, *count);
+            if matches!(reason, RetryReason::Tombstone | RetryReason::DeleteBehind) {
+                tracing::warn!(reason = %reason, items = count, "{}", reason.operator_hint());
+            }
         }
         let now = SystemTime::now();
         let mut health = lock(&self.health);
@@ -607,6 +628,16 @@ fn lock(health: &Mutex<WriteHealth>) -> std::sync::MutexGuard<'_, WriteHealth> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// A version conflict to check with `_mget`.
+struct LookUp {
+    /// Position in the round's writes.
+    position: usize,
+    /// The version the 409 reported.
+    current_version: Option<u64>,
+    /// The index that answered.
+    concrete_index: Option<String>,
+}
+
 /// The answer to one `_bulk` request.
 enum BulkAnswer {
     /// Per-item outcomes, in request order.
@@ -659,17 +690,15 @@ impl Tally {
     }
 
     fn written(&mut self, write: &PendingWrite) {
-        if write.action.is_delete() {
-            // a flood-stage block still takes deletes: they do not prove the index writable
-            self.counts[write.mapping][1] += 1;
-        } else {
-            self.counts[write.mapping][0] += 1;
-            self.took_writes.insert(write.action.index().to_owned());
-        }
+        let kind = if write.action.is_delete() { 1 } else { 0 };
+        self.counts[write.mapping][kind] += 1;
+        self.took_writes.insert(write.action.index().to_owned());
     }
 
+    /// A 409 is an answer of the index itself: it is reachable and not blocked.
     fn superseded(&mut self, write: &PendingWrite) {
         self.counts[write.mapping][2] += 1;
+        self.took_writes.insert(write.action.index().to_owned());
     }
 
     fn failed(&mut self, write: &PendingWrite, cause: RetryReason, detail: String) {
@@ -718,7 +747,7 @@ impl Round {
                 } else {
                     RetryReason::ConflictUnchecked
                 };
-                tracing::warn!(
+                tracing::debug!(
                     index = write.action.index(),
                     id = write.action.doc_id(),
                     "{}",
@@ -727,7 +756,7 @@ impl Round {
                 self.retry(write, reason);
             }
             ConflictDecision::RetryAfterGcDeletes => {
-                tracing::warn!(
+                tracing::debug!(
                     index = write.action.index(),
                     id = write.action.doc_id(),
                     "{}",
