@@ -1,8 +1,13 @@
-//! The `_bulk` wire format: encoding actions and classifying per-item results.
+//! The `_bulk` wire format: encoding actions and classifying per-item results,
+//! and the policies on them: which Elasticsearch errors are the document's
+//! fault (dead letter) and which are retried ([`retry_reason`]), what a
+//! version conflict means ([`decide_conflict`]), how a request refused as too
+//! large is split ([`Bisection`]).
 //!
-//! Pure: bytes in, bytes out. Every action carries `version_type=external_gte`
-//! so that a stale write is rejected by Elasticsearch itself (a 409, which is
-//! success for us: something at least as new is already there).
+//! Pure: bytes in, bytes out, no I/O. Every action carries
+//! `version_type=external_gte` so that a stale write is rejected by
+//! Elasticsearch itself (a 409, which is success for us once it is clear that
+//! something at least as new is there).
 
 use crate::document::BulkAction;
 use serde::Deserialize;
@@ -207,16 +212,6 @@ pub enum ItemOutcome {
         /// Elasticsearch's error type and reason.
         reason: String,
     },
-}
-
-impl ItemOutcome {
-    /// Done for good: written or superseded.
-    pub fn is_success(&self) -> bool {
-        matches!(
-            self,
-            ItemOutcome::Written | ItemOutcome::VersionConflict { .. }
-        )
-    }
 }
 
 /// A `_bulk` or `_mget` response that does not match its request.

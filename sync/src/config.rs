@@ -888,6 +888,7 @@ mappings:
             config.elasticsearch.max_bulk_bytes,
             default_max_bulk_bytes()
         );
+        assert_eq!(config.elasticsearch.gc_deletes, default_gc_deletes());
         assert_eq!(config.shutdown_grace, default_shutdown_grace());
         assert_eq!(config.metrics.listen, MetricsConfig::default().listen);
     }
