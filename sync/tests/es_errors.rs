@@ -156,6 +156,24 @@ async fn timestamp_writer(
     index: &str,
     max_bulk_bytes: usize,
 ) -> Writer {
+    timestamp_writer_with(
+        table,
+        es_url,
+        index,
+        max_bulk_bytes,
+        Metrics::unregistered(),
+    )
+    .await
+}
+
+/// [`timestamp_writer`] counting into `metrics`.
+async fn timestamp_writer_with(
+    table: &OrdersTable,
+    es_url: &str,
+    index: &str,
+    max_bulk_bytes: usize,
+    metrics: Arc<Metrics>,
+) -> Writer {
     let yaml = format!(
         r#"source: {{url: "{url}"}}
 kafka: {{brokers: "{brokers}"}}
@@ -187,7 +205,7 @@ retry: {{initial_backoff: 20ms, max_backoff: 200ms}}
         mappings,
         loaded.config.retry,
         &loaded.config.elasticsearch,
-        Metrics::unregistered(),
+        metrics,
     )
 }
 
@@ -236,6 +254,85 @@ async fn hard_delete_of_a_document_ahead_of_the_clock_removes_it(db: Db) {
         "deleted rows still indexed: {ghosts:?} ({report:?})"
     );
     assert_eq!(docs.len(), 30);
+    table.drop_table().await;
+}
+
+/// Issue 9 item 3, alias side: a write alias over two indexes without a
+/// write index answers every item 400 `illegal_argument_exception` ("no
+/// write index is defined for alias"), which used to be dead-lettered as a
+/// bad document. It is retried (health failing) until the alias is fixed.
+async fn alias_without_write_index_is_retried_until_fixed(db: Db) {
+    let table = OrdersTable::create(db).await;
+    let alias = Index::new(&es());
+    let (first, second) = (Index::new(&es()), Index::new(&es()));
+    first.create().await;
+    second.create().await;
+    let set_aliases = |actions: serde_json::Value| {
+        let es = alias.es.clone();
+        async move {
+            es.request_ok(
+                elasticsearch::http::Method::Post,
+                "/_aliases",
+                Some(&serde_json::json!({ "actions": actions })),
+            )
+            .await
+            .expect("_aliases");
+        }
+    };
+    set_aliases(serde_json::json!([
+        {"add": {"index": first.name, "alias": alias.name}},
+        {"add": {"index": second.name, "alias": alias.name}},
+    ]))
+    .await;
+    let metrics = Metrics::unregistered();
+    let writer =
+        timestamp_writer_with(&table, &es(), &alias.name, 1024 * 1024, metrics.clone()).await;
+    let ids: Vec<i64> = (1..=50).collect();
+    table.insert(ids.clone()).await;
+    let batch = {
+        let writer = writer.clone();
+        let ids = int_ids(&ids);
+        tokio::spawn(async move { writer.write_batch(&ids, &CancellationToken::new()).await })
+    };
+    let started = Instant::now();
+    let index_missing = || {
+        metrics
+            .retries
+            .get_or_create(&esync::metrics::RetryLabel {
+                stage: "elasticsearch",
+                reason: "index_missing",
+            })
+            .get()
+    };
+    while index_missing() < 100 || writer.health_problem().is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20) && !batch.is_finished(),
+            "not retried as index_missing: {} retries, health {:?}, batch finished: {}",
+            index_missing(),
+            writer.health_problem(),
+            batch.is_finished()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let problem = writer.health_problem().expect("unhealthy");
+    assert!(problem.contains(&alias.name), "{problem}");
+
+    set_aliases(serde_json::json!([
+        {"add": {"index": first.name, "alias": alias.name, "is_write_index": true}},
+    ]))
+    .await;
+    let report = tokio::time::timeout(Duration::from_secs(30), batch)
+        .await
+        .expect("the batch finishes once the alias has a write index")
+        .expect("no panic")
+        .expect("not abandoned");
+    assert!(
+        report.failed.is_empty(),
+        "nothing dead-lettered: {report:?}"
+    );
+    assert_eq!(report.indexed, 50, "{report:?}");
+    assert_eq!(first.documents(&ids).await.expect("documents").len(), 50);
+    assert_eq!(writer.health_problem(), None);
     table.drop_table().await;
 }
 
@@ -356,6 +453,12 @@ mod postgres {
 
     #[tokio::test]
     #[ignore = "needs scripts/services.sh"]
+    async fn alias_without_write_index_is_retried_until_fixed() {
+        super::alias_without_write_index_is_retried_until_fixed(Db::Postgres).await;
+    }
+
+    #[tokio::test]
+    #[ignore = "needs scripts/services.sh"]
     async fn request_too_large_is_split_and_only_the_oversized_document_dead_lettered() {
         super::request_too_large_is_split_and_only_the_oversized_document_dead_lettered(
             Db::Postgres,
@@ -377,6 +480,12 @@ mod mariadb {
     #[ignore = "needs scripts/services.sh"]
     async fn hard_delete_of_a_document_ahead_of_the_clock_removes_it() {
         super::hard_delete_of_a_document_ahead_of_the_clock_removes_it(Db::MariaDb).await;
+    }
+
+    #[tokio::test]
+    #[ignore = "needs scripts/services.sh"]
+    async fn alias_without_write_index_is_retried_until_fixed() {
+        super::alias_without_write_index_is_retried_until_fixed(Db::MariaDb).await;
     }
 
     #[tokio::test]
