@@ -1,11 +1,17 @@
 //! The versioned writer: re-reads ids and writes them to Elasticsearch until
 //! every id is written, superseded, or permanently failed.
 //!
-//! Shared by the daemon and `esync-recover`. Transient failures (database
-//! errors, 429/5xx, connection errors) are retried with backoff for as long as
-//! it takes; only items still failing are sent again. The caller decides what
-//! to do with permanent failures (dead-letter them) and when to give up
-//! (`abort`, e.g. at the end of a shutdown grace period).
+//! Shared by the daemon and `esync-recover`. Failures that are not about one
+//! document (database errors; index-, cluster-, auth- and load-level
+//! Elasticsearch errors, see [`crate::bulk::retry_reason`]; connection errors)
+//! are retried with backoff for as long as it takes, counted per reason and
+//! reported to `/healthz` ([`Writer::health_problem`]); only items still
+//! failing are re-read and sent again. Version conflicts are checked: a hard
+//! delete behind a newer document is re-sent above its version, a write
+//! refused by a delete tombstone is retried after `gc_deletes`. A request
+//! refused as too large is split. The caller decides what to do with
+//! document-level failures (dead-letter them) and when to give up (`abort`,
+//! e.g. at the end of a shutdown grace period).
 
 use crate::bulk::{
     Bisection, ConflictDecision, ConflictKind, ItemOutcome, RequestFailure, RetryReason,
@@ -556,15 +562,19 @@ impl Writer {
                 tracing::warn!(reason = %reason, items = count, "{}", reason.operator_hint());
             }
         }
-        let now = SystemTime::now();
-        let mut health = lock(&self.health);
-        for index in &tally.took_writes {
-            if !tally.failures.contains_key(index) {
-                health.written(index);
+        {
+            let now = SystemTime::now();
+            let mut health = lock(&self.health);
+            for index in &tally.took_writes {
+                if !tally.failures.contains_key(index) {
+                    health.written(index);
+                }
+            }
+            for (index, (cause, detail, _)) in &tally.failures {
+                health.failed(index, *cause, detail, now);
             }
         }
         for (index, (cause, detail, items)) in tally.failures {
-            health.failed(&index, cause, &detail, now);
             if cause.needs_operator() {
                 tracing::error!(index = %index, reason = %cause, items, error = %detail, "{}", cause.operator_hint());
             } else {
