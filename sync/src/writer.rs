@@ -489,7 +489,11 @@ impl Writer {
                 .collect();
             let stored = match self
                 .es
-                .request(Method::Post, "/_mget", Some(&encode_mget(&docs)))
+                .request(
+                    Method::Post,
+                    "/_mget?_source=false",
+                    Some(&encode_mget(&docs)),
+                )
                 .await
             {
                 Ok(response) if response.status == 200 => parse_mget(&response.json(), docs.len())
