@@ -30,8 +30,8 @@ fn es() -> String {
     required_env("ESYNC_TEST_ES")
 }
 
-/// Value of the counter line `name{labels}` (0 when absent); `labels` is a
-/// fragment such as `reason="index_blocked"`.
+/// Sum of the counter lines `name{...}` whose labels contain `label` (0 when none), e.g.
+/// `reason="index_blocked"`.
 fn counter_with_label(metrics: &str, name: &str, label: &str) -> f64 {
     metrics
         .lines()
