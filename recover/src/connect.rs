@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use esync::config::{LoadedConfig, MappingConfig};
 use esync::db::Database;
 use esync::es::EsClient;
-use esync::metrics::{Metrics, StageLabel};
+use esync::metrics::Metrics;
 use esync::writer::{Mapping, Writer};
 use std::sync::Arc;
 
@@ -53,7 +53,7 @@ impl Connected {
             es.clone(),
             mappings,
             loaded.config.retry,
-            loaded.config.elasticsearch.max_bulk_bytes,
+            &loaded.config.elasticsearch,
             metrics.clone(),
         );
         Ok(Connected {
@@ -72,12 +72,7 @@ impl Connected {
 
     /// Elasticsearch items and requests retried so far by the writer.
     pub fn es_retries(&self) -> u64 {
-        self.metrics
-            .retries
-            .get_or_create(&StageLabel {
-                stage: "elasticsearch",
-            })
-            .get()
+        self.metrics.elasticsearch_retries()
     }
 }
 

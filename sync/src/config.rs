@@ -121,6 +121,11 @@ pub struct ElasticsearchConfig {
     /// Largest `_bulk` body; bigger batches are split (default 10 MiB).
     #[serde(default = "default_max_bulk_bytes")]
     pub max_bulk_bytes: usize,
+    /// The target indexes' `index.gc_deletes` (default `60s`, Elasticsearch's
+    /// default): how long a delete's tombstone refuses older versions. A
+    /// re-inserted row refused by a tombstone is written again after this.
+    #[serde(default = "default_gc_deletes", with = "humantime_serde")]
+    pub gc_deletes: Duration,
 }
 
 /// One table -> index mapping (`mappings: - ...`).
@@ -284,6 +289,9 @@ fn default_request_timeout() -> Duration {
 }
 fn default_max_bulk_bytes() -> usize {
     10 * 1024 * 1024
+}
+fn default_gc_deletes() -> Duration {
+    Duration::from_secs(60)
 }
 fn default_id_column() -> String {
     "id".into()
@@ -880,6 +888,7 @@ mappings:
             config.elasticsearch.max_bulk_bytes,
             default_max_bulk_bytes()
         );
+        assert_eq!(config.elasticsearch.gc_deletes, default_gc_deletes());
         assert_eq!(config.shutdown_grace, default_shutdown_grace());
         assert_eq!(config.metrics.listen, MetricsConfig::default().listen);
     }

@@ -95,7 +95,7 @@ impl Services {
             es,
             mappings,
             config.retry,
-            config.elasticsearch.max_bulk_bytes,
+            &config.elasticsearch,
             metrics.clone(),
         );
         let tracker = Arc::new(Mutex::new(OffsetTracker::new()));
@@ -141,6 +141,9 @@ pub async fn check_health(consumer: &Arc<EsyncConsumer>, writer: &Writer) -> Res
     }
     if let Err(error) = es {
         problems.push(format!("elasticsearch: {error}"));
+    }
+    if let Some(stalled) = writer.health_problem() {
+        problems.push(stalled);
     }
     if problems.is_empty() {
         Ok(())

@@ -11,7 +11,7 @@
 //! and the messages behind it are not committed meanwhile.
 
 use crate::kafka::{self, DeadLetter};
-use crate::metrics::{Metrics, StageLabel};
+use crate::metrics::{Metrics, RetryLabel};
 use crate::retry::RetryPolicy;
 use crate::writer::{Abandoned, FailedId, Mapping, sleep_or_abort};
 use rdkafka::error::KafkaError;
@@ -99,8 +99,9 @@ impl DeadLetterSink {
             };
             self.metrics
                 .retries
-                .get_or_create(&StageLabel {
+                .get_or_create(&RetryLabel {
                     stage: "dead_letter",
+                    reason: "produce_failed",
                 })
                 .inc();
             let too_large = matches!(

@@ -215,6 +215,22 @@ impl BulkAction {
     pub fn is_delete(&self) -> bool {
         matches!(self, BulkAction::Delete { .. })
     }
+
+    /// The target index or alias.
+    pub fn index(&self) -> &str {
+        match self {
+            BulkAction::Index { index, .. } | BulkAction::Delete { index, .. } => index,
+        }
+    }
+
+    /// The routing key, if any.
+    pub fn routing(&self) -> Option<&str> {
+        match self {
+            BulkAction::Index { routing, .. } | BulkAction::Delete { routing, .. } => {
+                routing.as_deref()
+            }
+        }
+    }
 }
 
 /// Why a row cannot be written safely; such ids are dead-lettered.
@@ -258,6 +274,10 @@ pub struct Planned {
     pub action: Result<BulkAction, DocumentError>,
     /// The row's lag-column timestamp in microseconds, when configured and set.
     pub changed_at_micros: Option<i64>,
+    /// True for the delete of a row that is gone (version = `now_micros`, not
+    /// the row's): if the index holds a newer version, the writer re-sends it
+    /// above that version ([`crate::bulk::decide_conflict`]).
+    pub row_gone: bool,
 }
 
 /// Decides the action for every requested id from the rows re-read for them.
@@ -291,6 +311,7 @@ pub fn plan_actions(
                     id: id.clone(),
                     action: Err(DocumentError::MissingColumn(spec.id_column.clone())),
                     changed_at_micros: None,
+                    row_gone: false,
                 },
                 None => Planned {
                     id: id.clone(),
@@ -302,6 +323,7 @@ pub fn plan_actions(
                         routing: None,
                     }),
                     changed_at_micros: None,
+                    row_gone: true,
                 },
                 Some(mut rows) if rows.len() == 1 => {
                     let row = rows.pop().expect("one row");
@@ -311,6 +333,7 @@ pub fn plan_actions(
                     id: id.clone(),
                     action: Err(DocumentError::DuplicateRows(rows.len())),
                     changed_at_micros: None,
+                    row_gone: false,
                 },
             }
         })
@@ -339,6 +362,7 @@ fn plan_row(spec: &DocumentSpec, index: &Arc<str>, id: &Id, row: Row) -> Planned
             id: id.clone(),
             action: Err(error),
             changed_at_micros,
+            row_gone: false,
         };
     }
     let action = version_of(spec, &row).map(|version| {
@@ -369,6 +393,7 @@ fn plan_row(spec: &DocumentSpec, index: &Arc<str>, id: &Id, row: Row) -> Planned
         id: id.clone(),
         action,
         changed_at_micros,
+        row_gone: false,
     }
 }
 
@@ -777,6 +802,15 @@ mod ordering_tests {
             true
         }
 
+        /// What `_mget` reports: the version of a live document (a tombstone
+        /// is not found).
+        fn stored_version(&self) -> Option<u64> {
+            match &self.stored {
+                Some(Stored::Document { version, .. }) => Some(*version),
+                _ => None,
+            }
+        }
+
         fn visible_name(&self) -> Option<&str> {
             match &self.stored {
                 Some(Stored::Document { name, .. }) => Some(name),
@@ -942,5 +976,146 @@ mod ordering_tests {
         // the replayed id is re-read: the row is gone, so it is deleted again
         index.apply(&action_for(&spec, None, micros(221)), 221);
         assert_eq!(index.visible_name(), None);
+    }
+
+    /// esync's writer on the model: re-read the row (`row`), plan, send, and
+    /// settle a 409 as the writer does ([`crate::bulk::decide_conflict`]):
+    /// the 409 reports the current version, `_mget` what is stored, and
+    /// waiting for `gc_deletes` moves the clock. Returns the time it finished.
+    fn esync_writes(
+        index: &mut ModelIndex,
+        spec: &DocumentSpec,
+        row: Option<(&str, SqlValue, bool)>,
+        mut now_seconds: u64,
+    ) -> u64 {
+        use crate::bulk::{ConflictDecision, ConflictKind, decide_conflict};
+        let mut delete_version = None;
+        for _ in 0..10 {
+            let rows = row
+                .clone()
+                .map(|(name, version, deleted)| Row {
+                    columns: vec![
+                        "id".to_owned(),
+                        "v".to_owned(),
+                        "name".to_owned(),
+                        "deleted".to_owned(),
+                    ]
+                    .into(),
+                    values: vec![
+                        SqlValue::Int(1),
+                        version,
+                        SqlValue::Text(name.into()),
+                        SqlValue::Bool(deleted),
+                    ],
+                })
+                .into_iter()
+                .collect();
+            let planned = plan_actions(spec, &[Id::Int(1)], rows, micros(now_seconds)).remove(0);
+            let mut action = planned.action.expect("writable");
+            let kind = match (&mut action, planned.row_gone) {
+                (BulkAction::Index { .. }, _) => ConflictKind::Index,
+                (BulkAction::Delete { version, .. }, true) => {
+                    *version = (*version).max(delete_version.unwrap_or(0));
+                    ConflictKind::HardDelete
+                }
+                (BulkAction::Delete { .. }, false) => ConflictKind::RowDelete,
+            };
+            let sent = match &action {
+                BulkAction::Index { version, .. } | BulkAction::Delete { version, .. } => *version,
+            };
+            if index.apply(&action, now_seconds) {
+                return now_seconds;
+            }
+            let reported = index.current_version(now_seconds);
+            let mut decision = decide_conflict(kind, sent, reported, None);
+            if decision == ConflictDecision::LookUp {
+                decision = decide_conflict(kind, sent, reported, Some(index.stored_version()));
+            }
+            match decision {
+                ConflictDecision::Superseded => return now_seconds,
+                ConflictDecision::RetryNow {
+                    delete_version: floor,
+                } => delete_version = floor,
+                ConflictDecision::RetryAfterGcDeletes => now_seconds += GC_DELETES_SECONDS,
+                ConflictDecision::LookUp => unreachable!("decided after the look-up"),
+            }
+        }
+        panic!("esync did not settle the write");
+    }
+
+    /// Issue 9 item 7: with counter versions, an id re-inserted within
+    /// `gc_deletes` of its hard delete is refused by the tombstone (version =
+    /// the delete's time). Counting that 409 as success left the row missing;
+    /// the writer sees no document behind the 409 and writes again once the
+    /// tombstone is forgotten.
+    #[test]
+    fn reinsert_within_gc_deletes_ends_indexed_with_counter_versions() {
+        let spec = spec(VersionKind::Counter, DeleteStrategy::Hard);
+        let mut index = ModelIndex::default();
+        esync_writes(
+            &mut index,
+            &spec,
+            Some(("first", SqlValue::Int(3), false)),
+            0,
+        );
+        esync_writes(&mut index, &spec, None, 100);
+        assert_eq!(index.visible_name(), None);
+        // re-inserted 10 s later: a new row, its counter starts again
+        let again = Some(("again", SqlValue::Int(1), false));
+        let mut refused = ModelIndex {
+            stored: index.stored.clone(),
+        };
+        assert!(
+            !refused.apply(&action_for(&spec, again.clone(), micros(110)), 110),
+            "the tombstone refuses the re-insert (what used to count as done)"
+        );
+        let finished = esync_writes(&mut index, &spec, again, 110);
+        assert_eq!(index.visible_name(), Some("again"));
+        assert!(finished >= 100 + GC_DELETES_SECONDS, "{finished}");
+        // later changes of the re-inserted row flow as usual
+        esync_writes(
+            &mut index,
+            &spec,
+            Some(("changed", SqlValue::Int(2), false)),
+            finished + 1,
+        );
+        assert_eq!(index.visible_name(), Some("changed"));
+    }
+
+    /// A 409 on an index action with a live, newer document stays a plain
+    /// "superseded": no waiting, the newer document stays.
+    #[test]
+    fn stale_write_behind_a_live_document_is_superseded_at_once() {
+        let spec = spec(VersionKind::Counter, DeleteStrategy::Hard);
+        let mut index = ModelIndex::default();
+        esync_writes(&mut index, &spec, Some(("new", SqlValue::Int(5), false)), 0);
+        let finished = esync_writes(&mut index, &spec, Some(("old", SqlValue::Int(4), false)), 1);
+        assert_eq!((finished, index.visible_name()), (1, Some("new")));
+    }
+
+    /// Issue 9 item 6: a document whose timestamp version is ahead of esync's
+    /// clock (database clock ahead, `DATETIME(0)` rounding up, a local-time
+    /// column) refused the hard delete (version = now), which counted as
+    /// done: a ghost document. The delete is re-sent above the document's
+    /// version, and the id stays deleted against stale writes.
+    #[test]
+    fn hard_delete_of_a_document_ahead_of_the_clock_wins() {
+        let spec = spec(VersionKind::Timestamp, DeleteStrategy::Hard);
+        let mut index = ModelIndex::default();
+        // the row says one hour after the daemon's clock
+        esync_writes(
+            &mut index,
+            &spec,
+            Some(("ahead", at(3_600), false)),
+            1_700_000_000,
+        );
+        assert_eq!(index.visible_name(), Some("ahead"));
+        esync_writes(&mut index, &spec, None, 1_700_000_010);
+        assert_eq!(index.visible_name(), None, "no ghost document");
+        let stale = action_for(&spec, Some(("ahead", at(3_600), false)), 0);
+        assert!(
+            !index.apply(&stale, 1_700_000_011),
+            "a replayed stale write is refused"
+        );
     }
 }

@@ -131,6 +131,7 @@ impl EsClient {
             insecure_skip_verify: false,
             request_timeout,
             max_bulk_bytes: 10 * 1024 * 1024,
+            gc_deletes: Duration::from_secs(60),
         };
         let secrets = Secrets {
             database_url: Default::default(),

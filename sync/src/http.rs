@@ -1,5 +1,6 @@
 //! The operations endpoint: `/metrics` (Prometheus text format) and `/healthz`
-//! (200 only when Kafka, the database and Elasticsearch all answer).
+//! (200 only when Kafka, the database and Elasticsearch all answer and no
+//! index is blocked for the writer, see [`crate::writer::Writer::health_problem`]).
 
 use crate::daemon::Services;
 use axum::Router;

@@ -6,7 +6,7 @@
 //!
 //! Layers:
 //! - pure core, no I/O: [`id`], [`decode`], [`batch`], [`document`], [`bulk`],
-//!   [`offsets`], [`retry`], [`config`];
+//!   [`offsets`], [`retry`], [`config`], [`write_health`];
 //! - adapters, one per system: [`db`] (sqlx), [`es`] (elasticsearch),
 //!   [`kafka`] (rdkafka);
 //! - the engine wiring them: [`writer`] (re-read + versioned write of a set of
@@ -36,4 +36,5 @@ pub mod publish;
 pub mod retry;
 pub mod secret;
 pub mod telemetry;
+pub mod write_health;
 pub mod writer;

@@ -34,11 +34,18 @@ pub struct PartitionLabel {
     pub partition: String,
 }
 
-/// Label set `{stage}` for retries: `database`, `elasticsearch`, `dead_letter`.
+/// Label set `{stage, reason}` for retries. Stages: `database`,
+/// `elasticsearch`, `dead_letter`; reasons: for `elasticsearch` the
+/// [`crate::bulk::RetryReason`] labels (`index_blocked`, `index_missing`,
+/// `unauthorized`, `rejected`, `unavailable`, `request_too_large`,
+/// `tombstone`, `delete_behind`, ...), for `database` `query_failed`, for
+/// `dead_letter` `produce_failed`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct StageLabel {
+pub struct RetryLabel {
     /// Stage.
     pub stage: &'static str,
+    /// Why.
+    pub reason: &'static str,
 }
 
 /// Label set `{reason}` for dead-lettered items.
@@ -65,8 +72,8 @@ pub struct Metrics {
     pub docs_deleted: Family<MappingLabel, Counter>,
     /// Writes skipped because the index held this or a newer version.
     pub version_conflicts: Family<MappingLabel, Counter>,
-    /// Retries, per stage.
-    pub retries: Family<StageLabel, Counter>,
+    /// Retries, per stage and reason.
+    pub retries: Family<RetryLabel, Counter>,
     /// Messages or ids sent to the dead-letter topic (or dropped without one).
     pub dead_lettered: Family<ReasonLabel, Counter>,
     /// Dead letters produced truncated because the whole record was refused.
@@ -139,7 +146,11 @@ impl Metrics {
             "Writes skipped because the index held this or a newer version",
             metrics.version_conflicts.clone(),
         );
-        registry.register("retries", "Retries per stage", metrics.retries.clone());
+        registry.register(
+            "retries",
+            "Retried items or requests, per stage and reason",
+            metrics.retries.clone(),
+        );
         registry.register(
             "dead_lettered",
             "Messages or ids dead-lettered, per reason",
@@ -183,6 +194,21 @@ impl Metrics {
     /// Metrics registered nowhere, for tools and tests that do not serve them.
     pub fn unregistered() -> Arc<Metrics> {
         Metrics::register(&mut Registry::default())
+    }
+
+    /// Elasticsearch items and requests retried so far, all reasons.
+    pub fn elasticsearch_retries(&self) -> u64 {
+        crate::bulk::RetryReason::ALL
+            .iter()
+            .map(|reason| {
+                self.retries
+                    .get_or_create(&RetryLabel {
+                        stage: "elasticsearch",
+                        reason: reason.as_str(),
+                    })
+                    .get()
+            })
+            .sum()
     }
 
     /// Shorthand for a mapping label.

@@ -1,22 +1,36 @@
 //! The versioned writer: re-reads ids and writes them to Elasticsearch until
 //! every id is written, superseded, or permanently failed.
 //!
-//! Shared by the daemon and `esync-recover`. Transient failures (database
-//! errors, 429/5xx, connection errors) are retried with backoff for as long as
-//! it takes; only items still failing are sent again. The caller decides what
-//! to do with permanent failures (dead-letter them) and when to give up
-//! (`abort`, e.g. at the end of a shutdown grace period).
+//! Shared by the daemon and `esync-recover`. Failures that are not about one
+//! document (database errors; index-, cluster-, auth- and load-level
+//! Elasticsearch errors, see [`crate::bulk::retry_reason`]; connection errors)
+//! are retried with backoff for as long as it takes, counted per reason and
+//! reported to `/healthz` ([`Writer::health_problem`]); only items still
+//! failing are re-read and sent again. Version conflicts are checked: a hard
+//! delete behind a newer document is re-sent above its version, a write
+//! refused by a delete tombstone is retried after `gc_deletes`. A request
+//! refused as too large is split. The caller decides what to do with
+//! document-level failures (dead-letter them) and when to give up (`abort`,
+//! e.g. at the end of a shutdown grace period).
 
-use crate::bulk::{ItemOutcome, classify_bulk, encode_action};
-use crate::config::{Config, MappingConfig};
+use crate::bulk::{
+    Bisection, ConflictDecision, ConflictKind, ItemOutcome, RequestFailure, RetryReason,
+    classify_bulk, classify_request_failure, decide_conflict, encode_action, encode_mget,
+    parse_mget,
+};
+use crate::config::{Config, ElasticsearchConfig, MappingConfig};
 use crate::db::{Database, RowReader};
 use crate::decode::Decoder;
 use crate::document::{BulkAction, DocumentSpec, Planned, plan_actions};
 use crate::es::EsClient;
 use crate::id::Id;
-use crate::metrics::{Metrics, StageLabel};
+use crate::metrics::{Metrics, RetryLabel};
 use crate::retry::RetryPolicy;
-use std::sync::Arc;
+use crate::write_health::WriteHealth;
+use elasticsearch::http::Method;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio_util::sync::CancellationToken;
 
@@ -118,17 +132,20 @@ pub struct Writer {
     mappings: Arc<Vec<Mapping>>,
     retry: RetryPolicy,
     max_bulk_bytes: usize,
+    gc_deletes: Duration,
     metrics: Arc<Metrics>,
+    health: Arc<Mutex<WriteHealth>>,
 }
 
 impl Writer {
-    /// A writer over connected adapters.
+    /// A writer over connected adapters, with the limits of the
+    /// `elasticsearch` section (`max_bulk_bytes`, `gc_deletes`).
     pub fn new(
         database: Database,
         es: EsClient,
         mappings: Arc<Vec<Mapping>>,
         retry: RetryPolicy,
-        max_bulk_bytes: usize,
+        elasticsearch: &ElasticsearchConfig,
         metrics: Arc<Metrics>,
     ) -> Writer {
         Writer {
@@ -136,8 +153,10 @@ impl Writer {
             es,
             mappings,
             retry,
-            max_bulk_bytes,
+            max_bulk_bytes: elasticsearch.max_bulk_bytes,
+            gc_deletes: elasticsearch.gc_deletes,
             metrics,
+            health: Arc::default(),
         }
     }
 
@@ -156,12 +175,21 @@ impl Writer {
         &self.es
     }
 
+    /// Why writes are held up (an index blocked or missing, credentials
+    /// refused, or push-back lasting a minute), for `/healthz`; `None` when
+    /// they flow.
+    pub fn health_problem(&self) -> Option<String> {
+        lock(&self.health).problem(SystemTime::now(), crate::write_health::DEFAULT_PATIENCE)
+    }
+
     /// Re-reads and writes `ids_by_mapping[m]` for every mapping `m`.
     ///
     /// Items that fail transiently are retried by re-reading their rows, never
     /// by resending the old write: after a long outage a resent write could be
     /// older than a delete that Elasticsearch no longer remembers
     /// (`index.gc_deletes`), while a fresh read always carries the latest state.
+    /// Items refused by a delete tombstone are retried once `gc_deletes` has
+    /// passed. Only document-level errors end in `failed`.
     pub async fn write_batch(
         &self,
         ids_by_mapping: &[Vec<Id>],
@@ -175,35 +203,62 @@ impl Writer {
                 .inc_by(ids.len() as u64);
         }
         let mut pending_ids = ids_by_mapping.to_vec();
+        // lowest version for the next hard delete of an id, above the document's
+        let mut delete_versions: HashMap<(usize, Id), u64> = HashMap::new();
+        // ids refused by a delete tombstone, and when to try them again
+        let mut after_gc_deletes: Vec<(tokio::time::Instant, usize, Id)> = Vec::new();
         let mut attempt = 0;
         loop {
-            let actions = self.plan_round(&pending_ids, &mut report, abort).await?;
-            pending_ids = self.send_round(actions, &mut report).await;
-            let retrying: usize = pending_ids.iter().map(Vec::len).sum();
-            if retrying == 0 {
+            let actions = self
+                .plan_round(&pending_ids, &delete_versions, &mut report, abort)
+                .await?;
+            let round = self.send_round(actions, &mut report).await;
+            for (key, version) in round.delete_versions {
+                let entry = delete_versions.entry(key).or_default();
+                *entry = (*entry).max(version);
+            }
+            let due = tokio::time::Instant::now() + self.gc_deletes;
+            after_gc_deletes.extend(
+                round
+                    .after_gc_deletes
+                    .into_iter()
+                    .map(|(mapping, id)| (due, mapping, id)),
+            );
+            pending_ids = vec![Vec::new(); self.mappings.len()];
+            for (mapping, id) in round.retry_now {
+                pending_ids[mapping].push(id);
+            }
+            if pending_ids.iter().any(|ids| !ids.is_empty()) {
+                tracing::debug!(attempt, "retrying bulk items after a fresh re-read");
+                self.pause(attempt, abort).await?;
+                attempt += 1;
+            } else if let Some(next) = after_gc_deletes.iter().map(|(due, ..)| *due).min() {
+                tracing::info!(
+                    ids = after_gc_deletes.len(),
+                    "waiting for index.gc_deletes before writing re-inserted rows again"
+                );
+                sleep_or_abort(next - tokio::time::Instant::now().min(next), abort).await?;
+            } else {
                 return Ok(report);
             }
-            self.metrics
-                .retries
-                .get_or_create(&StageLabel {
-                    stage: "elasticsearch",
-                })
-                .inc_by(retrying as u64);
-            tracing::debug!(
-                items = retrying,
-                attempt,
-                "retrying bulk items after a fresh re-read"
-            );
-            self.pause(attempt, abort).await?;
-            attempt += 1;
+            let now = tokio::time::Instant::now();
+            after_gc_deletes.retain(|(due, mapping, id)| {
+                let keep = *due > now;
+                if !keep {
+                    pending_ids[*mapping].push(id.clone());
+                }
+                keep
+            });
         }
     }
 
     /// Re-reads the rows of `ids_by_mapping` and plans their actions; ids that
-    /// cannot be written go to `report.failed`.
+    /// cannot be written go to `report.failed`. A hard delete gets at least
+    /// its entry in `delete_versions`.
     async fn plan_round(
         &self,
         ids_by_mapping: &[Vec<Id>],
+        delete_versions: &HashMap<(usize, Id), u64>,
         report: &mut WriteReport,
         abort: &CancellationToken,
     ) -> Result<Vec<PendingWrite>, Abandoned> {
@@ -226,6 +281,7 @@ impl Writer {
                 id,
                 action,
                 changed_at_micros,
+                row_gone,
             } in plan_actions(&mapping.spec, ids, rows, now_micros)
             {
                 if let Some(changed_at) = changed_at_micros {
@@ -233,11 +289,19 @@ impl Writer {
                     self.metrics.end_to_end_lag.observe(lag_seconds.max(0.0));
                 }
                 match action {
-                    Ok(action) => actions.push(PendingWrite {
-                        mapping: mapping_index,
-                        id,
-                        action,
-                    }),
+                    Ok(mut action) => {
+                        if let (true, BulkAction::Delete { version, .. }) = (row_gone, &mut action)
+                            && let Some(floor) = delete_versions.get(&(mapping_index, id.clone()))
+                        {
+                            *version = (*version).max(*floor);
+                        }
+                        actions.push(PendingWrite {
+                            mapping: mapping_index,
+                            id,
+                            action,
+                            row_gone,
+                        })
+                    }
                     Err(error) => report.failed.push(FailedId {
                         mapping: mapping_index,
                         id,
@@ -264,7 +328,10 @@ impl Writer {
                 Err(error) => {
                     self.metrics
                         .retries
-                        .get_or_create(&StageLabel { stage: "database" })
+                        .get_or_create(&RetryLabel {
+                            stage: "database",
+                            reason: "query_failed",
+                        })
                         .inc();
                     if error.is_retryable() {
                         tracing::warn!(mapping = %mapping.name, attempt, error = %error, "re-read failed, retrying");
@@ -279,40 +346,200 @@ impl Writer {
         }
     }
 
-    /// Sends the actions in `_bulk` requests of at most `max_bulk_bytes` and
-    /// returns, per mapping, the ids to retry.
-    async fn send_round(
-        &self,
-        pending: Vec<PendingWrite>,
-        report: &mut WriteReport,
-    ) -> Vec<Vec<Id>> {
-        let mut retry_ids = vec![Vec::new(); self.mappings.len()];
-        // per mapping: indexed, deleted, conflicts; metrics are updated once per round
-        let mut tally = vec![[0u64; 3]; self.mappings.len()];
+    /// Sends the actions in `_bulk` requests of at most `max_bulk_bytes`
+    /// (split further when the cluster answers 413), settles version
+    /// conflicts, and returns what to send again.
+    async fn send_round(&self, pending: Vec<PendingWrite>, report: &mut WriteReport) -> Round {
+        let mut outcomes: Vec<Option<ItemOutcome>> = vec![None; pending.len()];
+        let mut too_large = Vec::new();
         for (range, body) in encode_chunks(&pending, self.max_bulk_bytes) {
-            let chunk = &pending[range];
-            let actions: Vec<&BulkAction> = chunk.iter().map(|write| &write.action).collect();
-            let outcomes = self.send_bulk(body, &actions).await;
-            for (write, outcome) in chunk.iter().zip(outcomes) {
-                match outcome {
-                    ItemOutcome::Written if write.action.is_delete() => {
-                        tally[write.mapping][1] += 1
+            self.send_splitting(&pending, range, body, &mut outcomes, &mut too_large)
+                .await;
+        }
+        let mut round = Round::default();
+        let mut tally = Tally::new(self.mappings.len());
+        let mut look_ups = Vec::new();
+        for (position, outcome) in outcomes.into_iter().enumerate() {
+            let write = &pending[position];
+            match outcome {
+                // a document too large alone: `too_large` holds it
+                None => {}
+                Some(ItemOutcome::Written) => tally.written(write),
+                Some(ItemOutcome::VersionConflict {
+                    current_version,
+                    concrete_index,
+                }) => {
+                    match decide_conflict(
+                        write.conflict_kind(),
+                        write.version(),
+                        current_version,
+                        None,
+                    ) {
+                        ConflictDecision::LookUp => look_ups.push(LookUp {
+                            position,
+                            current_version,
+                            concrete_index,
+                        }),
+                        decision => round.apply(decision, write, &mut tally),
                     }
-                    ItemOutcome::Written => tally[write.mapping][0] += 1,
-                    ItemOutcome::VersionConflict => tally[write.mapping][2] += 1,
-                    ItemOutcome::Retryable { .. } => {
-                        retry_ids[write.mapping].push(write.id.clone())
+                }
+                Some(ItemOutcome::Retryable {
+                    status,
+                    reason,
+                    cause,
+                }) => {
+                    tally.failed(write, cause, format!("status {status}: {reason}"));
+                    round.retry(write, cause);
+                }
+                Some(ItemOutcome::Permanent { status, reason }) => report.failed.push(FailedId {
+                    mapping: write.mapping,
+                    id: write.id.clone(),
+                    reason_code: "rejected_by_elasticsearch",
+                    reason: format!("status {status}: {reason}"),
+                }),
+            }
+        }
+        for position in too_large {
+            let write = &pending[position];
+            report.failed.push(FailedId {
+                mapping: write.mapping,
+                id: write.id.clone(),
+                reason_code: "document_too_large",
+                reason: "the cluster answers 413 Request Entity Too Large to this document alone (http.max_content_length)".into(),
+            });
+        }
+        if !look_ups.is_empty() {
+            self.settle_conflicts(&pending, &look_ups, &mut round, &mut tally)
+                .await;
+        }
+        self.record(tally, &round, report);
+        round
+    }
+
+    /// Sends `range` of `pending` (encoded as `body`); a 413 halves the range
+    /// until each piece passes, and an action refused alone lands in `too_large`.
+    async fn send_splitting(
+        &self,
+        pending: &[PendingWrite],
+        range: Range<usize>,
+        body: Vec<u8>,
+        outcomes: &mut [Option<ItemOutcome>],
+        too_large: &mut Vec<usize>,
+    ) {
+        let mut bisection = Bisection::new(range.clone());
+        let mut first_body = Some(body);
+        while let Some(part) = bisection.next_range() {
+            let body = match first_body.take() {
+                Some(body) => body,
+                None => {
+                    let mut body = Vec::new();
+                    for write in &pending[part.clone()] {
+                        encode_action(&write.action, &mut body);
                     }
-                    ItemOutcome::Permanent { status, reason } => report.failed.push(FailedId {
-                        mapping: write.mapping,
-                        id: write.id.clone(),
-                        reason_code: "rejected_by_elasticsearch",
-                        reason: format!("status {status}: {reason}"),
-                    }),
+                    body
+                }
+            };
+            let actions: Vec<&BulkAction> = pending[part.clone()]
+                .iter()
+                .map(|write| &write.action)
+                .collect();
+            match self.send_bulk(body, &actions).await {
+                BulkAnswer::Items(items) => {
+                    for (slot, outcome) in outcomes[part].iter_mut().zip(items) {
+                        *slot = Some(outcome);
+                    }
+                }
+                BulkAnswer::TooLarge => {
+                    let size = part.len();
+                    match bisection.refused(part) {
+                        Some(alone) => too_large.push(alone),
+                        None => {
+                            tracing::warn!(
+                                actions = size,
+                                "{}",
+                                RetryReason::RequestTooLarge.operator_hint()
+                            );
+                            self.count_retry(RetryReason::RequestTooLarge, size as u64);
+                        }
+                    }
                 }
             }
         }
-        for (mapping, [indexed, deleted, conflicts]) in self.mappings.iter().zip(tally) {
+    }
+
+    /// Looks up the documents of conflicts that need it (`_mget`, in the
+    /// concrete index that answered, so a rollover alias works) and decides
+    /// them; when the look-up fails they are retried, counted under the
+    /// look-up's failure (a user without `read` on the index is `unauthorized`).
+    async fn settle_conflicts(
+        &self,
+        pending: &[PendingWrite],
+        look_ups: &[LookUp],
+        round: &mut Round,
+        tally: &mut Tally,
+    ) {
+        for chunk in look_ups.chunks(1000) {
+            let docs: Vec<(&str, &str, Option<&str>)> = chunk
+                .iter()
+                .map(|look_up| {
+                    let action = &pending[look_up.position].action;
+                    let index = look_up.concrete_index.as_deref().unwrap_or(action.index());
+                    (index, action.doc_id(), action.routing())
+                })
+                .collect();
+            let stored = match self
+                .es
+                .request(
+                    Method::Post,
+                    "/_mget?_source=false",
+                    Some(&encode_mget(&docs)),
+                )
+                .await
+            {
+                Ok(response) if response.status == 200 => parse_mget(&response.json(), docs.len())
+                    .map_err(|error| (RetryReason::ConflictUnchecked, error.to_string())),
+                Ok(response) => {
+                    let cause = match classify_request_failure(response.status, &response.body) {
+                        RequestFailure::Retry(cause) => cause,
+                        RequestFailure::TooLarge => RetryReason::ConflictUnchecked,
+                    };
+                    let body =
+                        crate::id::truncate_for_message(&String::from_utf8_lossy(&response.body));
+                    Err((cause, format!("_mget status {}: {body}", response.status)))
+                }
+                Err(error) => Err((RetryReason::Unavailable, error.to_string())),
+            };
+            match stored {
+                Ok(stored) => {
+                    for (look_up, stored) in chunk.iter().zip(stored) {
+                        let write = &pending[look_up.position];
+                        let decision = decide_conflict(
+                            write.conflict_kind(),
+                            write.version(),
+                            look_up.current_version,
+                            Some(stored),
+                        );
+                        round.apply(decision, write, tally);
+                    }
+                }
+                Err((cause, error)) => {
+                    for look_up in chunk {
+                        let write = &pending[look_up.position];
+                        tally.failed(
+                            write,
+                            cause,
+                            format!("checking a version conflict: {error}"),
+                        );
+                        round.retry(write, cause);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Updates the report, the metrics, the health state and the log after a round.
+    fn record(&self, tally: Tally, round: &Round, report: &mut WriteReport) {
+        for (mapping, [indexed, deleted, conflicts]) in self.mappings.iter().zip(tally.counts) {
             if indexed + deleted + conflicts == 0 {
                 continue;
             }
@@ -333,39 +560,73 @@ impl Writer {
                 .get_or_create(&label)
                 .inc_by(conflicts);
         }
-        retry_ids
+        for (reason, count) in &round.reasons {
+            self.count_retry(*reason, *count);
+            if matches!(reason, RetryReason::Tombstone | RetryReason::DeleteBehind) {
+                tracing::warn!(reason = %reason, items = count, "{}", reason.operator_hint());
+            }
+        }
+        {
+            let now = SystemTime::now();
+            let mut health = lock(&self.health);
+            for index in &tally.took_writes {
+                if !tally.failures.contains_key(index) {
+                    health.written(index);
+                }
+            }
+            for (index, (cause, detail, _)) in &tally.failures {
+                health.failed(index, *cause, detail, now);
+            }
+        }
+        for (index, (cause, detail, items)) in tally.failures {
+            if cause.needs_operator() {
+                tracing::error!(index = %index, reason = %cause, items, error = %detail, "{}", cause.operator_hint());
+            } else {
+                tracing::warn!(index = %index, reason = %cause, items, error = %detail, "{}", cause.operator_hint());
+            }
+        }
+    }
+
+    fn count_retry(&self, reason: RetryReason, items: u64) {
+        self.metrics
+            .retries
+            .get_or_create(&RetryLabel {
+                stage: "elasticsearch",
+                reason: reason.as_str(),
+            })
+            .inc_by(items);
     }
 
     /// One `_bulk` request; a failure of the whole request makes every item
-    /// retryable (nothing is dropped: a human can fix credentials or limits).
-    async fn send_bulk(&self, body: Vec<u8>, actions: &[&BulkAction]) -> Vec<ItemOutcome> {
-        let all_retryable = |status: u16, reason: String| {
-            vec![ItemOutcome::Retryable { status, reason }; actions.len()]
+    /// retryable (nothing is dropped: a human can fix credentials or limits),
+    /// except a 413, which the caller splits.
+    async fn send_bulk(&self, body: Vec<u8>, actions: &[&BulkAction]) -> BulkAnswer {
+        let all_retryable = |status: u16, reason: String, cause: RetryReason| {
+            BulkAnswer::Items(vec![
+                ItemOutcome::Retryable {
+                    status,
+                    reason,
+                    cause
+                };
+                actions.len()
+            ])
         };
         match self.es.bulk(body).await {
             Ok(response) if response.status == 200 => {
                 match classify_bulk(&response.body, actions) {
-                    Ok(outcomes) => outcomes,
-                    Err(error) => {
-                        tracing::warn!(error = %error, "unusable bulk response, retrying the batch");
-                        all_retryable(200, error.to_string())
-                    }
+                    Ok(outcomes) => BulkAnswer::Items(outcomes),
+                    Err(error) => all_retryable(200, error.to_string(), RetryReason::BadResponse),
                 }
             }
-            Ok(response) => {
-                let body =
-                    crate::id::truncate_for_message(&String::from_utf8_lossy(&response.body));
-                if crate::bulk::request_status_is_retryable(response.status) {
-                    tracing::warn!(status = response.status, body = %body, "bulk request rejected, retrying");
-                } else {
-                    tracing::error!(status = response.status, body = %body, "bulk request refused, retrying until it is accepted");
+            Ok(response) => match classify_request_failure(response.status, &response.body) {
+                RequestFailure::TooLarge => BulkAnswer::TooLarge,
+                RequestFailure::Retry(cause) => {
+                    let body =
+                        crate::id::truncate_for_message(&String::from_utf8_lossy(&response.body));
+                    all_retryable(response.status, body, cause)
                 }
-                all_retryable(response.status, body)
-            }
-            Err(error) => {
-                tracing::warn!(error = %error, "bulk request failed, retrying");
-                all_retryable(0, error.to_string())
-            }
+            },
+            Err(error) => all_retryable(0, error.to_string(), RetryReason::Unavailable),
         }
     }
 
@@ -374,12 +635,155 @@ impl Writer {
     }
 }
 
+fn lock(health: &Mutex<WriteHealth>) -> std::sync::MutexGuard<'_, WriteHealth> {
+    // the state is a plain map: a panic elsewhere cannot leave it half-written
+    health
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A version conflict to check with `_mget`.
+struct LookUp {
+    /// Position in the round's writes.
+    position: usize,
+    /// The version the 409 reported.
+    current_version: Option<u64>,
+    /// The index that answered.
+    concrete_index: Option<String>,
+}
+
+/// The answer to one `_bulk` request.
+enum BulkAnswer {
+    /// Per-item outcomes, in request order.
+    Items(Vec<ItemOutcome>),
+    /// `413`: split the request.
+    TooLarge,
+}
+
 /// A planned write and the id it came from.
 #[derive(Debug, Clone)]
 struct PendingWrite {
     mapping: usize,
     id: Id,
     action: BulkAction,
+    /// A hard delete of a gone row (version = esync's clock).
+    row_gone: bool,
+}
+
+impl PendingWrite {
+    fn conflict_kind(&self) -> ConflictKind {
+        match (&self.action, self.row_gone) {
+            (BulkAction::Index { .. }, _) => ConflictKind::Index,
+            (BulkAction::Delete { .. }, true) => ConflictKind::HardDelete,
+            (BulkAction::Delete { .. }, false) => ConflictKind::RowDelete,
+        }
+    }
+
+    fn version(&self) -> u64 {
+        match &self.action {
+            BulkAction::Index { version, .. } | BulkAction::Delete { version, .. } => *version,
+        }
+    }
+}
+
+/// Per-round counts: per mapping indexed, deleted, conflicts; per index the
+/// last failure (reason, detail, items) and whether it took writes.
+struct Tally {
+    counts: Vec<[u64; 3]>,
+    failures: HashMap<String, (RetryReason, String, u64)>,
+    took_writes: HashSet<String>,
+}
+
+impl Tally {
+    fn new(mappings: usize) -> Tally {
+        Tally {
+            counts: vec![[0; 3]; mappings],
+            failures: HashMap::new(),
+            took_writes: HashSet::new(),
+        }
+    }
+
+    fn written(&mut self, write: &PendingWrite) {
+        let kind = if write.action.is_delete() { 1 } else { 0 };
+        self.counts[write.mapping][kind] += 1;
+        self.took_writes.insert(write.action.index().to_owned());
+    }
+
+    /// A 409 is an answer of the index itself: it is reachable and not blocked.
+    fn superseded(&mut self, write: &PendingWrite) {
+        self.counts[write.mapping][2] += 1;
+        self.took_writes.insert(write.action.index().to_owned());
+    }
+
+    fn failed(&mut self, write: &PendingWrite, cause: RetryReason, detail: String) {
+        let entry = self
+            .failures
+            .entry(write.action.index().to_owned())
+            .or_insert((cause, String::new(), 0));
+        // an operator-level reason is the one to report
+        if cause.needs_operator() || !entry.0.needs_operator() {
+            entry.0 = cause;
+            entry.1 = detail;
+        }
+        entry.2 += 1;
+    }
+}
+
+/// What one round leaves to do.
+#[derive(Debug, Default)]
+struct Round {
+    /// Re-read and send again after a backoff.
+    retry_now: Vec<(usize, Id)>,
+    /// Re-read and send again once `index.gc_deletes` has passed.
+    after_gc_deletes: Vec<(usize, Id)>,
+    /// Lowest versions for the next hard delete of these ids.
+    delete_versions: Vec<((usize, Id), u64)>,
+    /// Items retried, per reason (for the metric).
+    reasons: BTreeMap<RetryReason, u64>,
+}
+
+impl Round {
+    fn retry(&mut self, write: &PendingWrite, reason: RetryReason) {
+        self.retry_now.push((write.mapping, write.id.clone()));
+        *self.reasons.entry(reason).or_default() += 1;
+    }
+
+    fn apply(&mut self, decision: ConflictDecision, write: &PendingWrite, tally: &mut Tally) {
+        match decision {
+            ConflictDecision::Superseded => tally.superseded(write),
+            ConflictDecision::RetryNow { delete_version } => {
+                if let Some(version) = delete_version {
+                    self.delete_versions
+                        .push(((write.mapping, write.id.clone()), version));
+                }
+                let reason = if write.action.is_delete() {
+                    RetryReason::DeleteBehind
+                } else {
+                    RetryReason::ConflictUnchecked
+                };
+                tracing::debug!(
+                    index = write.action.index(),
+                    id = write.action.doc_id(),
+                    "{}",
+                    reason.operator_hint()
+                );
+                self.retry(write, reason);
+            }
+            ConflictDecision::RetryAfterGcDeletes => {
+                tracing::debug!(
+                    index = write.action.index(),
+                    id = write.action.doc_id(),
+                    "{}",
+                    RetryReason::Tombstone.operator_hint()
+                );
+                self.after_gc_deletes
+                    .push((write.mapping, write.id.clone()));
+                *self.reasons.entry(RetryReason::Tombstone).or_default() += 1;
+            }
+            // decided with the look-up done: nothing more to learn, read again
+            ConflictDecision::LookUp => self.retry(write, RetryReason::ConflictUnchecked),
+        }
+    }
 }
 
 /// Sleeps for `delay` unless `abort` fires first.
@@ -429,6 +833,7 @@ mod tests {
                 version: 1,
                 routing: None,
             },
+            row_gone: true,
         };
         let actions: Vec<_> = (0..10).map(action).collect();
         let mut one = Vec::new();
