@@ -696,6 +696,84 @@ async fn coarse_timestamp_second_update_is_published(db: Db) {
     table.drop_table().await;
 }
 
+/// Issue 9 item 13: a row stamped in the future moved the saved watermark
+/// there; a publisher restarted later than `look_back` then scanned from its
+/// own `now - look_back` and never published the rows written while it was
+/// down. The checkpoint is capped at the database time of the poll's start.
+async fn future_stamp_then_restart_after_look_back_misses_nothing(db: Db) {
+    let table = OrdersTable::create(db).await;
+    prepare_for_polling(&table).await;
+    let topic = Topic::create(&kafka(), "publish_future", 1).await;
+    let (brokers, es_url) = (kafka(), es());
+    table.insert(1..=20).await;
+    let look_back = Duration::from_secs(1);
+    let setup = PublisherSetup {
+        table: &table,
+        topic: &topic.name,
+        brokers: &brokers,
+        es_url: &es_url,
+        publish: "  poll_interval: 50ms\n  look_back: 1s\n".into(),
+        checkpoint_table: None,
+    };
+    let mut publisher = Publisher::start(&setup, false);
+    wait_until(
+        "the rows published",
+        WAIT,
+        &mut [&mut publisher],
+        || async { missing(&counts(&read_topic(&brokers, &topic.name).await), 1..=20, 1) },
+    )
+    .await;
+    // a writer whose clock runs a day ahead
+    let tomorrow = match db {
+        Db::Postgres => "clock_timestamp() + interval '1 day'",
+        Db::MariaDb => "NOW(6) + INTERVAL 1 DAY",
+    };
+    exec(
+        &table.database,
+        &format!(
+            "UPDATE {} SET version = version + 1, updated_at = {tomorrow} WHERE id = 5",
+            table.name
+        ),
+    )
+    .await;
+    wait_until(
+        "the future-stamped row published",
+        WAIT,
+        &mut [&mut publisher],
+        || async { missing(&counts(&read_topic(&brokers, &topic.name).await), [5], 2) },
+    )
+    .await;
+    let status = publisher.terminate();
+    assert!(status.success(), "SIGTERM must exit 0, got {status}");
+    // rows written while the publisher is down, then a restart later than look_back
+    table.insert(21..=40).await;
+    for id in 10..=12 {
+        exec(&table.database, &touch_sql(&table, id, "while down")).await;
+    }
+    tokio::time::sleep(look_back + Duration::from_millis(700)).await;
+    publisher.spawn();
+    wait_until(
+        "every row written while down published",
+        Duration::from_secs(20),
+        &mut [&mut publisher],
+        || async {
+            let counts = counts(&read_topic(&brokers, &topic.name).await);
+            missing(&counts, 21..=40, 1).and(missing(&counts, 10..=12, 2))
+        },
+    )
+    .await;
+    let status = publisher.terminate();
+    assert!(status.success(), "SIGTERM must exit 0, got {status}");
+    // logs written to a file carry no terminal colour codes
+    let log = std::fs::read_to_string(&publisher.log_path).expect("publisher log");
+    assert!(log.contains("polling"), "{log}");
+    assert!(
+        !log.contains("\x1b["),
+        "ANSI escape codes in a log file:\n{log}"
+    );
+    table.drop_table().await;
+}
+
 /// The poller feeds `esync run`: inserts, updates and soft deletes reach the
 /// index, which ends equal to the table.
 async fn poller_feeds_the_daemon_end_to_end(db: Db) {
@@ -959,4 +1037,5 @@ per_database! {
     outbox_keeps_rows_when_kafka_fails_delete => |db| super::outbox_keeps_rows_when_kafka_fails(db, "delete");
     outbox_keeps_rows_when_kafka_fails_mark => |db| super::outbox_keeps_rows_when_kafka_fails(db, "mark");
     coarse_timestamp_second_update_is_published => super::coarse_timestamp_second_update_is_published;
+    future_stamp_then_restart_after_look_back_misses_nothing => super::future_stamp_then_restart_after_look_back_misses_nothing;
 }
