@@ -443,7 +443,7 @@ async fn coordinated_workers_survive_a_kill(db: Db) {
     // past the rate limiter's first burst, a chunk takes a third of a second:
     // kill the first worker while it holds the lease of its next chunk
     let leased_by_first = format!(
-        "SELECT COUNT(*) FROM {prefix}_chunks WHERE run_name = '{run_name}' AND owner = 'worker-a' AND state = 'leased'"
+        "SELECT COUNT(*) FROM {prefix}_chunks WHERE run_name = '{run_name}' AND owner LIKE 'worker-a/%' AND state = 'leased'"
     );
     let started = std::time::Instant::now();
     while table.scalar(&leased_by_first).await == 0 {
@@ -524,6 +524,75 @@ async fn coordinated_workers_survive_a_kill(db: Db) {
     table.execute(&format!("DROP TABLE {prefix}_runs")).await;
     index.drop_index().await;
     table.drop_table().await;
+}
+
+/// Issue 9 item 14: the parallel workers of one process used one lease
+/// owner, so a worker whose lease expired and was taken over by a sibling
+/// still renewed it and both walked the chunk. Each worker is its own owner:
+/// the original worker's renew fails once a sibling took the chunk over.
+async fn sibling_takeover_fails_the_original_renew(db: Db) {
+    use esync_recover::lease::{LeaseBoard, LeaseSettings};
+    let table = OrdersTable::create(db).await;
+    let prefix = unique("rec_lease");
+    let run_name = unique("run");
+    let lease_timeout = Duration::from_millis(300);
+    let board = LeaseBoard::open(
+        table.database.clone(),
+        LeaseSettings {
+            table_prefix: prefix.clone(),
+            lease_timeout,
+            worker_id: "host:1:abcd".into(),
+        },
+        &run_name,
+    )
+    .await
+    .expect("open the lease tables");
+    table
+        .execute(&format!(
+            "INSERT INTO {prefix}_chunks (run_name, mapping_index, chunk_index, state, attempts) \
+             VALUES ('{run_name}', 0, 0, 'pending', 0)"
+        ))
+        .await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let (first, second) = (board.owner(0), board.owner(1));
+    assert_ne!(first, second, "each worker leases under its own owner");
+    let original = board
+        .claim(&first, &stop)
+        .await
+        .expect("claim")
+        .expect("the pending chunk");
+    assert!(board.renew(&original).await.expect("renew"), "held");
+    // the original worker stalls past its lease; its sibling takes over
+    tokio::time::sleep(lease_timeout + Duration::from_millis(200)).await;
+    let taken_over = board
+        .claim(&second, &stop)
+        .await
+        .expect("claim")
+        .expect("the expired chunk");
+    assert_eq!((taken_over.chunk, taken_over.attempt), (0, 2));
+    assert!(
+        !board.renew(&original).await.expect("renew"),
+        "the original worker must see that its sibling took the chunk over"
+    );
+    assert!(
+        board.renew(&taken_over).await.expect("renew"),
+        "the sibling holds it"
+    );
+    table.execute(&format!("DROP TABLE {prefix}_chunks")).await;
+    table.execute(&format!("DROP TABLE {prefix}_runs")).await;
+    table.drop_table().await;
+}
+
+#[tokio::test]
+#[ignore = "needs scripts/services.sh"]
+async fn sibling_takeover_fails_the_original_renew_postgres() {
+    sibling_takeover_fails_the_original_renew(Db::Postgres).await;
+}
+
+#[tokio::test]
+#[ignore = "needs scripts/services.sh"]
+async fn sibling_takeover_fails_the_original_renew_mariadb() {
+    sibling_takeover_fails_the_original_renew(Db::MariaDb).await;
 }
 
 #[tokio::test]
