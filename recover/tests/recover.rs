@@ -434,7 +434,9 @@ async fn coordinated_workers_survive_a_kill(db: Db) {
     };
     let command = |worker: &'static str| {
         let args = args(worker);
-        setup.command(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        let mut command = setup.command(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        let _ = command.env("RUST_LOG", "info");
+        command
     };
     let mut first = Running::start(command("worker-a"));
     first.wait_for_chunks(1, Duration::from_secs(60));
@@ -507,6 +509,13 @@ async fn coordinated_workers_survive_a_kill(db: Db) {
         "the survivor reports the taken-over chunk as a second attempt"
     );
     index.assert_equal(&table, &ids).await;
+    // log lines on a redirected stderr carry no terminal colour codes
+    let first_log = first.stderr.join("\n");
+    assert!(first_log.contains("the recovery"), "{first_log}");
+    assert!(
+        !first_log.contains("\x1b["),
+        "ANSI escape codes: {first_log:?}"
+    );
 
     let rerun = setup.run(
         &args("worker-c")
