@@ -888,6 +888,74 @@ async fn check_warns_without_the_poll_index(db: Db) {
     table.drop_table().await;
 }
 
+/// Issue 9 item 15: a version column that cannot strictly increase with
+/// every change (second precision, `DATE`) lets two states share a version,
+/// and an older read can stay in the index; `esync check` warns about it.
+async fn check_warns_about_coarse_version_columns(db: Db) {
+    let table = OrdersTable::create(db).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config_path = dir.path().join("esync.yaml");
+    let config = format!(
+        "source:\n  url: ${{ESYNC_TEST_DATABASE_URL}}\nkafka:\n  brokers: \"{}\"\nelasticsearch:\n  urls: [\"{}\"]\n\
+         metrics: {{listen: null}}\nmappings:\n  - name: orders\n    topics: [{}]\n    table: {}\n    index: {}\n\
+         \x20   version: {{column: updated_at, kind: timestamp}}\n",
+        kafka(),
+        es(),
+        unique("unused"),
+        table.name,
+        unique("unused"),
+    );
+    std::fs::write(&config_path, config).expect("write config");
+    let check = || {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_esync"))
+            .arg("check")
+            .arg("--config")
+            .arg(&config_path)
+            .env("ESYNC_TEST_DATABASE_URL", db.url())
+            .output()
+            .expect("run esync check");
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        let warning = stdout
+            .lines()
+            .find(|line| line.starts_with("[warn] mapping orders: version column updated_at"))
+            .map(str::to_owned);
+        (stdout, warning)
+    };
+    let (stdout, warning) = check();
+    assert_eq!(warning, None, "microseconds are fine: {stdout}");
+    let (seconds, date) = match db {
+        Db::Postgres => (
+            format!(
+                "ALTER TABLE {} ALTER COLUMN updated_at TYPE TIMESTAMPTZ(0)",
+                table.name
+            ),
+            format!(
+                "ALTER TABLE {} ALTER COLUMN updated_at TYPE DATE",
+                table.name
+            ),
+        ),
+        Db::MariaDb => (
+            format!(
+                "ALTER TABLE {} MODIFY updated_at DATETIME NOT NULL DEFAULT CURRENT_TIMESTAMP",
+                table.name
+            ),
+            format!("ALTER TABLE {} MODIFY updated_at DATE NULL", table.name),
+        ),
+    };
+    exec(&table.database, &seconds).await;
+    let (stdout, warning) = check();
+    let warning = warning.unwrap_or_else(|| panic!("no warning for seconds: {stdout}"));
+    assert!(warning.contains("within 1 s"), "{warning}");
+    exec(&table.database, &date).await;
+    let (stdout, warning) = check();
+    let warning = warning.unwrap_or_else(|| panic!("no warning for DATE: {stdout}"));
+    assert!(
+        warning.contains("DATE") && warning.contains("within 1 day"),
+        "{warning}"
+    );
+    table.drop_table().await;
+}
+
 /// Prints ids/s published from a table against the broker's standalone
 /// produce rate (IdProducer, same run) and the ratio. Size from
 /// `ESYNC_BENCH_ROWS` (default 20,000; `bench/publish.sh` uses 200,000).
@@ -1038,4 +1106,5 @@ per_database! {
     outbox_keeps_rows_when_kafka_fails_mark => |db| super::outbox_keeps_rows_when_kafka_fails(db, "mark");
     coarse_timestamp_second_update_is_published => super::coarse_timestamp_second_update_is_published;
     future_stamp_then_restart_after_look_back_misses_nothing => super::future_stamp_then_restart_after_look_back_misses_nothing;
+    check_warns_about_coarse_version_columns => super::check_warns_about_coarse_version_columns;
 }
