@@ -426,16 +426,30 @@ pub fn drifted(
 /// routing) whose routing is not their row's (`routing`: id -> the routing
 /// the row gives). Ids without an entry in `routing` (no row: deletes) are
 /// not judged here.
+///
+/// A hit that reports no `_routing` while it is the only hit of its id and
+/// has the `_version` found by `_mget` under the row's routing (`found_by_id`)
+/// is that very document: some servers leave `_routing` out of hits. Judging
+/// it a stray would delete the live document, so it is not.
 pub fn stray_copies(
     found: Vec<StrayCopy>,
     routing: &BTreeMap<Id, Option<String>>,
+    found_by_id: &BTreeMap<Id, u64>,
 ) -> Vec<StrayCopy> {
+    let mut hits_per_id: BTreeMap<Id, usize> = BTreeMap::new();
+    for copy in &found {
+        *hits_per_id.entry(copy.id.clone()).or_default() += 1;
+    }
     let mut strays: Vec<StrayCopy> = found
         .into_iter()
         .filter(|copy| {
-            routing
-                .get(&copy.id)
-                .is_some_and(|expected| *expected != copy.routing)
+            let is_the_document = copy.routing.is_none()
+                && hits_per_id.get(&copy.id) == Some(&1)
+                && found_by_id.get(&copy.id) == Some(&copy.version);
+            !is_the_document
+                && routing
+                    .get(&copy.id)
+                    .is_some_and(|expected| *expected != copy.routing)
         })
         .collect();
     strays.sort();
@@ -676,9 +690,31 @@ mod tests {
             copy(9, None, 4),
             copy(10, Some("eu"), 1), // no row: an extra, judged elsewhere
         ];
+        let found_by_id: BTreeMap<Id, u64> =
+            [(Id::Int(7), 5), (Id::Int(8), 2)].into_iter().collect();
         assert_eq!(
-            stray_copies(found, &routing),
+            stray_copies(found, &routing, &found_by_id),
             vec![copy(7, Some("eu"), 3), copy(8, None, 1)]
+        );
+        // a server that leaves `_routing` out of hits: the only hit of id 11,
+        // found by `_mget` under the row's routing with that version, is the
+        // document itself; a second hit makes both judgeable again
+        let routing: BTreeMap<Id, Option<String>> =
+            [(Id::Int(11), Some("eu".to_owned()))].into_iter().collect();
+        let found_by_id: BTreeMap<Id, u64> = [(Id::Int(11), 4)].into_iter().collect();
+        assert!(stray_copies(vec![copy(11, None, 4)], &routing, &found_by_id).is_empty());
+        assert_eq!(
+            stray_copies(vec![copy(11, None, 3)], &routing, &found_by_id),
+            vec![copy(11, None, 3)],
+            "another version is another copy"
+        );
+        assert_eq!(
+            stray_copies(
+                vec![copy(11, None, 4), copy(11, Some("eu"), 4)],
+                &routing,
+                &found_by_id
+            ),
+            vec![copy(11, None, 4)]
         );
         let mut result = RangeDiff {
             strays: vec![copy(7, Some("eu"), 3)],
