@@ -173,3 +173,24 @@ fn several_files_plain_and_gzip_with_filters() {
     let error = missing.expect_err("missing file");
     assert!(error.to_string().contains("nope.log"), "{error}");
 }
+
+/// Issue 9 ("logs without ANSI escape codes"): the binary's log lines, with
+/// stderr redirected (a pipe here, a file or journal in production), carry no
+/// terminal colour codes.
+#[test]
+fn cli_logs_carry_no_ansi_codes_when_stderr_is_not_a_terminal() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_opsbot"))
+        .args(["slowlog", "--format", "json"])
+        .arg(fixture("es8_slowlog.json"))
+        .env("RUST_LOG", "info")
+        .env_remove("OPSBOT_LOG_FORMAT")
+        .output()
+        .expect("run opsbot");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("skipped malformed slow-log line"),
+        "a log line is written: {stderr}"
+    );
+    assert!(!stderr.contains("\x1b["), "ANSI escape codes: {stderr:?}");
+}

@@ -9,10 +9,23 @@
 //! means the row was rolled back or its version went backwards. A versioned
 //! write cannot replace such a document (it is a conflict), so they are
 //! differences that `--fix` cannot repair, reported on their own.
+//!
+//! Two more kinds a version comparison cannot see:
+//! - *drift*: the indexed version equals the row's but the `_source` is not
+//!   the document esync builds from the row (a change that did not bump the
+//!   version, or two changes within one tick of a second-precision
+//!   timestamp, where the older read landed last). Compared by
+//!   [`content_hash`]; a re-index with the same version (`external_gte`)
+//!   repairs it.
+//! - *stray copies*: a document of the same `_id` under another routing than
+//!   its row's (the routing column changed; the daemon indexed the new copy
+//!   and cannot know the old routing). `--fix` deletes exactly that copy.
 
 use esync::id::Id;
 use serde::Serialize;
+use serde_json::Value;
 use std::collections::BTreeMap;
+use std::hash::{Hash as _, Hasher as _};
 
 /// A document whose indexed version differs from its row's.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -40,6 +53,33 @@ pub struct RangeDiff {
     pub stale: Vec<(Id, u64, u64)>,
     /// Documents with a newer version than their row: (id, row's, index's).
     pub ahead: Vec<(Id, u64, u64)>,
+    /// Documents with their row's version but other content.
+    pub drift: Vec<Id>,
+    /// Copies of a document under a routing other than its row's.
+    pub strays: Vec<StrayCopy>,
+}
+
+/// A copy of a document found under a routing other than its row's.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct StrayCopy {
+    /// The id.
+    pub id: Id,
+    /// The concrete index holding the copy.
+    pub index: String,
+    /// The copy's routing (`None`: indexed without routing).
+    pub routing: Option<String>,
+    /// The copy's `_version`: the delete is versioned with it, so a newer
+    /// write to that routing in the meantime is never deleted.
+    pub version: u64,
+}
+
+impl std::fmt::Display for StrayCopy {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.routing {
+            Some(routing) => write!(formatter, "{} routing {routing:?}", self.id),
+            None => write!(formatter, "{} without routing", self.id),
+        }
+    }
 }
 
 impl RangeDiff {
@@ -49,21 +89,29 @@ impl RangeDiff {
             && self.extra.is_empty()
             && self.stale.is_empty()
             && self.ahead.is_empty()
+            && self.drift.is_empty()
+            && self.strays.is_empty()
     }
 
-    /// Differences a versioned write can repair (all but `ahead`).
+    /// Differences `--fix` can repair (all but `ahead`).
     pub fn fixable(&self) -> u64 {
-        (self.missing.len() + self.extra.len() + self.stale.len()) as u64
+        (self.missing.len()
+            + self.extra.len()
+            + self.stale.len()
+            + self.drift.len()
+            + self.strays.len()) as u64
     }
 
-    /// Every id a versioned write can repair (missing, extra, stale),
-    /// ascending, without repeats; documents ahead of their rows are left out.
+    /// Every id a versioned write can repair (missing, extra, stale, drift),
+    /// ascending, without repeats; documents ahead of their rows are left
+    /// out, and stray copies are deleted on their own.
     pub fn differing_ids(&self) -> Vec<Id> {
         let mut ids: Vec<Id> = self
             .missing
             .iter()
             .chain(&self.extra)
             .chain(self.stale.iter().map(|(id, _, _)| id))
+            .chain(&self.drift)
             .cloned()
             .collect();
         ids.sort();
@@ -79,10 +127,14 @@ impl RangeDiff {
         self.extra.extend(other.extra);
         self.stale.extend(other.stale);
         self.ahead.extend(other.ahead);
+        self.drift.extend(other.drift);
+        self.strays.extend(other.strays);
         self.missing.sort();
         self.extra.sort();
         self.stale.sort();
         self.ahead.sort();
+        self.drift.sort();
+        self.strays.sort();
     }
 
     /// The report form, with at most `samples` ids of each kind.
@@ -94,6 +146,8 @@ impl RangeDiff {
             extra: self.extra.len() as u64,
             stale: self.stale.len() as u64,
             ahead: self.ahead.len() as u64,
+            drift: self.drift.len() as u64,
+            strays: self.strays.len() as u64,
             missing_samples: self
                 .missing
                 .iter()
@@ -108,6 +162,18 @@ impl RangeDiff {
                 .collect(),
             stale_samples: version_samples(&self.stale, samples),
             ahead_samples: version_samples(&self.ahead, samples),
+            drift_samples: self
+                .drift
+                .iter()
+                .take(samples)
+                .map(ToString::to_string)
+                .collect(),
+            stray_samples: self
+                .strays
+                .iter()
+                .take(samples)
+                .map(ToString::to_string)
+                .collect(),
         }
     }
 }
@@ -138,6 +204,10 @@ pub struct DiffSummary {
     pub stale: u64,
     /// Documents newer than their rows (not repairable by a versioned write).
     pub ahead: u64,
+    /// Documents with their row's version but other content.
+    pub drift: u64,
+    /// Copies of documents under a routing other than their row's.
+    pub strays: u64,
     /// Some missing ids.
     pub missing_samples: Vec<String>,
     /// Some extra ids.
@@ -146,6 +216,10 @@ pub struct DiffSummary {
     pub stale_samples: Vec<StaleDoc>,
     /// Some documents ahead of their rows.
     pub ahead_samples: Vec<StaleDoc>,
+    /// Some drifted ids.
+    pub drift_samples: Vec<String>,
+    /// Some stray copies (id and routing).
+    pub stray_samples: Vec<String>,
 }
 
 impl DiffSummary {
@@ -157,6 +231,8 @@ impl DiffSummary {
         self.extra += other.extra;
         self.stale += other.stale;
         self.ahead += other.ahead;
+        self.drift += other.drift;
+        self.strays += other.strays;
         let room = |have: usize| samples.saturating_sub(have);
         self.missing_samples.extend(
             other
@@ -186,16 +262,30 @@ impl DiffSummary {
                 .take(room(self.ahead_samples.len()))
                 .cloned(),
         );
+        self.drift_samples.extend(
+            other
+                .drift_samples
+                .iter()
+                .take(room(self.drift_samples.len()))
+                .cloned(),
+        );
+        self.stray_samples.extend(
+            other
+                .stray_samples
+                .iter()
+                .take(room(self.stray_samples.len()))
+                .cloned(),
+        );
     }
 
     /// Total differences, documents ahead of their rows included.
     pub fn differences(&self) -> u64 {
-        self.missing + self.extra + self.stale + self.ahead
+        self.missing + self.extra + self.stale + self.ahead + self.drift + self.strays
     }
 
-    /// Differences a versioned write can repair.
+    /// Differences `--fix` can repair.
     pub fn fixable(&self) -> u64 {
-        self.missing + self.extra + self.stale
+        self.missing + self.extra + self.stale + self.drift + self.strays
     }
 
     /// One line: `db 10, index 9, missing 1 (7), extra 0, stale 0`.
@@ -246,8 +336,124 @@ impl DiffSummary {
                 list(&versions(&self.ahead_samples), self.ahead)
             ));
         }
+        // likewise rare: only shown when there are any
+        if self.drift > 0 {
+            line.push_str(&format!(
+                ", drift {}{}",
+                self.drift,
+                list(&self.drift_samples, self.drift)
+            ));
+        }
+        if self.strays > 0 {
+            line.push_str(&format!(
+                ", stray copies {}{}",
+                self.strays,
+                list(&self.stray_samples, self.strays)
+            ));
+        }
         line
     }
+}
+
+/// A hash of a document's content that does not depend on the order of
+/// object keys or on how a number was spelled (`1.50` and `1.5` are one
+/// value), so the document esync builds and the `_source` the index returns
+/// hash alike exactly when they hold the same values.
+pub fn content_hash(document: &Value) -> u64 {
+    fn feed(value: &Value, hasher: &mut std::collections::hash_map::DefaultHasher) {
+        match value {
+            Value::Null => 0u8.hash(hasher),
+            Value::Bool(flag) => (1u8, flag).hash(hasher),
+            Value::Number(number) => {
+                if let Some(int) = number.as_i64() {
+                    (2u8, i128::from(int)).hash(hasher);
+                } else if let Some(int) = number.as_u64() {
+                    (2u8, i128::from(int)).hash(hasher);
+                } else {
+                    let float = number.as_f64().unwrap_or(f64::NAN);
+                    // an integral float is the integer it spells
+                    if float.fract() == 0.0 && float.abs() < 1e18 {
+                        (2u8, float as i128).hash(hasher);
+                    } else {
+                        (3u8, float.to_bits()).hash(hasher);
+                    }
+                }
+            }
+            Value::String(text) => (4u8, text).hash(hasher),
+            Value::Array(items) => {
+                (5u8, items.len()).hash(hasher);
+                for item in items {
+                    feed(item, hasher);
+                }
+            }
+            Value::Object(map) => {
+                let mut keys: Vec<&String> = map.keys().collect();
+                keys.sort();
+                (6u8, keys.len()).hash(hasher);
+                for key in keys {
+                    key.hash(hasher);
+                    feed(&map[key], hasher);
+                }
+            }
+        }
+    }
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    feed(document, &mut hasher);
+    hasher.finish()
+}
+
+/// Ids whose indexed version equals the row's (`expected`: id -> (version,
+/// content hash)) while the content differs (`indexed`: id -> (`_version`,
+/// content hash, `None` when the index returned no `_source`)). Other
+/// version relations are stale or ahead; without `_source` nothing can be
+/// compared.
+pub fn drifted(
+    expected: &BTreeMap<Id, (u64, u64)>,
+    indexed: &BTreeMap<Id, (u64, Option<u64>)>,
+) -> Vec<Id> {
+    expected
+        .iter()
+        .filter(|(id, (version, hash))| {
+            indexed.get(*id).is_some_and(|(index_version, index_hash)| {
+                index_version == version && index_hash.is_some_and(|index_hash| index_hash != *hash)
+            })
+        })
+        .map(|(id, _)| id.clone())
+        .collect()
+}
+
+/// The copies among `found` (every document found for some ids, with its
+/// routing) whose routing is not their row's (`routing`: id -> the routing
+/// the row gives). Ids without an entry in `routing` (no row: deletes) are
+/// not judged here.
+///
+/// A hit that reports no `_routing` while it is the only hit of its id and
+/// has the `_version` found by `_mget` under the row's routing (`found_by_id`)
+/// is that very document: some servers leave `_routing` out of hits. Judging
+/// it a stray would delete the live document, so it is not.
+pub fn stray_copies(
+    found: Vec<StrayCopy>,
+    routing: &BTreeMap<Id, Option<String>>,
+    found_by_id: &BTreeMap<Id, u64>,
+) -> Vec<StrayCopy> {
+    let mut hits_per_id: BTreeMap<Id, usize> = BTreeMap::new();
+    for copy in &found {
+        *hits_per_id.entry(copy.id.clone()).or_default() += 1;
+    }
+    let mut strays: Vec<StrayCopy> = found
+        .into_iter()
+        .filter(|copy| {
+            let is_the_document = copy.routing.is_none()
+                && hits_per_id.get(&copy.id) == Some(&1)
+                && found_by_id.get(&copy.id) == Some(&copy.version);
+            !is_the_document
+                && routing
+                    .get(&copy.id)
+                    .is_some_and(|expected| *expected != copy.routing)
+        })
+        .collect();
+    strays.sort();
+    strays
 }
 
 /// Compares `expected` (live rows: id -> version) with `indexed` (documents
@@ -406,6 +612,129 @@ mod tests {
         assert_eq!(
             json["ahead_samples"][0],
             serde_json::json!({"id": "1", "db_version": 4, "index_version": 9})
+        );
+    }
+
+    /// Issue 9 item 15: same version, other content is drift; key order and
+    /// number spelling are not content.
+    #[test]
+    fn content_drift_is_found_by_hash() {
+        use serde_json::json;
+        let built = json!({"id": 7, "name": "a", "amount": 1.5, "tags": ["x"], "n": 2});
+        let stored = serde_json::from_str::<Value>(
+            r#"{"tags":["x"],"n":2.0,"amount":1.50,"name":"a","id":7}"#,
+        )
+        .unwrap();
+        assert_eq!(content_hash(&built), content_hash(&stored));
+        for other in [
+            json!({"id": 7, "name": "b", "amount": 1.5, "tags": ["x"], "n": 2}),
+            json!({"id": 7, "name": "a", "amount": 1.5, "tags": [], "n": 2}),
+            json!({"id": 7, "name": "a", "amount": "1.5", "tags": ["x"], "n": 2}),
+            json!({"id": 7, "name": "a", "amount": 1.5, "tags": ["x"], "n": 2, "extra": null}),
+        ] {
+            assert_ne!(content_hash(&built), content_hash(&other), "{other}");
+        }
+        let hash = content_hash(&built);
+        let expected: BTreeMap<Id, (u64, u64)> = [
+            (1, (3, hash)),
+            (2, (3, hash)),
+            (3, (4, hash)),
+            (4, (3, hash)),
+            (5, (3, hash)),
+        ]
+        .into_iter()
+        .map(|(id, value)| (Id::Int(id), value))
+        .collect();
+        let indexed: BTreeMap<Id, (u64, Option<u64>)> = [
+            (1, (3, Some(hash))),     // equal
+            (2, (3, Some(hash ^ 1))), // drift
+            (3, (3, Some(hash ^ 1))), // stale, not drift
+            (4, (3, None)),           // no _source: cannot compare
+        ]
+        .into_iter()
+        .map(|(id, value)| (Id::Int(id), value))
+        .collect();
+        assert_eq!(drifted(&expected, &indexed), ids(&[2]));
+        let mut result = diff(&map(&[(2, 3)]), &map(&[(2, 3)]));
+        result.drift = ids(&[2]);
+        assert!(!result.is_clean());
+        assert_eq!((result.fixable(), result.differing_ids()), (1, ids(&[2])));
+        assert_eq!(
+            result.summary(3).to_line(),
+            "db 1, index 1, missing 0, extra 0, stale 0, drift 1 (2)"
+        );
+    }
+
+    /// Issue 9 item 12: a copy under a routing other than the row's is a
+    /// stray; the copy under the row's routing and ids without a row are not.
+    #[test]
+    fn stray_copies_are_the_other_routings() {
+        let copy = |id: i64, routing: Option<&str>, version: u64| StrayCopy {
+            id: Id::Int(id),
+            index: "orders_v1".into(),
+            routing: routing.map(str::to_owned),
+            version,
+        };
+        let routing: BTreeMap<Id, Option<String>> = [
+            (Id::Int(7), Some("us".to_owned())),
+            (Id::Int(8), Some("eu".to_owned())),
+            (Id::Int(9), None),
+        ]
+        .into_iter()
+        .collect();
+        let found = vec![
+            copy(7, Some("us"), 5),
+            copy(7, Some("eu"), 3), // the row moved eu -> us
+            copy(8, Some("eu"), 2),
+            copy(8, None, 1), // indexed before the mapping had a routing column
+            copy(9, None, 4),
+            copy(10, Some("eu"), 1), // no row: an extra, judged elsewhere
+        ];
+        let found_by_id: BTreeMap<Id, u64> =
+            [(Id::Int(7), 5), (Id::Int(8), 2)].into_iter().collect();
+        assert_eq!(
+            stray_copies(found, &routing, &found_by_id),
+            vec![copy(7, Some("eu"), 3), copy(8, None, 1)]
+        );
+        // a server that leaves `_routing` out of hits: the only hit of id 11,
+        // found by `_mget` under the row's routing with that version, is the
+        // document itself; a second hit makes both judgeable again
+        let routing: BTreeMap<Id, Option<String>> =
+            [(Id::Int(11), Some("eu".to_owned()))].into_iter().collect();
+        let found_by_id: BTreeMap<Id, u64> = [(Id::Int(11), 4)].into_iter().collect();
+        assert!(stray_copies(vec![copy(11, None, 4)], &routing, &found_by_id).is_empty());
+        assert_eq!(
+            stray_copies(vec![copy(11, None, 3)], &routing, &found_by_id),
+            vec![copy(11, None, 3)],
+            "another version is another copy"
+        );
+        assert_eq!(
+            stray_copies(
+                vec![copy(11, None, 4), copy(11, Some("eu"), 4)],
+                &routing,
+                &found_by_id
+            ),
+            vec![copy(11, None, 4)]
+        );
+        let mut result = RangeDiff {
+            strays: vec![copy(7, Some("eu"), 3)],
+            ..RangeDiff::default()
+        };
+        assert!(!result.is_clean());
+        assert_eq!(result.fixable(), 1);
+        assert!(
+            result.differing_ids().is_empty(),
+            "strays are deleted, not re-indexed"
+        );
+        result.merge(RangeDiff {
+            strays: vec![copy(2, None, 1)],
+            ..RangeDiff::default()
+        });
+        let summary = result.summary(5);
+        assert_eq!(summary.differences(), 2);
+        assert_eq!(
+            summary.to_line(),
+            "db 0, index 0, missing 0, extra 0, stale 0, stray copies 2 (2 without routing, 7 routing \"eu\")"
         );
     }
 }

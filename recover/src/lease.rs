@@ -31,7 +31,8 @@ pub struct LeaseSettings {
     pub table_prefix: String,
     /// How long a lease lasts without renewal.
     pub lease_timeout: Duration,
-    /// This worker's name in the `owner` column.
+    /// This process's name; each parallel worker leases as
+    /// `<worker_id>/<worker number>` (see [`LeaseBoard::owner`]).
     pub worker_id: String,
 }
 
@@ -59,6 +60,9 @@ pub struct LeasedChunk {
     pub chunk: u64,
     /// How many times the chunk was claimed, this time included.
     pub attempt: u32,
+    /// The `owner` the lease is held under (one per worker, see
+    /// [`LeaseBoard::owner`]).
+    pub owner: String,
 }
 
 /// The lease tables of one run.
@@ -529,16 +533,29 @@ impl LeaseBoard {
         })
     }
 
-    /// Claims one chunk; waits while every remaining chunk is leased by a
-    /// live worker; `None` when all are done or `stop` fired.
-    pub async fn claim(&self, stop: &CancellationToken) -> anyhow::Result<Option<LeasedChunk>> {
+    /// The lease owner of worker number `worker` of this process:
+    /// `<worker_id>/<worker>`. Each parallel worker needs its own owner: with
+    /// one owner per process, a worker whose lease expired and was taken over
+    /// by a sibling still renewed it (the row still named its owner) and both
+    /// walked the chunk.
+    pub fn owner(&self, worker: usize) -> String {
+        format!("{}/{worker}", self.settings.worker_id)
+    }
+
+    /// Claims one chunk for `owner`; waits while every remaining chunk is
+    /// leased by a live worker; `None` when all are done or `stop` fired.
+    pub async fn claim(
+        &self,
+        owner: &str,
+        stop: &CancellationToken,
+    ) -> anyhow::Result<Option<LeasedChunk>> {
         let poll = (self.settings.lease_timeout / 4)
             .clamp(Duration::from_millis(100), Duration::from_secs(2));
         loop {
             if stop.is_cancelled() {
                 return Ok(None);
             }
-            if let Some(lease) = self.try_claim().await? {
+            if let Some(lease) = self.try_claim(owner).await? {
                 return Ok(Some(lease));
             }
             if self.is_finished().await? {
@@ -551,10 +568,9 @@ impl LeaseBoard {
         }
     }
 
-    async fn try_claim(&self) -> anyhow::Result<Option<LeasedChunk>> {
+    async fn try_claim(&self, owner: &str) -> anyhow::Result<Option<LeasedChunk>> {
         let sql = self.sql();
         let name = self.run_name.clone();
-        let owner = self.settings.worker_id.clone();
         let row: Option<(i32, i64, i32)> = match &self.database {
             Database::Postgres(pool) => sqlx::query_as(AssertSqlSafe(sql.claim_postgres()))
                 .bind(name)
@@ -595,6 +611,7 @@ impl LeaseBoard {
             mapping: usize::try_from(mapping).unwrap_or_default(),
             chunk: u64::try_from(chunk).unwrap_or_default(),
             attempt: u32::try_from(attempts).unwrap_or_default(),
+            owner: owner.to_owned(),
         }))
     }
 
@@ -618,25 +635,31 @@ impl LeaseBoard {
             let every = board.settings.lease_timeout / 3;
             loop {
                 tokio::time::sleep(every).await;
-                let [name, mapping, chunk] = board.key(&lease);
-                let values = [
-                    Value::Int(board.lease_micros()),
-                    name,
-                    mapping,
-                    chunk,
-                    Value::Text(board.settings.worker_id.clone()),
-                ];
-                match board.execute(&board.sql().renew(), &values).await {
-                    Ok(0) => {
+                match board.renew(&lease).await {
+                    Ok(false) => {
                         tracing::warn!(chunk = lease.chunk, "lease expired and was taken over");
                         lost.cancel();
                         return;
                     }
-                    Ok(_) => {}
+                    Ok(true) => {}
                     Err(error) => tracing::warn!(error = %error, "cannot renew a lease; retrying"),
                 }
             }
         })
+    }
+
+    /// Extends `lease` by the lease time; false when it is no longer this
+    /// owner's (it expired and another worker took the chunk over).
+    pub async fn renew(&self, lease: &LeasedChunk) -> Result<bool, sqlx::Error> {
+        let [name, mapping, chunk] = self.key(lease);
+        let values = [
+            Value::Int(self.lease_micros()),
+            name,
+            mapping,
+            chunk,
+            Value::Text(lease.owner.clone()),
+        ];
+        Ok(self.execute(&self.sql().renew(), &values).await? > 0)
     }
 
     /// Marks `lease`'s chunk done (even if the lease expired meanwhile: the
@@ -645,7 +668,7 @@ impl LeaseBoard {
         let [name, mapping, chunk] = self.key(lease);
         let as_int = |value: u64| Value::Int(i64::try_from(value).unwrap_or(i64::MAX));
         let values = [
-            Value::Text(self.settings.worker_id.clone()),
+            Value::Text(lease.owner.clone()),
             as_int(totals.rows),
             as_int(totals.docs()),
             as_int(totals.conflicts),
@@ -676,12 +699,7 @@ impl LeaseBoard {
     /// Gives an unfinished chunk back at once (on shutdown).
     pub async fn release(&self, lease: &LeasedChunk) -> anyhow::Result<()> {
         let [name, mapping, chunk] = self.key(lease);
-        let values = [
-            name,
-            mapping,
-            chunk,
-            Value::Text(self.settings.worker_id.clone()),
-        ];
+        let values = [name, mapping, chunk, Value::Text(lease.owner.clone())];
         self.execute(&self.sql().release(), &values)
             .await
             .context("cannot release a lease")?;

@@ -432,7 +432,7 @@ async fn work_loop(context: Arc<RunContext>, worker: usize) -> anyhow::Result<()
         if context.stop.is_cancelled() {
             return Ok(());
         }
-        let Some(claim) = claim(&context).await? else {
+        let Some(claim) = claim(&context, worker).await? else {
             return Ok(());
         };
         let lost = CancellationToken::new();
@@ -478,7 +478,8 @@ async fn work_loop(context: Arc<RunContext>, worker: usize) -> anyhow::Result<()
     }
 }
 
-async fn claim(context: &RunContext) -> anyhow::Result<Option<Claim>> {
+/// The next chunk for worker number `worker` of this process.
+async fn claim(context: &RunContext, worker: usize) -> anyhow::Result<Option<Claim>> {
     match &context.work {
         WorkQueue::Local { queue, .. } => {
             let next = lock(queue).pop_front();
@@ -494,7 +495,7 @@ async fn claim(context: &RunContext) -> anyhow::Result<Option<Claim>> {
             }))
         }
         WorkQueue::Leased(board) => {
-            let Some(lease) = board.claim(&context.stop).await? else {
+            let Some(lease) = board.claim(&board.owner(worker), &context.stop).await? else {
                 return Ok(None);
             };
             let chunk = context

@@ -9,9 +9,16 @@
 //! table does not have. `--fix` re-indexes the differing ids through the
 //! versioned writer (a row that is gone becomes a versioned delete) and checks
 //! them again; `--publish` hands them to the daemon through Kafka.
+//!
+//! Versions alone miss two failures (see [`crate::diff`]): a document with
+//! its row's version but other content (drift: compared by a hash of the
+//! document the writer builds against `_source`), and, for mappings with a
+//! `routing_column`, copies left under a routing the row no longer has
+//! (found by an `ids` search across shards; `--fix` deletes exactly those
+//! copies, versioned, after re-reading the rows once more).
 
 use crate::connect::Connected;
-use crate::diff::{DiffSummary, RangeDiff, diff};
+use crate::diff::{DiffSummary, RangeDiff, StrayCopy, content_hash, diff, drifted, stray_copies};
 use crate::index::IndexSide;
 use crate::plan::{RangeRequest, make_plan};
 use crate::range::{Chunk, Cursor, IdBound};
@@ -80,6 +87,8 @@ pub struct FixReport {
     pub conflicts: u64,
     /// Ids that could not be written.
     pub failed: u64,
+    /// Stray copies (other routing than the row's) deleted.
+    pub strays_deleted: u64,
     /// Differences left when checked again (`None` for `--publish`).
     pub remaining: Option<u64>,
 }
@@ -128,6 +137,7 @@ pub async fn verify(
     let indices = connected.select_mappings(&settings.range.mappings)?;
     let mut report = VerifyReport::default();
     let mut differing: Vec<Vec<Id>> = vec![Vec::new(); connected.writer.mappings().len()];
+    let mut strays: Vec<Vec<StrayCopy>> = vec![Vec::new(); connected.writer.mappings().len()];
     for mapping_index in indices {
         let config = &connected.loaded.config.mappings[mapping_index];
         let mapping = &connected.writer.mappings()[mapping_index];
@@ -241,6 +251,7 @@ pub async fn verify(
             }
             mapping_total.add(&summary, settings.samples);
             differing[mapping_index].extend(range_diff.differing_ids());
+            strays[mapping_index].extend(range_diff.strays.iter().cloned());
             match settings.format {
                 OutputFormat::Text if settings.all_ranges || !range_diff.is_clean() => {
                     writeln!(out, "  {chunk} {}", summary.to_line())?;
@@ -263,7 +274,7 @@ pub async fn verify(
     }
     let differences = report.total.differences();
     if report.total.fixable() > 0 && settings.fix != FixMode::Report {
-        report.fix = Some(fix(connected, settings, &differing).await?);
+        report.fix = Some(fix(connected, settings, &differing, &strays).await?);
     }
     match settings.format {
         OutputFormat::Text => {
@@ -274,15 +285,23 @@ pub async fn verify(
                     report.ranges
                 )?;
             } else {
-                writeln!(
-                    out,
-                    "verify: {differences} difference(s) (missing {}, extra {}, stale {}, ahead {}) in {} of {} range(s)",
+                let mut kinds = format!(
+                    "missing {}, extra {}, stale {}, ahead {}",
                     report.total.missing,
                     report.total.extra,
                     report.total.stale,
-                    report.total.ahead,
-                    report.ranges_with_differences,
-                    report.ranges
+                    report.total.ahead
+                );
+                if report.total.drift > 0 {
+                    kinds.push_str(&format!(", drift {}", report.total.drift));
+                }
+                if report.total.strays > 0 {
+                    kinds.push_str(&format!(", stray copies {}", report.total.strays));
+                }
+                writeln!(
+                    out,
+                    "verify: {differences} difference(s) ({kinds}) in {} of {} range(s)",
+                    report.ranges_with_differences, report.ranges
                 )?;
             }
             if report.total.ahead > 0 {
@@ -299,16 +318,23 @@ pub async fn verify(
                         "fix: produced {} id(s) to {topic} for the daemon",
                         fix.ids
                     )?,
-                    (_, remaining) => writeln!(
-                        out,
-                        "fix: re-indexed {} id(s): indexed {}, deleted {}, conflicts {}, failed {}; differences left: {}",
-                        fix.ids,
-                        fix.indexed,
-                        fix.deleted,
-                        fix.conflicts,
-                        fix.failed,
-                        remaining.unwrap_or_default()
-                    )?,
+                    (_, remaining) => {
+                        let strays = if fix.strays_deleted > 0 {
+                            format!("; deleted {} stray copies", fix.strays_deleted)
+                        } else {
+                            String::new()
+                        };
+                        writeln!(
+                            out,
+                            "fix: re-indexed {} id(s): indexed {}, deleted {}, conflicts {}, failed {}{strays}; differences left: {}",
+                            fix.ids,
+                            fix.indexed,
+                            fix.deleted,
+                            fix.conflicts,
+                            fix.failed,
+                            remaining.unwrap_or_default()
+                        )?
+                    }
                 }
             }
         }
@@ -320,7 +346,8 @@ pub async fn verify(
             if let Some(fix) = &report.fix {
                 summary["fix"] = json!({
                     "ids": fix.ids, "indexed": fix.indexed, "deleted": fix.deleted,
-                    "conflicts": fix.conflicts, "failed": fix.failed, "remaining": fix.remaining,
+                    "conflicts": fix.conflicts, "failed": fix.failed,
+                    "strays_deleted": fix.strays_deleted, "remaining": fix.remaining,
                 });
             }
             writeln!(out, "{summary}")?;
@@ -338,15 +365,19 @@ async fn check_chunk(
 ) -> anyhow::Result<RangeDiff> {
     let mut expected = BTreeMap::new();
     let mut indexed = BTreeMap::new();
+    let mut drift = Vec::new();
+    let mut strays = Vec::new();
     let mut cursor = chunk.first_cursor();
     loop {
         let ids = side.source.page(&cursor, &chunk.end, batch_size).await?;
         let Some(last) = ids.last().cloned() else {
             break;
         };
-        let (page_expected, page_indexed) = check_ids(connected, side, &ids).await?;
-        expected.extend(page_expected);
-        indexed.extend(page_indexed);
+        let page = check_ids(connected, side, &ids).await?;
+        expected.extend(page.expected);
+        indexed.extend(page.indexed);
+        drift.extend(page.drift);
+        strays.extend(page.strays);
         if ids.len() < batch_size {
             break;
         }
@@ -370,63 +401,142 @@ async fn check_chunk(
             // after this chunk was read. Either way it is compared by id
             // where the walk meets it.
             let ids: Vec<Id> = page.iter().map(|(id, _)| id.clone()).collect();
-            let (live, _) = expected_versions(connected, side, &ids).await?;
+            let live = expected_documents(connected, side, &ids).await?.versions;
             indexed.extend(found.into_iter().filter(|(id, _)| !live.contains_key(id)));
         }
     }
     let mut result = diff(&expected, &indexed);
+    result.drift = drift;
+    result.strays = strays;
     if !result.ahead.is_empty() {
         // The daemon may have written a newer row between the re-read and the
         // `_mget`: read both sides again before calling a document ahead.
         let ids: Vec<Id> = result.ahead.iter().map(|(id, _, _)| id.clone()).collect();
-        let (expected_again, indexed_again) = check_ids(connected, side, &ids).await?;
-        result.ahead = diff(&expected_again, &indexed_again).ahead;
+        let again = check_ids(connected, side, &ids).await?;
+        result.ahead = diff(&again.expected, &again.indexed).ahead;
     }
     Ok(result)
 }
 
-/// The expected (id, version) of `ids` per the writer's rules, and what the
+/// One page of ids compared.
+struct PageCheck {
+    /// Live rows: id -> version.
+    expected: BTreeMap<Id, u64>,
+    /// Documents found at the rows' routing: id -> `_version`.
+    indexed: BTreeMap<Id, u64>,
+    /// Same version, other content.
+    drift: Vec<Id>,
+    /// Copies under a routing other than the row's.
+    strays: Vec<StrayCopy>,
+}
+
+impl PageCheck {
+    /// Differences `--fix` can repair on this page.
+    fn fixable(&self) -> u64 {
+        let mut result = diff(&self.expected, &self.indexed);
+        result.drift.clone_from(&self.drift);
+        result.strays.clone_from(&self.strays);
+        result.fixable()
+    }
+}
+
+/// Compares `ids`: the rows as the writer would index them against what the
 /// index holds for them.
 async fn check_ids(
     connected: &Connected,
     side: &Side<'_>,
     ids: &[Id],
-) -> anyhow::Result<(BTreeMap<Id, u64>, BTreeMap<Id, u64>)> {
-    let (expected, lookups) = expected_versions(connected, side, ids).await?;
-    let indexed = side.index.versions(&lookups).await?;
-    Ok((expected, indexed))
+) -> anyhow::Result<PageCheck> {
+    let expected = expected_documents(connected, side, ids).await?;
+    let contents = side.index.contents(&expected.lookups).await?;
+    let drift = drifted(&expected.contents, &contents);
+    let indexed: BTreeMap<Id, u64> = contents
+        .into_iter()
+        .map(|(id, (version, _))| (id, version))
+        .collect();
+    let strays = if side.mapping.spec.routing_column.is_some() {
+        let routed: Vec<Id> = expected.routing.keys().cloned().collect();
+        stray_copies(
+            side.index.copies(&routed).await?,
+            &expected.routing,
+            &indexed,
+        )
+    } else {
+        Vec::new()
+    };
+    Ok(PageCheck {
+        expected: expected.versions,
+        indexed,
+        drift,
+        strays,
+    })
 }
 
-/// The expected (id, version) of the live rows among `ids`, per the writer's
-/// rules, and every id to look up in the index with its routing.
-async fn expected_versions(
+/// What the writer would do with some ids.
+struct ExpectedDocuments {
+    /// Live rows: id -> version.
+    versions: BTreeMap<Id, u64>,
+    /// Live rows: id -> (version, hash of the document built from the row).
+    contents: BTreeMap<Id, (u64, u64)>,
+    /// Ids with a row (live or soft-deleted): id -> the routing it gives.
+    routing: BTreeMap<Id, Option<String>>,
+    /// Every id to look up in the index, with its routing.
+    lookups: Vec<(Id, Option<String>)>,
+}
+
+/// Re-reads `ids` and plans them with the writer's rules
+/// (`esync::document::plan_actions`): versions, soft deletes, routing and
+/// the document itself mean the same here as in the daemon.
+async fn expected_documents(
     connected: &Connected,
     side: &Side<'_>,
     ids: &[Id],
-) -> anyhow::Result<(BTreeMap<Id, u64>, Vec<(Id, Option<String>)>)> {
+) -> anyhow::Result<ExpectedDocuments> {
     let rows = side
         .mapping
         .reader
         .fetch(&connected.database, ids)
         .await
         .with_context(|| format!("cannot re-read rows of {}", side.mapping.name))?;
-    let mut expected = BTreeMap::new();
-    let mut lookups = Vec::with_capacity(ids.len());
-    for planned in plan_actions(&side.mapping.spec, ids, rows, 0) {
+    let mut expected = ExpectedDocuments {
+        versions: BTreeMap::new(),
+        contents: BTreeMap::new(),
+        routing: BTreeMap::new(),
+        lookups: Vec::with_capacity(ids.len()),
+    };
+    // plan_actions plans a missing row as a delete with version `now`; with 0
+    // such deletes are told apart from soft deletes, which carry the row's
+    let missing_row_version = 0;
+    for planned in plan_actions(&side.mapping.spec, ids, rows, missing_row_version) {
         match planned.action {
             Ok(BulkAction::Index {
+                version,
+                routing,
+                source,
+                ..
+            }) => {
+                let hash = content_hash(&serde_json::Value::Object(source));
+                expected.versions.insert(planned.id.clone(), version);
+                expected
+                    .contents
+                    .insert(planned.id.clone(), (version, hash));
+                expected.routing.insert(planned.id.clone(), routing.clone());
+                expected.lookups.push((planned.id, routing));
+            }
+            Ok(BulkAction::Delete {
                 version, routing, ..
             }) => {
-                expected.insert(planned.id.clone(), version);
-                lookups.push((planned.id, routing));
+                if version != missing_row_version {
+                    expected.routing.insert(planned.id.clone(), routing.clone());
+                }
+                expected.lookups.push((planned.id, routing));
             }
-            Ok(BulkAction::Delete { routing, .. }) => lookups.push((planned.id, routing)),
             Err(error) => {
                 tracing::warn!(mapping = %side.mapping.name, id = %planned.id, error = %error, "row cannot be indexed; not compared");
             }
         }
     }
-    Ok((expected, lookups))
+    Ok(expected)
 }
 
 /// Repairs (or hands over) the differing ids, then checks them again.
@@ -434,6 +544,7 @@ async fn fix(
     connected: &Connected,
     settings: &VerifySettings,
     differing: &[Vec<Id>],
+    strays: &[Vec<StrayCopy>],
 ) -> anyhow::Result<FixReport> {
     let mut report = FixReport::default();
     if let FixMode::Publish(topic) = &settings.fix {
@@ -469,10 +580,12 @@ async fn fix(
             }
         }
     }
-    // Check the repaired ids again, by id (no search: nothing waits for a refresh).
+    // Check the repaired ids again, by id (a search for stray copies after
+    // a refresh, so the deleted ones are gone from it).
     let mut remaining = 0;
     for (mapping_index, ids) in differing.iter().enumerate() {
-        if ids.is_empty() {
+        let mapping_strays = &strays[mapping_index];
+        if ids.is_empty() && mapping_strays.is_empty() {
             continue;
         }
         let config = &connected.loaded.config.mappings[mapping_index];
@@ -490,11 +603,37 @@ async fn fix(
                 .await?,
         };
         debug_assert_eq!(side.mapping_index, mapping_index);
-        for page in ids.chunks(batch_size) {
-            let (expected, indexed) = check_ids(connected, &side, page).await?;
-            remaining += diff(&expected, &indexed).fixable();
+        if !mapping_strays.is_empty() {
+            report.strays_deleted += delete_strays(connected, &side, mapping_strays).await?;
+            side.index.refresh().await?;
+        }
+        let mut recheck: Vec<Id> = ids.clone();
+        recheck.extend(mapping_strays.iter().map(|copy| copy.id.clone()));
+        recheck.sort();
+        recheck.dedup();
+        for page in recheck.chunks(batch_size) {
+            remaining += check_ids(connected, &side, page).await?.fixable();
         }
     }
     report.remaining = Some(remaining);
     Ok(report)
+}
+
+/// Deletes the stray copies that are still strays: the rows are re-read
+/// first, so a copy whose row has meanwhile moved back to its routing is
+/// kept, and each delete is versioned with the copy's version as seen.
+async fn delete_strays(
+    connected: &Connected,
+    side: &Side<'_>,
+    strays: &[StrayCopy],
+) -> anyhow::Result<u64> {
+    let mut deleted = 0;
+    for page in strays.chunks(1000) {
+        let ids: Vec<Id> = page.iter().map(|copy| copy.id.clone()).collect();
+        let routing = expected_documents(connected, side, &ids).await?.routing;
+        // these passed the hit check already; only the rows are judged again
+        let still = stray_copies(page.to_vec(), &routing, &BTreeMap::new());
+        deleted += side.index.delete_copies(&still).await?;
+    }
+    Ok(deleted)
 }

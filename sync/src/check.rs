@@ -5,11 +5,14 @@
 //! and returns a list of findings instead of stopping at the first.
 
 use crate::config::LoadedConfig;
+use crate::config::MappingConfig;
 use crate::db::{Database, Dialect, RowReader};
-use crate::document::DeleteStrategy;
+use crate::document::{DeleteStrategy, VersionKind};
 use crate::es::EsClient;
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
-use sqlx::{AssertSqlSafe, Column as _, Executor as _, SqlSafeStr as _, Statement as _};
+use sqlx::{
+    AssertSqlSafe, Column as _, Executor as _, SqlSafeStr as _, Statement as _, TypeInfo as _,
+};
 use std::time::Duration;
 
 /// One result line of `esync check`.
@@ -111,6 +114,7 @@ pub async fn run_checks(loaded: &LoadedConfig) -> Vec<Finding> {
                                     columns.len()
                                 ),
                             ));
+                            findings.extend(check_version_column(&database, mapping, &sql).await);
                         } else {
                             findings.push(finding(
                                 Level::Failure,
@@ -163,6 +167,113 @@ pub async fn run_checks(loaded: &LoadedConfig) -> Vec<Finding> {
 
     findings.extend(check_kafka(loaded).await);
     findings
+}
+
+/// Warns when a `timestamp` version column cannot strictly increase with
+/// every change (a `DATE`, or fewer than six fractional-second digits): two
+/// states of a row then share a version, the older read can land last and
+/// stay, and versions cannot show it (`esync-recover verify` compares
+/// content for that). `None` when the column is fine or its type cannot be
+/// learnt (a custom query hides the table: nothing to say).
+async fn check_version_column(
+    database: &Database,
+    mapping: &MappingConfig,
+    reread_sql: &str,
+) -> Option<Finding> {
+    if mapping.version.kind != VersionKind::Timestamp {
+        return None;
+    }
+    let column = &mapping.version.column;
+    let type_name = crate::on_pool!(database, pool => {
+        pool.prepare(AssertSqlSafe(reread_sql.to_owned()).into_sql_str())
+            .await
+            .map(|described| {
+                described
+                    .columns()
+                    .iter()
+                    .find(|described| described.name() == column)
+                    .map(|described| described.type_info().name().to_owned())
+            })
+    })
+    .ok()
+    .flatten()?;
+    let digits = match &mapping.table {
+        Some(table) => fractional_digits(database, table, column).await,
+        None => None,
+    };
+    let problem = version_tick(&type_name, digits)?;
+    Some(finding(
+        Level::Warning,
+        format!(
+            "mapping {}: version column {column} is {problem}: two changes within {} share a version, and an older read can stay in the index; use a microsecond timestamp (TIMESTAMP(6)) or a counter bumped on every change, and run esync-recover verify (it compares content)",
+            mapping.display_name(),
+            match problem.as_str() {
+                "DATE" => "1 day".to_owned(),
+                _ => tick_text(digits.unwrap_or(0)),
+            }
+        ),
+    ))
+}
+
+/// The column's type as the warning names it, when a column of `type_name`
+/// with `digits` fractional-second digits cannot hold a new value for every
+/// change; `None` for microsecond timestamps and types this check does not
+/// know.
+fn version_tick(type_name: &str, digits: Option<i64>) -> Option<String> {
+    let type_name = type_name.to_ascii_uppercase();
+    match type_name.as_str() {
+        "DATE" => Some(type_name),
+        "TIMESTAMP" | "TIMESTAMPTZ" | "DATETIME" => match digits {
+            Some(digits @ 0..=5) => Some(format!("{type_name}({digits})")),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// How long one step of a column with `digits` fractional digits spans.
+fn tick_text(digits: i64) -> String {
+    match digits {
+        ..=0 => "1 s",
+        1 => "100 ms",
+        2 => "10 ms",
+        3 => "1 ms",
+        4 => "100 µs",
+        _ => "10 µs",
+    }
+    .to_owned()
+}
+
+/// The declared fractional-second digits of `table.column` (`schema.table`
+/// allowed), if the database says.
+async fn fractional_digits(database: &Database, table: &str, column: &str) -> Option<i64> {
+    let (schema, table) = match table.rsplit_once('.') {
+        Some((schema, table)) => (Some(schema.to_owned()), table.to_owned()),
+        None => (None, table.to_owned()),
+    };
+    let digits: Result<Option<Option<i64>>, sqlx::Error> = match database {
+        Database::Postgres(pool) => sqlx::query_scalar::<_, Option<i32>>(
+            "SELECT CAST(datetime_precision AS INTEGER) FROM information_schema.columns \
+             WHERE table_schema = COALESCE($1, current_schema()) AND table_name = $2 AND column_name = $3",
+        )
+        .bind(schema)
+        .bind(table)
+        .bind(column.to_owned())
+        .fetch_optional(pool)
+        .await
+        .map(|digits| digits.map(|digits| digits.map(i64::from))),
+        Database::MySql(pool) => sqlx::query_scalar::<_, Option<i64>>(
+            "SELECT CAST(DATETIME_PRECISION AS SIGNED) FROM information_schema.COLUMNS \
+             WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ? AND COLUMN_NAME = ?",
+        )
+        .bind(schema)
+        .bind(table)
+        .bind(column.to_owned())
+        .fetch_optional(pool)
+        .await,
+        Database::Sqlite(_) => Ok(None),
+    };
+    digits.ok().flatten().flatten()
 }
 
 async fn describe_columns(database: &Database, sql: &str) -> Result<Vec<String>, sqlx::Error> {
@@ -239,5 +350,38 @@ pub fn dialect_notes(dialect: Dialect) -> &'static str {
     match dialect {
         Dialect::Postgres => "ids are bound as one array per batch",
         Dialect::MySql | Dialect::Sqlite => "ids are bound in chunks of source.read_chunk_size",
+    }
+}
+
+#[cfg(test)]
+mod version_column_tests {
+    use super::*;
+
+    /// Issue 9 item 15: which version column types cannot take a new value
+    /// for every change.
+    #[test]
+    fn coarse_version_columns_are_named() {
+        let cases = [
+            ("DATE", None, Some("DATE")),
+            ("date", Some(0), Some("DATE")),
+            ("TIMESTAMPTZ", Some(0), Some("TIMESTAMPTZ(0)")),
+            ("TIMESTAMP", Some(3), Some("TIMESTAMP(3)")),
+            ("DATETIME", Some(0), Some("DATETIME(0)")),
+            ("DATETIME", Some(6), None),
+            ("TIMESTAMPTZ", Some(6), None),
+            // unknown precision (a custom query): nothing to say
+            ("TIMESTAMP", None, None),
+            ("BIGINT", Some(0), None),
+        ];
+        for (type_name, digits, expected) in cases {
+            assert_eq!(
+                version_tick(type_name, digits).as_deref(),
+                expected,
+                "{type_name} {digits:?}"
+            );
+        }
+        assert_eq!(tick_text(0), "1 s");
+        assert_eq!(tick_text(3), "1 ms");
+        assert_eq!(tick_text(5), "10 µs");
     }
 }

@@ -696,6 +696,84 @@ async fn coarse_timestamp_second_update_is_published(db: Db) {
     table.drop_table().await;
 }
 
+/// Issue 9 item 13: a row stamped in the future moved the saved watermark
+/// there; a publisher restarted later than `look_back` then scanned from its
+/// own `now - look_back` and never published the rows written while it was
+/// down. The checkpoint is capped at the database time of the poll's start.
+async fn future_stamp_then_restart_after_look_back_misses_nothing(db: Db) {
+    let table = OrdersTable::create(db).await;
+    prepare_for_polling(&table).await;
+    let topic = Topic::create(&kafka(), "publish_future", 1).await;
+    let (brokers, es_url) = (kafka(), es());
+    table.insert(1..=20).await;
+    let look_back = Duration::from_secs(1);
+    let setup = PublisherSetup {
+        table: &table,
+        topic: &topic.name,
+        brokers: &brokers,
+        es_url: &es_url,
+        publish: "  poll_interval: 50ms\n  look_back: 1s\n".into(),
+        checkpoint_table: None,
+    };
+    let mut publisher = Publisher::start(&setup, false);
+    wait_until(
+        "the rows published",
+        WAIT,
+        &mut [&mut publisher],
+        || async { missing(&counts(&read_topic(&brokers, &topic.name).await), 1..=20, 1) },
+    )
+    .await;
+    // a writer whose clock runs a day ahead
+    let tomorrow = match db {
+        Db::Postgres => "clock_timestamp() + interval '1 day'",
+        Db::MariaDb => "NOW(6) + INTERVAL 1 DAY",
+    };
+    exec(
+        &table.database,
+        &format!(
+            "UPDATE {} SET version = version + 1, updated_at = {tomorrow} WHERE id = 5",
+            table.name
+        ),
+    )
+    .await;
+    wait_until(
+        "the future-stamped row published",
+        WAIT,
+        &mut [&mut publisher],
+        || async { missing(&counts(&read_topic(&brokers, &topic.name).await), [5], 2) },
+    )
+    .await;
+    let status = publisher.terminate();
+    assert!(status.success(), "SIGTERM must exit 0, got {status}");
+    // rows written while the publisher is down, then a restart later than look_back
+    table.insert(21..=40).await;
+    for id in 10..=12 {
+        exec(&table.database, &touch_sql(&table, id, "while down")).await;
+    }
+    tokio::time::sleep(look_back + Duration::from_millis(700)).await;
+    publisher.spawn();
+    wait_until(
+        "every row written while down published",
+        Duration::from_secs(20),
+        &mut [&mut publisher],
+        || async {
+            let counts = counts(&read_topic(&brokers, &topic.name).await);
+            missing(&counts, 21..=40, 1).and(missing(&counts, 10..=12, 2))
+        },
+    )
+    .await;
+    let status = publisher.terminate();
+    assert!(status.success(), "SIGTERM must exit 0, got {status}");
+    // logs written to a file carry no terminal colour codes
+    let log = std::fs::read_to_string(&publisher.log_path).expect("publisher log");
+    assert!(log.contains("polling"), "{log}");
+    assert!(
+        !log.contains("\x1b["),
+        "ANSI escape codes in a log file:\n{log}"
+    );
+    table.drop_table().await;
+}
+
 /// The poller feeds `esync run`: inserts, updates and soft deletes reach the
 /// index, which ends equal to the table.
 async fn poller_feeds_the_daemon_end_to_end(db: Db) {
@@ -806,6 +884,74 @@ async fn check_warns_without_the_poll_index(db: Db) {
         with.lines()
             .any(|line| line.starts_with("[ok  ] publish orders: the poll query uses an index")),
         "{with}"
+    );
+    table.drop_table().await;
+}
+
+/// Issue 9 item 15: a version column that cannot strictly increase with
+/// every change (second precision, `DATE`) lets two states share a version,
+/// and an older read can stay in the index; `esync check` warns about it.
+async fn check_warns_about_coarse_version_columns(db: Db) {
+    let table = OrdersTable::create(db).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config_path = dir.path().join("esync.yaml");
+    let config = format!(
+        "source:\n  url: ${{ESYNC_TEST_DATABASE_URL}}\nkafka:\n  brokers: \"{}\"\nelasticsearch:\n  urls: [\"{}\"]\n\
+         metrics: {{listen: null}}\nmappings:\n  - name: orders\n    topics: [{}]\n    table: {}\n    index: {}\n\
+         \x20   version: {{column: updated_at, kind: timestamp}}\n",
+        kafka(),
+        es(),
+        unique("unused"),
+        table.name,
+        unique("unused"),
+    );
+    std::fs::write(&config_path, config).expect("write config");
+    let check = || {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_esync"))
+            .arg("check")
+            .arg("--config")
+            .arg(&config_path)
+            .env("ESYNC_TEST_DATABASE_URL", db.url())
+            .output()
+            .expect("run esync check");
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        let warning = stdout
+            .lines()
+            .find(|line| line.starts_with("[warn] mapping orders: version column updated_at"))
+            .map(str::to_owned);
+        (stdout, warning)
+    };
+    let (stdout, warning) = check();
+    assert_eq!(warning, None, "microseconds are fine: {stdout}");
+    let (seconds, date) = match db {
+        Db::Postgres => (
+            format!(
+                "ALTER TABLE {} ALTER COLUMN updated_at TYPE TIMESTAMPTZ(0)",
+                table.name
+            ),
+            format!(
+                "ALTER TABLE {} ALTER COLUMN updated_at TYPE DATE",
+                table.name
+            ),
+        ),
+        Db::MariaDb => (
+            format!(
+                "ALTER TABLE {} MODIFY updated_at DATETIME NOT NULL DEFAULT CURRENT_TIMESTAMP",
+                table.name
+            ),
+            format!("ALTER TABLE {} MODIFY updated_at DATE NULL", table.name),
+        ),
+    };
+    exec(&table.database, &seconds).await;
+    let (stdout, warning) = check();
+    let warning = warning.unwrap_or_else(|| panic!("no warning for seconds: {stdout}"));
+    assert!(warning.contains("within 1 s"), "{warning}");
+    exec(&table.database, &date).await;
+    let (stdout, warning) = check();
+    let warning = warning.unwrap_or_else(|| panic!("no warning for DATE: {stdout}"));
+    assert!(
+        warning.contains("DATE") && warning.contains("within 1 day"),
+        "{warning}"
     );
     table.drop_table().await;
 }
@@ -959,4 +1105,6 @@ per_database! {
     outbox_keeps_rows_when_kafka_fails_delete => |db| super::outbox_keeps_rows_when_kafka_fails(db, "delete");
     outbox_keeps_rows_when_kafka_fails_mark => |db| super::outbox_keeps_rows_when_kafka_fails(db, "mark");
     coarse_timestamp_second_update_is_published => super::coarse_timestamp_second_update_is_published;
+    future_stamp_then_restart_after_look_back_misses_nothing => super::future_stamp_then_restart_after_look_back_misses_nothing;
+    check_warns_about_coarse_version_columns => super::check_warns_about_coarse_version_columns;
 }

@@ -292,6 +292,25 @@ impl Index {
         );
     }
 
+    /// How many documents the index holds (after a refresh).
+    pub async fn count(&self) -> u64 {
+        let refresh = format!("/{}/_refresh", self.name);
+        self.es
+            .request_ok(elasticsearch::http::Method::Post, &refresh, None)
+            .await
+            .expect("refresh");
+        let response = self
+            .es
+            .request_ok(
+                elasticsearch::http::Method::Get,
+                &format!("/{}/_count", self.name),
+                None,
+            )
+            .await
+            .expect("_count");
+        response["count"].as_u64().expect("a count")
+    }
+
     /// Indexes a document directly (planting differences).
     pub async fn put(&self, id: i64, version: u64, name: &str) {
         let path = format!(

@@ -596,6 +596,8 @@ impl PollLoop {
         tracing::info!(mapping = %target.mapping, table = %target.table, topic = %target.topic, watermark = ?window.watermark(), "polling");
         let mut last_null_check: Option<Instant> = None;
         let mut saved = window.watermark().cloned();
+        // what `finish` saves: the last poll's capped watermark
+        let mut to_save = saved.clone();
         let mut last_save = Instant::now();
         while !shutdown.is_cancelled() {
             let poll_started = Instant::now();
@@ -622,7 +624,7 @@ impl PollLoop {
                             })
                             .await
                         else {
-                            return self.finish(&window, &saved).await;
+                            return self.finish(&to_save, &saved, &window).await;
                         };
                         rows
                     }
@@ -655,7 +657,7 @@ impl PollLoop {
                 let (sent, ahead) = tokio::join!(send, ahead);
                 if sent.is_none() {
                     // abandoned before Kafka acknowledged: not checkpointed
-                    return self.finish(&window, &saved).await;
+                    return self.finish(&to_save, &saved, &window).await;
                 }
                 prefetched = ahead;
                 if !decision.publish.is_empty() {
@@ -680,8 +682,9 @@ impl PollLoop {
                     .get_or_create(&label)
                     .inc_by(rows.len() as u64);
                 window.acknowledge(&rows, database_now_us);
+                to_save = window.checkpoint(database_now_us);
                 if last_save.elapsed() >= CHECKPOINT_EVERY {
-                    self.save(&label, &window, &mut saved).await;
+                    self.save(&label, &to_save, &mut saved).await;
                     last_save = Instant::now();
                 }
                 rows_this_poll += rows.len() as u64;
@@ -704,7 +707,8 @@ impl PollLoop {
                 }
             }
             window.prune(database_now_us);
-            self.save(&label, &window, &mut saved).await;
+            to_save = window.checkpoint(database_now_us);
+            self.save(&label, &to_save, &mut saved).await;
             last_save = Instant::now();
             self.metrics
                 .poll_duration
@@ -728,7 +732,7 @@ impl PollLoop {
                 break;
             }
         }
-        self.finish(&window, &saved).await
+        self.finish(&to_save, &saved, &window).await
     }
 
     async fn initial_window(
@@ -770,30 +774,42 @@ impl PollLoop {
         )))
     }
 
-    async fn finish(&self, window: &Window, saved: &Option<Position>) -> Result<(), PublishError> {
+    /// Saves `to_save` unless it is `saved` already, and logs the stop.
+    async fn finish(
+        &self,
+        to_save: &Option<Position>,
+        saved: &Option<Position>,
+        window: &Window,
+    ) -> Result<(), PublishError> {
         let target = &self.poller.target;
-        if let Some(watermark) = window.watermark()
-            && saved.as_ref() != Some(watermark)
+        if let Some(position) = to_save
+            && saved != to_save
         {
-            self.checkpoint.save(&target.mapping, watermark).await?;
+            self.checkpoint.save(&target.mapping, position).await?;
         }
         tracing::info!(mapping = %target.mapping, watermark = ?window.watermark(), "poller stopped");
         Ok(())
     }
 
-    async fn save(&self, label: &MappingLabel, window: &Window, saved: &mut Option<Position>) {
-        let Some(watermark) = window.watermark() else {
+    /// Saves `to_save` (a [`Window::checkpoint`]) unless it is `saved` already.
+    async fn save(
+        &self,
+        label: &MappingLabel,
+        to_save: &Option<Position>,
+        saved: &mut Option<Position>,
+    ) {
+        let Some(position) = to_save else {
             return;
         };
-        if saved.as_ref() == Some(watermark) {
+        if saved == to_save {
             return;
         }
         match self
             .checkpoint
-            .save(&self.poller.target.mapping, watermark)
+            .save(&self.poller.target.mapping, position)
             .await
         {
-            Ok(()) => *saved = Some(watermark.clone()),
+            Ok(()) => *saved = Some(position.clone()),
             Err(error) => {
                 // Not fatal: ids are in Kafka; an older checkpoint only means
                 // more re-published ids after a restart.

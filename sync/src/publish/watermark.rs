@@ -107,6 +107,30 @@ impl Window {
         }
     }
 
+    /// The position to checkpoint after a poll that started at database time
+    /// `poll_started_us`: `min(watermark, poll_started_us)`.
+    ///
+    /// A restarted publisher scans from the saved position minus `look_back`,
+    /// and its own clock only narrows that further. A watermark in the future
+    /// (a row stamped ahead) saved as it is would put the window past every
+    /// row written while the publisher was down, once the down time exceeds
+    /// `look_back`. Every row stamped up to the poll's start was scanned by
+    /// it (or is a late commit the look-back window is for), so the poll's
+    /// start is a safe place to resume; the future row is scanned (and
+    /// published) once more, which is harmless.
+    pub fn checkpoint(&self, poll_started_us: i64) -> Option<Position> {
+        let watermark = self.watermark.as_ref()?;
+        if watermark.timestamp_us <= poll_started_us {
+            return Some(watermark.clone());
+        }
+        // The id only orders rows within one timestamp; scans resume by
+        // timestamp, so keeping the watermark's id (and its type) is enough.
+        Some(Position {
+            timestamp_us: poll_started_us,
+            id: watermark.id.clone(),
+        })
+    }
+
     /// Decides which rows of a page (in scan order) must be produced.
     pub fn decide(&self, rows: &[Position]) -> PageDecision {
         let mut decision = PageDecision::default();
@@ -338,6 +362,42 @@ mod tests {
         assert_eq!(ids(&decision), vec![2], "a row written now is still seen");
         window.prune(2_000);
         assert_eq!(window.remembered(), 1, "the future pair stays suppressed");
+    }
+
+    /// Issue 9 item 13: the saved watermark is what a restarted publisher
+    /// scans behind. Saving a future watermark made a restart that came later
+    /// than `look_back` start its window at `now - look_back`, past the rows
+    /// written while it was down; the checkpoint is capped at the database
+    /// time at which the poll started.
+    #[test]
+    fn a_restart_after_look_back_scans_rows_written_while_down() {
+        let look_back = 100;
+        let far_future = at(253_402_300_799_000_000, 1);
+        let mut window = Window::new(Some(at(1_000, 5)), look_back, 0);
+        // last poll before the stop started at 2_000 and saw the future row
+        window.acknowledge(&[at(1_990, 6), far_future.clone()], 2_000);
+        let saved = window.checkpoint(2_000);
+        assert_eq!(
+            saved.as_ref().map(|position| position.timestamp_us),
+            Some(2_000),
+            "capped at the poll's start"
+        );
+        // rows written while down (2_000..5_000), restart at 5_000 > 2_000 + look_back
+        let restarted = Window::new(saved, look_back, 0);
+        let Cursor::From(start) = restarted.scan_start(5_000) else {
+            panic!("a window with a watermark scans from a timestamp");
+        };
+        assert!(
+            start <= 2_000,
+            "the scan starts at {start}, past rows written at 2_000"
+        );
+        let decision = restarted.decide(&[at(2_001, 7), at(4_999, 8), far_future.clone()]);
+        assert_eq!(ids(&decision), vec![7, 8, 1]);
+        // a watermark behind the poll's start is saved as it is
+        let mut behind = Window::new(None, look_back, 0);
+        behind.acknowledge(&[at(1_500, 3)], 2_000);
+        assert_eq!(behind.checkpoint(2_000), Some(at(1_500, 3)));
+        assert_eq!(Window::new(None, look_back, 0).checkpoint(2_000), None);
     }
 
     /// With a one-second column (`TIMESTAMP(0)`), a row updated twice in the
