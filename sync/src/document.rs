@@ -358,18 +358,9 @@ pub fn match_rows(spec: &DocumentSpec, ids: &[Id], rows: Vec<Row>) -> Vec<(Id, R
     // make another id unmatched
     let padded: Vec<Vec<usize>> = ids
         .iter()
-        .map(|id| {
-            match id {
-            Id::Str(text) if !exact.contains_key(id) => stray
-                .iter()
-                .enumerate()
-                .filter(|(_, (found, _))| {
-                    matches!(found, Some(Id::Str(found)) if equal_but_padding(found, text))
-                })
-                .map(|(position, _)| position)
-                .collect(),
+        .map(|id| match id {
+            Id::Str(text) if !exact.contains_key(id) => padded_rows(text, &stray),
             _ => Vec::new(),
-        }
         })
         .collect();
     let mut attributed = vec![false; stray.len()];
@@ -413,9 +404,18 @@ pub fn match_rows(spec: &DocumentSpec, ids: &[Id], rows: Vec<Row>) -> Vec<(Id, R
         .collect()
 }
 
-/// True when two string ids differ only in trailing spaces (CHAR padding).
-fn equal_but_padding(left: &str, right: &str) -> bool {
-    left.trim_end_matches(' ') == right.trim_end_matches(' ')
+/// Positions of the `stray` rows whose string id equals `requested` but for
+/// trailing spaces (CHAR padding).
+fn padded_rows(requested: &str, stray: &[(Option<Id>, Row)]) -> Vec<usize> {
+    let unpadded = requested.trim_end_matches(' ');
+    stray
+        .iter()
+        .enumerate()
+        .filter(|(_, (found, _))| {
+            matches!(found, Some(Id::Str(found)) if found.trim_end_matches(' ') == unpadded)
+        })
+        .map(|(position, _)| position)
+        .collect()
 }
 
 fn plan_row(spec: &DocumentSpec, index: &Arc<str>, id: &Id, row: Row) -> Planned {

@@ -484,6 +484,130 @@ async fn numeric_ids_reach_the_index(db: Db, column_type: &str) {
     table.drop_table().await;
 }
 
+/// `esync run` end to end with string ids of `column` type: each row
+/// (SQL literal, announced id) ends indexed under its announced id, byte for
+/// byte, and a hard-deleted row's document is deleted.
+async fn string_ids_reach_the_index(db: Db, column: &str, rows: &[(&str, &str)]) {
+    let database = connect(db).await;
+    let table = unique("items");
+    exec(
+        &database,
+        &format!("CREATE TABLE {table} (id {column} PRIMARY KEY, version BIGINT NOT NULL)"),
+    )
+    .await;
+    for (position, (literal, _)) in rows.iter().enumerate() {
+        exec(
+            &database,
+            &format!("INSERT INTO {table} VALUES ({literal}, {})", position + 1),
+        )
+        .await;
+    }
+    let kafka = required_env("ESYNC_TEST_KAFKA");
+    let topic = Topic::create(&kafka, "items", 1).await;
+    let index = Index::new(&required_env("ESYNC_TEST_ES"));
+    index.create().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let metrics_port = free_port();
+    let config = format!(
+        "source:\n  url: ${{ESYNC_TEST_DATABASE_URL}}\n  max_connections: 2\n\
+         kafka:\n  brokers: \"{kafka}\"\n  group_id: {group}\n  commit_interval: 200ms\n  options:\n    session.timeout.ms: \"6000\"\n    heartbeat.interval.ms: \"500\"\n\
+         elasticsearch:\n  urls: [\"{es}\"]\n  request_timeout: 5s\n\
+         mappings:\n  - name: items\n    topics: [{topic}]\n    table: {table}\n    id: {{column: id, type: string}}\n    index: {index}\n    version: {{column: version, kind: counter}}\n\
+         batch: {{max_ids: 50, max_wait: 50ms}}\nmetrics: {{listen: \"127.0.0.1:{metrics_port}\"}}\nshutdown_grace: 5s\n",
+        group = unique("group"),
+        es = required_env("ESYNC_TEST_ES"),
+        topic = topic.name,
+        index = index.name,
+    );
+    let config_path = dir.path().join("esync.yaml");
+    std::fs::write(&config_path, config).expect("write config");
+    let mut daemon = LoggedChild::new("esync run", dir.path().join("esync.log"));
+    daemon.start(
+        std::process::Command::new(env!("CARGO_BIN_EXE_esync"))
+            .args(["run", "--config"])
+            .arg(&config_path)
+            .env("ESYNC_TEST_DATABASE_URL", db.url()),
+    );
+    let started = std::time::Instant::now();
+    while !reqwest_get(&format!("http://127.0.0.1:{metrics_port}/healthz"))
+        .await
+        .starts_with("ok")
+    {
+        daemon.assert_running();
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{}",
+            daemon.log_tail(30)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let announced: Vec<&str> = rows.iter().map(|(_, id)| *id).collect();
+    for id in &announced {
+        topic
+            .producer
+            .send_raw(&topic.name, Some(id.as_bytes()), None)
+            .await
+            .expect("produce");
+    }
+    // every row indexed under its announced id with its version
+    let expected: Vec<Option<u64>> = (1..=announced.len() as u64).map(Some).collect();
+    wait_for_versions(&index, &announced, &expected, &mut daemon).await;
+    // a hard-deleted row's document goes, the others stay
+    exec(
+        &database,
+        &format!("DELETE FROM {table} WHERE id = {}", rows[0].0),
+    )
+    .await;
+    topic
+        .producer
+        .send_raw(&topic.name, Some(announced[0].as_bytes()), None)
+        .await
+        .expect("produce");
+    let mut expected = expected;
+    expected[0] = None;
+    wait_for_versions(&index, &announced, &expected, &mut daemon).await;
+    let status = daemon.terminate();
+    assert!(status.success(), "{status}");
+    exec(&database, &format!("DROP TABLE {table}")).await;
+}
+
+/// Polls `_mget` until `ids` have the `expected` versions (None: no document).
+async fn wait_for_versions(
+    index: &Index,
+    ids: &[&str],
+    expected: &[Option<u64>],
+    daemon: &mut LoggedChild,
+) {
+    let started = std::time::Instant::now();
+    loop {
+        let response = index
+            .es
+            .request_ok(
+                elasticsearch::http::Method::Post,
+                &format!("/{}/_mget", index.name),
+                Some(&serde_json::json!({ "ids": ids })),
+            )
+            .await
+            .expect("_mget");
+        let found: Vec<Option<u64>> = response["docs"]
+            .as_array()
+            .expect("docs")
+            .iter()
+            .map(|doc| doc["_version"].as_u64().filter(|_| doc["found"] == true))
+            .collect();
+        if found == expected {
+            return;
+        }
+        daemon.assert_running();
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "ids {ids:?}: versions {found:?}, expected {expected:?}\n{}",
+            daemon.log_tail(30)
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
 mod postgres {
     use super::*;
 
@@ -516,6 +640,32 @@ mod postgres {
     #[ignore = "needs scripts/services.sh"]
     async fn domain_ids_reach_the_index() {
         super::numeric_ids_reach_the_index(Db::Postgres, "esync_test_bigid").await;
+    }
+
+    #[tokio::test]
+    #[ignore = "needs scripts/services.sh"]
+    async fn whitespace_text_ids_reach_the_index() {
+        let rows = [
+            ("' a'", " a"),
+            ("'a '", "a "),
+            ("E'\\ta\\t'", "\ta\t"),
+            ("'a'", "a"),
+        ];
+        super::string_ids_reach_the_index(Db::Postgres, "TEXT", &rows).await;
+    }
+
+    #[tokio::test]
+    #[ignore = "needs scripts/services.sh"]
+    async fn char_and_uuid_ids_reach_the_index() {
+        let rows = [("'ab'", "ab"), ("'cd'", "cd      ")];
+        super::string_ids_reach_the_index(Db::Postgres, "CHAR(8)", &rows).await;
+        let uuid = "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11";
+        let rows = [(format!("'{uuid}'"), uuid)];
+        let rows: Vec<(&str, &str)> = rows
+            .iter()
+            .map(|(literal, id)| (literal.as_str(), *id))
+            .collect();
+        super::string_ids_reach_the_index(Db::Postgres, "UUID", &rows).await;
     }
 }
 
@@ -550,5 +700,24 @@ mod mariadb {
     #[ignore = "needs scripts/services.sh"]
     async fn decimal_ids_reach_the_index() {
         super::numeric_ids_reach_the_index(Db::MariaDb, "DECIMAL(20,0)").await;
+    }
+
+    #[tokio::test]
+    #[ignore = "needs scripts/services.sh"]
+    async fn whitespace_varchar_ids_reach_the_index() {
+        let rows = [
+            ("' a'", " a"),
+            ("'b '", "b "),
+            ("'\\tc\\t'", "\tc\t"),
+            ("'d'", "d"),
+        ];
+        super::string_ids_reach_the_index(Db::MariaDb, "VARCHAR(20)", &rows).await;
+    }
+
+    #[tokio::test]
+    #[ignore = "needs scripts/services.sh"]
+    async fn char_ids_reach_the_index() {
+        let rows = [("'ab'", "ab"), ("'cd'", "cd      ")];
+        super::string_ids_reach_the_index(Db::MariaDb, "CHAR(8)", &rows).await;
     }
 }
