@@ -2,14 +2,19 @@
 //!
 //! The file was already validated (every problem at once); this module tests
 //! each connection and each mapping's re-read query against the real systems
-//! and returns a list of findings instead of stopping at the first.
+//! (and that one real row's id round-trips through it) and returns a list of
+//! findings instead of stopping at the first.
 
 use crate::config::LoadedConfig;
 use crate::config::MappingConfig;
-use crate::db::{Database, Dialect, RowReader};
-use crate::document::{DeleteStrategy, VersionKind};
+use crate::db::{Database, Dialect};
+use crate::document::{DeleteStrategy, SqlValue, VersionKind, match_rows, row_id};
 use crate::es::EsClient;
+use crate::id::{Id, IdType, truncate_for_message};
+use crate::pg_ids::PgIdMatch;
+use crate::writer::Mapping;
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
+use serde_json::Value;
 use sqlx::{
     AssertSqlSafe, Column as _, Executor as _, SqlSafeStr as _, Statement as _, TypeInfo as _,
 };
@@ -85,11 +90,22 @@ pub async fn run_checks(loaded: &LoadedConfig) -> Vec<Finding> {
                 format!("database: connected ({:?})", database.dialect()),
             ));
             findings.extend(crate::publish::check::findings(config, &database).await);
-            for mapping in &config.mappings {
-                let reader =
-                    RowReader::new(mapping, database.dialect(), config.source.read_chunk_size);
-                let sql = reader.sql_for(1);
+            let built = Mapping::all_from_config(config, database.dialect());
+            for (mapping, built) in config.mappings.iter().zip(&built) {
+                let reader = &built.reader;
                 let name = mapping.display_name();
+                match reader.prepare(&database).await {
+                    Ok(PgIdMatch::ColumnAsText) => findings.push(finding(
+                        Level::Warning,
+                        format!("mapping {name}: the id column's type cannot be compared with the ids directly; the re-read compares it as text and cannot use its index"),
+                    )),
+                    Ok(_) => {}
+                    Err(error) => findings.push(finding(
+                        Level::Failure,
+                        format!("mapping {name}: cannot look up the id column's type: {error}"),
+                    )),
+                }
+                let sql = reader.sql_for(1);
                 match describe_columns(&database, &sql).await {
                     Err(error) => findings.push(finding(
                         Level::Failure,
@@ -114,6 +130,7 @@ pub async fn run_checks(loaded: &LoadedConfig) -> Vec<Finding> {
                                     columns.len()
                                 ),
                             ));
+                            findings.push(id_round_trip(&database, built).await);
                             findings.extend(check_version_column(&database, mapping, &sql).await);
                         } else {
                             findings.push(finding(
@@ -274,6 +291,106 @@ async fn fractional_digits(database: &Database, table: &str, column: &str) -> Op
         Database::Sqlite(_) => Ok(None),
     };
     digits.ok().flatten().flatten()
+}
+
+/// Proves that a mapping's ids round-trip, on one real row: its id column is
+/// read back as the re-read reads it, turned into an id, re-read by that id,
+/// and the same row must be found and matched. Otherwise rows of this
+/// mapping would be dead-lettered as `unmatched_id` (or never found); the
+/// failure says why, with a hint.
+pub async fn id_round_trip(database: &Database, mapping: &Mapping) -> Finding {
+    let name = &mapping.name;
+    let spec = &mapping.spec;
+    let fail = |what: String, hint: &str| {
+        finding(
+            Level::Failure,
+            format!("mapping {name}: id round trip fails: {what}; hint: {hint}"),
+        )
+    };
+    let value = match mapping.reader.sample_id(database).await {
+        Err(error) => {
+            return fail(
+                format!("cannot read an id from the table: {error}"),
+                "check the table and id column names",
+            );
+        }
+        Ok(None) if !mapping.reader.reads_table() => {
+            return finding(
+                Level::Warning,
+                format!(
+                    "mapping {name}: id round trip not checked: a custom query has no table to take a row from; ids in messages must equal the id column as the query returns it"
+                ),
+            );
+        }
+        Ok(None) => {
+            return finding(
+                Level::Warning,
+                format!("mapping {name}: id round trip not checked: the table is empty"),
+            );
+        }
+        Ok(Some(value)) => value,
+    };
+    let Some(id) = row_id(&value, spec.id_type) else {
+        let shown = match &value {
+            SqlValue::Undecodable(reason) => reason.clone(),
+            value => truncate_for_message(&value.to_json().to_string()),
+        };
+        let hint = match spec.id_type {
+            IdType::Integer => {
+                "an integer id is a whole number from -2^63 to 2^63-1; declare `id: {type: string}` for other ids (uuids, text, unsigned values above 2^63-1, decimals with a fraction)"
+            }
+            IdType::String => "cast the id column to text in a custom query",
+        };
+        return fail(
+            format!(
+                "the id column {} holds {shown}, which is not {}",
+                spec.id_column,
+                match spec.id_type {
+                    IdType::Integer => "an integer id",
+                    IdType::String => "a string id",
+                }
+            ),
+            hint,
+        );
+    };
+    let rows = match mapping
+        .reader
+        .fetch(database, std::slice::from_ref(&id))
+        .await
+    {
+        Ok(rows) => rows,
+        Err(error) => {
+            return fail(
+                format!("the re-read by id {} fails: {error}", shown(&id)),
+                "the re-read must accept the ids as declared (in a custom query compare the id column as it needs, e.g. `o.id::text IN {ids}`)",
+            );
+        }
+    };
+    match match_rows(spec, std::slice::from_ref(&id), rows).pop() {
+        Some((_, Ok(Some(_)))) => finding(
+            Level::Ok,
+            format!(
+                "mapping {name}: id round trip: id {} read back and found again by the re-read",
+                shown(&id)
+            ),
+        ),
+        Some((_, Ok(None))) | None => fail(
+            format!("the re-read by id {} finds no row", shown(&id)),
+            "the re-read query must find a row by the id it returns: check the id column and the query's id comparison",
+        ),
+        Some((_, Err(error))) => fail(
+            format!("the re-read by id {}: {error}", shown(&id)),
+            "the database returns the id in another form than it finds it by (a case-insensitive collation, a type conversion); declare the id type that matches the column, or return the id as it is announced",
+        ),
+    }
+}
+
+/// An id for a message: string ids quoted, so whitespace in them shows.
+fn shown(id: &Id) -> String {
+    match id {
+        Id::Int(int) => int.to_string(),
+        Id::Str(text) => Value::from(text.as_ref()).to_string(),
+    }
 }
 
 async fn describe_columns(database: &Database, sql: &str) -> Result<Vec<String>, sqlx::Error> {

@@ -190,7 +190,9 @@ pub struct IdConfig {
     /// Column name (default `id`).
     #[serde(default = "default_id_column")]
     pub column: String,
-    /// `integer` (default) or `string`.
+    /// `integer` (default; a whole number from -2^63 to 2^63-1, from any
+    /// integer or integral NUMERIC/DECIMAL column) or `string` (exact text,
+    /// byte for byte; also uuids, CHAR(n) and numbers beyond `integer`).
     #[serde(default = "default_id_type", rename = "type")]
     pub id_type: IdType,
 }

@@ -11,6 +11,7 @@
 use crate::config::MappingConfig;
 use crate::document::{Row, SqlValue};
 use crate::id::{Id, IdType};
+use crate::pg_ids::{BASE_TYPE_SQL, PgIdMatch};
 use crate::secret::{Secret, redact_url};
 use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Utc};
 use rust_decimal::Decimal;
@@ -172,9 +173,17 @@ pub struct RowReader {
     mapping: String,
     dialect: Dialect,
     id_type: IdType,
-    /// SQL with `{ids}` where the id placeholders go.
+    /// A custom query with `{ids}` where the id placeholders go, or for a
+    /// table `SELECT <columns> FROM <table>` (the `WHERE` is added per dialect).
     template: String,
+    /// For a table: the quoted table and id column.
+    table: Option<(String, String)>,
+    /// The id column's name, unquoted.
+    id_column: String,
     chunk_size: usize,
+    /// How a PostgreSQL table's id column is compared with the bound ids,
+    /// learned from the catalog on first use and shared by clones.
+    pg_id_match: Arc<tokio::sync::OnceCell<PgIdMatch>>,
 }
 
 /// Quotes an identifier (`schema.table` is quoted part by part).
@@ -192,8 +201,8 @@ pub fn quote_identifier(dialect: Dialect, name: &str) -> String {
 impl RowReader {
     /// Builds the reader for `mapping` (validated config: `table` or `query`).
     pub fn new(mapping: &MappingConfig, dialect: Dialect, chunk_size: usize) -> RowReader {
-        let template = match (&mapping.table, &mapping.query) {
-            (_, Some(query)) => query.clone(),
+        let (template, table) = match (&mapping.table, &mapping.query) {
+            (_, Some(query)) => (query.clone(), None),
             (Some(table), None) => {
                 let columns = if mapping.columns.is_empty() {
                     "*".to_owned()
@@ -207,12 +216,7 @@ impl RowReader {
                 };
                 let id = quote_identifier(dialect, &mapping.id.column);
                 let table = quote_identifier(dialect, table);
-                match dialect {
-                    Dialect::Postgres => {
-                        format!("SELECT {columns} FROM {table} WHERE {id} = ANY({{ids}})")
-                    }
-                    _ => format!("SELECT {columns} FROM {table} WHERE {id} IN {{ids}}"),
-                }
+                (format!("SELECT {columns} FROM {table}"), Some((table, id)))
             }
             (None, None) => unreachable!("validated config has table or query"),
         };
@@ -221,24 +225,97 @@ impl RowReader {
             dialect,
             id_type: mapping.id.id_type,
             template,
+            table,
+            id_column: mapping.id.column.clone(),
             chunk_size: chunk_size.max(1),
+            pg_id_match: Arc::default(),
         }
     }
 
-    /// The SQL sent for `count` ids.
+    /// The SQL sent for `count` ids. On PostgreSQL tables it compares the id
+    /// column as learned by [`RowReader::prepare`] (plainly before that).
     pub fn sql_for(&self, count: usize) -> String {
-        let placeholder = match (self.dialect, self.id_type) {
-            (Dialect::Postgres, IdType::Integer) if self.template.contains("ANY({ids})") => {
-                "$1::int8[]".to_owned()
+        let pg_id_match = self.pg_id_match.get().copied().unwrap_or(PgIdMatch::Plain);
+        let placeholders = || format!("({})", vec!["?"; count.max(1)].join(", "));
+        match (&self.table, self.dialect) {
+            (Some((_, id)), Dialect::Postgres) => format!(
+                "{} WHERE {}",
+                self.template,
+                pg_id_match.condition(id, self.id_type)
+            ),
+            (Some((_, id)), _) => format!("{} WHERE {id} IN {}", self.template, placeholders()),
+            (None, Dialect::Postgres) => {
+                let array = match self.id_type {
+                    IdType::Integer => "int8",
+                    IdType::String => "text",
+                };
+                let unnest = format!("(SELECT unnest($1::{array}[]))");
+                self.template.replace("{ids}", &unnest)
             }
-            (Dialect::Postgres, IdType::String) if self.template.contains("ANY({ids})") => {
-                "$1::text[]".to_owned()
-            }
-            (Dialect::Postgres, IdType::Integer) => "(SELECT unnest($1::int8[]))".to_owned(),
-            (Dialect::Postgres, IdType::String) => "(SELECT unnest($1::text[]))".to_owned(),
-            _ => format!("({})", vec!["?"; count.max(1)].join(", ")),
+            (None, _) => self.template.replace("{ids}", &placeholders()),
+        }
+    }
+
+    /// Learns how a PostgreSQL table's id column compares with the bound ids
+    /// (its type, a domain by its base type; see [`crate::pg_ids`]), once.
+    /// [`RowReader::fetch`] calls it; call it before [`RowReader::sql_for`]
+    /// to see the SQL that is sent. Nothing to learn for other databases and
+    /// custom queries.
+    pub async fn prepare(&self, database: &Database) -> Result<PgIdMatch, DbError> {
+        let (Database::Postgres(pool), Some((table, _))) = (database, &self.table) else {
+            return Ok(PgIdMatch::Plain);
         };
-        self.template.replace("{ids}", &placeholder)
+        let learned = self
+            .pg_id_match
+            .get_or_try_init(|| async {
+                let column = &self.id_column;
+                let base_type: Option<String> = sqlx::query_scalar(BASE_TYPE_SQL)
+                    .bind(table)
+                    .bind(column)
+                    .fetch_optional(pool)
+                    .await
+                    .map_err(|source| DbError::Query {
+                        mapping: self.mapping.clone(),
+                        source,
+                    })?;
+                let learned = base_type.as_deref().map_or(PgIdMatch::Plain, |base_type| {
+                    PgIdMatch::for_column(self.id_type, base_type)
+                });
+                if learned == PgIdMatch::ColumnAsText {
+                    tracing::warn!(mapping = %self.mapping, column = %column, base_type = ?base_type,
+                        "the id column's type cannot be compared with the ids directly; comparing it as text, which cannot use its index");
+                }
+                Ok::<_, DbError>(learned)
+            })
+            .await?;
+        Ok(*learned)
+    }
+
+    /// Whether the reader reads a table (not a custom query).
+    pub fn reads_table(&self) -> bool {
+        self.table.is_some()
+    }
+
+    /// The id column's value of one real row (the one with the largest id),
+    /// read as the re-read reads it, for `esync check` to prove that ids
+    /// round-trip. `Ok(None)` for an empty table or a custom query (there is
+    /// no table to take a row from).
+    pub async fn sample_id(&self, database: &Database) -> Result<Option<SqlValue>, DbError> {
+        let Some((table, id)) = &self.table else {
+            return Ok(None);
+        };
+        let sql = format!("SELECT {id} FROM {table} ORDER BY {id} DESC LIMIT 1");
+        let rows = crate::on_pool!(database, pool => {
+            let rows = sqlx::query(AssertSqlSafe(sql))
+                .fetch_all(pool)
+                .await
+                .map_err(|source| DbError::Query { mapping: self.mapping.clone(), source })?;
+            FromDriverRows::to_rows(&rows)
+        });
+        Ok(rows
+            .into_iter()
+            .next()
+            .and_then(|row| row.values.into_iter().next()))
     }
 
     /// Reads the rows of `ids` (rows of deleted ids are simply absent).
@@ -252,12 +329,21 @@ impl RowReader {
         };
         match database {
             Database::Postgres(pool) => {
+                let id_match = self.prepare(database).await?;
+                // an id the column's type cannot hold has no row; binding it
+                // would fail the cast, and with it the whole batch
+                let ids: Vec<&Id> = ids.iter().filter(|id| id_match.binds(id)).collect();
+                if ids.is_empty() {
+                    return Ok(Vec::new());
+                }
                 let sql = self.sql_for(ids.len());
                 let query = sqlx::query(AssertSqlSafe(sql));
                 let query = match self.id_type {
-                    IdType::Integer => {
-                        query.bind(ids.iter().filter_map(id_as_int).collect::<Vec<i64>>())
-                    }
+                    IdType::Integer => query.bind(
+                        ids.iter()
+                            .filter_map(|id| id_as_int(id))
+                            .collect::<Vec<i64>>(),
+                    ),
                     IdType::String => {
                         query.bind(ids.iter().map(ToString::to_string).collect::<Vec<String>>())
                     }

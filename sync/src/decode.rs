@@ -259,6 +259,30 @@ mod tests {
         );
     }
 
+    /// Issue 9, item 2: string ids keep their surrounding whitespace in every format.
+    #[test]
+    fn string_ids_keep_their_whitespace() {
+        let id = || Ok(vec![Id::Str(" sku\t1 ".into())]);
+        assert_eq!(
+            plain(MessagePart::Key, IdType::String).decode(Some(b" sku\t1 "), None),
+            id()
+        );
+        let json = Decoder::new(
+            MessageFormat::Json {
+                field: "id".into(),
+                from: MessagePart::Value,
+            },
+            IdType::String,
+            "id",
+        );
+        assert_eq!(json.decode(None, Some(br#"{"id": " sku\t1 "}"#)), id());
+        let debezium = debezium(IdType::String);
+        assert_eq!(
+            debezium.decode(Some(br#"{"order_id": " sku\t1 "}"#), None),
+            id()
+        );
+    }
+
     #[test]
     fn plain_malformed() {
         let decoder = plain(MessagePart::Key, IdType::Integer);

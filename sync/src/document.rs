@@ -139,8 +139,9 @@ pub enum VersionKind {
 pub enum DeleteStrategy {
     /// A row that is gone from the table is deleted from the index.
     Hard,
-    /// A row whose `column` is set (not NULL, not false, not 0) is deleted from
-    /// the index; rows gone from the table are deleted too.
+    /// A row whose `column` is set (not NULL, not false, not a numeric zero of
+    /// any type, not empty or `"0"`/`"false"` text) is deleted from the index;
+    /// rows gone from the table are deleted too.
     Soft {
         /// The soft-delete column, e.g. `deleted_at` or `is_deleted`.
         column: String,
@@ -263,6 +264,30 @@ pub enum DocumentError {
     /// The re-read query returned several rows for one id (a join fanning out).
     #[error("the re-read query returned {0} rows for this id")]
     DuplicateRows(usize),
+    /// No re-read row carries exactly this id, but the re-read returned rows
+    /// whose id matches no requested id: this id's row may be among them, read
+    /// back in a form that does not equal the id (a type, collation or
+    /// padding the id does not round-trip through). Deleting it could delete
+    /// a live row's document, so it is dead-lettered instead.
+    #[error(
+        "no re-read row has exactly this id, but the re-read returned row(s) with id(s) {found} that match no requested id; not deleted (run esync check: the id does not round-trip)"
+    )]
+    UnmatchedId {
+        /// The unmatched rows' id values (a few, as JSON), for the message.
+        found: String,
+    },
+}
+
+impl DocumentError {
+    /// Short, stable code for dead-letter headers and metric labels:
+    /// `unmatched_id` for [`DocumentError::UnmatchedId`], `unwritable_row`
+    /// for the rest.
+    pub fn reason_code(&self) -> &'static str {
+        match self {
+            DocumentError::UnmatchedId { .. } => "unmatched_id",
+            _ => "unwritable_row",
+        }
+    }
 }
 
 /// The decision for one requested id.
@@ -284,8 +309,9 @@ pub struct Planned {
 ///
 /// A requested id without a row is deleted with version `now_micros`: a delete
 /// must be newer than any earlier write of the document, and rows carry
-/// versions from their own past. Rows for ids that were not requested are
-/// ignored.
+/// versions from their own past. Which row belongs to which id is decided by
+/// [`match_rows`]; an id that cannot be matched safely is an error (dead
+/// letter), never a delete.
 pub fn plan_actions(
     spec: &DocumentSpec,
     ids: &[Id],
@@ -293,50 +319,124 @@ pub fn plan_actions(
     now_micros: u64,
 ) -> Vec<Planned> {
     let index = &spec.index;
-    let mut rows_by_id: HashMap<Id, Vec<Row>> = HashMap::with_capacity(rows.len());
+    match_rows(spec, ids, rows)
+        .into_iter()
+        .map(|(id, matched)| match matched {
+            Ok(Some(row)) => plan_row(spec, index, &id, row),
+            Ok(None) => Planned {
+                action: Ok(BulkAction::Delete {
+                    index: index.clone(),
+                    id: id.to_doc_id(),
+                    version: now_micros,
+                    // the row is gone, so its routing is unknown (see README, "Deletes")
+                    routing: None,
+                }),
+                id,
+                changed_at_micros: None,
+                row_gone: true,
+            },
+            Err(error) => Planned {
+                id,
+                action: Err(error),
+                changed_at_micros: None,
+                row_gone: false,
+            },
+        })
+        .collect()
+}
+
+/// The row of a requested id: `Ok(Some(row))`, `Ok(None)` when its row is
+/// gone, or why that cannot be told safely.
+pub type RowMatch = Result<Option<Row>, DocumentError>;
+
+/// Which re-read row belongs to each requested id, in the order of `ids`.
+///
+/// A row belongs to the id it carries ([`row_id`]), compared exactly: byte
+/// for byte for string ids. One tolerance: `CHAR(n)` padding. CHAR columns
+/// compare without their trailing spaces (PostgreSQL returns the pad, MySQL
+/// strips it), so a row the database returned whose string id differs from
+/// a requested id only in trailing spaces, and that no requested id matches
+/// exactly, belongs to that requested id; the id as announced stays the
+/// document id. A requested id without a row is gone only when every
+/// returned row was attributed; a row left over may be its row in a form
+/// that does not round-trip, so the id becomes [`DocumentError::UnmatchedId`].
+pub fn match_rows(spec: &DocumentSpec, ids: &[Id], rows: Vec<Row>) -> Vec<(Id, RowMatch)> {
+    let requested: HashSet<&Id> = ids.iter().collect();
+    let mut exact: HashMap<Id, Vec<Row>> = HashMap::with_capacity(rows.len());
+    // rows whose id is no requested id, or no id of the declared type at all
+    let mut stray: Vec<(Option<Id>, Row)> = Vec::new();
     let mut id_column_missing = false;
     for row in rows {
-        match row
-            .get(&spec.id_column)
-            .and_then(|value| id_of(value, spec.id_type))
-        {
-            Some(id) => rows_by_id.entry(id).or_default().push(row),
-            None => id_column_missing |= row.get(&spec.id_column).is_none(),
+        let Some(value) = row.get(&spec.id_column) else {
+            id_column_missing = true;
+            continue;
+        };
+        match row_id(value, spec.id_type) {
+            Some(id) if requested.contains(&id) => exact.entry(id).or_default().push(row),
+            id => stray.push((id, row)),
         }
     }
-    ids.iter()
-        .map(|id| {
-            match rows_by_id.remove(id) {
-                None if id_column_missing => Planned {
-                    id: id.clone(),
-                    action: Err(DocumentError::MissingColumn(spec.id_column.clone())),
-                    changed_at_micros: None,
-                    row_gone: false,
-                },
-                None => Planned {
-                    id: id.clone(),
-                    action: Ok(BulkAction::Delete {
-                        index: index.clone(),
-                        id: id.to_doc_id(),
-                        version: now_micros,
-                        // the row is gone, so its routing is unknown (see README, "Deletes")
-                        routing: None,
-                    }),
-                    changed_at_micros: None,
-                    row_gone: true,
-                },
-                Some(mut rows) if rows.len() == 1 => {
-                    let row = rows.pop().expect("one row");
-                    plan_row(spec, index, id, row)
-                }
-                Some(rows) => Planned {
-                    id: id.clone(),
-                    action: Err(DocumentError::DuplicateRows(rows.len())),
-                    changed_at_micros: None,
-                    row_gone: false,
-                },
-            }
+    // padded candidates first, so that a row attributed to one id does not
+    // make another id unmatched
+    let padded: Vec<Vec<usize>> = ids
+        .iter()
+        .map(|id| match id {
+            Id::Str(text) if !exact.contains_key(id) => padded_rows(text, &stray),
+            _ => Vec::new(),
         })
+        .collect();
+    let mut attributed = vec![false; stray.len()];
+    for position in padded.iter().flatten() {
+        attributed[*position] = true;
+    }
+    let unmatched: Vec<String> = stray
+        .iter()
+        .zip(&attributed)
+        .filter(|(_, attributed)| !**attributed)
+        .map(|((_, row), _)| {
+            let value = row
+                .get(&spec.id_column)
+                .map_or(Value::Null, SqlValue::to_json);
+            crate::id::truncate_for_message(&value.to_string())
+        })
+        .collect();
+    ids.iter()
+        .zip(padded)
+        .map(|(id, padded)| {
+            let matched = match (exact.remove(id), padded.as_slice()) {
+                (Some(mut rows), _) if rows.len() == 1 => Ok(rows.pop()),
+                (Some(rows), _) => Err(DocumentError::DuplicateRows(rows.len())),
+                (None, _) if id_column_missing => {
+                    Err(DocumentError::MissingColumn(spec.id_column.clone()))
+                }
+                (None, [position]) => Ok(Some(stray[*position].1.clone())),
+                (None, [_, _, ..]) => Err(DocumentError::DuplicateRows(padded.len())),
+                (None, []) if !unmatched.is_empty() => Err(DocumentError::UnmatchedId {
+                    found: unmatched
+                        .iter()
+                        .take(3)
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                }),
+                (None, []) => Ok(None),
+            };
+            (id.clone(), matched)
+        })
+        .collect()
+}
+
+/// Positions of the `stray` rows whose string id equals `requested` but for
+/// trailing spaces (CHAR padding).
+fn padded_rows(requested: &str, stray: &[(Option<Id>, Row)]) -> Vec<usize> {
+    let unpadded = requested.trim_end_matches(' ');
+    stray
+        .iter()
+        .enumerate()
+        .filter(|(_, (found, _))| {
+            matches!(found, Some(Id::Str(found)) if found.trim_end_matches(' ') == unpadded)
+        })
+        .map(|(position, _)| position)
         .collect()
 }
 
@@ -397,13 +497,30 @@ fn plan_row(spec: &DocumentSpec, index: &Arc<str>, id: &Id, row: Row) -> Planned
     }
 }
 
-fn id_of(value: &SqlValue, id_type: IdType) -> Option<Id> {
+/// The id a re-read row carries in its id column, as an id of `id_type`, or
+/// None when the value cannot be one: a decimal with a fraction, an unsigned
+/// integer above 2^63-1 or text that is no integer for an integer id; NULL,
+/// binary, floats and undecodable values for any id.
+///
+/// Integral `NUMERIC`/`DECIMAL` values are integer ids; for string ids,
+/// numbers become their decimal text (an integral decimal without a
+/// fraction: `NUMERIC(20,0)` 5 is `"5"`), text stays exact (uuids arrive as
+/// their canonical lowercase text).
+pub fn row_id(value: &SqlValue, id_type: IdType) -> Option<Id> {
+    use rust_decimal::prelude::ToPrimitive as _;
     match (value, id_type) {
         (SqlValue::Int(int), IdType::Integer) => Some(Id::Int(*int)),
         (SqlValue::UInt(int), IdType::Integer) => i64::try_from(*int).ok().map(Id::Int),
+        (SqlValue::Decimal(decimal), IdType::Integer) if decimal.fract().is_zero() => {
+            decimal.to_i64().map(Id::Int)
+        }
         (SqlValue::Text(text), id_type) => Id::parse(text, id_type).ok(),
         (SqlValue::Int(int), IdType::String) => Some(Id::Str(int.to_string().into())),
         (SqlValue::UInt(int), IdType::String) => Some(Id::Str(int.to_string().into())),
+        (SqlValue::Decimal(decimal), IdType::String) if decimal.fract().is_zero() => {
+            Some(Id::Str(decimal.trunc().normalize().to_string().into()))
+        }
+        (SqlValue::Decimal(decimal), IdType::String) => Some(Id::Str(decimal.to_string().into())),
         _ => None,
     }
 }
@@ -442,6 +559,9 @@ fn is_soft_deleted(spec: &DocumentSpec, row: &Row) -> bool {
         | Some(SqlValue::Bool(false))
         | Some(SqlValue::Int(0))
         | Some(SqlValue::UInt(0)) => false,
+        // a numeric zero of any type is "not deleted", like the integer 0
+        Some(SqlValue::Decimal(decimal)) => !decimal.is_zero(),
+        Some(SqlValue::Float(float)) => *float != 0.0,
         Some(SqlValue::Text(text)) => {
             !(text.is_empty() || text == "0" || text.eq_ignore_ascii_case("false"))
         }
@@ -628,8 +748,18 @@ mod tests {
             (SqlValue::Bool(false), false),
             (SqlValue::Int(0), false),
             (SqlValue::Text("".into()), false),
+            // issue 9, item 11: a numeric zero is not set
+            (SqlValue::Decimal("0".parse().unwrap()), false),
+            (SqlValue::Decimal("0.00".parse().unwrap()), false),
+            (SqlValue::Float(0.0), false),
+            (SqlValue::Float(-0.0), false),
+            (SqlValue::Text("0".into()), false),
             (SqlValue::Bool(true), true),
             (SqlValue::Int(1), true),
+            (SqlValue::UInt(1), true),
+            (SqlValue::Decimal("0.01".parse().unwrap()), true),
+            (SqlValue::Float(1.0), true),
+            (SqlValue::Text("yes".into()), true),
             (SqlValue::Timestamp(at), true),
         ];
         for (flag, deleted) in cases {
@@ -709,6 +839,205 @@ mod tests {
             planned[0].action,
             Err(DocumentError::MissingColumn("id".into()))
         );
+    }
+
+    /// Issue 9, item 1: a row whose id cannot be matched to the requested id
+    /// must never turn the requested id into a delete.
+    #[test]
+    fn unmatched_rows_dead_letter_the_missing_ids_instead_of_deleting() {
+        let cases = [
+            (
+                IdType::Integer,
+                Id::Int(5),
+                SqlValue::Decimal("5.5".parse().unwrap()),
+            ),
+            (IdType::Integer, Id::Int(5), SqlValue::Float(5.0)),
+            (IdType::Integer, Id::Int(5), SqlValue::UInt(u64::MAX)),
+            (IdType::Integer, Id::Int(5), SqlValue::Null),
+            (
+                IdType::Integer,
+                Id::Int(5),
+                SqlValue::Undecodable("odd".into()),
+            ),
+            (
+                IdType::String,
+                Id::Str("abc".into()),
+                SqlValue::Text("ABC".into()),
+            ),
+            (
+                IdType::String,
+                Id::Str("abc".into()),
+                SqlValue::Bytes(b"abc".to_vec()),
+            ),
+        ];
+        for (id_type, requested, row_id) in cases {
+            let mut spec = spec();
+            spec.id_type = id_type;
+            let rows = vec![row(&[
+                ("id", row_id.clone()),
+                ("version", SqlValue::Int(1)),
+            ])];
+            let planned = plan_actions(&spec, std::slice::from_ref(&requested), rows, 1);
+            let Err(error) = &planned[0].action else {
+                panic!("{row_id:?} for {requested:?}: expected a dead letter, got {planned:?}");
+            };
+            assert_eq!(error.reason_code(), "unmatched_id", "{row_id:?}: {error}");
+        }
+        // a row that is simply absent is still a delete, and one that matches
+        // is indexed, in the same batch as an unmatched row of another id
+        let rows = vec![
+            row(&[("id", SqlValue::Int(1)), ("version", SqlValue::Int(1))]),
+            row(&[
+                ("id", SqlValue::Text("x".into())),
+                ("version", SqlValue::Int(1)),
+            ]),
+        ];
+        let planned = plan_actions(&spec(), &[Id::Int(1), Id::Int(2)], rows, 1);
+        assert!(matches!(planned[0].action, Ok(BulkAction::Index { .. })));
+        assert_eq!(
+            planned[1]
+                .action
+                .as_ref()
+                .map_err(DocumentError::reason_code),
+            Err("unmatched_id"),
+            "id 2 may be the unmatched row: not deleted"
+        );
+        let planned = plan_actions(&spec(), &[Id::Int(2)], vec![], 1);
+        assert!(planned[0].action.as_ref().is_ok_and(BulkAction::is_delete));
+    }
+
+    /// Issue 9, item 1: integral NUMERIC/DECIMAL and unsigned ids match
+    /// integer ids; uuids, numbers and decimals match string ids by their text.
+    #[test]
+    fn every_id_column_type_matches_its_requested_id() {
+        let cases = [
+            (
+                IdType::Integer,
+                Id::Int(5),
+                SqlValue::Decimal("5".parse().unwrap()),
+            ),
+            (
+                IdType::Integer,
+                Id::Int(5),
+                SqlValue::Decimal("5.00".parse().unwrap()),
+            ),
+            (
+                IdType::Integer,
+                Id::Int(i64::MAX),
+                SqlValue::Decimal(i64::MAX.into()),
+            ),
+            (IdType::Integer, Id::Int(7), SqlValue::UInt(7)),
+            (IdType::Integer, Id::Int(-7), SqlValue::Int(-7)),
+            (IdType::Integer, Id::Int(7), SqlValue::Text("7".into())),
+            (
+                IdType::String,
+                Id::Str("18446744073709551615".into()),
+                SqlValue::UInt(u64::MAX),
+            ),
+            (
+                IdType::String,
+                Id::Str("12345678901234567890".into()),
+                SqlValue::Decimal("12345678901234567890".parse().unwrap()),
+            ),
+            (IdType::String, Id::Str("42".into()), SqlValue::Int(42)),
+            (
+                IdType::String,
+                Id::Str("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11".into()),
+                SqlValue::Text("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11".into()),
+            ),
+        ];
+        for (id_type, requested, row_id) in cases {
+            let mut spec = spec();
+            spec.id_type = id_type;
+            let rows = vec![row(&[
+                ("id", row_id.clone()),
+                ("version", SqlValue::Int(1)),
+            ])];
+            let planned = plan_actions(&spec, std::slice::from_ref(&requested), rows, 1);
+            match &planned[0].action {
+                Ok(BulkAction::Index { id, .. }) => assert_eq!(id, &requested.to_doc_id()),
+                other => panic!("{row_id:?} for {requested:?}: expected index, got {other:?}"),
+            }
+        }
+    }
+
+    /// Issue 9, item 2: string ids are matched byte for byte (leading and
+    /// trailing spaces and tabs are part of the id) and are the document id.
+    #[test]
+    fn string_ids_are_matched_byte_for_byte() {
+        let mut spec = spec();
+        spec.id_type = IdType::String;
+        let texts = [" a", "a ", "\ta\t", " a ", "a"];
+        let rows: Vec<Row> = texts
+            .iter()
+            .enumerate()
+            .map(|(version, text)| {
+                row(&[
+                    ("id", SqlValue::Text((*text).into())),
+                    ("version", SqlValue::Int(version as i64)),
+                ])
+            })
+            .collect();
+        let requested: Vec<Id> = texts.iter().map(|text| Id::Str((*text).into())).collect();
+        let planned = plan_actions(&spec, &requested, rows, 1);
+        for (version, (planned, text)) in planned.iter().zip(texts).enumerate() {
+            match &planned.action {
+                Ok(BulkAction::Index { id, version: v, .. }) => {
+                    assert_eq!((id.as_str(), *v), (text, version as u64))
+                }
+                other => panic!("{text:?}: expected index, got {other:?}"),
+            }
+        }
+        // "\ta" requested while only "a" exists: no row of that id, a delete
+        let rows = vec![row(&[
+            ("id", SqlValue::Text("a".into())),
+            ("version", SqlValue::Int(1)),
+        ])];
+        let planned = plan_actions(
+            &spec,
+            &[Id::Str("a".into()), Id::Str("\ta".into())],
+            rows,
+            1,
+        );
+        assert!(matches!(planned[0].action, Ok(BulkAction::Index { .. })));
+        assert!(planned[1].action.as_ref().is_ok_and(BulkAction::is_delete));
+    }
+
+    /// Issue 9, item 1: CHAR(n) pads with spaces (PostgreSQL returns the pad,
+    /// MySQL strips it, both compare without it): the database found the row
+    /// for the requested id, so it is indexed under the id as announced.
+    #[test]
+    fn char_padded_ids_are_indexed_under_the_announced_id() {
+        let mut spec = spec();
+        spec.id_type = IdType::String;
+        let cases = [("ab", "ab      "), ("ab  ", "ab"), ("ab ", "ab  ")];
+        for (announced, returned) in cases {
+            let rows = vec![row(&[
+                ("id", SqlValue::Text(returned.into())),
+                ("version", SqlValue::Int(3)),
+            ])];
+            let planned = plan_actions(&spec, &[Id::Str(announced.into())], rows, 1);
+            match &planned[0].action {
+                Ok(BulkAction::Index { id, version: 3, .. }) => assert_eq!(id, announced),
+                other => panic!("{announced:?}/{returned:?}: expected index, got {other:?}"),
+            }
+        }
+        // padding is trailing spaces only: a tab or a leading space is not a pad
+        for (announced, returned) in [("ab", "ab\t"), ("ab", " ab")] {
+            let rows = vec![row(&[
+                ("id", SqlValue::Text(returned.into())),
+                ("version", SqlValue::Int(3)),
+            ])];
+            let planned = plan_actions(&spec, &[Id::Str(announced.into())], rows, 1);
+            assert_eq!(
+                planned[0]
+                    .action
+                    .as_ref()
+                    .map_err(DocumentError::reason_code),
+                Err("unmatched_id"),
+                "{announced:?}/{returned:?}"
+            );
+        }
     }
 
     #[test]

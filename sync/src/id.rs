@@ -9,9 +9,11 @@ use std::fmt;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum IdType {
-    /// A signed 64-bit integer (`int`, `bigint`, `serial` ...).
+    /// A signed 64-bit integer (`int`, `bigint`, `serial`, unsigned columns
+    /// and integral `NUMERIC`/`DECIMAL` values within its range ...).
     Integer,
-    /// Text (`varchar`, `uuid` rendered as text ...).
+    /// Exact text, byte for byte (`varchar`, `text`, `CHAR(n)`, `uuid` as its
+    /// canonical text, numbers as their decimal text ...).
     String,
 }
 
@@ -36,17 +38,25 @@ pub enum IdError {
 }
 
 impl Id {
-    /// Parses `text` as an id of type `id_type`; surrounding whitespace is ignored.
+    /// Parses `text` as an id of type `id_type`.
+    ///
+    /// A string id is the exact text, byte for byte: leading and trailing
+    /// spaces or tabs are part of it (a text key `" a"` is another row than
+    /// `"a"`, and trimming it would turn the row into a delete). An integer id
+    /// tolerates whitespace around its digits.
     pub fn parse(text: &str, id_type: IdType) -> Result<Id, IdError> {
-        let text = text.trim();
-        if text.is_empty() {
-            return Err(IdError::Empty);
-        }
         match id_type {
-            IdType::Integer => text
-                .parse::<i64>()
-                .map(Id::Int)
-                .map_err(|_| IdError::NotInteger(truncate_for_message(text))),
+            IdType::Integer => {
+                let digits = text.trim();
+                if digits.is_empty() {
+                    return Err(IdError::Empty);
+                }
+                digits
+                    .parse::<i64>()
+                    .map(Id::Int)
+                    .map_err(|_| IdError::NotInteger(truncate_for_message(digits)))
+            }
+            IdType::String if text.is_empty() => Err(IdError::Empty),
             IdType::String => Ok(Id::Str(text.into())),
         }
     }
@@ -119,6 +129,22 @@ mod tests {
             Err(IdError::NotInteger("abc".into()))
         );
         assert!(Id::parse("99999999999999999999", IdType::Integer).is_err());
+    }
+
+    /// Issue 9, item 2: a string id is the exact text, whitespace included;
+    /// integer ids still tolerate whitespace around the digits.
+    #[test]
+    fn string_ids_are_exact() {
+        for text in [" a", "a ", "\ta\t", " ", "a\n"] {
+            assert_eq!(Id::parse(text, IdType::String), Ok(Id::Str(text.into())));
+            assert_eq!(
+                Id::from_json(&serde_json::json!(text), IdType::String),
+                Ok(Id::Str(text.into()))
+            );
+            assert_eq!(Id::Str(text.into()).to_doc_id(), text);
+        }
+        assert_eq!(Id::parse("\t42 ", IdType::Integer), Ok(Id::Int(42)));
+        assert_eq!(Id::parse(" ", IdType::Integer), Err(IdError::Empty));
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //!
 //! Layers:
 //! - pure core, no I/O: [`id`], [`decode`], [`batch`], [`document`], [`bulk`],
-//!   [`offsets`], [`retry`], [`config`], [`write_health`];
+//!   [`offsets`], [`retry`], [`config`], [`write_health`], [`pg_ids`];
 //! - adapters, one per system: [`db`] (sqlx), [`es`] (elasticsearch),
 //!   [`kafka`] (rdkafka);
 //! - the engine wiring them: [`writer`] (re-read + versioned write of a set of
@@ -32,6 +32,7 @@ pub mod id;
 pub mod kafka;
 pub mod metrics;
 pub mod offsets;
+pub mod pg_ids;
 pub mod publish;
 pub mod retry;
 pub mod secret;

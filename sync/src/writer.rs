@@ -305,7 +305,7 @@ impl Writer {
                     Err(error) => report.failed.push(FailedId {
                         mapping: mapping_index,
                         id,
-                        reason_code: "unwritable_row",
+                        reason_code: error.reason_code(),
                         reason: error.to_string(),
                     }),
                 }

@@ -158,7 +158,8 @@ impl OrdersTable {
     /// Every row, by id.
     pub async fn rows(&self) -> BTreeMap<i64, OrderRow> {
         let sql = format!(
-            "SELECT id, name, CAST(amount * 100 AS SIGNED) AS cents, version, deleted FROM {}",
+            // the cast lets tests change the id column's type (NUMERIC, unsigned, domains)
+            "SELECT CAST(id AS SIGNED) AS id, name, CAST(amount * 100 AS SIGNED) AS cents, version, deleted FROM {}",
             self.name
         );
         let sql = if self.db == Db::Postgres {
