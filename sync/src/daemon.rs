@@ -16,9 +16,9 @@
 use crate::batch::Batch;
 use crate::config::{Config, LoadedConfig};
 use crate::db::Database;
+use crate::dead_letter::DeadLetterSink;
 use crate::es::EsClient;
 use crate::id::Id;
-use crate::dead_letter::DeadLetterSink;
 use crate::kafka::{self, DeadLetter, EsyncConsumer};
 use crate::metrics::{Metrics, ReasonLabel, TopicLabel};
 use crate::offsets::{OffsetTracker, Receipt};
@@ -304,9 +304,8 @@ fn task_failure(task: &str, joined: Result<(), tokio::task::JoinError>) -> Strin
 /// it indefinitely.
 async fn close_consumer(services: Services) {
     let (consumer, tracker) = (services.consumer.clone(), services.tracker.clone());
-    let commit = tokio::task::spawn_blocking(move || {
-        kafka::commit_finished_sync(&consumer, &tracker)
-    });
+    let commit =
+        tokio::task::spawn_blocking(move || kafka::commit_finished_sync(&consumer, &tracker));
     match tokio::time::timeout(KAFKA_CLOSE_TIMEOUT, commit).await {
         Ok(Ok(Ok(partitions))) => tracing::info!(partitions, "committed finished offsets"),
         Ok(Ok(Err(error))) => {
@@ -320,7 +319,10 @@ async fn close_consumer(services: Services) {
     drop(services);
     // Closing leaves the group (and runs the revoke callback); it blocks.
     let close = tokio::task::spawn_blocking(move || drop(consumer));
-    if tokio::time::timeout(KAFKA_CLOSE_TIMEOUT, close).await.is_err() {
+    if tokio::time::timeout(KAFKA_CLOSE_TIMEOUT, close)
+        .await
+        .is_err()
+    {
         tracing::warn!(
             "leaving the consumer group timed out; the group rebalances after session.timeout.ms"
         );
@@ -487,7 +489,6 @@ impl<'a> ConsumerLoop<'a> {
             tracing::debug!(topic = %topic, partition = message.partition(), "message of a revoked partition skipped");
             return Ok(());
         };
-        tracing::trace!(partition = message.partition(), offset = message.offset(), generation = receipt.generation, ids = ?ids, "registered");
         for id in ids {
             let worker = id.worker_index(self.senders.len());
             self.send(
@@ -558,7 +559,6 @@ impl<'a> ConsumerLoop<'a> {
         }
         result
     }
-
 }
 
 /// The dead letter of a message that cannot be decoded: its own key and value,

@@ -161,11 +161,7 @@ pub fn truncate(letter: &DeadLetter, max_message_bytes: usize) -> DeadLetter {
         .map(|(name, value)| name.len() + value.len())
         .sum();
     let mut room = max_message_bytes.saturating_sub(RECORD_OVERHEAD_BYTES + header_bytes);
-    let key = letter
-        .key
-        .as_ref()
-        .filter(|key| key.len() <= room)
-        .cloned();
+    let key = letter.key.as_ref().filter(|key| key.len() <= room).cloned();
     room -= key.as_ref().map_or(0, Vec::len);
     let value = letter
         .value
@@ -218,7 +214,11 @@ mod tests {
             assert_eq!(cut.header("esync.truncated"), "2000000");
             assert_eq!(cut.header("esync.reason"), "bad_id");
             assert_eq!(cut.key.as_deref(), Some(&b"42"[..]), "the id survives");
-            assert!(cut.value.as_ref().is_some_and(|value| value.len() < 2_000_000));
+            assert!(
+                cut.value
+                    .as_ref()
+                    .is_some_and(|value| value.len() < 2_000_000)
+            );
         }
     }
 

@@ -78,11 +78,10 @@ impl ConsumerContext for EsyncContext {
                         .collect()
                 };
                 tracing::info!(
-                    partitions = partitions.count(),
+                    partitions = ?partition_numbers(partitions),
                     committing = positions.len(),
                     "partitions revoked"
                 );
-                tracing::debug!(revoked = ?partition_numbers(partitions), positions = ?positions.iter().map(|p| (p.partition, p.offset)).collect::<Vec<_>>(), "revoke details");
                 if positions.is_empty() {
                     return;
                 }
@@ -102,8 +101,7 @@ impl ConsumerContext for EsyncContext {
                 for element in partitions.elements() {
                     tracker.assign(element.topic(), element.partition());
                 }
-                tracing::info!(partitions = partitions.count(), "partitions assigned");
-                tracing::debug!(assigned = ?partition_numbers(partitions), "assign details");
+                tracing::info!(partitions = ?partition_numbers(partitions), "partitions assigned");
             }
             Rebalance::Error(error) => tracing::warn!(error = %error, "rebalance error"),
         }
@@ -112,7 +110,6 @@ impl ConsumerContext for EsyncContext {
     fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
         match result {
             Ok(()) => {
-                tracing::debug!(offsets = ?offsets.elements().iter().map(|e| (e.partition(), e.offset())).collect::<Vec<_>>(), "committed");
                 let mut tracker = lock(&self.tracker);
                 for element in offsets.elements() {
                     if let Offset::Offset(offset) = element.offset() {
@@ -133,8 +130,13 @@ impl ConsumerContext for EsyncContext {
     }
 }
 
-fn partition_numbers(partitions: &TopicPartitionList) -> Vec<i32> {
-    partitions.elements().iter().map(|element| element.partition()).collect()
+/// `topic[partition]` of each element, for logs.
+fn partition_numbers(partitions: &TopicPartitionList) -> Vec<String> {
+    partitions
+        .elements()
+        .iter()
+        .map(|element| format!("{}[{}]", element.topic(), element.partition()))
+        .collect()
 }
 
 /// Locks the tracker; a panic elsewhere must not stop commits of finished work.

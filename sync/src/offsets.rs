@@ -316,11 +316,7 @@ mod tests {
             final_position.offset, 101,
             "only what is done is committed on revoke"
         );
-        assert_eq!(
-            register(&mut tracker, 1, 102, 1),
-            None,
-            "not ours any more"
-        );
+        assert_eq!(register(&mut tracker, 1, 102, 1), None, "not ours any more");
         // reassigned later: a fresh generation starting where the group committed
         tracker.assign("orders", 1);
         let again = register(&mut tracker, 1, 101, 1).unwrap();
@@ -508,13 +504,10 @@ mod consumer_model {
                     self.tracker.generation("orders", message.partition)
                 }
             };
-            if let Some(receipt) = self.tracker.register(
-                &topic(),
-                message.partition,
-                generation,
-                message.offset,
-                1,
-            ) {
+            if let Some(receipt) =
+                self.tracker
+                    .register(&topic(), message.partition, generation, message.offset, 1)
+            {
                 self.queue.push_back(receipt);
             }
         }

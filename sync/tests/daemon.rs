@@ -403,7 +403,9 @@ impl GroupVisitor {
             while !stopped.is_cancelled() {
                 let _ = tokio::time::timeout(Duration::from_millis(100), consumer.recv()).await;
             }
-            tokio::task::spawn_blocking(move || drop(consumer)).await.ok();
+            tokio::task::spawn_blocking(move || drop(consumer))
+                .await
+                .ok();
         });
         GroupVisitor { stop }
     }
@@ -413,6 +415,53 @@ impl Drop for GroupVisitor {
     fn drop(&mut self) {
         self.stop.cancel();
     }
+}
+
+/// Regression, issue 9 item 9: a dead letter larger than
+/// `message.max.bytes` was retried forever inside the consumer loop, which
+/// stopped polling (and the limit could not be set for the producer). It is
+/// now produced truncated, and the ids after it flow.
+async fn oversized_dead_letters_are_truncated_not_retried_forever(db: Db) {
+    let table = OrdersTable::create(db).await;
+    let topic = Topic::create(&kafka(), "orders", 1).await;
+    let dead_letters = Topic::create(&kafka(), "dlq", 1).await;
+    let index = Index::new(&es());
+    index.create().await;
+    let ids: Vec<i64> = (1..=50).collect();
+    table.insert(ids.clone()).await;
+    let (brokers, es_url) = (kafka(), es());
+    let mut setup = DaemonSetup::new(&table, &topic.name, &brokers, &es_url, &index.name);
+    setup.dead_letter_topic = Some(&dead_letters.name);
+    setup.kafka_options = vec![("message.max.bytes", "1000")];
+    let mut daemon = Daemon::start(&setup);
+    daemon.wait_healthy(Duration::from_secs(30)).await;
+
+    let huge = vec![b'v'; 5_000];
+    topic
+        .producer
+        .send_raw(&topic.name, Some(b"not-a-number"), Some(&huge))
+        .await
+        .expect("produce");
+    topic.send_ids(&ids).await;
+    index.wait_equal(&table, &ids, CONVERGE, &mut daemon).await;
+    let letters = consume_all(&dead_letters.name, 1, Duration::from_secs(30)).await;
+    let (key, headers) = letters.first().expect("one dead letter");
+    assert_eq!(key.as_deref(), Some(&b"not-a-number"[..]));
+    assert_eq!(
+        headers.get("esync.reason").map(String::as_str),
+        Some("bad_id")
+    );
+    assert_eq!(
+        headers.get("esync.truncated").map(String::as_str),
+        Some("5000"),
+        "{headers:?}"
+    );
+    let metrics = daemon.metrics().await;
+    assert_eq!(
+        metric_sum(&metrics, "esync_dead_letters_truncated_total"),
+        1.0
+    );
+    table.drop_table().await;
 }
 
 /// Reads `expected` messages from `topic` (key and headers).
@@ -498,6 +547,12 @@ mod postgres {
     #[ignore = "needs scripts/services.sh"]
     async fn malformed_messages_are_dead_lettered() {
         super::malformed_messages_are_dead_lettered(Db::Postgres).await;
+    }
+
+    #[tokio::test]
+    #[ignore = "needs scripts/services.sh"]
+    async fn oversized_dead_letters_are_truncated_not_retried_forever() {
+        super::oversized_dead_letters_are_truncated_not_retried_forever(Db::Postgres).await;
     }
 
     #[tokio::test]
