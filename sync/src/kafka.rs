@@ -517,12 +517,13 @@ pub async fn read_to_end(
     while !ends.is_empty() {
         match tokio::time::timeout(QUIET_CHECK, consumer.recv()).await {
             Ok(Ok(message)) => {
-                last_progress = tokio::time::Instant::now();
                 let partition = message.partition();
+                // messages of finished partitions are not progress
                 let Some(&end) = ends.get(&partition) else {
                     continue;
                 };
                 if message.offset() < end {
+                    last_progress = tokio::time::Instant::now();
                     each(&message);
                     read += 1;
                 }

@@ -245,6 +245,16 @@ async fn dlq(command: DlqCommand) -> anyhow::Result<()> {
 
 fn dlq_selection(selection: &DlqSelection) -> anyhow::Result<(LoadedConfig, esync::dlq::Filter)> {
     let loaded = LoadedConfig::from_file(&selection.config)?;
+    if let Some(mapping) = &selection.mapping
+        && !loaded
+            .config
+            .mappings
+            .iter()
+            .any(|known| known.display_name() == mapping)
+    {
+        // still allowed: letters of a mapping since removed can be listed
+        tracing::warn!(mapping, "no mapping of that name in the config");
+    }
     let since = selection
         .since
         .as_deref()
