@@ -576,17 +576,12 @@ fn undecodable(
             reason: reason.to_owned(),
         })
         .inc();
-    let letter = DeadLetter {
-        key: message.key().map(<[u8]>::to_vec),
-        value: message.payload().map(<[u8]>::to_vec),
-        headers: vec![
-            ("esync.reason", reason.to_owned()),
-            ("esync.error", error.to_string()),
-            ("esync.topic", message.topic().to_owned()),
-            ("esync.partition", message.partition().to_string()),
-            ("esync.offset", message.offset().to_string()),
-        ],
-    };
+    let letter = crate::dead_letter::undecodable_message(
+        message.key(),
+        message.payload(),
+        error,
+        (message.topic(), message.partition(), message.offset()),
+    );
     WorkItem::Undecodable {
         letter: Box::new(letter),
         origin: format!(

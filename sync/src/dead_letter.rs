@@ -145,6 +145,28 @@ pub fn unwritable_id(mapping: &Mapping, failed: &FailedId, tool: &str) -> DeadLe
     }
 }
 
+/// The dead letter of a message that cannot be decoded: its own key and
+/// value, the reason and where it came from (`topic, partition, offset`) in
+/// headers.
+pub fn undecodable_message(
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+    error: &crate::decode::DecodeError,
+    (topic, partition, offset): (&str, i32, i64),
+) -> DeadLetter {
+    DeadLetter {
+        key: key.map(<[u8]>::to_vec),
+        value: value.map(<[u8]>::to_vec),
+        headers: vec![
+            ("esync.reason", error.reason_code().to_owned()),
+            ("esync.error", error.to_string()),
+            ("esync.topic", topic.to_owned()),
+            ("esync.partition", partition.to_string()),
+            ("esync.offset", offset.to_string()),
+        ],
+    }
+}
+
 /// `letter` cut down to fit in `max_message_bytes`: header values shortened,
 /// the key kept when it fits, the value cut, and `esync.truncated` holding the
 /// original value length. Pure.

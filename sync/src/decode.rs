@@ -183,6 +183,73 @@ impl Decoder {
     }
 }
 
+/// A message to produce: key and value bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedMessage {
+    /// The key (also what picks the partition).
+    pub key: Option<Vec<u8>>,
+    /// The value.
+    pub value: Option<Vec<u8>>,
+}
+
+impl Decoder {
+    /// The message this decoder reads back as exactly `id`: the inverse of
+    /// [`Decoder::decode`], used to re-publish ids (`esync dlq replay`). The
+    /// key always identifies the id, so one id keeps going to one partition.
+    ///
+    /// - plain: the id text as key and value (as `kafka::IdProducer` does);
+    /// - json: `field` as nested objects in the configured part, the id a
+    ///   JSON number for integer ids and a string for string ids;
+    /// - debezium: the key `{"<id column>": id}` and the value
+    ///   `{"after": {"<id column>": id}}` (never a tombstone, which a
+    ///   compacted topic would take as a delete).
+    pub fn encode(&self, id: &Id) -> EncodedMessage {
+        let json_id = match id {
+            Id::Int(int) => Value::from(*int),
+            Id::Str(text) => Value::from(&**text),
+        };
+        match &self.format {
+            MessageFormat::Plain { .. } => {
+                let text = id.to_string().into_bytes();
+                EncodedMessage {
+                    key: Some(text.clone()),
+                    value: Some(text),
+                }
+            }
+            MessageFormat::Json { from, .. } => {
+                let document = self
+                    .json_path
+                    .iter()
+                    .rev()
+                    .fold(json_id, |inner, step| {
+                        Value::Object([(step.clone(), inner)].into_iter().collect())
+                    })
+                    .to_string()
+                    .into_bytes();
+                let text = id.to_string().into_bytes();
+                match from {
+                    MessagePart::Key => EncodedMessage {
+                        key: Some(document.clone()),
+                        value: Some(document),
+                    },
+                    MessagePart::Value => EncodedMessage {
+                        key: Some(text),
+                        value: Some(document),
+                    },
+                }
+            }
+            MessageFormat::Debezium => {
+                let key = serde_json::json!({ self.id_column.as_str(): json_id });
+                let value = serde_json::json!({ "after": key });
+                EncodedMessage {
+                    key: Some(key.to_string().into_bytes()),
+                    value: Some(value.to_string().into_bytes()),
+                }
+            }
+        }
+    }
+}
+
 fn pick<'a>(
     part: MessagePart,
     key: Option<&'a [u8]>,
@@ -408,6 +475,47 @@ mod tests {
                 .reason_code(),
             "missing_id"
         );
+    }
+
+    /// `dlq replay` re-publishes ids: whatever the format, the daemon must
+    /// read back exactly the id that was dead-lettered.
+    #[test]
+    fn encoded_ids_decode_to_themselves() {
+        let formats = [
+            MessageFormat::Plain {
+                from: MessagePart::Key,
+            },
+            MessageFormat::Plain {
+                from: MessagePart::Value,
+            },
+            MessageFormat::Json {
+                field: "id".into(),
+                from: MessagePart::Value,
+            },
+            MessageFormat::Json {
+                field: "data.order.id".into(),
+                from: MessagePart::Key,
+            },
+            MessageFormat::Debezium,
+        ];
+        let ids = [
+            (IdType::Integer, Id::Int(42)),
+            (IdType::Integer, Id::Int(i64::MIN)),
+            (IdType::String, Id::Str(" sku\t\"1\" ".into())),
+            (IdType::String, Id::Str("18446744073709551615".into())),
+        ];
+        for format in formats {
+            for (id_type, id) in &ids {
+                let decoder = Decoder::new(format.clone(), *id_type, "order_id");
+                let message = decoder.encode(id);
+                assert_eq!(
+                    decoder.decode(message.key.as_deref(), message.value.as_deref()),
+                    Ok(vec![id.clone()]),
+                    "{format:?} {id:?} {message:?}"
+                );
+                assert!(message.key.is_some() && message.value.is_some());
+            }
+        }
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! Kafka adapter: the consumer (with rebalance and commit handling) and the
-//! dead-letter producer.
+//! Kafka adapter: the consumer (with rebalance and commit handling), the
+//! dead-letter and id producers, and a one-shot reader of a whole topic
+//! (`esync dlq`).
 //!
 //! Offsets are never committed automatically: `enable.auto.commit` and
 //! `enable.auto.offset.store` are off, and esync commits the positions the
@@ -211,12 +212,7 @@ pub fn build_producer(config: &KafkaConfig) -> KafkaResult<FutureProducer> {
         .set("message.timeout.ms", "30000");
     for (key, value) in &config.options {
         // consumer-only options would make the producer warn; pass the shared ones
-        if key.starts_with("security.")
-            || key.starts_with("sasl.")
-            || key.starts_with("ssl.")
-            || key.starts_with("client.")
-            || key == "message.max.bytes"
-        {
+        if is_connection_option(key) || key == "message.max.bytes" {
             client.set(key, value);
         }
     }
@@ -351,6 +347,21 @@ impl IdProducer {
         .map_err(|_| KafkaError::Canceled)?
     }
 
+    /// Produces `messages` to `topic` and waits until all are acknowledged.
+    pub async fn send_messages(
+        &self,
+        topic: &str,
+        messages: &[crate::decode::EncodedMessage],
+    ) -> KafkaResult<usize> {
+        let deliveries = messages
+            .iter()
+            .map(|message| self.send_raw(topic, message.key.as_deref(), message.value.as_deref()));
+        for result in futures::future::join_all(deliveries).await {
+            result?;
+        }
+        Ok(messages.len())
+    }
+
     /// Produces a raw message (tests and tools that need malformed input).
     pub async fn send_raw(
         &self,
@@ -371,4 +382,193 @@ impl IdProducer {
             .map(drop)
             .map_err(|(error, _)| error)
     }
+}
+
+/// Why a topic could not be read to its end.
+#[derive(Debug, thiserror::Error)]
+pub enum TopicReadError {
+    /// The brokers did not answer a metadata request.
+    #[error("cannot reach Kafka brokers {brokers} to read topic {topic}: {source}")]
+    Unreachable {
+        /// `kafka.brokers`.
+        brokers: String,
+        /// The topic.
+        topic: String,
+        /// librdkafka's error (boxed: it is large and this path is cold).
+        source: Box<KafkaError>,
+    },
+    /// The topic does not exist.
+    #[error("topic {topic} does not exist on Kafka brokers {brokers}")]
+    Missing {
+        /// `kafka.brokers`.
+        brokers: String,
+        /// The topic.
+        topic: String,
+    },
+    /// The consumer could not be created or assigned, or failed fatally.
+    #[error("cannot read topic {topic} from Kafka brokers {brokers}: {source}")]
+    Consumer {
+        /// `kafka.brokers`.
+        brokers: String,
+        /// The topic.
+        topic: String,
+        /// librdkafka's error (boxed: it is large and this path is cold).
+        source: Box<KafkaError>,
+    },
+    /// No message arrived for `idle` while partitions still had some to read.
+    #[error("reading topic {topic} from Kafka brokers {brokers} stalled: nothing received for {} with partitions {partitions:?} unfinished", humantime::format_duration(*.idle))]
+    Stalled {
+        /// `kafka.brokers`.
+        brokers: String,
+        /// The topic.
+        topic: String,
+        /// The time waited.
+        idle: Duration,
+        /// Partitions not read to their end.
+        partitions: Vec<i32>,
+    },
+}
+
+/// Quiet time after which [`read_to_end`] checks its positions.
+const QUIET_CHECK: Duration = Duration::from_secs(1);
+
+/// How long a one-shot tool waits for the brokers to answer a metadata request.
+const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Reads every message of `topic` from the beginning up to the end offsets
+/// it has when the call starts, and hands each to `each`; messages produced
+/// meanwhile are left out, so the read ends. Partitions are assigned
+/// directly (no group membership) and no offset is committed, so reading
+/// changes nothing for anybody. Fails when nothing arrives for `idle`.
+pub async fn read_to_end(
+    config: &KafkaConfig,
+    topic: &str,
+    idle: Duration,
+    mut each: impl FnMut(&rdkafka::message::BorrowedMessage<'_>),
+) -> Result<u64, TopicReadError> {
+    use rdkafka::Message as _;
+    use std::collections::BTreeMap;
+    let brokers = config.brokers.clone();
+    let consumer_error = |source| TopicReadError::Consumer {
+        brokers: brokers.clone(),
+        topic: topic.to_owned(),
+        source: Box::new(source),
+    };
+    let mut client = ClientConfig::new();
+    client
+        .set("bootstrap.servers", &config.brokers)
+        // librdkafka wants a group id; with assign() and no commits it is never used
+        .set(
+            "group.id",
+            format!("esync-dlq-{:016x}", rand::random::<u64>()),
+        )
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest");
+    for (key, value) in &config.options {
+        if is_connection_option(key) {
+            client.set(key, value);
+        }
+    }
+    let consumer: StreamConsumer = client.create().map_err(consumer_error)?;
+    // Blocking metadata calls: fine for a one-shot command.
+    let metadata = consumer
+        .fetch_metadata(Some(topic), METADATA_TIMEOUT)
+        .map_err(|source| TopicReadError::Unreachable {
+            brokers: brokers.clone(),
+            topic: topic.to_owned(),
+            source: Box::new(source),
+        })?;
+    let missing = || TopicReadError::Missing {
+        brokers: brokers.clone(),
+        topic: topic.to_owned(),
+    };
+    let partitions: Vec<i32> = match metadata.topics().iter().find(|t| t.name() == topic) {
+        Some(found) if found.error().is_none() && !found.partitions().is_empty() => {
+            found.partitions().iter().map(|p| p.id()).collect()
+        }
+        _ => return Err(missing()),
+    };
+    let mut ends: BTreeMap<i32, i64> = BTreeMap::new();
+    let mut expected = 0;
+    let mut assignment = TopicPartitionList::new();
+    for partition in partitions {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, partition, METADATA_TIMEOUT)
+            .map_err(consumer_error)?;
+        if high > low {
+            expected += high - low;
+            ends.insert(partition, high);
+            assignment
+                .add_partition_offset(topic, partition, Offset::Beginning)
+                .map_err(consumer_error)?;
+        }
+    }
+    tracing::info!(
+        topic,
+        partitions = ends.len(),
+        messages = expected,
+        "reading to the end offsets"
+    );
+    if ends.is_empty() {
+        return Ok(0);
+    }
+    consumer.assign(&assignment).map_err(consumer_error)?;
+    let mut read = 0;
+    let mut last_progress = tokio::time::Instant::now();
+    while !ends.is_empty() {
+        match tokio::time::timeout(QUIET_CHECK, consumer.recv()).await {
+            Ok(Ok(message)) => {
+                let partition = message.partition();
+                // messages of finished partitions are not progress
+                let Some(&end) = ends.get(&partition) else {
+                    continue;
+                };
+                if message.offset() < end {
+                    last_progress = tokio::time::Instant::now();
+                    each(&message);
+                    read += 1;
+                }
+                if message.offset() + 1 >= end {
+                    ends.remove(&partition);
+                }
+            }
+            Ok(Err(error)) => {
+                // librdkafka retries transport errors itself; a stall ends in `Stalled`
+                tracing::warn!(topic, error = %error, "kafka consumer error while reading");
+            }
+            Err(_quiet) => {
+                // The last offsets before the end can hold no message
+                // (transaction markers, compaction): the position says so.
+                if let Ok(positions) = consumer.position() {
+                    for element in positions.elements_for_topic(topic) {
+                        if let (Offset::Offset(position), Some(&end)) =
+                            (element.offset(), ends.get(&element.partition()))
+                            && position >= end
+                        {
+                            ends.remove(&element.partition());
+                        }
+                    }
+                }
+                if !ends.is_empty() && last_progress.elapsed() >= idle {
+                    return Err(TopicReadError::Stalled {
+                        brokers,
+                        topic: topic.to_owned(),
+                        idle,
+                        partitions: ends.into_keys().collect(),
+                    });
+                }
+            }
+        }
+    }
+    Ok(read)
+}
+
+/// Options every client needs to reach the brokers (security, client id),
+/// as opposed to consumer- or producer-only ones.
+fn is_connection_option(key: &str) -> bool {
+    key.starts_with("security.")
+        || key.starts_with("sasl.")
+        || key.starts_with("ssl.")
+        || key.starts_with("client.")
 }

@@ -5,7 +5,7 @@
 //! replays can never put an older state over a newer one.
 //!
 //! Layers:
-//! - pure core, no I/O: [`id`], [`decode`], [`batch`], [`document`], [`bulk`],
+//! - pure core, no I/O: [`id`], [`decode`], [`batch`], [`document`], [`bulk`], [`dlq`],
 //!   [`offsets`], [`retry`], [`config`], [`write_health`], [`pg_ids`];
 //! - adapters, one per system: [`db`] (sqlx), [`es`] (elasticsearch),
 //!   [`kafka`] (rdkafka);
@@ -14,7 +14,9 @@
 //!   also reused), [`daemon`] (the Kafka consumer loop);
 //! - getting ids into Kafka without CDC: [`publish`] (incremental-column
 //!   poller and outbox relay; see `PUBLISH.md`);
-//! - operations: [`metrics`], [`http`], [`telemetry`], [`check`].
+//! - operations: [`metrics`], [`http`], [`telemetry`], [`check`], and the
+//!   dead-letter tooling: [`dlq`] (pure: letters, filters, summary, replay
+//!   plan) with [`dlq_command`] (reads the topic, produces replays).
 
 pub mod batch;
 pub mod bulk;
@@ -24,6 +26,8 @@ pub mod daemon;
 pub mod db;
 pub mod dead_letter;
 pub mod decode;
+pub mod dlq;
+pub mod dlq_command;
 pub mod document;
 pub mod durable_file;
 pub mod es;

@@ -47,6 +47,57 @@ enum Command {
         #[arg(long)]
         outbox: bool,
     },
+    /// Inspect the dead-letter topic and replay dead-lettered ids.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DlqCommand {
+    /// Count dead letters by kind, reason and mapping, with samples and times.
+    List {
+        #[command(flatten)]
+        selection: DlqSelection,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        format: OutputFormat,
+    },
+    /// Re-publish dead-lettered ids to their mapping's first topic (rows are
+    /// re-read, so a replay is harmless); undecodable messages are skipped.
+    Replay {
+        #[command(flatten)]
+        selection: DlqSelection,
+        /// Print what would be replayed, produce nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+/// Which dead letters a `dlq` command works on.
+#[derive(Debug, clap::Args)]
+struct DlqSelection {
+    /// Configuration file.
+    #[arg(long, short, env = "ESYNC_CONFIG", default_value = "esync.yaml")]
+    config: PathBuf,
+    /// Only letters with this esync.reason (e.g. unmatched_id).
+    #[arg(long)]
+    reason: Option<String>,
+    /// Only letters of this mapping.
+    #[arg(long)]
+    mapping: Option<String>,
+    /// Only letters dead-lettered since: a duration ago (2h, 30m) or an RFC 3339 time.
+    #[arg(long)]
+    since: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum OutputFormat {
+    /// A table for people.
+    Text,
+    /// One JSON document.
+    Json,
 }
 
 fn main() -> ExitCode {
@@ -66,6 +117,7 @@ fn main() -> ExitCode {
             Command::Publish { config, outbox } => {
                 publish(config, outbox).await.map(|()| ExitCode::SUCCESS)
             }
+            Command::Dlq { command } => dlq(command).await.map(|()| ExitCode::SUCCESS),
         }
     });
     // Threads blocked in a client library (e.g. librdkafka waiting for a
@@ -159,4 +211,60 @@ async fn check(config_path: PathBuf) -> anyhow::Result<ExitCode> {
     }
     println!("all checks passed");
     Ok(ExitCode::SUCCESS)
+}
+
+async fn dlq(command: DlqCommand) -> anyhow::Result<()> {
+    use esync::dlq_command;
+    match command {
+        DlqCommand::List { selection, format } => {
+            let (loaded, filter) = dlq_selection(&selection)?;
+            let summary = dlq_command::list(&loaded.config, filter).await?;
+            match format {
+                OutputFormat::Text => print!("{}", summary.to_table()),
+                OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&summary)?),
+            }
+        }
+        DlqCommand::Replay { selection, dry_run } => {
+            let (loaded, filter) = dlq_selection(&selection)?;
+            let plan = dlq_command::replay(&loaded.config, filter, dry_run).await?;
+            if dry_run {
+                for (topic, replays) in &plan.by_topic {
+                    for replay in replays {
+                        println!(
+                            "would replay id {} of mapping {} to topic {topic}",
+                            replay.id, replay.mapping
+                        );
+                    }
+                }
+            }
+            print!("{}", plan.report(dry_run));
+        }
+    }
+    Ok(())
+}
+
+fn dlq_selection(selection: &DlqSelection) -> anyhow::Result<(LoadedConfig, esync::dlq::Filter)> {
+    let loaded = LoadedConfig::from_file(&selection.config)?;
+    if let Some(mapping) = &selection.mapping
+        && !loaded
+            .config
+            .mappings
+            .iter()
+            .any(|known| known.display_name() == mapping)
+    {
+        // still allowed: letters of a mapping since removed can be listed
+        tracing::warn!(mapping, "no mapping of that name in the config");
+    }
+    let since = selection
+        .since
+        .as_deref()
+        .map(|text| esync::dlq::parse_since(text, chrono::Utc::now()))
+        .transpose()
+        .map_err(|message| anyhow::anyhow!("--since: {message}"))?;
+    let filter = esync::dlq::Filter {
+        reason: selection.reason.clone(),
+        mapping: selection.mapping.clone(),
+        since,
+    };
+    Ok((loaded, filter))
 }
