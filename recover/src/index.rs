@@ -19,6 +19,8 @@ use crate::diff::{StrayCopy, content_hash};
 use crate::range::{Chunk, IdBound};
 use anyhow::Context as _;
 use elasticsearch::http::Method;
+use esync::bulk::encode_action;
+use esync::document::BulkAction;
 use esync::es::EsClient;
 use esync::id::{Id, IdType};
 use serde_json::{Value, json};
@@ -366,17 +368,13 @@ impl IndexSide {
 pub fn delete_copies_body(copies: &[StrayCopy]) -> Vec<u8> {
     let mut body = Vec::new();
     for copy in copies {
-        let mut action = json!({
-            "_index": copy.index,
-            "_id": copy.id.to_doc_id(),
-            "version": copy.version,
-            "version_type": "external_gte",
-        });
-        if let Some(routing) = &copy.routing {
-            action["routing"] = json!(routing);
-        }
-        body.extend_from_slice(json!({ "delete": action }).to_string().as_bytes());
-        body.push(b'\n');
+        let delete = BulkAction::Delete {
+            index: copy.index.as_str().into(),
+            id: copy.id.to_doc_id(),
+            version: copy.version,
+            routing: copy.routing.clone(),
+        };
+        encode_action(&delete, &mut body);
     }
     body
 }

@@ -425,6 +425,17 @@ pub enum ConflictKind {
     HardDelete,
 }
 
+impl ConflictKind {
+    /// The kind of `action`; `row_gone` when it deletes a row that is gone.
+    pub fn of(action: &BulkAction, row_gone: bool) -> ConflictKind {
+        match (action.is_delete(), row_gone) {
+            (false, _) => ConflictKind::Index,
+            (true, true) => ConflictKind::HardDelete,
+            (true, false) => ConflictKind::RowDelete,
+        }
+    }
+}
+
 /// The document as the index holds it, from `_mget` (`None`: not found,
 /// deleted or never written).
 pub type StoredVersion = Option<u64>;

@@ -20,7 +20,7 @@ use crate::dead_letter::DeadLetterSink;
 use crate::es::EsClient;
 use crate::id::Id;
 use crate::kafka::{self, DeadLetter, EsyncConsumer};
-use crate::metrics::{Metrics, ReasonLabel, TopicLabel};
+use crate::metrics::{Metrics, TopicLabel};
 use crate::offsets::{OffsetTracker, Receipt};
 use crate::writer::{Abandoned, Mapping, WriteReport, Writer, sleep_or_abort};
 use prometheus_client::metrics::counter::Counter;
@@ -439,56 +439,41 @@ impl<'a> ConsumerLoop<'a> {
             );
             return Ok(());
         };
-        let current =
-            kafka::lock(&self.services.tracker).generation(message.topic(), message.partition());
-        if current.is_none() || current != generation {
-            // revoked (or revoked and assigned again) since it was received:
-            // Kafka delivers it again to whoever owns the partition now
-            tracing::debug!(
-                topic = message.topic(),
-                partition = message.partition(),
-                offset = message.offset(),
-                "message of an earlier assignment skipped"
-            );
-            return Ok(());
-        }
         let (mapping, topic) = (route.mapping, route.name.clone());
         route.messages.inc();
         let mappings = self.services.writer.mappings().clone();
         let decoded = mappings[mapping]
             .decoder
             .decode(message.key(), message.payload());
-        let ids = match decoded {
-            Ok(ids) => ids,
-            Err(error) => {
-                // pending until a worker has produced the dead letter
-                let registered = kafka::lock(&self.services.tracker).register(
-                    &topic,
-                    message.partition(),
-                    generation,
-                    message.offset(),
-                    1,
-                );
-                let Some(receipt) = registered else {
-                    return Ok(());
-                };
-                let item = undecodable(&message, &error, receipt, &self.services.metrics);
-                let worker = message.partition().unsigned_abs() as usize % self.senders.len();
-                return self.send(worker, item, shutdown).await;
-            }
-        };
-        self.ids_received[mapping].inc_by(ids.len() as u64);
+        // an undecodable message is pending until a worker produced its dead letter
+        let pending = decoded.as_ref().map_or(1, |ids| ids.len() as u32);
         let registered = kafka::lock(&self.services.tracker).register(
             &topic,
             message.partition(),
             generation,
             message.offset(),
-            ids.len() as u32,
+            pending,
         );
         let Some(receipt) = registered else {
-            tracing::debug!(topic = %topic, partition = message.partition(), "message of a revoked partition skipped");
+            // revoked (or revoked and assigned again) since it was received:
+            // Kafka delivers it again to whoever owns the partition now
+            tracing::debug!(
+                topic = %topic,
+                partition = message.partition(),
+                offset = message.offset(),
+                "message of an earlier assignment skipped"
+            );
             return Ok(());
         };
+        let ids = match decoded {
+            Ok(ids) => ids,
+            Err(error) => {
+                let item = undecodable(&message, &error, receipt);
+                let worker = message.partition().unsigned_abs() as usize % self.senders.len();
+                return self.send(worker, item, shutdown).await;
+            }
+        };
+        self.ids_received[mapping].inc_by(ids.len() as u64);
         for id in ids {
             let worker = id.worker_index(self.senders.len());
             self.send(
@@ -567,15 +552,7 @@ fn undecodable(
     message: &OwnedMessage,
     error: &crate::decode::DecodeError,
     receipt: Receipt,
-    metrics: &Metrics,
 ) -> WorkItem {
-    let reason = error.reason_code();
-    metrics
-        .dead_lettered
-        .get_or_create(&ReasonLabel {
-            reason: reason.to_owned(),
-        })
-        .inc();
     let letter = crate::dead_letter::undecodable_message(
         message.key(),
         message.payload(),
@@ -688,13 +665,6 @@ async fn handle_batch(
     let mappings = services.writer.mappings();
     for failed in &report.failed {
         let mapping = &mappings[failed.mapping];
-        services
-            .metrics
-            .dead_lettered
-            .get_or_create(&ReasonLabel {
-                reason: failed.reason_code.to_owned(),
-            })
-            .inc();
         let letter = crate::dead_letter::unwritable_id(mapping, failed, "esync");
         let origin = format!("{} id {}", mapping.name, failed.id);
         services.dead_letter.send(&letter, &origin, abort).await?;

@@ -11,7 +11,7 @@
 //! and the messages behind it are not committed meanwhile.
 
 use crate::kafka::{self, DeadLetter};
-use crate::metrics::{Metrics, RetryLabel};
+use crate::metrics::{Metrics, ReasonLabel, RetryLabel};
 use crate::retry::RetryPolicy;
 use crate::writer::{Abandoned, FailedId, Mapping, sleep_or_abort};
 use rdkafka::error::KafkaError;
@@ -68,14 +68,21 @@ impl DeadLetterSink {
         })
     }
 
-    /// Produces `letter` (about `origin`, for logs) and waits for the
-    /// broker's acknowledgement; `Err(Abandoned)` only when `stop` fires first.
+    /// Counts `letter` by its `esync.reason` (`esync_dead_lettered_total`),
+    /// produces it (`origin` is for logs) and waits for the broker's
+    /// acknowledgement; `Err(Abandoned)` only when `stop` fires first.
     pub async fn send(
         &self,
         letter: &DeadLetter,
         origin: &str,
         stop: &CancellationToken,
     ) -> Result<(), Abandoned> {
+        self.metrics
+            .dead_lettered
+            .get_or_create(&ReasonLabel {
+                reason: letter.header("esync.reason").to_owned(),
+            })
+            .inc();
         let Some((producer, topic)) = &self.target else {
             tracing::error!(
                 origin,
@@ -174,7 +181,12 @@ pub fn truncate(letter: &DeadLetter, max_message_bytes: usize) -> DeadLetter {
     let mut headers: Vec<(&'static str, String)> = letter
         .headers
         .iter()
-        .map(|(name, value)| (*name, truncate_chars(value, TRUNCATED_HEADER_CHARS)))
+        .map(|(name, value)| {
+            (
+                *name,
+                crate::id::truncate_chars(value, TRUNCATED_HEADER_CHARS),
+            )
+        })
         .collect();
     let original_length = letter.value.as_ref().map_or(0, Vec::len);
     headers.push(("esync.truncated", original_length.to_string()));
@@ -193,13 +205,6 @@ pub fn truncate(letter: &DeadLetter, max_message_bytes: usize) -> DeadLetter {
         key,
         value,
         headers,
-    }
-}
-
-fn truncate_chars(text: &str, max_chars: usize) -> String {
-    match text.char_indices().nth(max_chars) {
-        Some((cut, _)) => format!("{}…", &text[..cut]),
-        None => text.to_owned(),
     }
 }
 

@@ -224,6 +224,13 @@ impl BulkAction {
         }
     }
 
+    /// The external version the action is sent with.
+    pub fn version(&self) -> u64 {
+        match self {
+            BulkAction::Index { version, .. } | BulkAction::Delete { version, .. } => *version,
+        }
+    }
+
     /// The routing key, if any.
     pub fn routing(&self) -> Option<&str> {
         match self {
@@ -1109,9 +1116,7 @@ mod ordering_tests {
 
         /// Applies one action; false for a 409.
         fn apply(&mut self, action: &BulkAction, now_seconds: u64) -> bool {
-            let version = match action {
-                BulkAction::Index { version, .. } | BulkAction::Delete { version, .. } => *version,
-            };
+            let version = action.version();
             if self
                 .current_version(now_seconds)
                 .is_some_and(|current| version < current)
@@ -1164,31 +1169,34 @@ mod ordering_tests {
         }
     }
 
+    /// The re-read of row 1: `(name, version, deleted)`, or none when it is gone.
+    fn model_rows(row: Option<(&str, SqlValue, bool)>) -> Vec<Row> {
+        row.map(|(name, version, deleted)| Row {
+            columns: vec![
+                "id".to_owned(),
+                "v".to_owned(),
+                "name".to_owned(),
+                "deleted".to_owned(),
+            ]
+            .into(),
+            values: vec![
+                SqlValue::Int(1),
+                version,
+                SqlValue::Text(name.into()),
+                SqlValue::Bool(deleted),
+            ],
+        })
+        .into_iter()
+        .collect()
+    }
+
     /// The action esync sends when it re-reads the row as `row` at `now_micros`.
     fn action_for(
         spec: &DocumentSpec,
         row: Option<(&str, SqlValue, bool)>,
         now_micros: u64,
     ) -> BulkAction {
-        let rows = row
-            .map(|(name, version, deleted)| Row {
-                columns: vec![
-                    "id".to_owned(),
-                    "v".to_owned(),
-                    "name".to_owned(),
-                    "deleted".to_owned(),
-                ]
-                .into(),
-                values: vec![
-                    SqlValue::Int(1),
-                    version,
-                    SqlValue::Text(name.into()),
-                    SqlValue::Bool(deleted),
-                ],
-            })
-            .into_iter()
-            .collect();
-        plan_actions(spec, &[Id::Int(1)], rows, now_micros)
+        plan_actions(spec, &[Id::Int(1)], model_rows(row), now_micros)
             .remove(0)
             .action
             .expect("writable")
@@ -1320,38 +1328,21 @@ mod ordering_tests {
         use crate::bulk::{ConflictDecision, ConflictKind, decide_conflict};
         let mut delete_version = None;
         for _ in 0..10 {
-            let rows = row
-                .clone()
-                .map(|(name, version, deleted)| Row {
-                    columns: vec![
-                        "id".to_owned(),
-                        "v".to_owned(),
-                        "name".to_owned(),
-                        "deleted".to_owned(),
-                    ]
-                    .into(),
-                    values: vec![
-                        SqlValue::Int(1),
-                        version,
-                        SqlValue::Text(name.into()),
-                        SqlValue::Bool(deleted),
-                    ],
-                })
-                .into_iter()
-                .collect();
-            let planned = plan_actions(spec, &[Id::Int(1)], rows, micros(now_seconds)).remove(0);
+            let planned = plan_actions(
+                spec,
+                &[Id::Int(1)],
+                model_rows(row.clone()),
+                micros(now_seconds),
+            )
+            .remove(0);
             let mut action = planned.action.expect("writable");
-            let kind = match (&mut action, planned.row_gone) {
-                (BulkAction::Index { .. }, _) => ConflictKind::Index,
-                (BulkAction::Delete { version, .. }, true) => {
-                    *version = (*version).max(delete_version.unwrap_or(0));
-                    ConflictKind::HardDelete
-                }
-                (BulkAction::Delete { .. }, false) => ConflictKind::RowDelete,
-            };
-            let sent = match &action {
-                BulkAction::Index { version, .. } | BulkAction::Delete { version, .. } => *version,
-            };
+            let kind = ConflictKind::of(&action, planned.row_gone);
+            if let (ConflictKind::HardDelete, BulkAction::Delete { version, .. }) =
+                (kind, &mut action)
+            {
+                *version = (*version).max(delete_version.unwrap_or(0));
+            }
+            let sent = action.version();
             if index.apply(&action, now_seconds) {
                 return now_seconds;
             }

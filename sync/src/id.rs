@@ -96,13 +96,15 @@ impl Id {
 
 /// Keeps error messages readable when a message carries a huge bogus payload.
 pub(crate) fn truncate_for_message(text: &str) -> String {
-    const MAX_CHARS: usize = 64;
-    if text.chars().count() <= MAX_CHARS {
-        return text.to_owned();
+    truncate_chars(text, 64)
+}
+
+/// `text` cut to `max_chars` characters, with `…` when something was cut.
+pub(crate) fn truncate_chars(text: &str, max_chars: usize) -> String {
+    match text.char_indices().nth(max_chars) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_owned(),
     }
-    let mut short: String = text.chars().take(MAX_CHARS).collect();
-    short.push('…');
-    short
 }
 
 impl fmt::Display for Id {

@@ -672,17 +672,11 @@ struct PendingWrite {
 
 impl PendingWrite {
     fn conflict_kind(&self) -> ConflictKind {
-        match (&self.action, self.row_gone) {
-            (BulkAction::Index { .. }, _) => ConflictKind::Index,
-            (BulkAction::Delete { .. }, true) => ConflictKind::HardDelete,
-            (BulkAction::Delete { .. }, false) => ConflictKind::RowDelete,
-        }
+        ConflictKind::of(&self.action, self.row_gone)
     }
 
     fn version(&self) -> u64 {
-        match &self.action {
-            BulkAction::Index { version, .. } | BulkAction::Delete { version, .. } => *version,
-        }
+        self.action.version()
     }
 }
 

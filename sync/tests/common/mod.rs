@@ -627,10 +627,8 @@ impl LoggedChild {
 
     /// SIGTERM, and the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
+        self.signal_terminate();
         let mut child = self.child.take().expect("a running process");
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
         let started = Instant::now();
         loop {
             if let Ok(Some(status)) = child.try_wait() {
