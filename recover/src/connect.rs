@@ -69,11 +69,6 @@ impl Connected {
     pub fn select_mappings(&self, names: &[String]) -> anyhow::Result<Vec<usize>> {
         select_mappings(&self.loaded.config.mappings, names)
     }
-
-    /// Elasticsearch items and requests retried so far by the writer.
-    pub fn es_retries(&self) -> u64 {
-        self.metrics.elasticsearch_retries()
-    }
 }
 
 /// Indexes of the mappings called `names`, in the config's order; all of

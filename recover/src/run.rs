@@ -88,6 +88,8 @@ struct LiveStats {
     chunks_done: AtomicU64,
     db_latency_micros: AtomicU64,
     db_queries: AtomicU64,
+    /// Elasticsearch items the writer sent again: the adaptive rate's signal.
+    es_retries: AtomicU64,
 }
 
 impl LiveStats {
@@ -387,7 +389,7 @@ async fn govern(context: Arc<RunContext>, workers_done: CancellationToken) {
     );
     let mut adaptive = AdaptiveRate::new(settings, context.clock.elapsed());
     let mut last_rows = 0;
-    let mut last_retries = context.connected.es_retries();
+    let mut last_retries = 0;
     let mut last_latency = 0;
     let mut last_queries = 0;
     let mut last_at = context.clock.elapsed();
@@ -398,7 +400,7 @@ async fn govern(context: Arc<RunContext>, workers_done: CancellationToken) {
         }
         let now = context.clock.elapsed();
         let rows = context.stats.rows.load(Ordering::Relaxed);
-        let retries = context.connected.es_retries();
+        let retries = context.stats.es_retries.load(Ordering::Relaxed);
         let latency = context.stats.db_latency_micros.load(Ordering::Relaxed);
         let queries = context.stats.db_queries.load(Ordering::Relaxed);
         let window = Window {
@@ -568,7 +570,6 @@ async fn walk_chunk(
 ) -> Result<Totals, ChunkError> {
     let (writer_index, source) = &context.sources[claim.mapping];
     let batch_size = context.settings.batch_size.max(1);
-    let mappings = context.connected.writer.mappings().len();
     let mut cursor = claim.chunk.first_cursor();
     let mut totals = Totals::default();
     loop {
@@ -589,16 +590,18 @@ async fn walk_chunk(
                 .map_err(|Abandoned| ChunkError::Interrupted)?;
         }
         let full_page = ids.len() == batch_size;
-        let mut batch = vec![Vec::new(); mappings];
-        batch[*writer_index] = ids;
         let report = context
             .connected
             .writer
-            .write_batch(&batch, &context.abort)
+            .write_ids(*writer_index, &ids, &context.abort)
             .await
             .map_err(|Abandoned| ChunkError::Interrupted)?;
+        context
+            .stats
+            .es_retries
+            .fetch_add(report.es_retries, Ordering::Relaxed);
         let page = Totals {
-            rows: batch[*writer_index].len() as u64,
+            rows: ids.len() as u64,
             indexed: report.indexed as u64,
             deleted: report.deleted as u64,
             conflicts: report.conflicts as u64,

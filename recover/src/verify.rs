@@ -563,11 +563,9 @@ async fn fix(
     let batch_size = settings.batch_size.max(1);
     for (mapping_index, ids) in differing.iter().enumerate() {
         for page in ids.chunks(batch_size) {
-            let mut batch = vec![Vec::new(); differing.len()];
-            batch[mapping_index] = page.to_vec();
             let written = connected
                 .writer
-                .write_batch(&batch, &never)
+                .write_ids(mapping_index, page, &never)
                 .await
                 .expect("never abandoned without an abort");
             report.ids += page.len() as u64;

@@ -14,15 +14,8 @@ use serde::Deserialize;
 use serde_json::Value;
 use std::io::Write as _;
 
-/// Appends the NDJSON for `actions` to `out` (action line, then source line for
-/// index actions).
-pub fn encode_bulk(actions: &[&BulkAction], out: &mut Vec<u8>) {
-    for action in actions {
-        encode_action(action, out);
-    }
-}
-
-/// Appends the NDJSON for one action.
+/// Appends the NDJSON for one action (action line, then source line for an
+/// index action).
 pub fn encode_action(action: &BulkAction, out: &mut Vec<u8>) {
     let (op, index, id, version, routing) = match action {
         BulkAction::Index {
@@ -400,12 +393,6 @@ pub fn classify_request_failure(status: u16, body: &[u8]) -> RequestFailure {
     )
 }
 
-/// The policy for a whole request that failed before per-item results, for
-/// plain REST calls: 408, 429, 5xx and transport errors pass by themselves.
-pub fn request_status_is_retryable(status: u16) -> bool {
-    status == 429 || status == 408 || status >= 500
-}
-
 /// The version a 409 reports the index holds: `... current version [N] is
 /// higher than the one provided [M]` (also `higher or equal to`).
 pub fn current_version_of_conflict(reason: &str) -> Option<u64> {
@@ -618,7 +605,8 @@ mod tests {
     fn encodes_ndjson_with_external_versions() {
         let (index, delete) = (index_action("1", 5), delete_action("2", 9));
         let mut out = Vec::new();
-        encode_bulk(&[&index, &delete], &mut out);
+        encode_action(&index, &mut out);
+        encode_action(&delete, &mut out);
         let text = String::from_utf8(out).unwrap();
         let lines: Vec<Value> = text
             .lines()
@@ -1014,15 +1002,5 @@ mod tests {
             classify_bulk(b"<html>", &refs),
             Err(BulkResponseError::Malformed(_))
         ));
-    }
-
-    #[test]
-    fn request_level_statuses() {
-        for status in [408, 429, 500, 502, 503, 504] {
-            assert!(request_status_is_retryable(status), "{status}");
-        }
-        for status in [400, 401, 403, 404, 413] {
-            assert!(!request_status_is_retryable(status), "{status}");
-        }
     }
 }

@@ -182,6 +182,11 @@ impl MappingConfig {
     pub fn display_name(&self) -> &str {
         self.name.as_deref().unwrap_or(&self.index)
     }
+
+    /// The decoder of the mapping's Kafka messages.
+    pub fn decoder(&self) -> crate::decode::Decoder {
+        crate::decode::Decoder::new(self.format.clone(), self.id.id_type, &self.id.column)
+    }
 }
 
 /// `id:`

@@ -17,6 +17,7 @@ use crate::batch::Batch;
 use crate::config::{Config, LoadedConfig};
 use crate::db::Database;
 use crate::dead_letter::DeadLetterSink;
+use crate::decode::Decoder;
 use crate::es::EsClient;
 use crate::id::Id;
 use crate::kafka::{self, DeadLetter, EsyncConsumer};
@@ -152,10 +153,12 @@ pub async fn check_health(consumer: &Arc<EsyncConsumer>, writer: &Writer) -> Res
     }
 }
 
-/// Where a topic's messages go, and its message counter.
+/// Where a topic's messages go: how to decode them, which mapping's ids they
+/// carry, and the topic's message counter.
 struct TopicRoute {
     mapping: usize,
     name: Arc<str>,
+    decoder: Decoder,
     messages: Counter,
 }
 
@@ -361,6 +364,7 @@ impl<'a> ConsumerLoop<'a> {
                     TopicRoute {
                         mapping: index,
                         name: Arc::from(topic.as_str()),
+                        decoder: mapping.decoder(),
                         messages,
                     },
                 );
@@ -441,10 +445,7 @@ impl<'a> ConsumerLoop<'a> {
         };
         let (mapping, topic) = (route.mapping, route.name.clone());
         route.messages.inc();
-        let mappings = self.services.writer.mappings().clone();
-        let decoded = mappings[mapping]
-            .decoder
-            .decode(message.key(), message.payload());
+        let decoded = route.decoder.decode(message.key(), message.payload());
         // an undecodable message is pending until a worker produced its dead letter
         let pending = decoded.as_ref().map_or(1, |ids| ids.len() as u32);
         let registered = kafka::lock(&self.services.tracker).register(

@@ -124,11 +124,7 @@ impl Mappings {
                     name,
                     ReplayTarget {
                         topic: topic.clone(),
-                        decoder: Decoder::new(
-                            mapping.format.clone(),
-                            mapping.id.id_type,
-                            &mapping.id.column,
-                        ),
+                        decoder: mapping.decoder(),
                         id_type: mapping.id.id_type,
                     },
                 );

@@ -42,17 +42,6 @@ pub enum EsError {
     },
 }
 
-impl EsError {
-    /// Transport errors, 408, 429 and 5xx may pass; other statuses will not.
-    pub fn is_retryable(&self) -> bool {
-        match self {
-            EsError::Setup(_) => false,
-            EsError::Transport { .. } => true,
-            EsError::Status { status, .. } => crate::bulk::request_status_is_retryable(*status),
-        }
-    }
-}
-
 /// A client for one cluster.
 #[derive(Debug, Clone)]
 pub struct EsClient {

@@ -196,21 +196,6 @@ impl Metrics {
         Metrics::register(&mut Registry::default())
     }
 
-    /// Elasticsearch items and requests retried so far, all reasons.
-    pub fn elasticsearch_retries(&self) -> u64 {
-        crate::bulk::RetryReason::ALL
-            .iter()
-            .map(|reason| {
-                self.retries
-                    .get_or_create(&RetryLabel {
-                        stage: "elasticsearch",
-                        reason: reason.as_str(),
-                    })
-                    .get()
-            })
-            .sum()
-    }
-
     /// Shorthand for a mapping label.
     pub fn mapping(name: &str) -> MappingLabel {
         MappingLabel {

@@ -211,14 +211,6 @@ impl OffsetTracker {
                 offset,
             })
     }
-
-    /// Messages with ids still outstanding, over all partitions.
-    pub fn pending_messages(&self) -> usize {
-        self.partitions
-            .values()
-            .map(|state| state.pending.len())
-            .sum()
-    }
 }
 
 #[cfg(test)]
@@ -277,7 +269,6 @@ mod tests {
         );
         tracker.acknowledge(&second);
         assert_eq!(positions(&tracker), vec![(0, 13)]);
-        assert_eq!(tracker.pending_messages(), 0);
     }
 
     #[test]

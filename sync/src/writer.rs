@@ -20,7 +20,6 @@ use crate::bulk::{
 };
 use crate::config::{Config, ElasticsearchConfig, MappingConfig};
 use crate::db::{Database, RowReader};
-use crate::decode::Decoder;
 use crate::document::{BulkAction, DocumentSpec, Planned, plan_actions};
 use crate::es::EsClient;
 use crate::id::Id;
@@ -39,10 +38,6 @@ use tokio_util::sync::CancellationToken;
 pub struct Mapping {
     /// Name for logs and metrics.
     pub name: String,
-    /// Topics carrying its ids.
-    pub topics: Vec<String>,
-    /// Message decoder.
-    pub decoder: Decoder,
     /// Re-read query.
     pub reader: RowReader,
     /// Document rules.
@@ -66,12 +61,6 @@ impl Mapping {
     ) -> Mapping {
         Mapping {
             name: mapping.display_name().to_owned(),
-            topics: mapping.topics.clone(),
-            decoder: Decoder::new(
-                mapping.format.clone(),
-                mapping.id.id_type,
-                &mapping.id.column,
-            ),
             reader: RowReader::new(mapping, dialect, chunk_size),
             spec: DocumentSpec {
                 index: Arc::from(mapping.index.as_str()),
@@ -114,6 +103,10 @@ pub struct WriteReport {
     pub deleted: usize,
     /// Writes skipped as older than the index.
     pub conflicts: usize,
+    /// Elasticsearch items sent again (any reason, as counted in
+    /// `esync_retries_total{stage="elasticsearch"}`): the cluster's push-back,
+    /// which esync-recover's adaptive rate slows down for.
+    pub es_retries: u64,
     /// Ids that cannot be written.
     pub failed: Vec<FailedId>,
 }
@@ -180,6 +173,19 @@ impl Writer {
     /// they flow.
     pub fn health_problem(&self) -> Option<String> {
         lock(&self.health).problem(SystemTime::now(), crate::write_health::DEFAULT_PATIENCE)
+    }
+
+    /// Re-reads and writes the `ids` of mapping number `mapping`; see
+    /// [`Writer::write_batch`].
+    pub async fn write_ids(
+        &self,
+        mapping: usize,
+        ids: &[Id],
+        abort: &CancellationToken,
+    ) -> Result<WriteReport, Abandoned> {
+        let mut ids_by_mapping = vec![Vec::new(); self.mappings.len()];
+        ids_by_mapping[mapping] = ids.to_vec();
+        self.write_batch(&ids_by_mapping, abort).await
     }
 
     /// Re-reads and writes `ids_by_mapping[m]` for every mapping `m`.
@@ -352,11 +358,18 @@ impl Writer {
     async fn send_round(&self, pending: Vec<PendingWrite>, report: &mut WriteReport) -> Round {
         let mut outcomes: Vec<Option<ItemOutcome>> = vec![None; pending.len()];
         let mut too_large = Vec::new();
-        for (range, body) in encode_chunks(&pending, self.max_bulk_bytes) {
-            self.send_splitting(&pending, range, body, &mut outcomes, &mut too_large)
-                .await;
-        }
         let mut round = Round::default();
+        for (range, body) in encode_chunks(&pending, self.max_bulk_bytes) {
+            self.send_splitting(
+                &pending,
+                range,
+                body,
+                &mut outcomes,
+                &mut too_large,
+                &mut round,
+            )
+            .await;
+        }
         let mut tally = Tally::new(self.mappings.len());
         let mut look_ups = Vec::new();
         for (position, outcome) in outcomes.into_iter().enumerate() {
@@ -417,7 +430,8 @@ impl Writer {
     }
 
     /// Sends `range` of `pending` (encoded as `body`); a 413 halves the range
-    /// until each piece passes, and an action refused alone lands in `too_large`.
+    /// until each piece passes (each split counted in `round`), and an action
+    /// refused alone lands in `too_large`.
     async fn send_splitting(
         &self,
         pending: &[PendingWrite],
@@ -425,6 +439,7 @@ impl Writer {
         body: Vec<u8>,
         outcomes: &mut [Option<ItemOutcome>],
         too_large: &mut Vec<usize>,
+        round: &mut Round,
     ) {
         let mut bisection = Bisection::new(range.clone());
         let mut first_body = Some(body);
@@ -459,7 +474,10 @@ impl Writer {
                                 "{}",
                                 RetryReason::RequestTooLarge.operator_hint()
                             );
-                            self.count_retry(RetryReason::RequestTooLarge, size as u64);
+                            *round
+                                .reasons
+                                .entry(RetryReason::RequestTooLarge)
+                                .or_default() += size as u64;
                         }
                     }
                 }
@@ -562,6 +580,7 @@ impl Writer {
         }
         for (reason, count) in &round.reasons {
             self.count_retry(*reason, *count);
+            report.es_retries += count;
             if matches!(reason, RetryReason::Tombstone | RetryReason::DeleteBehind) {
                 tracing::warn!(reason = %reason, items = count, "{}", reason.operator_hint());
             }

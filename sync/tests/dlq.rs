@@ -107,7 +107,7 @@ async fn dlq_list_counts_and_replay_republishes_only_matching_ids() {
     std::fs::write(&config_path, &yaml).expect("write config");
     let loaded = LoadedConfig::from_yaml(&yaml, &|_| None).expect("config");
     let mappings = Mapping::all_from_config(&loaded.config, Dialect::Postgres);
-    let decoders: Vec<Decoder> = mappings.iter().map(|m| m.decoder.clone()).collect();
+    let decoders: Vec<Decoder> = loaded.config.mappings.iter().map(|m| m.decoder()).collect();
 
     // The letters, built by the functions the daemon and esync-recover use.
     let failed = |mapping: usize, id: Id, reason_code: &'static str| {
