@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # covers its children)
 PURE = {
     "sync": [
-        "id", "decode", "batch", "document", "bulk", "dlq", "offsets", "retry",
+        "id", "decode", "batch", "coalesce", "document", "bulk", "dlq", "offsets", "retry",
         "config", "write_health", "pg_ids",
     ],
     "recover": ["range", "rate", "checkpoint", "diff", "progress"],

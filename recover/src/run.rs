@@ -21,6 +21,7 @@ use crate::source::Source;
 use crate::store::CheckpointStore;
 use anyhow::Context as _;
 use esync::dead_letter::DeadLetterSink;
+use esync::lock::lock;
 use esync::writer::{Abandoned, sleep_or_abort};
 use serde_json::json;
 use std::collections::VecDeque;
@@ -373,12 +374,6 @@ pub async fn run(
     } else {
         RunOutcome::Interrupted(final_snapshot)
     })
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Adjusts the rate once a second from what the last second looked like.

@@ -14,6 +14,7 @@
 //! restart), commit what is finished, leave the group.
 
 use crate::batch::Batch;
+use crate::coalesce::{Offer, Waiting};
 use crate::config::{Config, LoadedConfig};
 use crate::db::Database;
 use crate::dead_letter::DeadLetterSink;
@@ -21,6 +22,7 @@ use crate::decode::Decoder;
 use crate::es::EsClient;
 use crate::id::Id;
 use crate::kafka::{self, DeadLetter, EsyncConsumer};
+use crate::lock::lock;
 use crate::metrics::{Metrics, TopicLabel};
 use crate::offsets::{OffsetTracker, Receipt};
 use crate::writer::{Abandoned, Mapping, WriteReport, Writer, sleep_or_abort};
@@ -165,12 +167,9 @@ struct TopicRoute {
 /// What the consumer hands to a worker.
 #[derive(Debug)]
 enum WorkItem {
-    /// One id to re-read and write.
-    Id {
-        mapping: usize,
-        id: Id,
-        receipt: Receipt,
-    },
+    /// One id to re-read and write; the receipts of the messages that
+    /// announced it wait in the worker's [`Waiting`].
+    Id { mapping: usize, id: Id },
     /// A message that cannot be decoded, for the dead-letter topic. Workers
     /// produce it, so the consumer keeps polling while the broker is slow.
     Undecodable {
@@ -186,6 +185,16 @@ const KAFKA_CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// How long workers get to notice an abort before they are cancelled.
 const ABORT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Receipts one waiting id gathers before its further messages are queued
+/// again (so a hot id still meets the queue's back-pressure).
+const RECEIPTS_PER_WAITING_ID: usize = 100;
+
+/// One worker's queue, and the ids in it (or in its batch) not yet re-read.
+struct WorkerQueue {
+    sender: mpsc::Sender<WorkItem>,
+    waiting: Arc<Mutex<Waiting<Receipt>>>,
+}
 
 /// Runs until `shutdown` fires, then drains, commits and returns; returns an
 /// error when one of its tasks fails. Shutdown takes at most
@@ -209,13 +218,18 @@ pub async fn run(
     // Fires when the grace period is over: in-flight work is abandoned.
     let abort = CancellationToken::new();
     let mut workers = JoinSet::new();
-    let mut senders = Vec::with_capacity(config.workers);
+    let mut queues = Vec::with_capacity(config.workers);
     for worker_index in 0..config.workers {
         let (sender, receiver) = mpsc::channel(config.batch.queue_capacity);
-        senders.push(sender);
+        let waiting = Arc::new(Mutex::new(Waiting::new(RECEIPTS_PER_WAITING_ID)));
+        queues.push(WorkerQueue {
+            sender,
+            waiting: waiting.clone(),
+        });
         workers.spawn(worker_loop(
             worker_index,
             receiver,
+            waiting,
             services.clone(),
             config.batch,
             abort.clone(),
@@ -229,7 +243,7 @@ pub async fn run(
         stop_commits.clone(),
     ));
 
-    let consuming = ConsumerLoop::new(config, &services, senders).run(&stop);
+    let consuming = ConsumerLoop::new(config, &services, queues).run(&stop);
     let failure = supervise(consuming, &mut workers, &mut commit_loop, &shutdown).await;
     if let Some(failure) = &failure {
         tracing::error!(error = %failure, "a task of the daemon failed; stopping so that it is restarted");
@@ -334,7 +348,7 @@ async fn close_consumer(services: Services) {
 
 struct ConsumerLoop<'a> {
     services: &'a Services,
-    senders: Vec<mpsc::Sender<WorkItem>>,
+    queues: Vec<WorkerQueue>,
     topics: HashMap<String, TopicRoute>,
     /// `esync_ids_received_total` per mapping, resolved once.
     ids_received: Vec<Counter>,
@@ -344,11 +358,7 @@ struct ConsumerLoop<'a> {
 }
 
 impl<'a> ConsumerLoop<'a> {
-    fn new(
-        config: &Config,
-        services: &'a Services,
-        senders: Vec<mpsc::Sender<WorkItem>>,
-    ) -> ConsumerLoop<'a> {
+    fn new(config: &Config, services: &'a Services, queues: Vec<WorkerQueue>) -> ConsumerLoop<'a> {
         let metrics = &services.metrics;
         let mut topics = HashMap::new();
         for (index, mapping) in config.mappings.iter().enumerate() {
@@ -382,7 +392,7 @@ impl<'a> ConsumerLoop<'a> {
             .collect();
         ConsumerLoop {
             services,
-            senders,
+            queues,
             topics,
             ids_received,
             overflow: VecDeque::new(),
@@ -425,7 +435,7 @@ impl<'a> ConsumerLoop<'a> {
     /// assignment the message was fetched under.
     fn tag(&self, message: OwnedMessage) -> (Option<u64>, OwnedMessage) {
         let generation =
-            kafka::lock(&self.services.tracker).generation(message.topic(), message.partition());
+            lock(&self.services.tracker).generation(message.topic(), message.partition());
         (generation, message)
     }
 
@@ -448,7 +458,7 @@ impl<'a> ConsumerLoop<'a> {
         let decoded = route.decoder.decode(message.key(), message.payload());
         // an undecodable message is pending until a worker produced its dead letter
         let pending = decoded.as_ref().map_or(1, |ids| ids.len() as u32);
-        let registered = kafka::lock(&self.services.tracker).register(
+        let registered = lock(&self.services.tracker).register(
             &topic,
             message.partition(),
             generation,
@@ -470,23 +480,18 @@ impl<'a> ConsumerLoop<'a> {
             Ok(ids) => ids,
             Err(error) => {
                 let item = undecodable(&message, &error, receipt);
-                let worker = message.partition().unsigned_abs() as usize % self.senders.len();
+                let worker = message.partition().unsigned_abs() as usize % self.queues.len();
                 return self.send(worker, item, shutdown).await;
             }
         };
         self.ids_received[mapping].inc_by(ids.len() as u64);
         for id in ids {
-            let worker = id.worker_index(self.senders.len());
-            self.send(
-                worker,
-                WorkItem::Id {
-                    mapping,
-                    id,
-                    receipt: receipt.clone(),
-                },
-                shutdown,
-            )
-            .await?;
+            let worker = id.worker_index(self.queues.len());
+            let offer = lock(&self.queues[worker].waiting).offer(mapping, &id, receipt.clone());
+            if offer == Offer::Queue {
+                self.send(worker, WorkItem::Id { mapping, id }, shutdown)
+                    .await?;
+            }
         }
         Ok(())
     }
@@ -499,7 +504,7 @@ impl<'a> ConsumerLoop<'a> {
         item: WorkItem,
         shutdown: &CancellationToken,
     ) -> Result<(), Abandoned> {
-        let item = match self.senders[worker].try_send(item) {
+        let item = match self.queues[worker].sender.try_send(item) {
             Ok(()) => return Ok(()),
             Err(mpsc::error::TrySendError::Closed(_)) => return Err(Abandoned),
             Err(mpsc::error::TrySendError::Full(item)) => item,
@@ -512,8 +517,8 @@ impl<'a> ConsumerLoop<'a> {
             Err(error) => tracing::warn!(error = %error, "cannot read the assignment to pause it"),
         };
         pause();
-        let mut paused_assignment = kafka::lock(&self.services.tracker).assignment_changes();
-        let sender = self.senders[worker].clone();
+        let mut paused_assignment = lock(&self.services.tracker).assignment_changes();
+        let sender = self.queues[worker].sender.clone();
         let result = loop {
             tokio::select! {
                 biased;
@@ -530,7 +535,7 @@ impl<'a> ConsumerLoop<'a> {
                         let tagged = self.tag(message.detach());
                         self.overflow.push_back(tagged);
                         // partitions assigned during the pause start unpaused
-                        let changes = kafka::lock(&self.services.tracker).assignment_changes();
+                        let changes = lock(&self.services.tracker).assignment_changes();
                         if changes != paused_assignment {
                             paused_assignment = changes;
                             pause();
@@ -575,18 +580,14 @@ fn undecodable(
 /// A batch of ids and the dead letters of undecodable messages that arrived
 /// with it.
 struct WorkerBatch {
-    ids: Batch<Receipt>,
+    ids: Batch<()>,
     letters: Vec<(Box<DeadLetter>, String, Receipt)>,
 }
 
 impl WorkerBatch {
     fn push(&mut self, item: WorkItem) {
         match item {
-            WorkItem::Id {
-                mapping,
-                id,
-                receipt,
-            } => self.ids.push(mapping, id, receipt),
+            WorkItem::Id { mapping, id } => self.ids.push(mapping, id, ()),
             WorkItem::Undecodable {
                 letter,
                 origin,
@@ -603,6 +604,7 @@ impl WorkerBatch {
 async fn worker_loop(
     worker_index: usize,
     mut receiver: mpsc::Receiver<WorkItem>,
+    waiting: Arc<Mutex<Waiting<Receipt>>>,
     services: Services,
     batch_config: crate::config::BatchConfig,
     abort: CancellationToken,
@@ -631,7 +633,7 @@ async fn worker_loop(
                 _ = tokio::time::sleep_until(deadline) => break,
             }
         }
-        if handle_batch(worker_index, &mut batch, &services, &abort)
+        if handle_batch(worker_index, &mut batch, &waiting, &services, &abort)
             .await
             .is_err()
         {
@@ -647,13 +649,34 @@ async fn worker_loop(
 async fn handle_batch(
     worker_index: usize,
     batch: &mut WorkerBatch,
+    waiting: &Mutex<Waiting<Receipt>>,
     services: &Services,
     abort: &CancellationToken,
 ) -> Result<(), Abandoned> {
     let started = std::time::Instant::now();
-    let distinct = batch.ids.distinct_ids();
-    let received = batch.ids.received_ids();
-    let (ids_by_mapping, mut receipts) = batch.ids.take();
+    let (queued, _) = batch.ids.take();
+    let mut receipts = Vec::new();
+    // taken right before the re-read: every message that joined an id
+    // arrived before the read that answers it
+    let ids_by_mapping: Vec<Vec<Id>> = {
+        let mut waiting = lock(waiting);
+        queued
+            .into_iter()
+            .enumerate()
+            .map(|(mapping, ids)| {
+                ids.into_iter()
+                    .filter(|id| {
+                        let taken = waiting.take(mapping, id);
+                        let answered_already = taken.is_empty();
+                        receipts.extend(taken);
+                        !answered_already
+                    })
+                    .collect()
+            })
+            .collect()
+    };
+    let distinct: usize = ids_by_mapping.iter().map(Vec::len).sum();
+    let received = receipts.len();
     for (letter, origin, receipt) in std::mem::take(&mut batch.letters) {
         services.dead_letter.send(&letter, &origin, abort).await?;
         receipts.push(receipt);
@@ -671,7 +694,7 @@ async fn handle_batch(
         services.dead_letter.send(&letter, &origin, abort).await?;
     }
     {
-        let mut tracker = kafka::lock(&services.tracker);
+        let mut tracker = lock(&services.tracker);
         for receipt in &receipts {
             tracker.acknowledge(receipt);
         }
@@ -705,7 +728,7 @@ async fn commit_loop(services: Services, interval: Duration, shutdown: Cancellat
             _ = shutdown.cancelled() => return,
             _ = ticker.tick() => {}
         }
-        let positions = kafka::lock(&services.tracker).committable();
+        let positions = lock(&services.tracker).committable();
         if positions.is_empty() {
             continue;
         }

@@ -10,6 +10,7 @@
 //! forgotten so late acknowledgements cannot move the next owner's position.
 
 use crate::config::KafkaConfig;
+use crate::lock::lock;
 use crate::metrics::{Metrics, PartitionLabel};
 use crate::offsets::{CommitPosition, OffsetTracker};
 use rdkafka::client::ClientContext;
@@ -138,13 +139,6 @@ fn partition_numbers(partitions: &TopicPartitionList) -> Vec<String> {
         .iter()
         .map(|element| format!("{}[{}]", element.topic(), element.partition()))
         .collect()
-}
-
-/// Locks the tracker; a panic elsewhere must not stop commits of finished work.
-pub fn lock(tracker: &Mutex<OffsetTracker>) -> std::sync::MutexGuard<'_, OffsetTracker> {
-    tracker
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The consumer type of the daemon.

@@ -5,7 +5,7 @@
 //! replays can never put an older state over a newer one.
 //!
 //! Layers:
-//! - pure core, no I/O: [`id`], [`decode`], [`batch`], [`document`], [`bulk`], [`dlq`],
+//! - pure core, no I/O: [`id`], [`decode`], [`batch`], [`coalesce`], [`document`], [`bulk`], [`dlq`],
 //!   [`offsets`], [`retry`], [`config`], [`write_health`], [`pg_ids`];
 //! - adapters, one per system: [`db`] (sqlx), [`es`] (elasticsearch),
 //!   [`kafka`] (rdkafka);
@@ -21,6 +21,7 @@
 pub mod batch;
 pub mod bulk;
 pub mod check;
+pub mod coalesce;
 pub mod config;
 pub mod daemon;
 pub mod db;
@@ -34,6 +35,7 @@ pub mod es;
 pub mod http;
 pub mod id;
 pub mod kafka;
+pub mod lock;
 pub mod metrics;
 pub mod offsets;
 pub mod pg_ids;

@@ -23,6 +23,7 @@ use crate::db::{Database, RowReader};
 use crate::document::{BulkAction, DocumentSpec, Planned, plan_actions};
 use crate::es::EsClient;
 use crate::id::Id;
+use crate::lock::lock;
 use crate::metrics::{Metrics, RetryLabel};
 use crate::retry::RetryPolicy;
 use crate::write_health::WriteHealth;
@@ -652,13 +653,6 @@ impl Writer {
     async fn pause(&self, attempt: u32, abort: &CancellationToken) -> Result<(), Abandoned> {
         sleep_or_abort(self.retry.random_delay(attempt), abort).await
     }
-}
-
-fn lock(health: &Mutex<WriteHealth>) -> std::sync::MutexGuard<'_, WriteHealth> {
-    // the state is a plain map: a panic elsewhere cannot leave it half-written
-    health
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// A version conflict to check with `_mget`.
