@@ -7,8 +7,8 @@
 //! - [`units`]: byte sizes as Elasticsearch writes them;
 //! - [`rules`]: divisibility, LCM and shrink-factor arithmetic;
 //! - [`input`]: the planning input (YAML) with its defaults and validation;
-//! - [`overrides`]: flag-style overrides of the planning input (`shardplan
-//!   plan` flags, opsbot `/plan` keys);
+//! - [`overrides`]: flag-style overrides of the planning input and the one
+//!   table of their keys (`shardplan plan` flags, opsbot `/plan` keys);
 //! - [`plan`]: primary count with reasons, tier loads, checks and suggestions;
 //! - [`template`]: index template and ILM policy JSON;
 //! - [`simulate`]: day-by-day shard placement over the retention;
@@ -33,5 +33,6 @@ pub mod units;
 pub use error::{ClusterDataError, PlanError};
 pub use input::{PlanInput, Tier, TierRouting, TierSpec, Workload};
 pub use overrides::PlanOverrides;
+pub use overrides::keys::{OVERRIDE_KEYS, OverrideKey, OverrideValue, ValueKind};
 pub use plan::{Finding, Plan, Severity, plan_shards};
 pub use units::ByteSize;

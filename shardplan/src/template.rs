@@ -22,11 +22,6 @@ pub fn policy_name(input: &PlanInput) -> String {
     format!("{}-policy", input.name)
 }
 
-/// The template name for `input`: `<name>`.
-pub fn template_name(input: &PlanInput) -> String {
-    input.name.clone()
-}
-
 /// The index pattern the template matches: `<name>-*`.
 pub fn index_pattern(input: &PlanInput) -> String {
     format!("{}-*", input.name)

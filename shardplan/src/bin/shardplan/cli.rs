@@ -1,4 +1,5 @@
-//! Command-line arguments (clap derive) and their conversion into the
+//! Command-line arguments (clap derive; the planning flags come from the
+//! library's table of override keys) and their conversion into the
 //! library's [`PlanOverrides`], which lays the flags over the YAML planning
 //! input. Holds only what the user typed; no I/O beyond reading the
 //! `--config` file.
@@ -6,8 +7,12 @@
 use std::path::PathBuf;
 
 use anyhow::Context as _;
-use clap::{Args, Parser, Subcommand, ValueEnum};
-use shardplan::{ByteSize, PlanError, PlanInput, PlanOverrides, TierRouting};
+use clap::builder::PossibleValue;
+use clap::{Arg, ArgAction, ArgMatches, Args, FromArgMatches, Parser, Subcommand, ValueEnum};
+use shardplan::{
+    ByteSize, OVERRIDE_KEYS, OverrideKey, OverrideValue, PlanError, PlanInput, PlanOverrides,
+    ValueKind,
+};
 
 /// Shard planning for hot/warm Elasticsearch clusters.
 #[derive(Debug, Parser)]
@@ -46,108 +51,99 @@ pub enum Format {
     Yaml,
 }
 
-/// `--tier-routing` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum TierRoutingArg {
-    /// Data tiers (`_tier_preference`, implicit ILM migrate).
-    DataTiers,
-    /// A custom node attribute (see --tier-attribute) and ILM allocate.
-    NodeAttribute,
-}
-
-/// The planning input: a YAML file and/or flags (flags win).
-#[derive(Debug, Clone, Args)]
+/// The planning input: a YAML file and/or flags (flags win). The flags are
+/// the library's [`OVERRIDE_KEYS`], one per key, with its help text.
+#[derive(Debug, Clone, Default)]
 pub struct PlanArgs {
     /// YAML planning input (every field optional; see the README).
-    #[arg(long, short = 'c')]
     pub config: Option<PathBuf>,
-    /// Base name: template `<name>-*`, policy `<name>-policy` [default: logs].
-    #[arg(long)]
-    pub name: Option<String>,
-    /// Hot data nodes.
-    #[arg(long)]
-    pub hot_nodes: Option<u32>,
-    /// Warm data nodes [default: 0].
-    #[arg(long)]
-    pub warm_nodes: Option<u32>,
-    /// Cold data nodes [default: 0].
-    #[arg(long)]
-    pub cold_nodes: Option<u32>,
-    /// Disk per hot node [default: 2tb].
-    #[arg(long)]
-    pub hot_disk: Option<ByteSize>,
-    /// Disk per warm node [default: 2tb].
-    #[arg(long)]
-    pub warm_disk: Option<ByteSize>,
-    /// Disk per cold node [default: 2tb].
-    #[arg(long)]
-    pub cold_disk: Option<ByteSize>,
-    /// Heap per node, all tiers [default: 31gb].
-    #[arg(long)]
-    pub heap: Option<ByteSize>,
-    /// Primary data indexed per day (time-based workload).
-    #[arg(long, conflicts_with_all = ["expected_size", "expected_docs"])]
-    pub daily_ingest: Option<ByteSize>,
-    /// Documents indexed per day (time-based workload).
-    #[arg(long)]
-    pub daily_docs: Option<u64>,
-    /// Days on the hot tier [default: 7].
-    #[arg(long)]
-    pub hot_days: Option<u32>,
-    /// Days on the warm tier [default: 0].
-    #[arg(long)]
-    pub warm_days: Option<u32>,
-    /// Days on the cold tier [default: 0].
-    #[arg(long)]
-    pub cold_days: Option<u32>,
-    /// Expected primary size of one growing index (instead of daily indexes).
-    #[arg(long, conflicts_with_all = ["daily_docs", "hot_days", "warm_days", "cold_days"])]
-    pub expected_size: Option<ByteSize>,
-    /// Expected documents of the growing index.
-    #[arg(long)]
-    pub expected_docs: Option<u64>,
-    /// Replicas per primary [default: 1].
-    #[arg(long)]
-    pub replicas: Option<u32>,
-    /// Largest primary shard wanted [default: 50gb].
-    #[arg(long)]
-    pub max_shard_size: Option<ByteSize>,
-    /// Smallest primary shard before a warning [default: 10gb].
-    #[arg(long)]
-    pub min_shard_size: Option<ByteSize>,
-    /// Most documents per shard [default: 200000000].
-    #[arg(long)]
-    pub max_docs_per_shard: Option<u64>,
-    /// Growth multiplier of the hot-node rule; 1 turns it off [default: 2].
-    #[arg(long)]
-    pub growth_factor: Option<u32>,
-    /// Shrink to this many primaries in the warm phase [default: no shrink].
-    #[arg(long)]
-    pub shrink_to: Option<u32>,
-    /// How indexes move between tiers [default: data-tiers].
-    #[arg(long, value_enum)]
-    pub tier_routing: Option<TierRoutingArg>,
-    /// Node attribute for --tier-routing node-attribute [default: box_type].
-    #[arg(long)]
-    pub tier_attribute: Option<String>,
-    /// Make the template create a data stream [default: alias-based rollover].
-    #[arg(long)]
-    pub data_stream: bool,
-    /// cluster.max_shards_per_node [default: 1000].
-    #[arg(long)]
-    pub max_shards_per_node: Option<u32>,
-    /// Heap guidance in shards per GB of heap [default: 20].
-    #[arg(long)]
-    pub shards_per_heap_gb: Option<u32>,
-    /// Disk reserved for merges, fraction of data [default: 0.1].
-    #[arg(long)]
-    pub merge_headroom: Option<f64>,
-    /// Low disk watermark, fraction [default: 0.85].
-    #[arg(long)]
-    pub watermark_low: Option<f64>,
-    /// High disk watermark, fraction [default: 0.90].
-    #[arg(long)]
-    pub watermark_high: Option<f64>,
+    /// The flags given.
+    pub overrides: PlanOverrides,
+}
+
+const CONFIG_ARG: &str = "config";
+
+/// The flag of one key, parsed by clap into the key's value type.
+fn key_arg(key: &OverrideKey) -> Arg {
+    let arg = Arg::new(key.name)
+        .long(key.flag())
+        .value_name(key.name.to_uppercase())
+        .help(key.help);
+    let arg = match key.kind() {
+        ValueKind::Count => arg.value_parser(clap::value_parser!(u32)),
+        ValueKind::Docs => arg.value_parser(clap::value_parser!(u64)),
+        ValueKind::Size => arg.value_parser(clap::value_parser!(ByteSize)),
+        ValueKind::Fraction => arg.value_parser(clap::value_parser!(f64)),
+        ValueKind::Text => arg.value_parser(clap::value_parser!(String)),
+        // A flag only ever turns it on.
+        ValueKind::Flag => arg.action(ArgAction::SetTrue),
+        ValueKind::Routing => arg.value_parser([
+            PossibleValue::new("data-tiers")
+                .help("Data tiers (`_tier_preference`, implicit ILM migrate)"),
+            PossibleValue::new("node-attribute")
+                .help("A custom node attribute (see --tier-attribute) and ILM allocate"),
+        ]),
+    };
+    // The two workloads do not mix (the library says so too, after parsing).
+    let others: Vec<&str> = OVERRIDE_KEYS
+        .iter()
+        .filter(|other| other.workload.is_some() && other.workload != key.workload)
+        .map(|other| other.name)
+        .collect();
+    if key.workload.is_some() {
+        arg.conflicts_with_all(others)
+    } else {
+        arg
+    }
+}
+
+/// The value of one key, if given.
+fn key_value(key: &OverrideKey, matches: &ArgMatches) -> Option<OverrideValue> {
+    Some(match key.kind() {
+        ValueKind::Count => OverrideValue::Count(*matches.get_one::<u32>(key.name)?),
+        ValueKind::Docs => OverrideValue::Docs(*matches.get_one::<u64>(key.name)?),
+        ValueKind::Size => OverrideValue::Size(*matches.get_one::<ByteSize>(key.name)?),
+        ValueKind::Fraction => OverrideValue::Fraction(*matches.get_one::<f64>(key.name)?),
+        ValueKind::Text => OverrideValue::Text(matches.get_one::<String>(key.name)?.clone()),
+        ValueKind::Flag => OverrideValue::Flag(matches.get_flag(key.name).then_some(true)?),
+        ValueKind::Routing => key.kind().parse(matches.get_one::<String>(key.name)?)?,
+    })
+}
+
+impl FromArgMatches for PlanArgs {
+    fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
+        let mut args = PlanArgs::default();
+        args.update_from_arg_matches(matches)?;
+        Ok(args)
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
+        if let Some(config) = matches.get_one::<PathBuf>(CONFIG_ARG) {
+            self.config = Some(config.clone());
+        }
+        for key in &OVERRIDE_KEYS {
+            if let Some(value) = key_value(key, matches) {
+                key.set(&mut self.overrides, value);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Args for PlanArgs {
+    fn augment_args(command: clap::Command) -> clap::Command {
+        let config = Arg::new(CONFIG_ARG)
+            .long(CONFIG_ARG)
+            .short('c')
+            .value_name("CONFIG")
+            .value_parser(clap::value_parser!(PathBuf))
+            .help("YAML planning input (every field optional; see the README)");
+        command.arg(config).args(OVERRIDE_KEYS.iter().map(key_arg))
+    }
+
+    fn augment_args_for_update(command: clap::Command) -> clap::Command {
+        Self::augment_args(command)
+    }
 }
 
 /// `shardplan plan`.
@@ -297,61 +293,26 @@ pub fn load_config(path: Option<&PathBuf>) -> anyhow::Result<PlanInput> {
 }
 
 impl PlanArgs {
-    /// The flags as library overrides (`--data-stream` only ever turns it on).
-    pub fn overrides(&self) -> PlanOverrides {
-        PlanOverrides {
-            name: self.name.clone(),
-            hot_nodes: self.hot_nodes,
-            warm_nodes: self.warm_nodes,
-            cold_nodes: self.cold_nodes,
-            hot_disk: self.hot_disk,
-            warm_disk: self.warm_disk,
-            cold_disk: self.cold_disk,
-            heap: self.heap,
-            daily_ingest: self.daily_ingest,
-            daily_docs: self.daily_docs,
-            hot_days: self.hot_days,
-            warm_days: self.warm_days,
-            cold_days: self.cold_days,
-            expected_size: self.expected_size,
-            expected_docs: self.expected_docs,
-            replicas: self.replicas,
-            max_shard_size: self.max_shard_size,
-            min_shard_size: self.min_shard_size,
-            max_docs_per_shard: self.max_docs_per_shard,
-            growth_factor: self.growth_factor,
-            shrink_to: self.shrink_to,
-            tier_routing: self.tier_routing.map(|routing| match routing {
-                TierRoutingArg::DataTiers => TierRouting::DataTiers,
-                TierRoutingArg::NodeAttribute => TierRouting::NodeAttribute,
-            }),
-            tier_attribute: self.tier_attribute.clone(),
-            data_stream: self.data_stream.then_some(true),
-            max_shards_per_node: self.max_shards_per_node,
-            shards_per_heap_gb: self.shards_per_heap_gb,
-            merge_headroom: self.merge_headroom,
-            watermark_low: self.watermark_low,
-            watermark_high: self.watermark_high,
-        }
-    }
-
     /// The planning input: the config file (or defaults), then the flags.
     pub fn to_input(&self) -> anyhow::Result<PlanInput> {
         let base = load_config(self.config.as_ref())?;
-        self.overrides().apply(base).map_err(|error| match error {
-            PlanError::NeedsGrowingWorkload { field } => {
-                anyhow::anyhow!("{} needs a growing workload (--expected-size)", flag(field))
-            }
-            PlanError::MixedWorkload {
-                growing,
-                time_based,
-            } => anyhow::anyhow!(
-                "{} (one growing index) and {} (daily indexes) cannot be used together",
-                flag(growing),
-                flag(time_based)
-            ),
-            other => other.into(),
-        })
+        self.overrides
+            .clone()
+            .apply(base)
+            .map_err(|error| match error {
+                PlanError::NeedsGrowingWorkload { field } => {
+                    anyhow::anyhow!("{} needs a growing workload (--expected-size)", flag(field))
+                }
+                PlanError::MixedWorkload {
+                    growing,
+                    time_based,
+                } => anyhow::anyhow!(
+                    "{} (one growing index) and {} (daily indexes) cannot be used together",
+                    flag(growing),
+                    flag(time_based)
+                ),
+                other => other.into(),
+            })
     }
 }
 

@@ -14,10 +14,15 @@
 //!   daily indexes, starting from the defaults when the base was growing;
 //! - growing-index and daily-index settings do not go together;
 //! - `heap` sets the heap of every tier.
+//!
+//! [`keys`] is the table of the keys that set these fields.
+
+pub mod keys;
 
 use crate::error::PlanError;
 use crate::input::{PlanInput, TierRouting, Workload};
 use crate::units::ByteSize;
+use keys::{OVERRIDE_KEYS, WorkloadGroup};
 
 /// Optional values that override a [`PlanInput`]; `None` keeps the base value.
 ///
@@ -85,28 +90,12 @@ pub struct PlanOverrides {
 }
 
 impl PlanOverrides {
-    /// The first growing-index setting given (`expected_size`, `expected_docs`).
-    fn growing_setting(&self) -> Option<&'static str> {
-        [
-            ("expected_size", self.expected_size.is_some()),
-            ("expected_docs", self.expected_docs.is_some()),
-        ]
-        .into_iter()
-        .find_map(|(name, given)| given.then_some(name))
-    }
-
-    /// The first daily-index setting given (`daily_ingest`, `daily_docs`,
-    /// `hot_days`, `warm_days`, `cold_days`).
-    fn time_setting(&self) -> Option<&'static str> {
-        [
-            ("daily_ingest", self.daily_ingest.is_some()),
-            ("daily_docs", self.daily_docs.is_some()),
-            ("hot_days", self.hot_days.is_some()),
-            ("warm_days", self.warm_days.is_some()),
-            ("cold_days", self.cold_days.is_some()),
-        ]
-        .into_iter()
-        .find_map(|(name, given)| given.then_some(name))
+    /// The first key of `group` given, in table order.
+    fn first_given(&mut self, group: WorkloadGroup) -> Option<&'static str> {
+        OVERRIDE_KEYS
+            .iter()
+            .find(|key| key.workload == Some(group) && key.is_given(self))
+            .map(|key| key.name)
     }
 
     /// Lays these values over `base` (the YAML input or
@@ -118,9 +107,11 @@ impl PlanOverrides {
     /// settings are both given, [`PlanError::NeedsGrowingWorkload`] for
     /// `expected_docs` without `expected_size` on a daily-index base, and
     /// whatever [`PlanInput::validate`] finds.
-    pub fn apply(self, base: PlanInput) -> Result<PlanInput, PlanError> {
-        let time_setting = self.time_setting();
-        if let (Some(growing), Some(time_based)) = (self.growing_setting(), time_setting) {
+    pub fn apply(mut self, base: PlanInput) -> Result<PlanInput, PlanError> {
+        let time_setting = self.first_given(WorkloadGroup::Daily);
+        if let (Some(growing), Some(time_based)) =
+            (self.first_given(WorkloadGroup::Growing), time_setting)
+        {
             return Err(PlanError::MixedWorkload {
                 growing,
                 time_based,
