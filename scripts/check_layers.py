@@ -31,7 +31,7 @@ PURE = {
         "cluster", "latency", "chart", "report", "error",
     ],
     "opsbot": [
-        "roll", "command", "format", "slowlog::parse", "slowlog::fingerprint",
+        "cluster", "roll", "command", "format", "slowlog::parse", "slowlog::fingerprint",
         "slowlog::digest", "slowlog::report", "slowlog::chart",
     ],
 }

@@ -1,7 +1,9 @@
 //! The bot's command handling, independent of Telegram: an [`Incoming`]
 //! message or button press in, a list of [`Reply`] values out. The Telegram
 //! layer (`crate::telegram`) only converts updates and sends replies, so this
-//! is tested without a network, with a fake [`Operations`].
+//! is tested without a network, with a fake [`Operations`]. Commands run
+//! through the same path as the CLI's (`crate::execute`); this module adds
+//! authorization, confirmations, the audit and the chat rendering.
 //!
 //! Every command is written to the audit log. Unlisted chats and users get no
 //! reply. Replies are short and never contain error details: those go to the
@@ -9,15 +11,15 @@
 
 use crate::audit::{AuditLog, AuditOutcome, AuditRecord};
 use crate::command::{
-    AccessPolicy, Command, CommandError, ConfirmError, Confirmations, Decision, HELP, PLAN_HELP,
-    PlanRequest, PlanSetting, Role, parse_command, plan_error, plan_input,
+    AccessPolicy, Command, CommandError, ConfirmError, Confirmations, Decision, HELP, Role,
+    parse_command, plan_help,
 };
 use crate::driver::ProgressSink;
-use crate::format::{health_text, nodes_text, shards_text};
+use crate::execute::{ExecError, ExecSettings, Executor, Outcome, PendingRoll};
+use crate::format::{describe_plan, health_text, humanize_ms, nodes_text, shards_text};
 use crate::ops::{Operations, OpsError};
-use crate::roll::{RollSettings, describe_plan};
+use crate::roll::RollSettings;
 use crate::slowlog::chart::render_png;
-use crate::slowlog::digest::DigestFilter;
 use crate::slowlog::report::{render_markdown, render_text};
 use chrono::{DateTime, Utc};
 use std::sync::{Arc, Mutex};
@@ -117,7 +119,7 @@ pub struct HandlerSettings {
 
 /// The command handler.
 pub struct BotHandler<O: Operations> {
-    ops: Arc<O>,
+    executor: Executor<O>,
     settings: HandlerSettings,
     confirmations: Mutex<Confirmations>,
     audit: AuditLog,
@@ -138,8 +140,13 @@ impl<O: Operations> BotHandler<O> {
         audit: AuditLog,
         notices: UnboundedSender<Notice>,
     ) -> Self {
+        let exec_settings = ExecSettings {
+            default_window: Some(settings.default_window),
+            slowlog_top: settings.slowlog_top,
+            allow_yellow: settings.roll_settings.allow_yellow,
+        };
         BotHandler {
-            ops,
+            executor: Executor::new(ops, exec_settings),
             settings,
             confirmations: Mutex::new(Confirmations::default()),
             audit,
@@ -258,27 +265,36 @@ impl<O: Operations> BotHandler<O> {
         now: DateTime<Utc>,
         new_token: impl FnOnce() -> String,
     ) -> Vec<Reply> {
-        let question = match &command {
+        // The question shows what would run: the plan (a dry run of the same
+        // command) or the roll that would continue.
+        let preview = match &command {
             Command::Restart {
                 target,
                 allow_yellow,
+                force,
                 ..
-            } => match self.ops.plan_restart(target.clone()).await {
-                Ok(plan) => {
-                    let settings = RollSettings {
-                        allow_yellow: *allow_yellow || self.settings.roll_settings.allow_yellow,
-                        ..self.settings.roll_settings.clone()
-                    };
-                    describe_plan(&plan, &settings)
-                }
-                Err(error) => return self.failed(audit, &error),
+            } => Some(Command::Restart {
+                target: target.clone(),
+                allow_yellow: *allow_yellow,
+                dry_run: true,
+                force: *force,
+            }),
+            Command::Resume => Some(Command::RestartStatus),
+            _ => None,
+        };
+        let question = match preview {
+            None => command.to_string(),
+            Some(preview) => match self.executor.execute(preview, now).await {
+                Ok(Outcome::RestartPlan {
+                    nodes,
+                    allow_yellow,
+                }) => describe_plan(&nodes, allow_yellow),
+                Ok(Outcome::Status(Some(state))) => format!("resume? {}", state.summary()),
+                Ok(Outcome::Status(None)) => return self.failed(audit, &OpsError::NoRoll),
+                Ok(_) => command.to_string(),
+                Err(ExecError::Failed(error)) => return self.failed(audit, &error),
+                Err(ExecError::Rejected(message)) => return vec![Reply::Text(message)],
             },
-            Command::Resume => match self.ops.restart_status().await {
-                Ok(Some(state)) => format!("resume? {}", state.summary()),
-                Ok(None) => return self.failed(audit, &OpsError::NoRoll),
-                Err(error) => return self.failed(audit, &error),
-            },
-            other => other.to_string(),
         };
         let token = new_token();
         let ttl = self.settings.confirm_ttl;
@@ -302,7 +318,7 @@ impl<O: Operations> BotHandler<O> {
         vec![Reply::Confirm {
             text: format!(
                 "{question}\n\nconfirm within {}",
-                crate::roll::humanize_ms(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))
+                humanize_ms(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))
             ),
             token,
         }]
@@ -402,151 +418,104 @@ impl<O: Operations> BotHandler<O> {
     }
 
     async fn execute(&self, audit: &Audit<'_>, command: Command, now: DateTime<Utc>) -> Vec<Reply> {
-        let chat_id = audit.incoming.chat_id;
-        let result: Result<Vec<Reply>, OpsError> = match command {
-            Command::Help => Ok(vec![Reply::Text(HELP.to_string())]),
-            Command::Plan {
-                request: PlanRequest::Usage,
-            } => Ok(vec![Reply::Text(PLAN_HELP.to_string())]),
-            Command::Plan {
-                request: PlanRequest::Settings(settings),
-            } => match plan_replies(&settings) {
-                Ok(replies) => Ok(replies),
-                Err(message) => {
-                    // Bad input, not a failure: a short reply naming the key.
-                    self.record(audit, AuditOutcome::Rejected, Some(message.clone()));
-                    return vec![Reply::Text(message)];
-                }
+        let replies = match self.executor.execute(command, now).await {
+            Ok(outcome) => match self.replies(outcome, audit.incoming.chat_id) {
+                Ok(replies) => replies,
+                Err(error) => return self.failed(audit, &error),
             },
-            Command::Health => self
-                .ops
-                .health()
-                .await
-                .map(|health| vec![Reply::Text(health_text(&health))]),
-            Command::Nodes => self
-                .ops
-                .nodes()
-                .await
-                .map(|nodes| vec![Reply::Text(nodes_text(&nodes))]),
-            Command::Shards { index } => self
-                .ops
-                .shards(index)
-                .await
-                .map(|rows| vec![Reply::Text(shards_text(&rows, 200))]),
-            Command::Restart {
-                target,
-                allow_yellow,
-                dry_run: true,
-            } => self.ops.plan_restart(target).await.map(|plan| {
-                let settings = RollSettings {
-                    allow_yellow: allow_yellow || self.settings.roll_settings.allow_yellow,
-                    ..self.settings.roll_settings.clone()
-                };
-                vec![Reply::Text(describe_plan(&plan, &settings))]
-            }),
-            Command::Restart {
-                target,
-                allow_yellow,
-                ..
-            } => self
-                .ops
-                .start_restart(target, allow_yellow, self.progress_sink(chat_id))
-                .await
-                .map(|state| {
-                    vec![Reply::Text(format!(
-                        "restart {} started: {} node(s); progress follows here",
-                        state.id,
-                        state.nodes.len()
-                    ))]
-                }),
-            Command::Resume => self
-                .ops
-                .resume_restart(self.progress_sink(chat_id))
-                .await
-                .map(|state| {
-                    vec![Reply::Text(format!(
-                        "restart {} resumed at node {}",
-                        state.id,
-                        state
-                            .current_node()
-                            .map(|node| node.name.as_str())
-                            .unwrap_or("-")
-                    ))]
-                }),
-            Command::RestartStatus => self.ops.restart_status().await.map(|state| {
-                vec![Reply::Text(
-                    state
-                        .map(|state| state.summary())
-                        .unwrap_or_else(|| "no restart recorded".to_string()),
-                )]
-            }),
-            Command::Abort => self.ops.abort_restart().await.map(|state| {
-                vec![Reply::Text(format!(
-                    "abort requested: restart {} stops before its next node",
-                    state.id
-                ))]
-            }),
-            Command::Slowlog { window, index } => {
-                let window = window.unwrap_or(self.settings.default_window);
-                let since = chrono::Duration::from_std(window)
-                    .ok()
-                    .map(|window| now - window);
-                let filter = DigestFilter {
-                    since,
-                    until: None,
-                    index_patterns: index.into_iter().collect(),
-                    kinds: Vec::new(),
-                };
-                let top = self.settings.slowlog_top;
-                self.ops.slowlog(filter, top).await.map(|report| {
-                    let mut replies = vec![Reply::Text(render_text(&report, 160))];
-                    if report.reported > 0 {
-                        match render_png(&report, top) {
-                            Ok(bytes) => replies.push(Reply::Photo {
-                                bytes,
-                                caption: "top fingerprints and latency distribution".to_string(),
-                            }),
-                            Err(error) => tracing::error!(error = %error, "slow-log chart failed"),
-                        }
-                        replies.push(Reply::File {
-                            name: "slowlog.md".to_string(),
-                            bytes: render_markdown(&report).into_bytes(),
-                            caption: "full report".to_string(),
-                        });
-                    }
-                    replies
-                })
+            Err(ExecError::Rejected(message)) => {
+                // Bad input, not a failure: a short reply naming the key.
+                self.record(audit, AuditOutcome::Rejected, Some(message.clone()));
+                return vec![Reply::Text(message)];
             }
+            Err(ExecError::Failed(error)) => return self.failed(audit, &error),
         };
-        match result {
-            Ok(replies) => {
-                self.record(audit, AuditOutcome::Ok, None);
+        self.record(audit, AuditOutcome::Ok, None);
+        replies
+    }
+
+    /// Drives a claimed roll in the background, its progress posted to the
+    /// chat; the reply says it started.
+    fn spawn(&self, pending: PendingRoll<O::Claim>, chat_id: i64) -> Result<String, OpsError> {
+        let state = pending.state().clone();
+        self.executor
+            .ops()
+            .spawn_roll(pending.claim, self.progress_sink(chat_id))?;
+        Ok(if pending.resumed {
+            format!(
+                "restart {} resumed at node {}",
+                state.id,
+                state
+                    .current_node()
+                    .map(|node| node.name.as_str())
+                    .unwrap_or("-")
+            )
+        } else {
+            format!(
+                "restart {} started: {} node(s); progress follows here",
+                state.id,
+                state.nodes.len()
+            )
+        })
+    }
+
+    /// The chat rendering of an outcome; a claimed roll is driven in the
+    /// background.
+    fn replies(&self, outcome: Outcome<O::Claim>, chat_id: i64) -> Result<Vec<Reply>, OpsError> {
+        Ok(match outcome {
+            Outcome::Help => vec![Reply::Text(HELP.to_string())],
+            Outcome::PlanUsage => vec![Reply::Text(plan_help())],
+            Outcome::Plan { input, plan } => vec![
+                Reply::Text(plan_summary(&plan)),
+                Reply::File {
+                    name: format!("shardplan-{}.txt", plan.name),
+                    bytes: shardplan::report::render_plan(&input, &plan).into_bytes(),
+                    caption: "full plan: tier loads, disk and findings".to_string(),
+                },
+            ],
+            Outcome::Health(health) => vec![Reply::Text(health_text(&health))],
+            Outcome::Nodes(nodes) => vec![Reply::Text(nodes_text(&nodes))],
+            Outcome::Shards(rows) => vec![Reply::Text(shards_text(&rows, 200))],
+            Outcome::RestartPlan {
+                nodes,
+                allow_yellow,
+            } => {
+                vec![Reply::Text(describe_plan(&nodes, allow_yellow))]
+            }
+            Outcome::Roll(pending) => vec![Reply::Text(self.spawn(pending, chat_id)?)],
+            Outcome::Status(state) => vec![Reply::Text(
+                state
+                    .map(|state| state.summary())
+                    .unwrap_or_else(|| "no restart recorded".to_string()),
+            )],
+            Outcome::AbortRequested(state) => vec![Reply::Text(format!(
+                "abort requested: restart {} stops before its next node",
+                state.id
+            ))],
+            Outcome::Slowlog { report, top } => {
+                let mut replies = vec![Reply::Text(render_text(&report, 160))];
+                if report.reported > 0 {
+                    match render_png(&report, top) {
+                        Ok(bytes) => replies.push(Reply::Photo {
+                            bytes,
+                            caption: "top fingerprints and latency distribution".to_string(),
+                        }),
+                        Err(error) => tracing::error!(error = %error, "slow-log chart failed"),
+                    }
+                    replies.push(Reply::File {
+                        name: "slowlog.md".to_string(),
+                        bytes: render_markdown(&report).into_bytes(),
+                        caption: "full report".to_string(),
+                    });
+                }
                 replies
             }
-            Err(error) => self.failed(audit, &error),
-        }
+        })
     }
 }
 
-/// Plans the shards for `/plan` settings: a short chat summary (primary
-/// count, each rule with its reason, findings, suggestions) and the full
-/// `shardplan plan` table report as a file. `Err` is a chat message naming
-/// what is wrong with the input.
-pub fn plan_replies(settings: &[PlanSetting]) -> Result<Vec<Reply>, String> {
-    let input = plan_input(settings).map_err(|error| error.to_string())?;
-    let plan = shardplan::plan_shards(&input).map_err(|error| plan_error(error).to_string())?;
-    Ok(vec![
-        Reply::Text(plan_summary(&plan)),
-        Reply::File {
-            name: format!("shardplan-{}.txt", plan.name),
-            bytes: shardplan::report::render_plan(&input, &plan).into_bytes(),
-            caption: "full plan: tier loads, disk and findings".to_string(),
-        },
-    ])
-}
-
 /// The chat text of a plan: one line per rule, finding and suggestion.
-pub fn plan_summary(plan: &shardplan::Plan) -> String {
+fn plan_summary(plan: &shardplan::Plan) -> String {
     use std::fmt::Write as _;
     let mut out = format!(
         "{}-*: {} primaries per index, {} replica(s); shards of {}",

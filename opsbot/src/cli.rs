@@ -1,19 +1,24 @@
 //! The command line: `opsbot health|nodes|shards|restart|status|resume|abort|slowlog|bot`.
 //!
-//! Only argument definitions and glue: every operation is in the library
-//! (`opsbot::ops`, `opsbot::slowlog`, `opsbot::telegram`). Errors are anyhow
+//! Only argument definitions and glue: the arguments become the same
+//! [`Command`] values the bot parses and run through the same path
+//! (`opsbot::execute`); this module renders the outcome for a shell (text
+//! or JSON on stdout) and drives a roll in the foreground. Errors are anyhow
 //! with context here, at the binary edge.
 
 use anyhow::{Context, Result, bail};
 use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand};
 use opsbot::audit::{AuditLog, AuditOutcome, AuditRecord};
+use opsbot::cluster::Target;
+use opsbot::command::{Command, SlowlogRequest};
 use opsbot::config::{Config, Secrets};
-use opsbot::format::{health_text, nodes_text, shards_text};
-use opsbot::ops::Engine;
-use opsbot::roll::{RollState, RollStatus, Target, describe_plan};
+use opsbot::execute::{ExecSettings, Executor, Outcome, PendingRoll};
+use opsbot::format::{describe_plan, health_text, nodes_text, shards_text};
+use opsbot::ops::{ClaimedRoll, Engine, Operations};
+use opsbot::roll::{RollState, RollStatus};
 use opsbot::slowlog::chart::render_png;
-use opsbot::slowlog::digest::{DigestFilter, parse_window};
+use opsbot::slowlog::digest::parse_window;
 use opsbot::slowlog::parse::SlowLogKind;
 use opsbot::slowlog::report::{ReportFormat, render};
 use std::path::PathBuf;
@@ -207,163 +212,49 @@ fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
     Ok(())
 }
 
-/// Runs one subcommand; returns the exit code.
-pub async fn run(args: Args, config: Config, secrets: Secrets) -> Result<i32> {
-    let shutdown = CancellationToken::new();
-    cancel_on_signals(shutdown.clone());
-    let audit = AuditLog::new(config.audit.path.clone());
-    let engine = Engine::new(config, &secrets, shutdown.clone())
-        .context("failed to set up the cluster client")?;
-    let cluster_url = engine.config().cluster.url.clone();
-    match args.command {
-        CliCommand::Health { json } => {
-            let health = engine
-                .es()
-                .health()
-                .await
-                .with_context(|| format!("failed to get health of {cluster_url}"))?;
-            if json {
-                print_json(&health)?;
-            } else {
-                println!("{}", health_text(&health));
-            }
-        }
-        CliCommand::Nodes { json } => {
-            let nodes = engine
-                .es()
-                .nodes()
-                .await
-                .with_context(|| format!("failed to list nodes of {cluster_url}"))?;
-            if json {
-                print_json(&nodes)?;
-            } else {
-                println!("{}", nodes_text(&nodes));
-            }
-        }
-        CliCommand::Shards { index, json } => {
-            let shards = engine
-                .es()
-                .shards(index.as_deref())
-                .await
-                .with_context(|| format!("failed to list shards of {cluster_url}"))?;
-            if json {
-                print_json(&shards)?;
-            } else {
-                println!("{}", shards_text(&shards, usize::MAX));
-            }
-        }
+/// How the shell wants an answer, beside the command itself.
+#[derive(Debug, Default)]
+struct Rendering {
+    /// JSON instead of text.
+    json: bool,
+    /// Slow-log report format.
+    format: Option<ReportFormat>,
+    /// Write the slow-log report here instead of stdout.
+    output: Option<PathBuf>,
+    /// Also write the slow-log chart here.
+    chart: Option<PathBuf>,
+}
+
+/// The command a subcommand asks for, and how to render its outcome.
+fn command_of(command: CliCommand) -> Result<(Command, Rendering)> {
+    let json = |json| Rendering {
+        json,
+        ..Rendering::default()
+    };
+    Ok(match command {
+        CliCommand::Health { json: as_json } => (Command::Health, json(as_json)),
+        CliCommand::Nodes { json: as_json } => (Command::Nodes, json(as_json)),
+        CliCommand::Shards {
+            index,
+            json: as_json,
+        } => (Command::Shards { index }, json(as_json)),
         CliCommand::Restart {
             target,
             allow_yellow,
             dry_run,
             force,
-        } => {
-            let target = Target::parse(&target);
-            let label = format!("restart {target}");
-            if dry_run {
-                let plan = engine
-                    .plan(&target)
-                    .await
-                    .context("failed to plan the restart")?;
-                let settings = engine.config().restart.roll_settings(allow_yellow);
-                println!("{}", describe_plan(&plan, &settings));
-                return Ok(0);
-            }
-            let claimed = match engine.new_roll(&target, allow_yellow, force).await {
-                Ok(claimed) => claimed,
-                Err(error) => {
-                    cli_audit(&audit, label, AuditOutcome::Failed, Some(error.to_string()));
-                    return Err(error).context("cannot start the restart");
-                }
-            };
-            cli_audit(
-                &audit,
-                label.clone(),
-                AuditOutcome::Confirmed,
-                Some(claimed.state.id.clone()),
-            );
-            println!(
-                "{}",
-                describe_plan(&claimed.state.nodes, &claimed.state.settings)
-            );
-            let progress: Arc<opsbot::driver::ProgressSink> =
-                Arc::new(|line: &str| println!("{line}"));
-            let state = engine
-                .run_roll(claimed, progress.as_ref(), &shutdown)
-                .await
-                .context("restart stopped")?;
-            let outcome = if state.status == RollStatus::Done {
-                AuditOutcome::Ok
-            } else {
-                AuditOutcome::Failed
-            };
-            cli_audit(&audit, label, outcome, Some(state.summary()));
-            return roll_exit(&state);
-        }
-        CliCommand::Status { json } => {
-            match engine.status().context("failed to read the roll state")? {
-                Some(state) if json => print_json(&state)?,
-                Some(state) => println!("{}", state.summary()),
-                None => println!("no restart recorded"),
-            }
-        }
-        CliCommand::Resume => {
-            let claimed = match engine.resumable_roll() {
-                Ok(claimed) => claimed,
-                Err(error) => {
-                    cli_audit(
-                        &audit,
-                        "resume".into(),
-                        AuditOutcome::Failed,
-                        Some(error.to_string()),
-                    );
-                    return Err(error).context("cannot resume");
-                }
-            };
-            cli_audit(
-                &audit,
-                "resume".into(),
-                AuditOutcome::Confirmed,
-                Some(claimed.state.id.clone()),
-            );
-            let progress: Arc<opsbot::driver::ProgressSink> =
-                Arc::new(|line: &str| println!("{line}"));
-            let state = engine
-                .run_roll(claimed, progress.as_ref(), &shutdown)
-                .await
-                .context("restart stopped")?;
-            let outcome = if state.status == RollStatus::Done {
-                AuditOutcome::Ok
-            } else {
-                AuditOutcome::Failed
-            };
-            cli_audit(&audit, "resume".into(), outcome, Some(state.summary()));
-            return roll_exit(&state);
-        }
-        CliCommand::Abort => {
-            let state = match engine.abort() {
-                Ok(state) => state,
-                Err(error) => {
-                    cli_audit(
-                        &audit,
-                        "abort".into(),
-                        AuditOutcome::Failed,
-                        Some(error.to_string()),
-                    );
-                    return Err(error).context("cannot abort");
-                }
-            };
-            cli_audit(
-                &audit,
-                "abort".into(),
-                AuditOutcome::Ok,
-                Some(state.id.clone()),
-            );
-            println!(
-                "abort requested: roll {} stops before its next node",
-                state.id
-            );
-        }
+        } => (
+            Command::Restart {
+                target: Target::parse(&target),
+                allow_yellow,
+                dry_run,
+                force,
+            },
+            Rendering::default(),
+        ),
+        CliCommand::Status { json: as_json } => (Command::RestartStatus, json(as_json)),
+        CliCommand::Resume => (Command::Resume, Rendering::default()),
+        CliCommand::Abort => (Command::Abort, Rendering::default()),
         CliCommand::Slowlog {
             files,
             window,
@@ -376,52 +267,204 @@ pub async fn run(args: Args, config: Config, secrets: Secrets) -> Result<i32> {
             output,
             chart,
         } => {
-            let since = match window {
+            let window = match window {
                 Some(text) => {
                     let Some(window) = parse_window(&text) else {
                         bail!("invalid --window {text:?}: use e.g. 15m, 1h, 7d");
                     };
-                    Some(
-                        Utc::now()
-                            - chrono::Duration::from_std(window).context("window too large")?,
-                    )
+                    chrono::Duration::from_std(window).context("window too large")?;
+                    Some(window)
                 }
-                None => since,
+                None => None,
             };
-            let filter = DigestFilter {
+            let request = SlowlogRequest {
+                window,
                 since,
                 until,
-                index_patterns: index,
+                index,
                 kinds: kind.into_iter().map(SlowLogKind::from).collect(),
+                files,
+                top,
             };
-            let top = top.unwrap_or(engine.config().slowlog.top);
-            let report = engine
-                .slowlog_report(files, filter, top)
-                .await
-                .context("failed to build the slow-log report")?;
+            let rendering = Rendering {
+                format: Some(format),
+                output,
+                chart,
+                ..Rendering::default()
+            };
+            (Command::Slowlog(request), rendering)
+        }
+        CliCommand::Bot => bail!("the bot is not a command"),
+    })
+}
+
+/// What failed, for the error message of a command.
+fn failure_context(command: &Command, cluster_url: &str) -> String {
+    match command {
+        Command::Health => format!("failed to get health of {cluster_url}"),
+        Command::Nodes => format!("failed to list nodes of {cluster_url}"),
+        Command::Shards { .. } => format!("failed to list shards of {cluster_url}"),
+        Command::Restart { dry_run: true, .. } => "failed to plan the restart".to_string(),
+        Command::Restart { .. } => "cannot start the restart".to_string(),
+        Command::RestartStatus => "failed to read the roll state".to_string(),
+        Command::Resume => "cannot resume".to_string(),
+        Command::Abort => "cannot abort".to_string(),
+        Command::Slowlog(_) => "failed to build the slow-log report".to_string(),
+        Command::Plan { .. } | Command::Help => format!("{command} failed"),
+    }
+}
+
+/// The audit label of a command that changes a cluster (the CLI audits
+/// only those): `restart all`, `resume`, `abort`.
+fn audit_label(command: &Command) -> Option<String> {
+    match command {
+        Command::Restart {
+            target,
+            dry_run: false,
+            ..
+        } => Some(format!("restart {target}")),
+        Command::Resume | Command::Abort => Some(command.name().to_string()),
+        _ => None,
+    }
+}
+
+/// Runs one subcommand; returns the exit code.
+pub async fn run(args: Args, config: Config, secrets: Secrets) -> Result<i32> {
+    let shutdown = CancellationToken::new();
+    cancel_on_signals(shutdown.clone());
+    let audit = AuditLog::new(config.audit.path.clone());
+    let cluster_url = config.cluster.url.clone();
+    let settings = ExecSettings {
+        // Without --window or --since, the whole log.
+        default_window: None,
+        slowlog_top: config.slowlog.top,
+        allow_yellow: config.restart.allow_yellow,
+    };
+    let engine = Arc::new(
+        Engine::new(config, &secrets, shutdown.clone())
+            .context("failed to set up the cluster client")?,
+    );
+    if let CliCommand::Bot = args.command {
+        let token = secrets.require_telegram_token()?.clone();
+        opsbot::telegram::run_bot(engine.clone(), &token, shutdown.clone())
+            .await
+            .context("telegram bot stopped")?;
+        engine.wait_background().await;
+        return Ok(0);
+    }
+    let (command, rendering) = command_of(args.command)?;
+    let label = audit_label(&command);
+    let context = failure_context(&command, &cluster_url);
+    let executor = Executor::new(engine, settings);
+    let outcome = match executor.execute(command, Utc::now()).await {
+        Ok(outcome) => outcome,
+        Err(error) => {
+            if let Some(label) = label {
+                cli_audit(&audit, label, AuditOutcome::Failed, Some(error.to_string()));
+            }
+            return Err(error).context(context);
+        }
+    };
+    match outcome {
+        Outcome::Roll(pending) => {
+            let label = label.unwrap_or_default();
+            return run_roll(&executor, pending, &audit, label, &shutdown).await;
+        }
+        Outcome::AbortRequested(state) => {
+            cli_audit(
+                &audit,
+                label.unwrap_or_default(),
+                AuditOutcome::Ok,
+                Some(state.id.clone()),
+            );
+            println!(
+                "abort requested: roll {} stops before its next node",
+                state.id
+            );
+        }
+        other => print_outcome(other, rendering)?,
+    }
+    Ok(0)
+}
+
+/// Drives a claimed roll in the foreground, progress on stdout, audited
+/// before and after.
+async fn run_roll(
+    executor: &Executor<Engine>,
+    pending: PendingRoll<ClaimedRoll>,
+    audit: &AuditLog,
+    label: String,
+    shutdown: &CancellationToken,
+) -> Result<i32> {
+    cli_audit(
+        audit,
+        label.clone(),
+        AuditOutcome::Confirmed,
+        Some(pending.state().id.clone()),
+    );
+    if !pending.resumed {
+        let state = pending.state();
+        println!(
+            "{}",
+            describe_plan(&state.nodes, state.settings.allow_yellow)
+        );
+    }
+    let progress = |line: &str| println!("{line}");
+    let state = executor
+        .ops()
+        .run_roll(pending.claim, &progress, shutdown)
+        .await
+        .context("restart stopped")?;
+    let outcome = if state.status == RollStatus::Done {
+        AuditOutcome::Ok
+    } else {
+        AuditOutcome::Failed
+    };
+    cli_audit(audit, label, outcome, Some(state.summary()));
+    roll_exit(&state)
+}
+
+/// Prints an outcome for a shell.
+fn print_outcome(outcome: Outcome<ClaimedRoll>, rendering: Rendering) -> Result<()> {
+    match outcome {
+        Outcome::Health(health) if rendering.json => print_json(&health)?,
+        Outcome::Health(health) => println!("{}", health_text(&health)),
+        Outcome::Nodes(nodes) if rendering.json => print_json(&nodes)?,
+        Outcome::Nodes(nodes) => println!("{}", nodes_text(&nodes)),
+        Outcome::Shards(shards) if rendering.json => print_json(&shards)?,
+        Outcome::Shards(shards) => println!("{}", shards_text(&shards, usize::MAX)),
+        Outcome::RestartPlan {
+            nodes,
+            allow_yellow,
+        } => {
+            println!("{}", describe_plan(&nodes, allow_yellow))
+        }
+        Outcome::Status(Some(state)) if rendering.json => print_json(&state)?,
+        Outcome::Status(Some(state)) => println!("{}", state.summary()),
+        Outcome::Status(None) => println!("no restart recorded"),
+        Outcome::Slowlog { report, top } => {
             for example in &report.malformed_examples {
                 tracing::warn!(line = %example, "skipped malformed slow-log line");
             }
-            let text = render(&report, format);
-            match output {
+            let text = render(&report, rendering.format.unwrap_or(ReportFormat::Text));
+            match rendering.output {
                 Some(path) => std::fs::write(&path, text)
                     .with_context(|| format!("failed to write {}", path.display()))?,
                 None => println!("{text}"),
             }
-            if let Some(path) = chart {
+            if let Some(path) = rendering.chart {
                 let png = render_png(&report, top).context("failed to draw the chart")?;
                 std::fs::write(&path, png)
                     .with_context(|| format!("failed to write {}", path.display()))?;
             }
         }
-        CliCommand::Bot => {
-            let token = secrets.require_telegram_token()?.clone();
-            let engine = Arc::new(engine);
-            opsbot::telegram::run_bot(engine.clone(), &token, shutdown.clone())
-                .await
-                .context("telegram bot stopped")?;
-            engine.wait_background().await;
-        }
+        // The CLI builds none of these; a roll and an abort are handled by
+        // `run`.
+        Outcome::Help
+        | Outcome::PlanUsage
+        | Outcome::Plan { .. }
+        | Outcome::Roll(_)
+        | Outcome::AbortRequested(_) => {}
     }
-    Ok(0)
+    Ok(())
 }

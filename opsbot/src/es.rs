@@ -6,8 +6,8 @@
 //!
 //! No policy here (retries, waiting, ordering are in `roll` and `driver`).
 
+use crate::cluster::{AllocationSetting, ClusterHealth, ClusterNode, ShardRow};
 use crate::config::{ClusterConfig, Secrets};
-use crate::roll::{AllocationSetting, ClusterNode, HealthStatus};
 use chrono::{DateTime, Utc};
 use elasticsearch::Elasticsearch;
 use elasticsearch::auth::Credentials;
@@ -15,8 +15,8 @@ use elasticsearch::http::headers::HeaderMap;
 use elasticsearch::http::request::JsonBody;
 use elasticsearch::http::transport::{SingleNodeConnectionPool, TransportBuilder};
 use elasticsearch::http::{Method, Url};
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 /// The allocation setting the roll changes.
@@ -74,51 +74,6 @@ impl EsError {
             _ => false,
         }
     }
-}
-
-/// `_cluster/health`, the fields opsbot shows.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ClusterHealth {
-    /// Cluster name.
-    pub cluster_name: String,
-    /// green, yellow or red.
-    pub status: HealthStatus,
-    /// Nodes in the cluster.
-    pub number_of_nodes: u64,
-    /// Data nodes in the cluster.
-    pub number_of_data_nodes: u64,
-    /// Active primary shards.
-    pub active_primary_shards: u64,
-    /// Active shards.
-    pub active_shards: u64,
-    /// Relocating shards.
-    pub relocating_shards: u64,
-    /// Initializing shards.
-    pub initializing_shards: u64,
-    /// Unassigned shards.
-    pub unassigned_shards: u64,
-    /// Active shards, percent.
-    #[serde(default)]
-    pub active_shards_percent_as_number: f64,
-}
-
-/// A row of `_cat/shards`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ShardRow {
-    /// Index name.
-    pub index: String,
-    /// Shard number.
-    pub shard: String,
-    /// `p` or `r`.
-    pub prirep: String,
-    /// STARTED, RELOCATING, INITIALIZING, UNASSIGNED.
-    pub state: String,
-    /// Documents.
-    pub docs: Option<String>,
-    /// Store size in bytes.
-    pub store: Option<String>,
-    /// Node name.
-    pub node: Option<String>,
 }
 
 #[derive(Deserialize)]

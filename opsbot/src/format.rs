@@ -1,8 +1,7 @@
 //! Short text renderings of cluster data, shared by the CLI and the bot.
 //! Pure: domain types in, text out.
 
-use crate::es::{ClusterHealth, ShardRow};
-use crate::roll::ClusterNode;
+use crate::cluster::{ClusterHealth, ClusterNode, PlannedNode, ShardRow};
 use std::collections::BTreeMap;
 
 /// One paragraph on cluster health.
@@ -39,7 +38,7 @@ pub fn nodes_text(nodes: &[ClusterNode]) -> String {
     for node in sorted {
         let uptime = node
             .uptime_ms
-            .map(crate::roll::humanize_ms)
+            .map(humanize_ms)
             .unwrap_or_else(|| "-".to_string());
         text.push_str(&format!(
             "{:width$}  {:15}  {:12}  {:6}  {}\n",
@@ -97,10 +96,69 @@ pub fn shards_text(rows: &[ShardRow], max_rows: usize) -> String {
     text.trim_end().to_string()
 }
 
+/// Formats milliseconds as `250ms`, `5.6s`, `1m30s`, `1h`.
+pub fn humanize_ms(millis: u64) -> String {
+    if millis < 1000 {
+        return format!("{millis}ms");
+    }
+    if millis < 60_000 {
+        return if millis.is_multiple_of(1000) {
+            format!("{}s", millis / 1000)
+        } else {
+            format!("{:.1}s", millis as f64 / 1000.0)
+        };
+    }
+    let seconds = millis / 1000;
+    let (hours, minutes, rest) = (seconds / 3600, (seconds % 3600) / 60, seconds % 60);
+    let mut text = String::new();
+    if hours > 0 {
+        text.push_str(&format!("{hours}h"));
+    }
+    if minutes > 0 {
+        text.push_str(&format!("{minutes}m"));
+    }
+    if rest > 0 {
+        text.push_str(&format!("{rest}s"));
+    }
+    text
+}
+
+/// The plan as text lines, for `--dry-run` and the confirmation question.
+pub fn describe_plan(nodes: &[PlannedNode], allow_yellow: bool) -> String {
+    let mut text = format!(
+        "rolling restart of {} node(s), one at a time ({} required):\n",
+        nodes.len(),
+        if allow_yellow {
+            "green or yellow"
+        } else {
+            "green"
+        }
+    );
+    for (position, node) in nodes.iter().enumerate() {
+        let master = if node.elected_master {
+            ", elected master"
+        } else {
+            ""
+        };
+        text.push_str(&format!(
+            "{}. {} on {} [{}{}]\n",
+            position + 1,
+            node.name,
+            node.host,
+            node.roles,
+            master
+        ));
+    }
+    text.push_str("per node: check health, allocation=primaries, flush, restart, wait leave/rejoin, restore allocation, wait for green");
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::roll::HealthStatus;
+    use crate::cluster::tests::cluster_nodes;
+    use crate::cluster::{HealthStatus, Target, plan_order};
+    use crate::roll::RollSettings;
 
     #[test]
     fn renders_health_nodes_and_shards() {
@@ -151,5 +209,20 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("... 1 more"), "{text}");
+    }
+
+    #[test]
+    fn humanize_and_plan_text() {
+        assert_eq!(humanize_ms(90_000), "1m30s");
+        assert_eq!(humanize_ms(1_800_000), "30m");
+        assert_eq!(humanize_ms(250), "250ms");
+        assert_eq!(humanize_ms(5_600), "5.6s");
+        assert_eq!(humanize_ms(3_600_000), "1h");
+        let plan = plan_order(&cluster_nodes(), &Target::All, |n| n.ip.clone()).expect("plan");
+        let text = describe_plan(&plan, RollSettings::default().allow_yellow);
+        assert!(
+            text.contains("6. master-1 on 10.0.0.8 [m, elected master]"),
+            "{text}"
+        );
     }
 }

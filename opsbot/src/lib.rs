@@ -2,11 +2,14 @@
 //! shell: rolling restarts, slow-log reports, cluster status.
 //!
 //! Pure core (no I/O, no clock, no environment):
+//! - [`cluster`]: the cluster model (health, nodes, shards, allocation) and
+//!   which nodes a restart touches, in which order;
 //! - [`roll`]: the rolling-restart state machine;
 //! - [`slowlog`] (except `slowlog::source`): slow-log parsing, fingerprints,
 //!   digest, text/Markdown/JSON reports and the PNG chart;
-//! - [`command`]: chat command parsing, authorization, confirmations;
-//! - [`format`]: text renderings of cluster data.
+//! - [`command`]: commands, chat parsing (`/plan` keys from shardplan),
+//!   authorization, confirmations;
+//! - [`format`]: text renderings of cluster data and restart plans.
 //!
 //! Adapters and glue:
 //! - [`config`]: the YAML config and secrets from the environment;
@@ -15,6 +18,8 @@
 //! - [`store`]: persisted roll progress and the abort marker;
 //! - [`driver`]: runs the state machine against the adapters;
 //! - [`ops`]: the operations engine shared by both front ends;
+//! - [`execute`]: the one command path of both front ends (command in,
+//!   outcome out);
 //! - [`audit`]: the JSON-lines audit log;
 //! - [`bot`]: the chat command handler (no network);
 //! - [`telegram`]: the teloxide front end;
@@ -23,10 +28,12 @@
 pub mod action;
 pub mod audit;
 pub mod bot;
+pub mod cluster;
 pub mod command;
 pub mod config;
 pub mod driver;
 pub mod es;
+pub mod execute;
 pub mod format;
 pub mod ops;
 pub mod roll;

@@ -1,24 +1,26 @@
 //! The operations engine shared by both front ends: cluster status, rolling
-//! restarts (planned, started, resumed, aborted, watched) and slow-log
-//! reports. [`Operations`] is what the bot's command handler needs; tests
-//! implement it with a fake, the real one is [`Engine`].
+//! restarts (planned, claimed, driven, resumed, aborted) and slow-log
+//! reports. [`Operations`] is the one set of operations the command path
+//! (`crate::execute`) calls; [`Engine`] is the real one, and the bot tests
+//! implement it over a fake cluster.
 //!
 //! Errors carry their cause for the log; [`OpsError::chat_message`] is the
 //! short text a chat may see (no bodies, paths or secrets).
 
 use crate::action::RestartAction;
+use crate::cluster::{
+    ClusterHealth, ClusterNode, PlanError, PlannedNode, ShardRow, Target, plan_order,
+};
 use crate::config::{Config, Secrets};
 use crate::driver::{ProgressSink, RollDriver};
-use crate::es::{ClusterHealth, EsClient, EsError, ShardRow};
-use crate::roll::{
-    ClusterNode, PlanError, PlannedNode, RollControlError, RollState, RollStatus, Target,
-    plan_order,
-};
+use crate::es::{EsClient, EsError};
+use crate::roll::{RollControlError, RollState, RollStatus};
 use crate::slowlog::digest::{Digest, DigestFilter, DigestReport};
 use crate::slowlog::parse::parse_document;
 use crate::slowlog::source::{SourceError, read_files};
 use crate::store::{RollLock, RollStore, StoreError};
 use chrono::Utc;
+use std::borrow::Borrow;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -99,8 +101,12 @@ impl OpsError {
     }
 }
 
-/// What the command handler needs from the operations engine.
+/// The operations of both front ends.
 pub trait Operations: Send + Sync + 'static {
+    /// A roll made ready to be driven; the only one until it is driven or
+    /// dropped.
+    type Claim: Borrow<RollState> + Send + 'static;
+
     /// Cluster health.
     fn health(&self) -> impl Future<Output = Result<ClusterHealth, OpsError>> + Send;
     /// Nodes of the cluster.
@@ -108,32 +114,48 @@ pub trait Operations: Send + Sync + 'static {
     /// Shards, of one index or pattern or all.
     fn shards(
         &self,
-        index: Option<String>,
+        index: Option<&str>,
     ) -> impl Future<Output = Result<Vec<ShardRow>, OpsError>> + Send;
-    /// The restart order for a target.
+    /// The restart order for a target, with `{host}` from `restart.hosts`
+    /// or the node's ip.
     fn plan_restart(
         &self,
-        target: Target,
+        target: &Target,
     ) -> impl Future<Output = Result<Vec<PlannedNode>, OpsError>> + Send;
-    /// Starts a roll in the background; progress lines go to `progress`.
-    fn start_restart(
+    /// A new roll, refused while another is being driven (always) or an
+    /// earlier one is unfinished (unless `force`). The roll is saved at once,
+    /// so `status` shows it, and a stale abort marker is cleared.
+    fn new_roll(
         &self,
-        target: Target,
+        target: &Target,
         allow_yellow: bool,
-        progress: Arc<ProgressSink>,
-    ) -> impl Future<Output = Result<RollState, OpsError>> + Send;
-    /// Resumes a stopped roll in the background.
-    fn resume_restart(
+        force: bool,
+    ) -> impl Future<Output = Result<Self::Claim, OpsError>> + Send;
+    /// The saved roll, made ready to continue. Refused while another
+    /// process drives it; a roll still marked running whose lock is free was
+    /// left by an opsbot that died, and continues at the step where it was
+    /// (so allocation is put back even after a crash, see
+    /// [`RollState::resume`]).
+    fn resumable_roll(&self) -> impl Future<Output = Result<Self::Claim, OpsError>> + Send;
+    /// Drives a claimed roll to its end in the foreground (the shell).
+    fn run_roll(
         &self,
-        progress: Arc<ProgressSink>,
+        claim: Self::Claim,
+        progress: &ProgressSink,
+        cancel: &CancellationToken,
     ) -> impl Future<Output = Result<RollState, OpsError>> + Send;
+    /// Drives a claimed roll in a background task (the chat); progress
+    /// lines go to `progress`.
+    fn spawn_roll(&self, claim: Self::Claim, progress: Arc<ProgressSink>) -> Result<(), OpsError>;
     /// The current or last roll.
     fn restart_status(&self) -> impl Future<Output = Result<Option<RollState>, OpsError>> + Send;
     /// Asks the running roll to stop before its next node.
     fn abort_restart(&self) -> impl Future<Output = Result<RollState, OpsError>> + Send;
-    /// A slow-log digest.
-    fn slowlog(
+    /// A slow-log digest of `files`, else `slowlog.paths`, else the slow-log
+    /// index.
+    fn slowlog_report(
         &self,
+        files: Vec<PathBuf>,
         filter: DigestFilter,
         top: usize,
     ) -> impl Future<Output = Result<DigestReport, OpsError>> + Send;
@@ -145,6 +167,12 @@ pub struct ClaimedRoll {
     /// The roll.
     pub state: RollState,
     lock: RollLock,
+}
+
+impl Borrow<RollState> for ClaimedRoll {
+    fn borrow(&self) -> &RollState {
+        &self.state
+    }
 }
 
 /// The real engine: a cluster adapter, a restart action and a state file.
@@ -179,11 +207,6 @@ impl Engine {
         })
     }
 
-    /// The cluster adapter.
-    pub fn es(&self) -> &EsClient {
-        &self.es
-    }
-
     /// The configuration.
     pub fn config(&self) -> &Config {
         &self.config
@@ -193,123 +216,16 @@ impl Engine {
         self.driver.store()
     }
 
-    /// The restart order for a target, with `{host}` from `restart.hosts`
-    /// or the node's ip.
-    pub async fn plan(&self, target: &Target) -> Result<Vec<PlannedNode>, OpsError> {
-        let nodes = self.es.nodes().await?;
-        let hosts = &self.config.restart.hosts;
-        Ok(plan_order(&nodes, target, |node| {
-            hosts
-                .get(&node.name)
-                .cloned()
-                .unwrap_or_else(|| node.ip.clone())
-        })?)
-    }
-
     fn lock(&self) -> Result<RollLock, OpsError> {
         self.store().try_lock()?.ok_or(OpsError::RollLocked)
     }
 
-    /// A new roll, refused while another is being driven (always) or an
-    /// earlier one is unfinished (unless `force`). The roll is saved at once,
-    /// so `status` shows it, and a stale abort marker is cleared.
-    pub async fn new_roll(
+    /// Digest of the slow-log index (`slowlog.index`).
+    async fn index_report(
         &self,
-        target: &Target,
-        allow_yellow: bool,
-        force: bool,
-    ) -> Result<ClaimedRoll, OpsError> {
-        let lock = self.lock()?;
-        if !force
-            && let Some(existing) = self.store().load()?
-            && !existing.status.is_finished()
-        {
-            return Err(OpsError::RollInProgress(existing.status));
-        }
-        let plan = self.plan(target).await?;
-        let state = RollState::new(
-            plan,
-            self.config.restart.roll_settings(allow_yellow),
-            Utc::now(),
-        );
-        // An abort asked for just as the last roll ended must not stop this one.
-        let _ = self.store().take_abort()?;
-        self.store().save(&state)?;
-        Ok(ClaimedRoll { state, lock })
-    }
-
-    /// The saved roll, made ready to continue. Refused while another
-    /// process drives it; a roll still marked running whose lock is free was
-    /// left by an opsbot that died, and continues at the step where it was
-    /// (so allocation is put back even after a crash, see
-    /// [`RollState::resume`]).
-    pub fn resumable_roll(&self) -> Result<ClaimedRoll, OpsError> {
-        let lock = self.lock()?;
-        let mut state = self.store().load()?.ok_or(OpsError::NoRoll)?;
-        state.resume(Utc::now())?;
-        // A stale abort marker must not stop the resumed roll at once.
-        let _ = self.store().take_abort()?;
-        self.store().save(&state)?;
-        Ok(ClaimedRoll { state, lock })
-    }
-
-    /// Runs a roll in the foreground (CLI).
-    pub async fn run_roll(
-        &self,
-        claimed: ClaimedRoll,
-        progress: &ProgressSink,
-        cancel: &CancellationToken,
-    ) -> Result<RollState, OpsError> {
-        Ok(self
-            .driver
-            .drive(claimed.state, claimed.lock, progress, cancel)
-            .await?)
-    }
-
-    /// The saved roll, if any.
-    pub fn status(&self) -> Result<Option<RollState>, OpsError> {
-        Ok(self.store().load()?)
-    }
-
-    /// Asks the roll to stop before its next node, through an abort marker
-    /// that the process driving it takes (and records in the state file; the
-    /// file is not written here, which could overwrite newer progress). A
-    /// roll marked running that no process drives cannot be aborted: it has
-    /// already stopped, and `resume` is what puts allocation back.
-    pub fn abort(&self) -> Result<RollState, OpsError> {
-        let mut state = self.store().load()?.ok_or(OpsError::NoRoll)?;
-        state.request_abort(Utc::now())?;
-        if !self.store().is_locked()? {
-            return Err(OpsError::RollOrphaned);
-        }
-        self.store().request_abort()?;
-        Ok(state)
-    }
-
-    /// Digest of slow logs: the given files, else `slowlog.paths`, else the
-    /// slow-log index.
-    pub async fn slowlog_report(
-        &self,
-        files: Vec<PathBuf>,
         filter: DigestFilter,
         top: usize,
     ) -> Result<DigestReport, OpsError> {
-        let files = if files.is_empty() {
-            self.config.slowlog.paths.clone()
-        } else {
-            files
-        };
-        if !files.is_empty() {
-            let report =
-                tokio::task::spawn_blocking(move || -> Result<DigestReport, SourceError> {
-                    let mut digest = Digest::new(filter);
-                    read_files(&files, &mut digest)?;
-                    Ok(digest.finish(top))
-                })
-                .await
-                .map_err(|error| OpsError::Internal(error.to_string()))??;
-            return Ok(report);
-        }
         let Some(index) = &self.config.slowlog.index else {
             return Err(OpsError::NotConfigured("slowlog.paths or slowlog.index"));
         };
@@ -332,11 +248,91 @@ impl Engine {
         Ok(digest.finish(top))
     }
 
-    fn spawn_roll(
+    /// Waits for a background roll (bot shutdown).
+    pub async fn wait_background(&self) {
+        let handle = self.background.lock().ok().and_then(|mut slot| slot.take());
+        if let Some(handle) = handle
+            && let Err(error) = handle.await
+        {
+            tracing::error!(error = %error, "background roll task failed");
+        }
+    }
+}
+
+impl Operations for Engine {
+    type Claim = ClaimedRoll;
+
+    async fn health(&self) -> Result<ClusterHealth, OpsError> {
+        Ok(self.es.health().await?)
+    }
+
+    async fn nodes(&self) -> Result<Vec<ClusterNode>, OpsError> {
+        Ok(self.es.nodes().await?)
+    }
+
+    async fn shards(&self, index: Option<&str>) -> Result<Vec<ShardRow>, OpsError> {
+        Ok(self.es.shards(index).await?)
+    }
+
+    async fn plan_restart(&self, target: &Target) -> Result<Vec<PlannedNode>, OpsError> {
+        let nodes = self.es.nodes().await?;
+        let hosts = &self.config.restart.hosts;
+        Ok(plan_order(&nodes, target, |node| {
+            hosts
+                .get(&node.name)
+                .cloned()
+                .unwrap_or_else(|| node.ip.clone())
+        })?)
+    }
+
+    async fn new_roll(
         &self,
-        claimed: ClaimedRoll,
-        progress: Arc<ProgressSink>,
-    ) -> Result<(), OpsError> {
+        target: &Target,
+        allow_yellow: bool,
+        force: bool,
+    ) -> Result<ClaimedRoll, OpsError> {
+        let lock = self.lock()?;
+        if !force
+            && let Some(existing) = self.store().load()?
+            && !existing.status.is_finished()
+        {
+            return Err(OpsError::RollInProgress(existing.status));
+        }
+        let plan = self.plan_restart(target).await?;
+        let state = RollState::new(
+            plan,
+            self.config.restart.roll_settings(allow_yellow),
+            Utc::now(),
+        );
+        // An abort asked for just as the last roll ended must not stop this one.
+        let _ = self.store().take_abort()?;
+        self.store().save(&state)?;
+        Ok(ClaimedRoll { state, lock })
+    }
+
+    async fn resumable_roll(&self) -> Result<ClaimedRoll, OpsError> {
+        let lock = self.lock()?;
+        let mut state = self.store().load()?.ok_or(OpsError::NoRoll)?;
+        state.resume(Utc::now())?;
+        // A stale abort marker must not stop the resumed roll at once.
+        let _ = self.store().take_abort()?;
+        self.store().save(&state)?;
+        Ok(ClaimedRoll { state, lock })
+    }
+
+    async fn run_roll(
+        &self,
+        claim: ClaimedRoll,
+        progress: &ProgressSink,
+        cancel: &CancellationToken,
+    ) -> Result<RollState, OpsError> {
+        Ok(self
+            .driver
+            .drive(claim.state, claim.lock, progress, cancel)
+            .await?)
+    }
+
+    fn spawn_roll(&self, claim: ClaimedRoll, progress: Arc<ProgressSink>) -> Result<(), OpsError> {
         let mut background = self
             .background
             .lock()
@@ -351,7 +347,7 @@ impl Engine {
         let shutdown = self.shutdown.clone();
         *background = Some(tokio::spawn(async move {
             match driver
-                .drive(claimed.state, claimed.lock, progress.as_ref(), &shutdown)
+                .drive(claim.state, claim.lock, progress.as_ref(), &shutdown)
                 .await
             {
                 Ok(state) => {
@@ -368,62 +364,46 @@ impl Engine {
         Ok(())
     }
 
-    /// Waits for a background roll (bot shutdown).
-    pub async fn wait_background(&self) {
-        let handle = self.background.lock().ok().and_then(|mut slot| slot.take());
-        if let Some(handle) = handle
-            && let Err(error) = handle.await
-        {
-            tracing::error!(error = %error, "background roll task failed");
-        }
-    }
-}
-
-impl Operations for Engine {
-    async fn health(&self) -> Result<ClusterHealth, OpsError> {
-        Ok(self.es.health().await?)
-    }
-
-    async fn nodes(&self) -> Result<Vec<ClusterNode>, OpsError> {
-        Ok(self.es.nodes().await?)
-    }
-
-    async fn shards(&self, index: Option<String>) -> Result<Vec<ShardRow>, OpsError> {
-        Ok(self.es.shards(index.as_deref()).await?)
-    }
-
-    async fn plan_restart(&self, target: Target) -> Result<Vec<PlannedNode>, OpsError> {
-        self.plan(&target).await
-    }
-
-    async fn start_restart(
-        &self,
-        target: Target,
-        allow_yellow: bool,
-        progress: Arc<ProgressSink>,
-    ) -> Result<RollState, OpsError> {
-        let claimed = self.new_roll(&target, allow_yellow, false).await?;
-        let state = claimed.state.clone();
-        self.spawn_roll(claimed, progress)?;
-        Ok(state)
-    }
-
-    async fn resume_restart(&self, progress: Arc<ProgressSink>) -> Result<RollState, OpsError> {
-        let claimed = self.resumable_roll()?;
-        let state = claimed.state.clone();
-        self.spawn_roll(claimed, progress)?;
-        Ok(state)
-    }
-
     async fn restart_status(&self) -> Result<Option<RollState>, OpsError> {
-        self.status()
+        Ok(self.store().load()?)
     }
 
+    /// Asks the roll to stop before its next node, through an abort marker
+    /// that the process driving it takes (and records in the state file; the
+    /// file is not written here, which could overwrite newer progress). A
+    /// roll marked running that no process drives cannot be aborted: it has
+    /// already stopped, and `resume` is what puts allocation back.
     async fn abort_restart(&self) -> Result<RollState, OpsError> {
-        self.abort()
+        let mut state = self.store().load()?.ok_or(OpsError::NoRoll)?;
+        state.request_abort(Utc::now())?;
+        if !self.store().is_locked()? {
+            return Err(OpsError::RollOrphaned);
+        }
+        self.store().request_abort()?;
+        Ok(state)
     }
 
-    async fn slowlog(&self, filter: DigestFilter, top: usize) -> Result<DigestReport, OpsError> {
-        self.slowlog_report(Vec::new(), filter, top).await
+    async fn slowlog_report(
+        &self,
+        files: Vec<PathBuf>,
+        filter: DigestFilter,
+        top: usize,
+    ) -> Result<DigestReport, OpsError> {
+        let files = if files.is_empty() {
+            self.config.slowlog.paths.clone()
+        } else {
+            files
+        };
+        if files.is_empty() {
+            return self.index_report(filter, top).await;
+        }
+        let report = tokio::task::spawn_blocking(move || -> Result<DigestReport, SourceError> {
+            let mut digest = Digest::new(filter);
+            read_files(&files, &mut digest)?;
+            Ok(digest.finish(top))
+        })
+        .await
+        .map_err(|error| OpsError::Internal(error.to_string()))??;
+        Ok(report)
     }
 }

@@ -14,179 +14,12 @@
 //! the elected master last. Any failure or time-out stops the roll and puts
 //! allocation back before it reports the node and step.
 
+use crate::cluster::{AllocationSetting, ClusterNode, HealthStatus, PlannedNode};
+use crate::format::humanize_ms;
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::time::Duration;
-
-/// Cluster health colour as Elasticsearch reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum HealthStatus {
-    /// All shards assigned.
-    Green,
-    /// All primaries assigned, some replicas not.
-    Yellow,
-    /// Some primaries unassigned.
-    Red,
-}
-
-impl HealthStatus {
-    /// Parses `green`/`yellow`/`red` (any case).
-    pub fn parse(text: &str) -> Option<HealthStatus> {
-        match text.to_ascii_lowercase().as_str() {
-            "green" => Some(HealthStatus::Green),
-            "yellow" => Some(HealthStatus::Yellow),
-            "red" => Some(HealthStatus::Red),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Display for HealthStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            HealthStatus::Green => "green",
-            HealthStatus::Yellow => "yellow",
-            HealthStatus::Red => "red",
-        })
-    }
-}
-
-/// A node as seen in `_cat/nodes`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ClusterNode {
-    /// Node name (`name` column).
-    pub name: String,
-    /// Node address (`ip` column); the default `{host}` of a restart action.
-    pub ip: String,
-    /// Role letters (`node.role` column), e.g. `dim` or `cdfhilmrstw`.
-    pub roles: String,
-    /// Whether this node is the elected master (`master` column is `*`).
-    pub elected_master: bool,
-    /// Time since the node process started, when reported.
-    pub uptime_ms: Option<u64>,
-}
-
-impl ClusterNode {
-    /// Whether the node holds data (any of the data role letters).
-    pub fn is_data(&self) -> bool {
-        self.roles
-            .chars()
-            .any(|c| matches!(c, 'd' | 'h' | 'w' | 'c' | 'f' | 's'))
-    }
-
-    /// Whether the node is master-eligible (role letter `m`).
-    pub fn is_master_eligible(&self) -> bool {
-        self.roles.contains('m')
-    }
-}
-
-/// Which nodes to restart.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Target {
-    /// Every node of the cluster.
-    All,
-    /// One node, by name.
-    Node(String),
-}
-
-impl Target {
-    /// `all` means every node; anything else names one node.
-    pub fn parse(text: &str) -> Target {
-        if text == "all" {
-            Target::All
-        } else {
-            Target::Node(text.to_string())
-        }
-    }
-}
-
-impl fmt::Display for Target {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Target::All => f.write_str("all"),
-            Target::Node(name) => f.write_str(name),
-        }
-    }
-}
-
-/// A node in the restart plan.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PlannedNode {
-    /// Node name.
-    pub name: String,
-    /// Value of `{host}` for the restart action.
-    pub host: String,
-    /// Role letters, for the plan printout.
-    pub roles: String,
-    /// Whether it was the elected master when the plan was made.
-    pub elected_master: bool,
-}
-
-/// Why no plan could be made.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PlanError {
-    /// The named node is not in the cluster.
-    #[error("node {0} is not in the cluster")]
-    UnknownNode(String),
-    /// The cluster reported no nodes.
-    #[error("the cluster reported no nodes")]
-    NoNodes,
-}
-
-/// Orders the nodes to restart: data nodes that are not master-eligible
-/// first, then other non-master nodes, then master-eligible nodes, and the
-/// elected master last; by name within each group. `host_of` maps a node to
-/// the `{host}` of the restart action.
-pub fn plan_order(
-    nodes: &[ClusterNode],
-    target: &Target,
-    host_of: impl Fn(&ClusterNode) -> String,
-) -> Result<Vec<PlannedNode>, PlanError> {
-    if nodes.is_empty() {
-        return Err(PlanError::NoNodes);
-    }
-    let mut chosen: Vec<&ClusterNode> = match target {
-        Target::All => nodes.iter().collect(),
-        Target::Node(name) => {
-            let found = nodes.iter().find(|node| &node.name == name);
-            vec![found.ok_or_else(|| PlanError::UnknownNode(name.clone()))?]
-        }
-    };
-    let group = |node: &ClusterNode| -> u8 {
-        if node.elected_master {
-            3
-        } else if node.is_master_eligible() {
-            2
-        } else if node.is_data() {
-            0
-        } else {
-            1
-        }
-    };
-    chosen.sort_by(|a, b| group(a).cmp(&group(b)).then_with(|| a.name.cmp(&b.name)));
-    Ok(chosen
-        .into_iter()
-        .map(|node| PlannedNode {
-            name: node.name.clone(),
-            host: host_of(node),
-            roles: node.roles.clone(),
-            elected_master: node.elected_master,
-        })
-        .collect())
-}
-
-/// The allocation setting as it was before the roll, to put back afterwards.
-/// `None` means "not set", which is restored by resetting it (`null`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AllocationSetting {
-    /// `persistent` value of `cluster.routing.allocation.enable`.
-    pub persistent: Option<String>,
-    /// `transient` value, which wins over the persistent one when set.
-    pub transient: Option<String>,
-}
 
 /// One step of the per-node sequence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -938,117 +771,17 @@ fn describe(observation: &Observation) -> String {
     }
 }
 
-/// Formats milliseconds as `250ms`, `5.6s`, `1m30s`, `1h`.
-pub fn humanize_ms(millis: u64) -> String {
-    if millis < 1000 {
-        return format!("{millis}ms");
-    }
-    if millis < 60_000 {
-        return if millis.is_multiple_of(1000) {
-            format!("{}s", millis / 1000)
-        } else {
-            format!("{:.1}s", millis as f64 / 1000.0)
-        };
-    }
-    let seconds = millis / 1000;
-    let (hours, minutes, rest) = (seconds / 3600, (seconds % 3600) / 60, seconds % 60);
-    let mut text = String::new();
-    if hours > 0 {
-        text.push_str(&format!("{hours}h"));
-    }
-    if minutes > 0 {
-        text.push_str(&format!("{minutes}m"));
-    }
-    if rest > 0 {
-        text.push_str(&format!("{rest}s"));
-    }
-    text
-}
-
-/// The plan as text lines, for `--dry-run` and the confirmation question.
-pub fn describe_plan(nodes: &[PlannedNode], settings: &RollSettings) -> String {
-    let mut text = format!(
-        "rolling restart of {} node(s), one at a time ({} required):\n",
-        nodes.len(),
-        if settings.allow_yellow {
-            "green or yellow"
-        } else {
-            "green"
-        }
-    );
-    for (position, node) in nodes.iter().enumerate() {
-        let master = if node.elected_master {
-            ", elected master"
-        } else {
-            ""
-        };
-        text.push_str(&format!(
-            "{}. {} on {} [{}{}]\n",
-            position + 1,
-            node.name,
-            node.host,
-            node.roles,
-            master
-        ));
-    }
-    text.push_str("per node: check health, allocation=primaries, flush, restart, wait leave/rejoin, restore allocation, wait for green");
-    text
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cluster::tests::cluster_nodes;
+    use crate::cluster::{Target, plan_order};
     use std::collections::BTreeMap;
-
-    fn node(name: &str, roles: &str, elected: bool) -> ClusterNode {
-        ClusterNode {
-            name: name.to_string(),
-            ip: format!("10.0.0.{}", name.len()),
-            roles: roles.to_string(),
-            elected_master: elected,
-            uptime_ms: Some(1_000_000),
-        }
-    }
-
-    fn cluster_nodes() -> Vec<ClusterNode> {
-        vec![
-            node("master-1", "m", true),
-            node("master-2", "m", false),
-            node("warm-1", "w", false),
-            node("coord-1", "", false),
-            node("hot-2", "hs", false),
-            node("hot-1", "dh", false),
-        ]
-    }
 
     fn start() -> DateTime<Utc> {
         DateTime::parse_from_rfc3339("2026-11-01T10:00:00Z")
             .expect("valid time")
             .with_timezone(&Utc)
-    }
-
-    #[test]
-    fn plan_puts_data_nodes_first_and_elected_master_last() {
-        let plan = plan_order(&cluster_nodes(), &Target::All, |n| n.ip.clone()).expect("plan");
-        let names: Vec<&str> = plan.iter().map(|n| n.name.as_str()).collect();
-        assert_eq!(
-            names,
-            [
-                "hot-1", "hot-2", "warm-1", "coord-1", "master-2", "master-1"
-            ]
-        );
-    }
-
-    #[test]
-    fn plan_of_unknown_node_is_an_error() {
-        let error = plan_order(&cluster_nodes(), &Target::Node("nope".into()), |n| {
-            n.ip.clone()
-        });
-        assert_eq!(error, Err(PlanError::UnknownNode("nope".into())));
-        assert_eq!(
-            plan_order(&[], &Target::All, |n| n.ip.clone()),
-            Err(PlanError::NoNodes)
-        );
     }
 
     /// What the simulated cluster does wrong, and where.
@@ -1580,20 +1313,5 @@ mod tests {
         );
         assert_eq!(state.status, RollStatus::Failed);
         assert_eq!(cluster.allocation.persistent.as_deref(), Some("all"));
-    }
-
-    #[test]
-    fn humanize_and_plan_text() {
-        assert_eq!(humanize_ms(90_000), "1m30s");
-        assert_eq!(humanize_ms(1_800_000), "30m");
-        assert_eq!(humanize_ms(250), "250ms");
-        assert_eq!(humanize_ms(5_600), "5.6s");
-        assert_eq!(humanize_ms(3_600_000), "1h");
-        let plan = plan_order(&cluster_nodes(), &Target::All, |n| n.ip.clone()).expect("plan");
-        let text = describe_plan(&plan, &RollSettings::default());
-        assert!(
-            text.contains("6. master-1 on 10.0.0.8 [m, elected master]"),
-            "{text}"
-        );
     }
 }

@@ -162,7 +162,8 @@ impl RollStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::roll::{PlannedNode, RollSettings};
+    use crate::cluster::PlannedNode;
+    use crate::roll::RollSettings;
     use chrono::Utc;
 
     #[test]

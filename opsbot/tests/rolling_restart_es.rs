@@ -3,10 +3,11 @@
 //! server on its own port with a temporary data dir; the shell restart action
 //! kills that server's process group and starts it again.
 
+use opsbot::cluster::Target;
 use opsbot::config::{Config, Secrets};
 use opsbot::es::EsClient;
-use opsbot::ops::Engine;
-use opsbot::roll::{RollStatus, Step, Target};
+use opsbot::ops::{Engine, Operations};
+use opsbot::roll::{RollStatus, Step};
 use opsbot::slowlog::digest::DigestFilter;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -176,7 +177,7 @@ async fn rolling_restart_restarts_the_node_and_restores_allocation() {
 
     let engine =
         Engine::new(config, &Secrets::default(), CancellationToken::new()).expect("engine");
-    let plan = engine.plan(&Target::All).await.expect("plan");
+    let plan = engine.plan_restart(&Target::All).await.expect("plan");
     assert_eq!(plan.len(), 1);
     assert_eq!(plan[0].host, "127.0.0.1");
     let claimed = engine
@@ -225,7 +226,11 @@ async fn rolling_restart_restarts_the_node_and_restores_allocation() {
         "{lines:?}"
     );
     assert!(lines.last().expect("lines").contains("done"), "{lines:?}");
-    let saved = engine.status().expect("status").expect("saved");
+    let saved = engine
+        .restart_status()
+        .await
+        .expect("status")
+        .expect("saved");
     assert_eq!(saved.status, RollStatus::Done);
 }
 
@@ -269,7 +274,7 @@ async fn failed_restart_action_stops_and_restores_allocation() {
     assert_eq!(allocation.persistent, None);
 
     // The failed roll can be resumed from the node where it stopped.
-    let resumed = engine.resumable_roll().expect("resumable");
+    let resumed = engine.resumable_roll().await.expect("resumable");
     assert_eq!(resumed.state.status, RollStatus::Running);
     assert_eq!(resumed.state.step, Step::CheckHealth);
     assert!(resumed.state.completed.is_empty());
@@ -305,7 +310,11 @@ async fn second_roll_is_refused_and_a_crashed_roll_resumes_and_restores_allocati
     });
     let started = Instant::now();
     loop {
-        let saved = engine.status().expect("status").expect("saved");
+        let saved = engine
+            .restart_status()
+            .await
+            .expect("status")
+            .expect("saved");
         if saved.step == Step::Restart {
             break;
         }
@@ -337,18 +346,22 @@ async fn second_roll_is_refused_and_a_crashed_roll_resumes_and_restores_allocati
         Err(opsbot::ops::OpsError::RollLocked)
     ));
     assert!(matches!(
-        other.resumable_roll(),
+        other.resumable_roll().await,
         Err(opsbot::ops::OpsError::RollLocked)
     ));
 
     // The driver dies (its lock goes with it); the state on disk says running.
     driver.abort();
     let _ = driver.await;
-    let saved = engine.status().expect("status").expect("saved");
+    let saved = engine
+        .restart_status()
+        .await
+        .expect("status")
+        .expect("saved");
     assert_eq!(saved.status, RollStatus::Running);
     assert!(saved.allocation_changed);
     assert!(matches!(
-        other.abort(),
+        other.abort_restart().await,
         Err(opsbot::ops::OpsError::RollOrphaned)
     ));
 
@@ -360,7 +373,10 @@ async fn second_roll_is_refused_and_a_crashed_roll_resumes_and_restores_allocati
     );
     let engine =
         Engine::new(working, &Secrets::default(), CancellationToken::new()).expect("engine");
-    let resumed = engine.resumable_roll().expect("resumable after a crash");
+    let resumed = engine
+        .resumable_roll()
+        .await
+        .expect("resumable after a crash");
     assert_eq!(resumed.state.step, Step::Restart, "continues where it was");
     let finished = tokio::time::timeout(
         Duration::from_secs(120),

@@ -6,7 +6,7 @@
 //! lookup.
 
 use super::digest::DigestReport;
-use crate::roll::humanize_ms;
+use crate::format::humanize_ms;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 use std::sync::Once;

@@ -2,7 +2,7 @@
 //! for tools. Pure: report in, string out.
 
 use super::digest::{DigestReport, FingerprintStats};
-use crate::roll::humanize_ms;
+use crate::format::humanize_ms;
 
 /// Output format of a slow-log report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]

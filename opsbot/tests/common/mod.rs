@@ -3,19 +3,20 @@
 //! real state machine (`opsbot::roll`) against a cluster where every step
 //! succeeds, so the progress lines are the ones opsbot really posts.
 
-#![allow(dead_code)]
-
 use chrono::Utc;
-use opsbot::driver::ProgressSink;
-use opsbot::es::{ClusterHealth, EsError, ShardRow};
-use opsbot::ops::{Operations, OpsError};
-use opsbot::roll::{
-    Action, AllocationSetting, ClusterNode, HealthStatus, Next, Observation, PlannedNode,
-    RollSettings, RollState, Step, Target, plan_order,
+use opsbot::cluster::{
+    AllocationSetting, ClusterHealth, ClusterNode, HealthStatus, PlannedNode, ShardRow, Target,
+    plan_order,
 };
+use opsbot::driver::ProgressSink;
+use opsbot::es::EsError;
+use opsbot::ops::{Operations, OpsError};
+use opsbot::roll::{Action, Next, Observation, RollSettings, RollState, Step};
 use opsbot::slowlog::digest::{Digest, DigestFilter, DigestReport};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use tokio_util::sync::CancellationToken;
 
 #[derive(Default)]
 pub struct FakeOps {
@@ -94,6 +95,8 @@ impl FakeOps {
 }
 
 impl Operations for FakeOps {
+    type Claim = RollState;
+
     async fn health(&self) -> Result<ClusterHealth, OpsError> {
         if self.fail_health.load(Ordering::SeqCst) {
             return Err(OpsError::Cluster(EsError::Status {
@@ -120,9 +123,9 @@ impl Operations for FakeOps {
         Ok(nodes())
     }
 
-    async fn shards(&self, index: Option<String>) -> Result<Vec<ShardRow>, OpsError> {
+    async fn shards(&self, index: Option<&str>) -> Result<Vec<ShardRow>, OpsError> {
         Ok(vec![ShardRow {
-            index: index.unwrap_or_else(|| "logs".into()),
+            index: index.unwrap_or("logs").to_string(),
             shard: "0".into(),
             prirep: "p".into(),
             state: "STARTED".into(),
@@ -132,33 +135,48 @@ impl Operations for FakeOps {
         }])
     }
 
-    async fn plan_restart(&self, target: Target) -> Result<Vec<PlannedNode>, OpsError> {
-        self.plan(&target)
+    async fn plan_restart(&self, target: &Target) -> Result<Vec<PlannedNode>, OpsError> {
+        self.plan(target)
     }
 
-    async fn start_restart(
+    async fn new_roll(
         &self,
-        target: Target,
+        target: &Target,
         allow_yellow: bool,
-        progress: Arc<ProgressSink>,
+        _force: bool,
     ) -> Result<RollState, OpsError> {
-        let plan = self.plan(&target)?;
-        let state = RollState::new(plan, RollSettings::default(), Utc::now());
+        let plan = self.plan(target)?;
         self.started
             .lock()
             .expect("lock")
-            .push((target, allow_yellow));
-        let finished = simulate_roll(state.clone(), progress.as_ref());
-        *self.state.lock().expect("lock") = Some(finished);
-        Ok(state)
+            .push((target.clone(), allow_yellow));
+        Ok(RollState::new(plan, RollSettings::default(), Utc::now()))
     }
 
-    async fn resume_restart(&self, _progress: Arc<ProgressSink>) -> Result<RollState, OpsError> {
+    async fn resumable_roll(&self) -> Result<RollState, OpsError> {
         self.state
             .lock()
             .expect("lock")
             .clone()
             .ok_or(OpsError::NoRoll)
+    }
+
+    async fn run_roll(
+        &self,
+        claim: RollState,
+        progress: &ProgressSink,
+        _cancel: &CancellationToken,
+    ) -> Result<RollState, OpsError> {
+        let finished = simulate_roll(claim, progress);
+        *self.state.lock().expect("lock") = Some(finished.clone());
+        Ok(finished)
+    }
+
+    /// Runs the roll at once (a test has no background to wait for).
+    fn spawn_roll(&self, claim: RollState, progress: Arc<ProgressSink>) -> Result<(), OpsError> {
+        let finished = simulate_roll(claim, progress.as_ref());
+        *self.state.lock().expect("lock") = Some(finished);
+        Ok(())
     }
 
     async fn restart_status(&self) -> Result<Option<RollState>, OpsError> {
@@ -172,7 +190,12 @@ impl Operations for FakeOps {
         Ok(state.clone())
     }
 
-    async fn slowlog(&self, filter: DigestFilter, top: usize) -> Result<DigestReport, OpsError> {
+    async fn slowlog_report(
+        &self,
+        _files: Vec<PathBuf>,
+        filter: DigestFilter,
+        top: usize,
+    ) -> Result<DigestReport, OpsError> {
         let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
             .join("tests/fixtures/es9_slowlog.json");
         let text = std::fs::read_to_string(path).expect("fixture");
