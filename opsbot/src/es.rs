@@ -65,15 +65,6 @@ impl EsError {
     pub fn is_unreachable(&self) -> bool {
         matches!(self, EsError::Unreachable { .. })
     }
-
-    /// Whether trying again may help (unreachable, 429 or 5xx).
-    pub fn is_retryable(&self) -> bool {
-        match self {
-            EsError::Unreachable { .. } => true,
-            EsError::Status { status, .. } => *status == 429 || *status >= 500,
-            _ => false,
-        }
-    }
 }
 
 #[derive(Deserialize)]
@@ -283,8 +274,8 @@ impl EsClient {
         self.put_settings(body).await
     }
 
-    /// Sets an explicit persistent value (`null` resets); used by tests and
-    /// the CLI.
+    /// Sets an explicit persistent value (`null` resets); the rolling
+    /// restart tests use it to start from a known setting.
     pub async fn set_allocation(&self, value: Option<&str>) -> Result<(), EsError> {
         self.put_settings(json!({ "persistent": { ALLOCATION_SETTING: value } }))
             .await

@@ -20,11 +20,6 @@ pub fn lcm(a: u64, b: u64) -> Option<u64> {
     (a / gcd(a, b)).checked_mul(b)
 }
 
-/// Least common multiple of all values (1 for an empty list), `None` on overflow.
-pub fn lcm_all(values: impl IntoIterator<Item = u64>) -> Option<u64> {
-    values.into_iter().try_fold(1_u64, lcm)
-}
-
 /// The smallest multiple of `unit` that is at least `at_least` (and at least
 /// `unit` itself), or `None` on overflow or when `unit` is 0.
 pub fn smallest_multiple_at_least(unit: u64, at_least: u64) -> Option<u64> {
@@ -92,8 +87,6 @@ mod tests {
             assert_eq!(lcm(a, b), Some(expected_lcm), "lcm({a}, {b})");
         }
         assert_eq!(lcm(u64::MAX, u64::MAX - 1), None);
-        assert_eq!(lcm_all([6, 4, 4]), Some(12));
-        assert_eq!(lcm_all([]), Some(1));
     }
 
     #[test]

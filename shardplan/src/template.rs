@@ -81,19 +81,6 @@ pub fn index_template(input: &PlanInput, plan: &Plan) -> Value {
     Value::Object(template)
 }
 
-/// The body that creates the first index of an alias-based series with its
-/// write alias (`PUT <name>-000001`); `None` for data streams, which need no
-/// bootstrap.
-pub fn bootstrap_index(input: &PlanInput) -> Option<(String, Value)> {
-    if input.data_stream {
-        return None;
-    }
-    Some((
-        format!("{}-000001", input.name),
-        json!({ "aliases": { input.name.clone(): { "is_write_index": true } } }),
-    ))
-}
-
 fn days(count: u32) -> String {
     format!("{count}d")
 }
@@ -240,6 +227,5 @@ mod tests {
         assert_eq!(warm["allocate"], json!({"require": {"box_type": "warm"}}));
         assert_eq!(warm["migrate"], json!({"enabled": false}));
         assert_eq!(warm["shrink"], json!({"number_of_shards": 4}));
-        assert_eq!(bootstrap_index(&input), None);
     }
 }
