@@ -294,6 +294,7 @@ fn command_of(command: CliCommand) -> Result<(Command, Rendering)> {
             };
             (Command::Slowlog(request), rendering)
         }
+        // `run` starts the bot before it asks for a command.
         CliCommand::Bot => bail!("the bot is not a command"),
     })
 }
