@@ -15,9 +15,6 @@ use crate::pg_ids::PgIdMatch;
 use crate::writer::Mapping;
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use serde_json::Value;
-use sqlx::{
-    AssertSqlSafe, Column as _, Executor as _, SqlSafeStr as _, Statement as _, TypeInfo as _,
-};
 use std::time::Duration;
 
 /// One result line of `esync check`.
@@ -201,19 +198,13 @@ async fn check_version_column(
         return None;
     }
     let column = &mapping.version.column;
-    let type_name = crate::on_pool!(database, pool => {
-        pool.prepare(AssertSqlSafe(reread_sql.to_owned()).into_sql_str())
-            .await
-            .map(|described| {
-                described
-                    .columns()
-                    .iter()
-                    .find(|described| described.name() == column)
-                    .map(|described| described.type_info().name().to_owned())
-            })
-    })
-    .ok()
-    .flatten()?;
+    let type_name = database
+        .describe(reread_sql)
+        .await
+        .ok()?
+        .into_iter()
+        .find(|described| described.name == *column)?
+        .type_name;
     let digits = match &mapping.table {
         Some(table) => fractional_digits(database, table, column).await,
         None => None,
@@ -394,16 +385,8 @@ fn shown(id: &Id) -> String {
 }
 
 async fn describe_columns(database: &Database, sql: &str) -> Result<Vec<String>, sqlx::Error> {
-    crate::on_pool!(database, pool => {
-        let described = pool
-            .prepare(AssertSqlSafe(sql.to_owned()).into_sql_str())
-            .await?;
-        Ok(described
-            .columns()
-            .iter()
-            .map(|column| column.name().to_owned())
-            .collect())
-    })
+    let described = database.describe(sql).await?;
+    Ok(described.into_iter().map(|column| column.name).collect())
 }
 
 async fn check_kafka(loaded: &LoadedConfig) -> Vec<Finding> {

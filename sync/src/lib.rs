@@ -6,8 +6,10 @@
 //!
 //! Layers:
 //! - pure core, no I/O: [`id`], [`decode`], [`batch`], [`coalesce`], [`document`], [`bulk`], [`dlq`],
-//!   [`offsets`], [`retry`], [`config`], [`write_health`], [`pg_ids`];
-//! - adapters, one per system: [`db`] (sqlx), [`es`] (elasticsearch),
+//!   [`offsets`], [`retry`], [`config`], [`write_health`], [`pg_ids`], [`sql`]
+//!   (SQL dialects, quoting, bind values), [`cancel`];
+//! - adapters, one per system: [`db`] (sqlx: the one SQL execution layer
+//!   for the three databases, used by publish and `esync-recover` too), [`es`] (elasticsearch),
 //!   [`kafka`] (rdkafka);
 //! - the engine wiring them: [`writer`] (re-read + versioned write of a set of
 //!   ids, reused by `esync-recover`), [`dead_letter`] (the dead-letter sink,
@@ -20,6 +22,7 @@
 
 pub mod batch;
 pub mod bulk;
+pub mod cancel;
 pub mod check;
 pub mod coalesce;
 pub mod config;
@@ -42,6 +45,7 @@ pub mod pg_ids;
 pub mod publish;
 pub mod retry;
 pub mod secret;
+pub mod sql;
 pub mod telemetry;
 pub mod write_health;
 pub mod writer;

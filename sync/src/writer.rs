@@ -112,11 +112,9 @@ pub struct WriteReport {
     pub failed: Vec<FailedId>,
 }
 
-/// The batch was given up because `abort` fired; nothing of it may be
-/// acknowledged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("write abandoned")]
-pub struct Abandoned;
+// moved to the `cancel` leaf (publish and recover wait the same way);
+// re-exported so that existing paths keep working
+pub use crate::cancel::{Abandoned, sleep_or_abort};
 
 /// Re-reads and writes ids.
 #[derive(Debug, Clone)]
@@ -790,14 +788,6 @@ impl Round {
             // decided with the look-up done: nothing more to learn, read again
             ConflictDecision::LookUp => self.retry(write, RetryReason::ConflictUnchecked),
         }
-    }
-}
-
-/// Sleeps for `delay` unless `abort` fires first.
-pub async fn sleep_or_abort(delay: Duration, abort: &CancellationToken) -> Result<(), Abandoned> {
-    tokio::select! {
-        _ = abort.cancelled() => Err(Abandoned),
-        _ = tokio::time::sleep(delay) => Ok(()),
     }
 }
 

@@ -5,11 +5,11 @@
 
 use super::config::PublishConfig;
 use super::outbox::OutboxSql;
-use super::poller::{Poller, plan_uses_index, targets};
+use super::poll_sql::{plan_uses_index, targets};
+use super::poller::Poller;
 use crate::check::{Finding, Level};
 use crate::config::Config;
-use crate::db::{Database, quote_identifier};
-use sqlx::AssertSqlSafe;
+use crate::db::{Database, Param, quote_identifier};
 
 fn finding(level: Level, message: String) -> Finding {
     Finding { level, message }
@@ -60,23 +60,10 @@ async fn check_outbox(_publish: &PublishConfig, database: &Database, table: &str
     let sql = OutboxSql::new(database.dialect(), table).claim(1, 1);
     // the claim without its lock: a check must not block relays
     let sql = sql.replace(" FOR UPDATE SKIP LOCKED", "");
-    let result = match database {
-        Database::Postgres(pool) => sqlx::query(AssertSqlSafe(sql))
-            .bind(vec![String::new()])
-            .fetch_all(pool)
-            .await
-            .map(drop),
-        Database::MySql(pool) => sqlx::query(AssertSqlSafe(sql))
-            .bind(String::new())
-            .fetch_all(pool)
-            .await
-            .map(drop),
-        Database::Sqlite(pool) => sqlx::query(AssertSqlSafe(sql))
-            .bind(String::new())
-            .fetch_all(pool)
-            .await
-            .map(drop),
-    };
+    let result = database
+        .fetch_all(&sql, &[Param::TextList(vec![String::new()])])
+        .await
+        .map(drop);
     match result {
         Ok(()) => finding(
             Level::Ok,

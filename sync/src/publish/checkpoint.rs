@@ -6,10 +6,10 @@
 //! row per mapping. The serialization is pure and unit-tested.
 
 use super::watermark::Position;
+use crate::db::exec::{self, Param};
 use crate::db::{Database, Dialect, quote_identifier};
 use crate::id::{Id, IdType};
 use serde::{Deserialize, Serialize};
-use sqlx::AssertSqlSafe;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use tokio::sync::Mutex;
@@ -162,7 +162,8 @@ impl CheckpointStore {
         table: &str,
     ) -> Result<CheckpointStore, CheckpointError> {
         let sql = create_table_sql(database.dialect(), table);
-        execute(&database, &sql, &[])
+        database
+            .execute(&sql, &[])
             .await
             .map_err(|source| CheckpointError::Table {
                 table: table.to_owned(),
@@ -197,22 +198,21 @@ impl CheckpointStore {
                     table: table.clone(),
                     source,
                 };
-                let row: Option<(i64, String)> = crate::on_pool!(database, pool => {
-                    sqlx::query_as(AssertSqlSafe(sql))
-                        .bind(mapping)
-                        .fetch_optional(pool)
-                        .await
-                })
-                .map_err(table_error)?;
+                let row = database
+                    .fetch_optional(&sql, &[Param::from(mapping)])
+                    .await
+                    .and_then(|row| {
+                        row.map(|row| Ok((exec::int(&row, 0)?, exec::text(&row, 1)?)))
+                            .transpose()
+                    })
+                    .map_err(table_error)?;
                 match row {
                     None => Ok(None),
                     Some((timestamp_us, id)) => {
                         let id =
                             Id::parse(&id, id_type).map_err(|error| CheckpointError::Table {
                                 table: table.clone(),
-                                source: sqlx::Error::Decode(
-                                    format!("mapping {mapping}: {error}").into(),
-                                ),
+                                source: exec::decode_error(format!("mapping {mapping}: {error}")),
                             })?;
                         Ok(Some(Position { timestamp_us, id }))
                     }
@@ -238,14 +238,15 @@ impl CheckpointStore {
             }
             CheckpointStore::Table { database, table } => {
                 let sql = upsert_sql(database.dialect(), table);
-                let id = position.id.to_string();
                 let params = [
-                    Param::Text(mapping),
+                    Param::from(mapping),
                     Param::Int(position.timestamp_us),
-                    Param::Text(&id),
+                    Param::Text(position.id.to_string()),
                 ];
-                execute(database, &sql, &params)
+                database
+                    .execute(&sql, &params)
                     .await
+                    .map(drop)
                     .map_err(|source| CheckpointError::Table {
                         table: table.clone(),
                         source,
@@ -263,28 +264,6 @@ pub async fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> 
     tokio::task::spawn_blocking(move || crate::durable_file::write_atomically(&path, &bytes))
         .await
         .map_err(std::io::Error::other)?
-}
-
-/// A bind parameter of the checkpoint queries.
-enum Param<'a> {
-    Text(&'a str),
-    Int(i64),
-}
-
-async fn execute(database: &Database, sql: &str, params: &[Param<'_>]) -> Result<(), sqlx::Error> {
-    macro_rules! run {
-        ($pool:expr) => {{
-            let mut query = sqlx::query(AssertSqlSafe(sql.to_owned()));
-            for param in params {
-                query = match param {
-                    Param::Text(text) => query.bind(text.to_string()),
-                    Param::Int(int) => query.bind(*int),
-                };
-            }
-            query.execute($pool).await.map(drop)
-        }};
-    }
-    crate::on_pool!(database, pool => run!(pool))
 }
 
 /// `CREATE TABLE IF NOT EXISTS` for the checkpoint table.

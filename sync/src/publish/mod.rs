@@ -21,15 +21,17 @@ pub mod checkpoint;
 pub mod config;
 pub mod metrics;
 pub mod outbox;
+pub mod poll_loop;
+pub mod poll_sql;
 pub mod poller;
 pub mod watermark;
 
 use crate::config::LoadedConfig;
-use crate::daemon::DaemonError;
 use crate::kafka::IdProducer;
 use checkpoint::{CheckpointError, CheckpointStore};
 use metrics::PublishMetrics;
-use poller::{PollLoop, PollSettings, Poller};
+use poll_loop::{PollLoop, PollSettings};
+use poller::Poller;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinSet;
@@ -50,9 +52,9 @@ pub enum PublishError {
     /// The configuration has no usable `publish:` section for the mode.
     #[error("{0}")]
     NotConfigured(&'static str),
-    /// Connecting the shared services failed.
+    /// The source database is unreachable or its URL is wrong.
     #[error(transparent)]
-    Connect(#[from] DaemonError),
+    Connect(#[from] crate::db::DbError),
     /// The producer could not be created.
     #[error("kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
@@ -130,8 +132,7 @@ pub async fn run(
         config.source.max_connections,
         config.source.connect_timeout,
     )
-    .await
-    .map_err(DaemonError::from)?;
+    .await?;
     let producer = Arc::new(IdProducer::new(&config.kafka)?);
     // fail fast: a publisher that cannot reach Kafka would only retry
     producer.check_reachable(Duration::from_secs(10)).await?;
@@ -211,7 +212,7 @@ async fn run_pollers(
     );
     let settings = PollSettings::from_config(publish, config.retry);
     let mut tasks = JoinSet::new();
-    for target in poller::targets(config) {
+    for target in poll_sql::targets(config) {
         let poller = Poller::connect(database.clone(), target).await?;
         let poll_loop = PollLoop {
             poller,

@@ -28,13 +28,13 @@ use super::PublishError;
 use super::config::{AfterRelay, OutboxConfig};
 use super::metrics::PublishMetrics;
 use crate::config::Config;
+use crate::db::exec::{self, Param, Transaction};
 use crate::db::{Database, Dialect, quote_identifier};
 use crate::id::{Id, IdType};
 use crate::kafka::IdProducer;
 use crate::metrics::Metrics;
 use crate::retry::RetryPolicy;
 use crate::writer::sleep_or_abort;
-use sqlx::{Acquire as _, AssertSqlSafe, Row as _};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -268,109 +268,70 @@ impl Relay {
     /// One transaction: claim, produce, wait for acks, delete/mark, commit.
     /// Returns the number of outbox rows handled.
     pub async fn relay_once(&self) -> Result<usize, String> {
+        let mut transaction = match self.database.dialect() {
+            // no gap locks that would stall the writers' trigger inserts
+            Dialect::MySql => {
+                self.database
+                    .begin_after("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
+                    .await
+            }
+            Dialect::Postgres | Dialect::Sqlite => self.database.begin().await,
+        }
+        .map_err(|error| format!("begin: {error}"))?;
+        match self.claim_and_produce(&mut transaction).await {
+            Ok(relayed) => {
+                transaction
+                    .commit()
+                    .await
+                    .map_err(|error| format!("commit: {error}"))?;
+                Ok(relayed)
+            }
+            Err(error) => {
+                // Roll back now: a dropped transaction only queues its
+                // ROLLBACK until the pool reuses the connection, and until
+                // then its row locks hide the claimed rows from every relay
+                // (SKIP LOCKED).
+                if let Err(rollback) = transaction.rollback().await {
+                    tracing::warn!(error = %rollback, "cannot roll back the outbox batch; the connection is discarded");
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// The body of [`Relay::relay_once`]'s transaction, up to the COMMIT.
+    async fn claim_and_produce(&self, transaction: &mut Transaction) -> Result<usize, String> {
         let claim = self.sql.claim(self.names.len(), self.settings.batch_size);
-        // Postgres binds one array, the others one parameter per value.
-        macro_rules! bind_list {
-            (array, $query:expr, $values:expr) => {
-                $query.bind($values.to_vec())
-            };
-            (each, $query:expr, $values:expr) => {{
-                let mut query = $query;
-                for value in $values.iter() {
-                    query = query.bind(value.clone());
-                }
-                query
-            }};
+        let rows = transaction
+            .fetch_all(&claim, &[Param::TextList(self.names.clone())])
+            .await
+            .map_err(|error| format!("claim rows: {error}"))?;
+        let rows = rows
+            .iter()
+            .map(|row| {
+                Ok(OutboxRow {
+                    seq: exec::int(row, 0)?,
+                    table_name: exec::text(row, 1)?,
+                    row_id: exec::text(row, 2)?,
+                })
+            })
+            .collect::<Result<Vec<OutboxRow>, sqlx::Error>>()
+            .map_err(|error| format!("read claimed rows: {error}"))?;
+        if rows.is_empty() {
+            return Ok(0);
         }
-        macro_rules! relay {
-            ($transaction:expr, $style:tt) => {{
-                let mut transaction = $transaction;
-                let outcome: Result<usize, String> = async {
-                    let rows = bind_list!($style, sqlx::query(AssertSqlSafe(claim)), self.names)
-                        .fetch_all(&mut *transaction)
-                        .await
-                        .map_err(|error| format!("claim rows: {error}"))?;
-                    let rows = rows
-                        .iter()
-                        .map(|row| {
-                            Ok(OutboxRow {
-                                seq: row.try_get("seq")?,
-                                table_name: row.try_get("table_name")?,
-                                row_id: row.try_get("row_id")?,
-                            })
-                        })
-                        .collect::<Result<Vec<OutboxRow>, sqlx::Error>>()
-                        .map_err(|error| format!("read claimed rows: {error}"))?;
-                    if rows.is_empty() {
-                        return Ok(0);
-                    }
-                    // Remove (or mark) first, inside the transaction: a deadlock
-                    // or lock time-out surfaces here, before anything was
-                    // produced. Only COMMIT, which cannot conflict on rows we
-                    // hold, follows Kafka's acknowledgement; a failed produce
-                    // rolls the removal back.
-                    let seqs: Vec<i64> = rows.iter().map(|row| row.seq).collect();
-                    let finish = self.sql.finish(self.settings.after_relay, seqs.len());
-                    let _ = bind_list!($style, sqlx::query(AssertSqlSafe(finish)), seqs)
-                        .execute(&mut *transaction)
-                        .await
-                        .map_err(|error| format!("remove claimed rows: {error}"))?;
-                    self.produce(&rows).await?;
-                    Ok(rows.len())
-                }
-                .await;
-                match outcome {
-                    Ok(relayed) => {
-                        transaction
-                            .commit()
-                            .await
-                            .map_err(|error| format!("commit: {error}"))?;
-                        Ok(relayed)
-                    }
-                    Err(error) => {
-                        // Roll back now: a dropped transaction only queues
-                        // its ROLLBACK until the pool reuses the connection,
-                        // and until then its row locks hide the claimed rows
-                        // from every relay (SKIP LOCKED).
-                        if let Err(rollback) = transaction.rollback().await {
-                            tracing::warn!(error = %rollback, "cannot roll back the outbox batch; the connection is discarded");
-                        }
-                        Err(error)
-                    }
-                }
-            }};
-        }
-        match &self.database {
-            Database::Postgres(pool) => {
-                let transaction = pool
-                    .begin()
-                    .await
-                    .map_err(|error| format!("begin: {error}"))?;
-                relay!(transaction, array)
-            }
-            Database::MySql(pool) => {
-                let mut connection = pool
-                    .acquire()
-                    .await
-                    .map_err(|error| format!("connect: {error}"))?;
-                let _ = sqlx::query("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
-                    .execute(&mut *connection)
-                    .await
-                    .map_err(|error| format!("set isolation: {error}"))?;
-                let transaction = connection
-                    .begin()
-                    .await
-                    .map_err(|error| format!("begin: {error}"))?;
-                relay!(transaction, each)
-            }
-            Database::Sqlite(pool) => {
-                let transaction = pool
-                    .begin()
-                    .await
-                    .map_err(|error| format!("begin: {error}"))?;
-                relay!(transaction, each)
-            }
-        }
+        // Remove (or mark) first, inside the transaction: a deadlock or lock
+        // time-out surfaces here, before anything was produced. Only COMMIT,
+        // which cannot conflict on rows we hold, follows Kafka's
+        // acknowledgement; a failed produce rolls the removal back.
+        let seqs: Vec<i64> = rows.iter().map(|row| row.seq).collect();
+        let finish = self.sql.finish(self.settings.after_relay, seqs.len());
+        let _ = transaction
+            .execute(&finish, &[Param::IntList(seqs)])
+            .await
+            .map_err(|error| format!("remove claimed rows: {error}"))?;
+        self.produce(&rows).await?;
+        Ok(rows.len())
     }
 
     async fn produce(&self, rows: &[OutboxRow]) -> Result<(), String> {
@@ -391,29 +352,15 @@ impl Relay {
     }
 
     async fn report_unrouted(&self) {
-        let sql = AssertSqlSafe(self.sql.unrouted(self.names.len()));
-        let count: Result<i64, sqlx::Error> = match &self.database {
-            Database::Postgres(pool) => {
-                sqlx::query_scalar(sql)
-                    .bind(self.names.clone())
-                    .fetch_one(pool)
-                    .await
-            }
-            Database::MySql(pool) => {
-                let mut query = sqlx::query_scalar(sql);
-                for name in &self.names {
-                    query = query.bind(name.clone());
-                }
-                query.fetch_one(pool).await
-            }
-            Database::Sqlite(pool) => {
-                let mut query = sqlx::query_scalar(sql);
-                for name in &self.names {
-                    query = query.bind(name.clone());
-                }
-                query.fetch_one(pool).await
-            }
-        };
+        let sql = self.sql.unrouted(self.names.len());
+        let count = self
+            .database
+            .fetch_optional(&sql, &[Param::TextList(self.names.clone())])
+            .await
+            .and_then(|row| {
+                row.ok_or(sqlx::Error::RowNotFound)
+                    .and_then(|row| exec::int(&row, 0))
+            });
         match count {
             Ok(0) => {}
             Ok(count) => tracing::warn!(

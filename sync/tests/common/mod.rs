@@ -74,8 +74,13 @@ pub struct OrderRow {
 /// Runs one statement (or a multi-statement script) on `database`.
 pub async fn exec(database: &Database, sql: &str) {
     let script = AssertSqlSafe(sql.to_owned());
-    let result =
-        esync::on_pool!(database, pool => sqlx::raw_sql(script).execute(pool).await.map(drop));
+    // a script may hold several statements: sent unprepared, which the
+    // library's prepared-statement layer (`Database::execute`) never does
+    let result = match database {
+        Database::Postgres(pool) => sqlx::raw_sql(script).execute(pool).await.map(drop),
+        Database::MySql(pool) => sqlx::raw_sql(script).execute(pool).await.map(drop),
+        Database::Sqlite(pool) => sqlx::raw_sql(script).execute(pool).await.map(drop),
+    };
     result.unwrap_or_else(|error| panic!("{sql}: {error}"));
 }
 

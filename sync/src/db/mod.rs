@@ -1,0 +1,131 @@
+//! Database adapter: the connection pool of the source database and the
+//! three things done with it, one module each:
+//! - [`exec`]: the one way to run SQL on any of the three drivers, with
+//!   [`Param`] binds and driver-neutral [`crate::document::Row`]s back;
+//! - [`rows`]: the per-column conversion of driver rows into
+//!   [`crate::document::SqlValue`]s;
+//! - [`reread`]: re-reading rows by id ([`RowReader`]).
+
+pub mod exec;
+pub mod reread;
+mod rows;
+
+pub use crate::sql::{Dialect, Param, quote_identifier};
+pub use exec::{DescribedColumn, Transaction};
+pub use reread::RowReader;
+
+use crate::secret::{Secret, redact_url};
+use sqlx::mysql::{MySqlPool, MySqlPoolOptions};
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqlitePool, SqlitePoolOptions};
+use std::time::Duration;
+
+/// Errors talking to the database.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// The URL scheme is none of postgres, mysql, mariadb, sqlite.
+    #[error("unsupported database URL {0}: use postgres://, mysql:// or sqlite://")]
+    UnsupportedUrl(String),
+    /// Connecting failed.
+    #[error("cannot connect to {url}: {source}")]
+    Connect {
+        /// The URL without its password.
+        url: String,
+        /// The driver error.
+        source: sqlx::Error,
+    },
+    /// A query failed.
+    #[error("query on {mapping} failed: {source}")]
+    Query {
+        /// The mapping.
+        mapping: String,
+        /// The driver error.
+        source: sqlx::Error,
+    },
+}
+
+impl DbError {
+    /// Connection problems and server-side time-outs pass; a broken query does
+    /// not, but the daemon retries both (rows must not be lost) and a broken
+    /// query is reported at error level.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            DbError::UnsupportedUrl(_) => false,
+            DbError::Connect { .. } => true,
+            DbError::Query { source, .. } => matches!(
+                source,
+                sqlx::Error::Io(_)
+                    | sqlx::Error::PoolTimedOut
+                    | sqlx::Error::PoolClosed
+                    | sqlx::Error::Protocol(_)
+                    | sqlx::Error::Tls(_)
+            ),
+        }
+    }
+}
+
+/// A connection pool to the source database.
+#[derive(Debug, Clone)]
+pub enum Database {
+    /// PostgreSQL.
+    Postgres(PgPool),
+    /// MySQL or MariaDB.
+    MySql(MySqlPool),
+    /// SQLite.
+    Sqlite(SqlitePool),
+}
+
+impl Database {
+    /// Connects a pool of `max_connections`.
+    pub async fn connect(
+        url: &Secret,
+        max_connections: u32,
+        connect_timeout: Duration,
+    ) -> Result<Database, DbError> {
+        let raw = url.expose();
+        let scheme = raw.split(':').next().unwrap_or_default();
+        let connect_error = |source| DbError::Connect {
+            url: redact_url(raw),
+            source,
+        };
+        match scheme {
+            "postgres" | "postgresql" => PgPoolOptions::new()
+                .max_connections(max_connections)
+                .acquire_timeout(connect_timeout)
+                .connect(raw)
+                .await
+                .map(Database::Postgres)
+                .map_err(connect_error),
+            "mysql" | "mariadb" => MySqlPoolOptions::new()
+                .max_connections(max_connections)
+                .acquire_timeout(connect_timeout)
+                .connect(&raw.replacen("mariadb://", "mysql://", 1))
+                .await
+                .map(Database::MySql)
+                .map_err(connect_error),
+            "sqlite" => SqlitePoolOptions::new()
+                .max_connections(max_connections)
+                .acquire_timeout(connect_timeout)
+                .connect(raw)
+                .await
+                .map(Database::Sqlite)
+                .map_err(connect_error),
+            _ => Err(DbError::UnsupportedUrl(redact_url(raw))),
+        }
+    }
+
+    /// The pool's dialect.
+    pub fn dialect(&self) -> Dialect {
+        match self {
+            Database::Postgres(_) => Dialect::Postgres,
+            Database::MySql(_) => Dialect::MySql,
+            Database::Sqlite(_) => Dialect::Sqlite,
+        }
+    }
+
+    /// A trivial round trip, for health checks.
+    pub async fn ping(&self) -> Result<(), sqlx::Error> {
+        self.execute("SELECT 1", &[]).await.map(drop)
+    }
+}
+
