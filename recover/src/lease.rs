@@ -19,8 +19,9 @@ use crate::checkpoint::{Plan, Request, Totals, check_resume};
 use crate::connect::Connected;
 use crate::plan::{RangeRequest, make_plan};
 use anyhow::Context as _;
+use esync::db::exec::{self, Param};
 use esync::db::{Database, Dialect, quote_identifier};
-use sqlx::AssertSqlSafe;
+use esync::document::Row;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -306,26 +307,6 @@ impl LeaseSql {
     }
 }
 
-/// A bind value.
-#[derive(Debug, Clone)]
-enum Value {
-    Text(String),
-    Int(i64),
-}
-
-macro_rules! bind_all {
-    ($query:expr, $values:expr) => {{
-        let mut query = $query;
-        for value in $values {
-            query = match value {
-                Value::Text(text) => query.bind(text.clone()),
-                Value::Int(int) => query.bind(*int),
-            };
-        }
-        query
-    }};
-}
-
 impl LeaseBoard {
     /// The lease tables of `run_name` (created when missing).
     pub async fn open(
@@ -362,36 +343,22 @@ impl LeaseBoard {
         i64::try_from(self.settings.lease_timeout.as_micros()).unwrap_or(i64::MAX)
     }
 
-    async fn execute(&self, sql: &str, values: &[Value]) -> Result<u64, sqlx::Error> {
-        match &self.database {
-            Database::Postgres(pool) => {
-                bind_all!(sqlx::query(AssertSqlSafe(sql.to_owned())), values)
-                    .execute(pool)
-                    .await
-                    .map(|done| done.rows_affected())
-            }
-            Database::MySql(pool) => bind_all!(sqlx::query(AssertSqlSafe(sql.to_owned())), values)
-                .execute(pool)
-                .await
-                .map(|done| done.rows_affected()),
-            Database::Sqlite(pool) => bind_all!(sqlx::query(AssertSqlSafe(sql.to_owned())), values)
-                .execute(pool)
-                .await
-                .map(|done| done.rows_affected()),
-        }
+    async fn execute(&self, sql: &str, params: &[Param]) -> Result<u64, sqlx::Error> {
+        self.database.execute(sql, params).await
+    }
+
+    fn run_param(&self) -> Param {
+        Param::Text(self.run_name.clone())
     }
 
     async fn stored_plan(&self) -> anyhow::Result<Option<Plan>> {
-        let sql = self.sql().select_run();
-        let name = self.run_name.clone();
-        let row: Option<(String,)> = esync::on_pool!(&self.database, pool => {
-            sqlx::query_as(AssertSqlSafe(sql))
-                .bind(name)
-                .fetch_optional(pool)
-                .await
-        })
-        .with_context(|| format!("cannot read run {:?} from {}", self.run_name, self.runs))?;
-        row.map(|(plan,)| {
+        let plan = self
+            .database
+            .fetch_optional(&self.sql().select_run(), &[self.run_param()])
+            .await
+            .and_then(|row| row.map(|row| exec::text(&row, 0)).transpose())
+            .with_context(|| format!("cannot read run {:?} from {}", self.run_name, self.runs))?;
+        plan.map(|plan| {
             serde_json::from_str(&plan).with_context(|| {
                 format!(
                     "run {:?} in {} holds no usable plan",
@@ -404,16 +371,16 @@ impl LeaseBoard {
 
     /// (done, not done) chunks.
     async fn progress(&self) -> anyhow::Result<(u64, u64)> {
-        let sql = self.sql().progress();
-        let name = self.run_name.clone();
-        let row: (i64, i64) = esync::on_pool!(&self.database, pool => {
-            sqlx::query_as(AssertSqlSafe(sql))
-                .bind(name)
-                .fetch_one(pool)
-                .await
-        })
-        .with_context(|| format!("cannot read the chunks of run {:?}", self.run_name))?;
-        Ok((row.0.max(0) as u64, row.1.max(0) as u64))
+        let (done, not_done) = self
+            .database
+            .fetch_optional(&self.sql().progress(), &[self.run_param()])
+            .await
+            .and_then(|row| {
+                let row = row.ok_or(sqlx::Error::RowNotFound)?;
+                Ok((exec::int(&row, 0)?, exec::int(&row, 1)?))
+            })
+            .with_context(|| format!("cannot read the chunks of run {:?}", self.run_name))?;
+        Ok((done.max(0) as u64, not_done.max(0) as u64))
     }
 
     /// Chunks done by every worker.
@@ -459,7 +426,7 @@ impl LeaseBoard {
                 return Ok(plan);
             }
             for statement in self.sql().delete_run() {
-                self.execute(&statement, &[Value::Text(self.run_name.clone())])
+                self.execute(&statement, &[self.run_param()])
                     .await
                     .with_context(|| format!("cannot delete finished run {:?}", self.run_name))?;
             }
@@ -487,44 +454,39 @@ impl LeaseBoard {
         for (mapping, mapping_plan) in plan.mappings.iter().enumerate() {
             rows.extend((0..mapping_plan.layout.chunk_count()).map(|chunk| (mapping, chunk)));
         }
-        let name = self.run_name.clone();
-        macro_rules! insert {
-            ($pool:expr) => {{
-                let mut transaction = $pool.begin().await?;
-                let inserted = sqlx::query(AssertSqlSafe(sql.insert_run()))
-                    .bind(name.clone())
-                    .bind(plan_json.clone())
-                    .execute(&mut *transaction)
-                    .await?
-                    .rows_affected();
-                if inserted == 0 {
-                    transaction.rollback().await?;
-                    return Ok(false);
-                }
-                for batch in rows.chunks(500) {
-                    let mut query = sqlx::query(AssertSqlSafe(sql.insert_chunks(batch)));
-                    let binds = if self.database.dialect() == Dialect::Postgres {
-                        1
-                    } else {
-                        batch.len()
-                    };
-                    for _ in 0..binds {
-                        query = query.bind(name.clone());
-                    }
-                    query.execute(&mut *transaction).await?;
-                }
-                if rows.is_empty() {
-                    sqlx::query(AssertSqlSafe(sql.finish_run()))
-                        .bind(name.clone())
-                        .execute(&mut *transaction)
-                        .await?;
-                }
-                transaction.commit().await?;
-                Ok(true)
-            }};
+        let result: Result<bool, sqlx::Error> = async {
+            let mut transaction = self.database.begin().await?;
+            let inserted = transaction
+                .execute(
+                    &sql.insert_run(),
+                    &[self.run_param(), Param::Text(plan_json)],
+                )
+                .await?;
+            if inserted == 0 {
+                transaction.rollback().await?;
+                return Ok(false);
+            }
+            for batch in rows.chunks(500) {
+                // Postgres numbers its one placeholder; the others repeat `?`
+                let binds = if self.database.dialect() == Dialect::Postgres {
+                    1
+                } else {
+                    batch.len()
+                };
+                let params = vec![self.run_param(); binds];
+                let _ = transaction
+                    .execute(&sql.insert_chunks(batch), &params)
+                    .await?;
+            }
+            if rows.is_empty() {
+                let _ = transaction
+                    .execute(&sql.finish_run(), &[self.run_param()])
+                    .await?;
+            }
+            transaction.commit().await?;
+            Ok(true)
         }
-        let result: Result<bool, sqlx::Error> =
-            async { esync::on_pool!(&self.database, pool => insert!(pool)) }.await;
+        .await;
         result.with_context(|| {
             format!(
                 "cannot store the plan of run {:?} in {}",
@@ -570,34 +532,38 @@ impl LeaseBoard {
 
     async fn try_claim(&self, owner: &str) -> anyhow::Result<Option<LeasedChunk>> {
         let sql = self.sql();
-        let name = self.run_name.clone();
-        let row: Option<(i32, i64, i32)> = match &self.database {
-            Database::Postgres(pool) => sqlx::query_as(AssertSqlSafe(sql.claim_postgres()))
-                .bind(name)
-                .bind(owner)
-                .bind(self.lease_micros())
-                .fetch_optional(pool)
+        let lease_micros = Param::Int(self.lease_micros());
+        let row: Option<(i64, i64, i64)> = match self.database.dialect() {
+            Dialect::Postgres => self
+                .database
+                .fetch_optional(
+                    &sql.claim_postgres(),
+                    &[self.run_param(), Param::from(owner), lease_micros],
+                )
                 .await
+                .and_then(|row| row.map(|row| claimed(&row)).transpose())
                 .context("cannot claim a chunk")?,
-            Database::MySql(pool) => {
-                let claimed: Result<Option<(i32, i64, i32)>, sqlx::Error> = async {
-                    let mut transaction = pool.begin().await?;
-                    let row: Option<(i32, i64, i32)> =
-                        sqlx::query_as(AssertSqlSafe(sql.claim_select_mysql()))
-                            .bind(name.clone())
-                            .fetch_optional(&mut *transaction)
-                            .await?;
-                    let Some((mapping, chunk, attempts)) = row else {
+            Dialect::MySql => {
+                let claimed: Result<Option<(i64, i64, i64)>, sqlx::Error> = async {
+                    let mut transaction = self.database.begin().await?;
+                    let row = transaction
+                        .fetch_optional(&sql.claim_select_mysql(), &[self.run_param()])
+                        .await?;
+                    let Some((mapping, chunk, attempts)) =
+                        row.map(|row| claimed(&row)).transpose()?
+                    else {
                         transaction.rollback().await?;
                         return Ok(None);
                     };
-                    sqlx::query(AssertSqlSafe(sql.claim_update_mysql()))
-                        .bind(owner)
-                        .bind(self.lease_micros())
-                        .bind(name)
-                        .bind(mapping)
-                        .bind(chunk)
-                        .execute(&mut *transaction)
+                    let params = [
+                        Param::from(owner),
+                        lease_micros,
+                        self.run_param(),
+                        Param::Int(mapping),
+                        Param::Int(chunk),
+                    ];
+                    let _ = transaction
+                        .execute(&sql.claim_update_mysql(), &params)
                         .await?;
                     transaction.commit().await?;
                     Ok(Some((mapping, chunk, attempts + 1)))
@@ -605,7 +571,7 @@ impl LeaseBoard {
                 .await;
                 claimed.context("cannot claim a chunk")?
             }
-            Database::Sqlite(_) => unreachable!("refused in open"),
+            Dialect::Sqlite => unreachable!("refused in open"),
         };
         Ok(row.map(|(mapping, chunk, attempts)| LeasedChunk {
             mapping: usize::try_from(mapping).unwrap_or_default(),
@@ -615,11 +581,11 @@ impl LeaseBoard {
         }))
     }
 
-    fn key(&self, lease: &LeasedChunk) -> [Value; 3] {
+    fn key(&self, lease: &LeasedChunk) -> [Param; 3] {
         [
-            Value::Text(self.run_name.clone()),
-            Value::Int(lease.mapping as i64),
-            Value::Int(lease.chunk as i64),
+            self.run_param(),
+            Param::Int(lease.mapping as i64),
+            Param::Int(lease.chunk as i64),
         ]
     }
 
@@ -653,11 +619,11 @@ impl LeaseBoard {
     pub async fn renew(&self, lease: &LeasedChunk) -> Result<bool, sqlx::Error> {
         let [name, mapping, chunk] = self.key(lease);
         let values = [
-            Value::Int(self.lease_micros()),
+            Param::Int(self.lease_micros()),
             name,
             mapping,
             chunk,
-            Value::Text(lease.owner.clone()),
+            Param::Text(lease.owner.clone()),
         ];
         Ok(self.execute(&self.sql().renew(), &values).await? > 0)
     }
@@ -666,9 +632,9 @@ impl LeaseBoard {
     /// chunk's rows are written either way).
     pub async fn complete(&self, lease: &LeasedChunk, totals: &Totals) -> anyhow::Result<()> {
         let [name, mapping, chunk] = self.key(lease);
-        let as_int = |value: u64| Value::Int(i64::try_from(value).unwrap_or(i64::MAX));
+        let as_int = |value: u64| Param::Int(i64::try_from(value).unwrap_or(i64::MAX));
         let values = [
-            Value::Text(lease.owner.clone()),
+            Param::Text(lease.owner.clone()),
             as_int(totals.rows),
             as_int(totals.docs()),
             as_int(totals.conflicts),
@@ -688,7 +654,7 @@ impl LeaseBoard {
         if self.is_finished().await? {
             self.execute(
                 &self.sql().finish_run(),
-                &[Value::Text(self.run_name.clone())],
+                &[self.run_param()],
             )
             .await
             .with_context(|| format!("cannot mark run {:?} finished", self.run_name))?;
@@ -699,12 +665,17 @@ impl LeaseBoard {
     /// Gives an unfinished chunk back at once (on shutdown).
     pub async fn release(&self, lease: &LeasedChunk) -> anyhow::Result<()> {
         let [name, mapping, chunk] = self.key(lease);
-        let values = [name, mapping, chunk, Value::Text(lease.owner.clone())];
+        let values = [name, mapping, chunk, Param::Text(lease.owner.clone())];
         self.execute(&self.sql().release(), &values)
             .await
             .context("cannot release a lease")?;
         Ok(())
     }
+}
+
+/// `(mapping_index, chunk_index, attempts)` of a claimed chunk row.
+fn claimed(row: &Row) -> Result<(i64, i64, i64), sqlx::Error> {
+    Ok((exec::int(row, 0)?, exec::int(row, 1)?, exec::int(row, 2)?))
 }
 
 #[cfg(test)]

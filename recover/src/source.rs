@@ -8,9 +8,10 @@
 //! daemon does. The SQL text is built by pure functions, tested per dialect.
 
 use crate::range::{Cursor, IdBound};
+use esync::db::exec::{self, Param};
 use esync::db::{Database, Dialect, quote_identifier};
+use esync::document::Row;
 use esync::id::{Id, IdType};
-use sqlx::AssertSqlSafe;
 
 /// Errors of the keyset queries.
 #[derive(Debug, thiserror::Error)]
@@ -133,25 +134,20 @@ pub struct Source {
     id_type: IdType,
 }
 
-/// Runs `$body` with `$pool` bound to whichever pool the database has.
-macro_rules! with_pool {
-    ($database:expr, $pool:ident => $body:expr) => {
-        match $database {
-            Database::Postgres($pool) => $body,
-            Database::MySql($pool) => $body,
-            Database::Sqlite($pool) => $body,
-        }
-    };
+/// An id bound as the parameter of a keyset query.
+fn param(bound: &IdBound) -> Param {
+    match bound {
+        IdBound::Int(int) => Param::Int(*int),
+        IdBound::Str(text) => Param::Text(text.clone()),
+    }
 }
 
-/// Binds an id bound as an i64 or a string.
-macro_rules! bind_bound {
-    ($query:expr, $bound:expr) => {
-        match $bound {
-            IdBound::Int(int) => $query.bind(*int),
-            IdBound::Str(text) => $query.bind(text.clone()),
-        }
-    };
+/// Column `index` of a keyset result as a bound of `id_type`.
+fn bound(row: &Row, index: usize, id_type: IdType) -> Result<Option<IdBound>, sqlx::Error> {
+    Ok(match id_type {
+        IdType::Integer => exec::optional_int(row, index)?.map(IdBound::Int),
+        IdType::String => exec::optional_text(row, index)?.map(IdBound::Str),
+    })
 }
 
 impl Source {
@@ -176,37 +172,24 @@ impl Source {
 
     /// The smallest and largest id, `None` for an empty table.
     pub async fn bounds(&self) -> Result<Option<(IdBound, IdBound)>, SourceError> {
-        let sql = self.sql.bounds();
-        let bounds = match self.id_type {
-            IdType::Integer => {
-                let row: (Option<i64>, Option<i64>) = with_pool!(&self.database, pool => sqlx::query_as(AssertSqlSafe(sql)).fetch_one(pool).await)
-                    .map_err(self.error("reading the id range"))?;
-                row.0
-                    .zip(row.1)
-                    .map(|(min, max)| (IdBound::Int(min), IdBound::Int(max)))
-            }
-            IdType::String => {
-                let row: (Option<String>, Option<String>) = with_pool!(&self.database, pool => sqlx::query_as(AssertSqlSafe(sql)).fetch_one(pool).await)
-                    .map_err(self.error("reading the id range"))?;
-                row.0
-                    .zip(row.1)
-                    .map(|(min, max)| (IdBound::Str(min), IdBound::Str(max)))
-            }
-        };
-        Ok(bounds)
+        let row = self
+            .one_row(&self.sql.bounds(), &[])
+            .await
+            .and_then(|row| {
+                Ok(bound(&row, 0, self.id_type)?.zip(bound(&row, 1, self.id_type)?))
+            })
+            .map_err(self.error("reading the id range"))?;
+        Ok(row)
     }
 
     /// Rows with `from <= id <= to`.
     pub async fn count(&self, from: &IdBound, to: &IdBound) -> Result<u64, SourceError> {
-        let sql = self.sql.count();
-        let count: (i64,) = with_pool!(&self.database, pool => {
-            let query = sqlx::query_as(AssertSqlSafe(sql));
-            let query = bind_bound!(query, from);
-            let query = bind_bound!(query, to);
-            query.fetch_one(pool).await
-        })
-        .map_err(self.error("counting rows"))?;
-        Ok(count.0.max(0) as u64)
+        let count = self
+            .one_row(&self.sql.count(), &[param(from), param(to)])
+            .await
+            .and_then(|row| exec::int(&row, 0))
+            .map_err(self.error("counting rows"))?;
+        Ok(count.max(0) as u64)
     }
 
     /// One keyset page of at most `limit` ids after `cursor`, up to `end`.
@@ -217,29 +200,25 @@ impl Source {
         limit: usize,
     ) -> Result<Vec<Id>, SourceError> {
         let sql = self.sql.page(cursor.inclusive, limit);
-        let ids = match self.id_type {
-            IdType::Integer => {
-                let rows: Vec<(i64,)> = with_pool!(&self.database, pool => {
-                    let query = sqlx::query_as(AssertSqlSafe(sql));
-                    let query = bind_bound!(query, &cursor.after);
-                    let query = bind_bound!(query, end);
-                    query.fetch_all(pool).await
-                })
-                .map_err(self.error("reading a page of ids"))?;
-                rows.into_iter().map(|(id,)| Id::Int(id)).collect()
-            }
-            IdType::String => {
-                let rows: Vec<(String,)> = with_pool!(&self.database, pool => {
-                    let query = sqlx::query_as(AssertSqlSafe(sql));
-                    let query = bind_bound!(query, &cursor.after);
-                    let query = bind_bound!(query, end);
-                    query.fetch_all(pool).await
-                })
-                .map_err(self.error("reading a page of ids"))?;
-                rows.into_iter().map(|(id,)| Id::Str(id.into())).collect()
-            }
-        };
-        Ok(ids)
+        let rows = self
+            .database
+            .fetch_all(&sql, &[param(&cursor.after), param(end)])
+            .await
+            .and_then(|rows| {
+                rows.iter()
+                    .map(|row| exec::id(row, 0, self.id_type))
+                    .collect::<Result<Vec<Id>, sqlx::Error>>()
+            })
+            .map_err(self.error("reading a page of ids"))?;
+        Ok(rows)
+    }
+
+    /// The one row an aggregate query returns.
+    async fn one_row(&self, sql: &str, params: &[Param]) -> Result<Row, sqlx::Error> {
+        self.database
+            .fetch_optional(sql, params)
+            .await?
+            .ok_or(sqlx::Error::RowNotFound)
     }
 
     /// The chunk ends of `from..=to` in chunks of `rows_per_chunk` rows: the
@@ -259,23 +238,11 @@ impl Source {
         };
         loop {
             let sql = self.sql.page_end(cursor.inclusive, rows_per_chunk);
-            let (count, last): (i64, Option<IdBound>) = match self.id_type {
-                IdType::String => with_pool!(&self.database, pool => {
-                    let query = sqlx::query_as::<_, (i64, Option<String>)>(AssertSqlSafe(sql));
-                    let query = bind_bound!(query, &cursor.after);
-                    let query = bind_bound!(query, to);
-                    query.fetch_one(pool).await
-                })
-                .map(|(count, last)| (count, last.map(IdBound::Str))),
-                IdType::Integer => with_pool!(&self.database, pool => {
-                    let query = sqlx::query_as::<_, (i64, Option<i64>)>(AssertSqlSafe(sql));
-                    let query = bind_bound!(query, &cursor.after);
-                    let query = bind_bound!(query, to);
-                    query.fetch_one(pool).await
-                })
-                .map(|(count, last)| (count, last.map(IdBound::Int))),
-            }
-            .map_err(self.error("finding chunk boundaries"))?;
+            let (count, last) = self
+                .one_row(&sql, &[param(&cursor.after), param(to)])
+                .await
+                .and_then(|row| Ok((exec::int(&row, 0)?, bound(&row, 1, self.id_type)?)))
+                .map_err(self.error("finding chunk boundaries"))?;
             let Some(last) = last else { break };
             if usize::try_from(count).unwrap_or(0) < rows_per_chunk || last == *to {
                 break;

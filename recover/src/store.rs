@@ -7,9 +7,9 @@
 //! checkpoint, never half of one. A table row is replaced in one statement.
 
 use crate::checkpoint::Checkpoint;
+use esync::db::exec::{self, Param};
 use esync::db::{Database, Dialect, quote_identifier};
 use esync::durable_file::write_atomically;
-use sqlx::AssertSqlSafe;
 use std::path::PathBuf;
 
 /// Errors reading or writing checkpoints.
@@ -85,8 +85,10 @@ impl CheckpointStore {
                 "CREATE TABLE IF NOT EXISTS {quoted} (run_name VARCHAR(191) NOT NULL PRIMARY KEY, body TEXT NOT NULL, updated_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP)"
             ),
         };
-        execute(database, &sql, &[])
+        database
+            .execute(&sql, &[])
             .await
+            .map(drop)
             .map_err(|source| StoreError::Table {
                 table: table.clone(),
                 source,
@@ -114,17 +116,14 @@ impl CheckpointStore {
                 let quoted = quote_identifier(database.dialect(), table);
                 let placeholder = database.dialect().placeholder(1);
                 let sql = format!("SELECT body FROM {quoted} WHERE run_name = {placeholder}");
-                let row: Option<(String,)> = esync::on_pool!(database, pool => {
-                    sqlx::query_as(AssertSqlSafe(sql))
-                        .bind(run_name)
-                        .fetch_optional(pool)
-                        .await
-                })
-                .map_err(|source| StoreError::Table {
-                    table: table.clone(),
-                    source,
-                })?;
-                row.map(|(body,)| body)
+                database
+                    .fetch_optional(&sql, &[Param::Text(run_name.clone())])
+                    .await
+                    .and_then(|row| row.map(|row| exec::text(&row, 0)).transpose())
+                    .map_err(|source| StoreError::Table {
+                        table: table.clone(),
+                        source,
+                    })?
             }
         };
         text.map(|text| {
@@ -169,8 +168,11 @@ impl CheckpointStore {
                          ON DUPLICATE KEY UPDATE body = VALUES(body), updated_at = VALUES(updated_at)"
                     ),
                 };
-                execute(database, &sql, &[run_name, &body])
+                let params = [Param::Text(run_name.clone()), Param::Text(body)];
+                database
+                    .execute(&sql, &params)
                     .await
+                    .map(drop)
                     .map_err(|source| StoreError::Table {
                         table: table.clone(),
                         source,
@@ -178,24 +180,6 @@ impl CheckpointStore {
             }
         }
     }
-}
-
-/// Runs a statement with text parameters.
-pub(crate) async fn execute(
-    database: &Database,
-    sql: &str,
-    parameters: &[&str],
-) -> Result<(), sqlx::Error> {
-    macro_rules! run {
-        ($pool:expr) => {{
-            let mut query = sqlx::query(AssertSqlSafe(sql.to_owned()));
-            for parameter in parameters {
-                query = query.bind(parameter.to_string());
-            }
-            query.execute($pool).await.map(drop)
-        }};
-    }
-    esync::on_pool!(database, pool => run!(pool))
 }
 
 #[cfg(test)]

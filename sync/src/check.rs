@@ -255,33 +255,10 @@ fn tick_text(digits: i64) -> String {
 /// The declared fractional-second digits of `table.column` (`schema.table`
 /// allowed), if the database says.
 async fn fractional_digits(database: &Database, table: &str, column: &str) -> Option<i64> {
-    let (schema, table) = match table.rsplit_once('.') {
-        Some((schema, table)) => (Some(schema.to_owned()), table.to_owned()),
-        None => (None, table.to_owned()),
-    };
-    let digits: Result<Option<Option<i64>>, sqlx::Error> = match database {
-        Database::Postgres(pool) => sqlx::query_scalar::<_, Option<i32>>(
-            "SELECT CAST(datetime_precision AS INTEGER) FROM information_schema.columns \
-             WHERE table_schema = COALESCE($1, current_schema()) AND table_name = $2 AND column_name = $3",
-        )
-        .bind(schema)
-        .bind(table)
-        .bind(column.to_owned())
-        .fetch_optional(pool)
+    crate::db::catalog::datetime_precision(database, table, column)
         .await
-        .map(|digits| digits.map(|digits| digits.map(i64::from))),
-        Database::MySql(pool) => sqlx::query_scalar::<_, Option<i64>>(
-            "SELECT CAST(DATETIME_PRECISION AS SIGNED) FROM information_schema.COLUMNS \
-             WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ? AND COLUMN_NAME = ?",
-        )
-        .bind(schema)
-        .bind(table)
-        .bind(column.to_owned())
-        .fetch_optional(pool)
-        .await,
-        Database::Sqlite(_) => Ok(None),
-    };
-    digits.ok().flatten().flatten()
+        .ok()
+        .flatten()
 }
 
 /// Proves that a mapping's ids round-trip, on one real row: its id column is

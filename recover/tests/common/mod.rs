@@ -89,10 +89,7 @@ impl OrdersTable {
     }
 
     pub async fn execute(&self, sql: &str) {
-        let result = esync::on_pool!(&self.database, pool => sqlx::query(AssertSqlSafe(sql.to_owned()))
-                .execute(pool)
-                .await
-                .map(drop));
+        let result = self.database.execute(sql, &[]).await.map(drop);
         result.unwrap_or_else(|error| panic!("{sql}: {error}"));
     }
 

@@ -4,8 +4,10 @@
 //!   [`Param`] binds and driver-neutral [`crate::document::Row`]s back;
 //! - [`rows`]: the per-column conversion of driver rows into
 //!   [`crate::document::SqlValue`]s;
-//! - [`reread`]: re-reading rows by id ([`RowReader`]).
+//! - [`reread`]: re-reading rows by id ([`RowReader`]);
+//! - [`catalog`]: what the schema says about a column.
 
+pub mod catalog;
 pub mod exec;
 pub mod reread;
 mod rows;

@@ -183,23 +183,6 @@ impl PollSql {
         }
     }
 
-    /// The timestamp column's fractional-second digits (binds: schema or
-    /// NULL for the current one, table, column); `None` for SQLite, whose
-    /// text timestamps have no declared precision.
-    pub fn precision(&self) -> Option<&'static str> {
-        match self.dialect {
-            Dialect::Postgres => Some(
-                "SELECT CAST(datetime_precision AS INTEGER) FROM information_schema.columns \
-                 WHERE table_schema = COALESCE($1, current_schema()) AND table_name = $2 AND column_name = $3",
-            ),
-            Dialect::MySql => Some(
-                "SELECT CAST(DATETIME_PRECISION AS SIGNED) FROM information_schema.COLUMNS \
-                 WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ? AND COLUMN_NAME = ?",
-            ),
-            Dialect::Sqlite => None,
-        }
-    }
-
     /// The dialect.
     pub fn dialect(&self) -> Dialect {
         self.dialect

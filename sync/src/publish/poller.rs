@@ -9,7 +9,7 @@ use super::poll_sql::{
 };
 use super::watermark::{Cursor, Position};
 use crate::db::exec::{self, Param};
-use crate::db::{Database, Dialect};
+use crate::db::{Database, Dialect, catalog};
 use crate::document::SqlValue;
 use crate::id::{Id, IdType};
 use chrono::Utc;
@@ -49,7 +49,7 @@ impl Poller {
                 type_name,
             }
         })?;
-        let precision = Self::column_precision(&database, &sql, &target)
+        let precision = catalog::datetime_precision(&database, &target.table, &target.timestamp_column)
             .await
             .map_err(query_error)?;
         let resolution_us = resolution_us(precision);
@@ -69,31 +69,6 @@ impl Poller {
             kind,
             resolution_us,
         })
-    }
-
-    /// The column's declared fractional-second digits, if the database
-    /// declares them and the column is found.
-    async fn column_precision(
-        database: &Database,
-        sql: &PollSql,
-        target: &PollTarget,
-    ) -> Result<Option<i64>, sqlx::Error> {
-        let Some(statement) = sql.precision() else {
-            return Ok(None);
-        };
-        let (schema, table) = match target.table.rsplit_once('.') {
-            Some((schema, table)) => (Some(schema.to_owned()), table.to_owned()),
-            None => (None, target.table.clone()),
-        };
-        let params = [
-            schema.map_or(Param::Null, Param::Text),
-            Param::Text(table),
-            Param::Text(target.timestamp_column.clone()),
-        ];
-        let Some(row) = database.fetch_optional(statement, &params).await? else {
-            return Ok(None);
-        };
-        exec::optional_int(&row, 0)
     }
 
     /// Microseconds one step of the timestamp column spans (1: microseconds).
