@@ -11,8 +11,11 @@
 //! Needs the `ESYNC_TEST_*` variables of `scripts/services.sh up` and a
 //! release build of `esync` (bench/run.sh does both).
 
+mod common;
+
 use anyhow::{Context as _, bail};
 use clap::Parser;
+use common::{TICKS_PER_SECOND, cpu_ticks, env, rate};
 use esync::config::{KafkaConfig, MappingConfig};
 use esync::db::{Database, RowReader};
 use esync::document::{BulkAction, DocumentSpec, plan_actions};
@@ -23,7 +26,6 @@ use esync::secret::Secret;
 use rdkafka::Message as _;
 use rdkafka::consumer::{Consumer as _, StreamConsumer};
 use serde_json::json;
-use sqlx::AssertSqlSafe;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -49,12 +51,6 @@ struct Args {
     /// Kafka brokers (default: $ESYNC_TEST_KAFKA, the noida-db broker).
     #[arg(long)]
     brokers: Option<String>,
-}
-
-fn env(name: &str) -> anyhow::Result<String> {
-    std::env::var(name).with_context(|| {
-        format!("{name} is not set: run scripts/services.sh up and source .services/env")
-    })
 }
 
 struct Services {
@@ -347,16 +343,10 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn rate(count: i64, started: Instant) -> f64 {
-    count as f64 / started.elapsed().as_secs_f64()
-}
-
 async fn execute(services: &Services, sql: &str) -> anyhow::Result<()> {
-    let Database::Postgres(pool) = &services.database else {
-        bail!("the benchmark uses PostgreSQL")
-    };
-    sqlx::query(AssertSqlSafe(sql.to_owned()))
-        .execute(pool)
+    let _ = services
+        .database
+        .execute(sql, &[])
         .await
         .with_context(|| sql.to_owned())?;
     Ok(())
@@ -612,8 +602,6 @@ async fn measure_daemon(
 /// CPU seconds (user + system) of a process and of its librdkafka threads,
 /// and its peak RSS, from /proc.
 fn process_usage(pid: u32) -> anyhow::Result<(f64, f64, u64)> {
-    // /proc reports CPU time in USER_HZ ticks, fixed at 100 per second on Linux
-    const TICKS_PER_SECOND: f64 = 100.0;
     let total = cpu_ticks(&format!("/proc/{pid}/stat"))?;
     let mut kafka_client = 0;
     for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
@@ -634,17 +622,6 @@ fn process_usage(pid: u32) -> anyhow::Result<(f64, f64, u64)> {
         kafka_client as f64 / TICKS_PER_SECOND,
         peak_rss_kb,
     ))
-}
-
-/// utime + stime of a /proc stat file (fields 14 and 15).
-fn cpu_ticks(path: &str) -> anyhow::Result<u64> {
-    let stat = std::fs::read_to_string(path)?;
-    let after_name = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest)
-        .context("bad /proc stat")?;
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    Ok(fields[11].parse::<u64>()? + fields[12].parse::<u64>()?)
 }
 
 async fn fetch_metrics(port: u16) -> String {

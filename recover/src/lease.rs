@@ -652,12 +652,9 @@ impl LeaseBoard {
                 )
             })?;
         if self.is_finished().await? {
-            self.execute(
-                &self.sql().finish_run(),
-                &[self.run_param()],
-            )
-            .await
-            .with_context(|| format!("cannot mark run {:?} finished", self.run_name))?;
+            self.execute(&self.sql().finish_run(), &[self.run_param()])
+                .await
+                .with_context(|| format!("cannot mark run {:?} finished", self.run_name))?;
         }
         Ok(())
     }

@@ -175,9 +175,7 @@ impl Source {
         let row = self
             .one_row(&self.sql.bounds(), &[])
             .await
-            .and_then(|row| {
-                Ok(bound(&row, 0, self.id_type)?.zip(bound(&row, 1, self.id_type)?))
-            })
+            .and_then(|row| Ok(bound(&row, 0, self.id_type)?.zip(bound(&row, 1, self.id_type)?)))
             .map_err(self.error("reading the id range"))?;
         Ok(row)
     }

@@ -956,116 +956,6 @@ async fn check_warns_about_coarse_version_columns(db: Db) {
     table.drop_table().await;
 }
 
-/// Prints ids/s published from a table against the broker's standalone
-/// produce rate (IdProducer, same run) and the ratio. Size from
-/// `ESYNC_BENCH_ROWS` (default 20,000; `bench/publish.sh` uses 200,000).
-async fn publish_throughput(db: Db) {
-    let rows: i64 = std::env::var("ESYNC_BENCH_ROWS")
-        .ok()
-        .and_then(|rows| rows.parse().ok())
-        .unwrap_or(20_000);
-    let brokers = kafka();
-    let config = kafka_config(&brokers);
-
-    // the broker alone: the same ids through the same producer, all in flight
-    let standalone_topic = Topic::create(&brokers, "bench_standalone", 3).await;
-    let ids: Vec<esync::id::Id> = (1..=rows).map(esync::id::Id::Int).collect();
-    let producer = esync::kafka::IdProducer::new(&config).expect("producer");
-    let started = Instant::now();
-    for chunk in ids.chunks(5000) {
-        let _ = producer
-            .send_all(&standalone_topic.name, chunk)
-            .await
-            .expect("produce");
-    }
-    let standalone = rows as f64 / started.elapsed().as_secs_f64();
-
-    let table = OrdersTable::create(db).await;
-    prepare_for_polling(&table).await;
-    let series = match db {
-        Db::Postgres => format!(
-            "INSERT INTO {} (id, name, amount, version, deleted, updated_at) SELECT g, 'order ' || g, g % 1000, 1, false, \
-             now() - interval '1 hour' + g * interval '1 microsecond' FROM generate_series(1, {rows}) AS g",
-            table.name
-        ),
-        Db::MariaDb => format!(
-            "INSERT INTO {} (id, name, amount, version, deleted, updated_at) SELECT seq, CONCAT('order ', seq), seq % 1000, 1, false, \
-             NOW(6) - INTERVAL 1 HOUR + INTERVAL seq MICROSECOND FROM seq_1_to_{rows}",
-            table.name
-        ),
-    };
-    exec(&table.database, &series).await;
-    let topic = Topic::create(&brokers, "bench_publish", 3).await;
-    let es_url = es();
-    let setup = PublisherSetup {
-        table: &table,
-        topic: &topic.name,
-        brokers: &brokers,
-        es_url: &es_url,
-        publish: "  poll_interval: 100ms\n  page_size: 5000\n  look_back: 10s\n".into(),
-        checkpoint_table: None,
-    };
-    let started = Instant::now();
-    let mut publisher = Publisher::start(&setup, false);
-    wait_until(
-        "every row published",
-        Duration::from_secs(300),
-        &mut [&mut publisher],
-        || async {
-            let size = topic_size(&brokers, &topic.name).await;
-            if size >= rows {
-                Ok(())
-            } else {
-                Err(format!("{size} of {rows}"))
-            }
-        },
-    )
-    .await;
-    let wall = started.elapsed().as_secs_f64();
-    let cpu_seconds = publisher
-        .child
-        .as_ref()
-        .map_or(0.0, |child| process_cpu_seconds(child.id()));
-    let messages = read_topic(&brokers, &topic.name).await;
-    let first = messages
-        .iter()
-        .map(|message| message.timestamp_ms)
-        .min()
-        .unwrap_or(0);
-    let last = messages
-        .iter()
-        .map(|message| message.timestamp_ms)
-        .max()
-        .unwrap_or(0);
-    let streaming = rows as f64 / ((last - first).max(1) as f64 / 1000.0);
-    let published = rows as f64 / wall;
-    println!(
-        "publish bench ({db:?}, {rows} rows, page_size 5000): standalone IdProducer {standalone:.0} ids/s; \
-         esync publish {published:.0} ids/s including start-up ({wall:.2} s), {streaming:.0} ids/s first to last message; \
-         ratio {:.2} (start-up included), {:.2} (streaming); publisher CPU {cpu_seconds:.2} s ({:.0} ids per CPU second)",
-        published / standalone,
-        streaming / standalone,
-        rows as f64 / cpu_seconds.max(0.001)
-    );
-    assert_eq!(counts(&messages).len() as i64, rows, "every id published");
-    let status = publisher.terminate();
-    assert!(status.success(), "SIGTERM must exit 0, got {status}");
-    table.drop_table().await;
-}
-
-/// User plus system CPU seconds of a running process, from /proc.
-fn process_cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // fields after the parenthesised command name; utime and stime are 14th and 15th overall
-    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    let ticks: f64 = [11, 12]
-        .iter()
-        .filter_map(|index| fields.get(*index)?.parse::<f64>().ok())
-        .sum();
-    ticks / 100.0 // USER_HZ is 100 on Linux
-}
-
 macro_rules! per_database {
     ($($name:ident => $scenario:expr;)*) => {
         mod postgres {
@@ -1100,7 +990,6 @@ per_database! {
     outbox_relays_every_change_once_delete => |db| super::outbox_relays_every_change_once(db, "delete");
     outbox_relays_every_change_once_mark => |db| super::outbox_relays_every_change_once(db, "mark");
     poller_feeds_the_daemon_end_to_end => super::poller_feeds_the_daemon_end_to_end;
-    publish_throughput => super::publish_throughput;
     check_warns_without_the_poll_index => super::check_warns_without_the_poll_index;
     outbox_keeps_rows_when_kafka_fails_delete => |db| super::outbox_keeps_rows_when_kafka_fails(db, "delete");
     outbox_keeps_rows_when_kafka_fails_mark => |db| super::outbox_keeps_rows_when_kafka_fails(db, "mark");

@@ -9,10 +9,10 @@
 //! module holds no SQL of its own and makes no decisions about it.
 
 use super::Database;
-pub use crate::sql::Param;
 use super::rows::ToRows;
 use crate::document::{Row, SqlValue};
 use crate::id::{Id, IdType};
+pub use crate::sql::Param;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use sqlx::mysql::MySql;
 use sqlx::pool::PoolConnection;
@@ -361,5 +361,7 @@ pub fn decode_error(message: String) -> sqlx::Error {
 }
 
 fn unexpected(index: usize, wanted: &str, found: &SqlValue) -> sqlx::Error {
-    decode_error(format!("column {index}: expected {wanted}, found {found:?}"))
+    decode_error(format!(
+        "column {index}: expected {wanted}, found {found:?}"
+    ))
 }

@@ -130,4 +130,3 @@ impl Database {
         self.execute("SELECT 1", &[]).await.map(drop)
     }
 }
-

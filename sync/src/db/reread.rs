@@ -283,6 +283,4 @@ mod tests {
             .unwrap();
         assert_eq!(second.get("name"), Some(&SqlValue::Null));
     }
-
-
 }

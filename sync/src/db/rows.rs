@@ -210,9 +210,9 @@ fn pg_value(row: &PgRow, index: usize, kind: ColumnKind) -> SqlValue {
         ColumnKind::F64 => read::<_, f64>(row, index, SqlValue::Float),
         ColumnKind::Decimal => read::<_, Decimal>(row, index, SqlValue::Decimal),
         ColumnKind::Text => read::<_, String>(row, index, SqlValue::Text),
-        ColumnKind::Uuid => read::<_, uuid::Uuid>(row, index, |v: uuid::Uuid| SqlValue::Text(
-            v.to_string()
-        )),
+        ColumnKind::Uuid => {
+            read::<_, uuid::Uuid>(row, index, |v: uuid::Uuid| SqlValue::Text(v.to_string()))
+        }
         ColumnKind::Json => read::<_, serde_json::Value>(row, index, SqlValue::Json),
         ColumnKind::TimestampTz => read::<_, DateTime<Utc>>(row, index, SqlValue::Timestamp),
         ColumnKind::Timestamp => read::<_, NaiveDateTime>(row, index, SqlValue::LocalTimestamp),
@@ -233,9 +233,7 @@ fn pg_value(row: &PgRow, index: usize, kind: ColumnKind) -> SqlValue {
         }
         ColumnKind::Array(ArrayKind::Text) => read_array::<String>(row, index, SqlValue::Text),
         ColumnKind::Array(ArrayKind::Uuid) => {
-            read_array::<uuid::Uuid>(row, index, |v: uuid::Uuid| SqlValue::Text(
-                v.to_string()
-            ))
+            read_array::<uuid::Uuid>(row, index, |v: uuid::Uuid| SqlValue::Text(v.to_string()))
         }
         ColumnKind::Array(ArrayKind::Json) => {
             read_array::<serde_json::Value>(row, index, SqlValue::Json)
@@ -275,8 +273,9 @@ fn mysql_value(row: &MySqlRow, index: usize, kind: ColumnKind) -> SqlValue {
         ColumnKind::I16 | ColumnKind::I32 | ColumnKind::I64 => {
             read::<_, i64>(row, index, SqlValue::Int)
         }
-        ColumnKind::U64 => read::<_, u64>(row, index, |v: u64| i64::try_from(v)
-            .map_or(SqlValue::UInt(v), SqlValue::Int)),
+        ColumnKind::U64 => read::<_, u64>(row, index, |v: u64| {
+            i64::try_from(v).map_or(SqlValue::UInt(v), SqlValue::Int)
+        }),
         ColumnKind::F32 => read::<_, f32>(row, index, |v: f32| SqlValue::Float(v.into())),
         ColumnKind::F64 => read::<_, f64>(row, index, SqlValue::Float),
         ColumnKind::Decimal => read::<_, Decimal>(row, index, SqlValue::Decimal),

@@ -108,10 +108,7 @@ impl PollSql {
             ),
             Cursor::After(position) if self.dialect == Dialect::Postgres => (
                 format!("({ts}, {id}) > ($1, $2)"),
-                vec![
-                    kind.param(position.timestamp_us),
-                    Param::from(&position.id),
-                ],
+                vec![kind.param(position.timestamp_us), Param::from(&position.id)],
             ),
             Cursor::After(position) => (
                 format!("{ts} >= ? AND ({ts} > ? OR {id} > ?)"),
@@ -383,7 +380,11 @@ mod tests {
         ];
         for (dialect, cursor, sql, binds) in cases {
             assert_eq!(
-                PollSql::new(dialect, &target(IdType::Integer)).page(&cursor, 100, TimestampKind::Zoned),
+                PollSql::new(dialect, &target(IdType::Integer)).page(
+                    &cursor,
+                    100,
+                    TimestampKind::Zoned
+                ),
                 (sql.to_owned(), binds),
                 "{dialect:?} {cursor:?}"
             );
@@ -503,10 +504,22 @@ mod tests {
             )
         );
         let cases = [
-            (SqlValue::Text("2024-01-01 00:00:00.500".into()), Some(1_704_067_200_500_000)),
-            (SqlValue::Text("2024-01-01T00:00:01Z".into()), Some(1_704_067_201_000_000)),
-            (SqlValue::Text("2024-01-01 02:00:01+02:00".into()), Some(1_704_074_401_000_000)),
-            (SqlValue::Text("2024-01-01 00:01".into()), Some(1_704_067_260_000_000)),
+            (
+                SqlValue::Text("2024-01-01 00:00:00.500".into()),
+                Some(1_704_067_200_500_000),
+            ),
+            (
+                SqlValue::Text("2024-01-01T00:00:01Z".into()),
+                Some(1_704_067_201_000_000),
+            ),
+            (
+                SqlValue::Text("2024-01-01 02:00:01+02:00".into()),
+                Some(1_704_074_401_000_000),
+            ),
+            (
+                SqlValue::Text("2024-01-01 00:01".into()),
+                Some(1_704_067_260_000_000),
+            ),
             (SqlValue::Int(1_704_067_200), Some(1_704_067_200_000_000)),
             (SqlValue::Float(2_440_588.5), Some(86_400_000_000)),
             (zoned_value(7), Some(7)),

@@ -49,9 +49,10 @@ impl Poller {
                 type_name,
             }
         })?;
-        let precision = catalog::datetime_precision(&database, &target.table, &target.timestamp_column)
-            .await
-            .map_err(query_error)?;
+        let precision =
+            catalog::datetime_precision(&database, &target.table, &target.timestamp_column)
+                .await
+                .map_err(query_error)?;
         let resolution_us = resolution_us(precision);
         if resolution_us > 1 {
             tracing::warn!(
@@ -109,7 +110,9 @@ impl Poller {
             .map(|row| {
                 let timestamp = exec::value(row, 0)?;
                 let timestamp_us = timestamp_us(timestamp).ok_or_else(|| {
-                    exec::decode_error(format!("column 0: expected a timestamp, found {timestamp:?}"))
+                    exec::decode_error(format!(
+                        "column 0: expected a timestamp, found {timestamp:?}"
+                    ))
                 })?;
                 let id = exec::id(row, 1, self.target.id_type)?;
                 Ok(Position { timestamp_us, id })
@@ -119,7 +122,10 @@ impl Poller {
 
     /// Rows with a NULL timestamp: how many, and up to `sample` of their ids.
     pub async fn null_rows(&self, sample: usize) -> Result<(i64, Vec<Id>), sqlx::Error> {
-        let count = self.database.fetch_optional(&self.sql.null_count(), &[]).await?;
+        let count = self
+            .database
+            .fetch_optional(&self.sql.null_count(), &[])
+            .await?;
         let count = exec::int(&count.ok_or(sqlx::Error::RowNotFound)?, 0)?;
         if count == 0 {
             return Ok((0, Vec::new()));
