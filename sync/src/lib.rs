@@ -7,7 +7,7 @@
 //! Layers:
 //! - pure core, no I/O: [`id`], [`decode`], [`batch`], [`coalesce`], [`document`], [`bulk`], [`dlq`],
 //!   [`offsets`], [`retry`], [`config`], [`write_health`], [`pg_ids`], [`sql`]
-//!   (SQL dialects, quoting, bind values), [`cancel`];
+//!   (SQL dialects, quoting, bind values), `publish::{poll_sql, watermark}`;
 //! - adapters, one per system: [`db`] (sqlx: the one SQL execution layer
 //!   for the three databases, used by publish and `esync-recover` too), [`es`] (elasticsearch),
 //!   [`kafka`] (rdkafka);
@@ -16,6 +16,7 @@
 //!   also reused), [`daemon`] (the Kafka consumer loop);
 //! - getting ids into Kafka without CDC: [`publish`] (incremental-column
 //!   poller and outbox relay; see `PUBLISH.md`);
+//! - shared leaves: [`cancel`] (sleeping that a shutdown cuts short);
 //! - operations: [`metrics`], [`http`], [`telemetry`], [`check`], and the
 //!   dead-letter tooling: [`dlq`] (pure: letters, filters, summary, replay
 //!   plan) with [`dlq_command`] (reads the topic, produces replays).

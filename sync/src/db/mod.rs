@@ -12,7 +12,7 @@ pub mod exec;
 pub mod reread;
 mod rows;
 
-pub use crate::sql::{Dialect, Param, quote_identifier};
+pub use crate::sql::{Dialect, quote_identifier};
 pub use exec::{DescribedColumn, Transaction};
 pub use reread::RowReader;
 

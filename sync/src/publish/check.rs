@@ -9,7 +9,8 @@ use super::poll_sql::{plan_uses_index, targets};
 use super::poller::Poller;
 use crate::check::{Finding, Level};
 use crate::config::Config;
-use crate::db::{Database, Param, quote_identifier};
+use crate::db::exec::Param;
+use crate::db::{Database, quote_identifier};
 
 fn finding(level: Level, message: String) -> Finding {
     Finding { level, message }

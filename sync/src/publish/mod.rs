@@ -4,10 +4,12 @@
 //! Two sources, both producing each id in the plain format the daemon reads
 //! (the id as key and value, so an id always lands in one partition) to the
 //! mapping's first topic, with the idempotent `acks=all` [`IdProducer`]:
-//! - [`poller`]: per mapping, page through `(updated_at, id)` beyond a
+//! - the poller: per mapping, page through `(updated_at, id)` beyond a
 //!   watermark, with a look-back window for late commits ([`watermark`], pure);
 //!   the watermark is checkpointed ([`checkpoint`]) only after Kafka
-//!   acknowledged the ids, so a restart resumes without gaps;
+//!   acknowledged the ids, so a restart resumes without gaps. Its SQL is
+//!   [`poll_sql`] (pure), the database adapter [`poller`], the loop
+//!   [`poll_loop`];
 //! - [`outbox`]: relay rows that triggers or the application wrote to an
 //!   outbox table, deleting (or marking) them once acknowledged;
 //!   `FOR UPDATE SKIP LOCKED` lets several relays run.
