@@ -32,14 +32,7 @@ impl SourceError {
     /// Connection problems pass; a broken query does not.
     pub fn is_retryable(&self) -> bool {
         let SourceError::Query { source, .. } = self;
-        matches!(
-            source,
-            sqlx::Error::Io(_)
-                | sqlx::Error::PoolTimedOut
-                | sqlx::Error::PoolClosed
-                | sqlx::Error::Protocol(_)
-                | sqlx::Error::Tls(_)
-        )
+        esync::db::is_transient(source)
     }
 }
 

@@ -54,16 +54,22 @@ impl DbError {
         match self {
             DbError::UnsupportedUrl(_) => false,
             DbError::Connect { .. } => true,
-            DbError::Query { source, .. } => matches!(
-                source,
-                sqlx::Error::Io(_)
-                    | sqlx::Error::PoolTimedOut
-                    | sqlx::Error::PoolClosed
-                    | sqlx::Error::Protocol(_)
-                    | sqlx::Error::Tls(_)
-            ),
+            DbError::Query { source, .. } => is_transient(source),
         }
     }
+}
+
+/// Whether a driver error is the connection's (I/O, pool, protocol, TLS),
+/// which retrying can fix, rather than the statement's.
+pub fn is_transient(error: &sqlx::Error) -> bool {
+    matches!(
+        error,
+        sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::Tls(_)
+    )
 }
 
 /// A connection pool to the source database.
