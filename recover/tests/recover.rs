@@ -928,7 +928,8 @@ esync_testkit::per_database! {
         sparse_integer_ids_are_chunked_by_rows;
         verify_publishes_differing_ids;
         string_ids_and_timestamp_versions;
-        full_backfill_equals_the_table => async |db| super::full_backfill_equals_the_table(db, &[]).await;
+        full_backfill_equals_the_table =>
+            async |db| super::full_backfill_equals_the_table(db, &[]).await;
     }
     mariadb {
         full_backfill_equals_the_table_with_table_checkpoint;
