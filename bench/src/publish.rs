@@ -13,12 +13,13 @@ mod common;
 
 use anyhow::{Context as _, bail, ensure};
 use clap::Parser;
-use common::{TICKS_PER_SECOND, cpu_ticks, env, rate};
+use common::rate;
 use esync::config::KafkaConfig;
 use esync::db::Database;
 use esync::id::Id;
 use esync::kafka::{IdProducer, create_topics};
 use esync::secret::Secret;
+use esync_testkit::env::required_env;
 use rdkafka::Message as _;
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use std::collections::BTreeSet;
@@ -46,10 +47,10 @@ enum Source {
 }
 
 impl Source {
-    fn url(self) -> anyhow::Result<String> {
+    fn url(self) -> String {
         match self {
-            Source::Postgres => env("ESYNC_TEST_PG"),
-            Source::Mariadb => env("ESYNC_TEST_MYSQL"),
+            Source::Postgres => required_env("ESYNC_TEST_PG"),
+            Source::Mariadb => required_env("ESYNC_TEST_MYSQL"),
         }
     }
 
@@ -95,8 +96,8 @@ async fn main() -> anyhow::Result<()> {
             args.esync.display()
         );
     }
-    let brokers = env("ESYNC_TEST_KAFKA")?;
-    let es_url = env("ESYNC_TEST_ES")?;
+    let brokers = required_env("ESYNC_TEST_KAFKA");
+    let es_url = required_env("ESYNC_TEST_ES");
     let kafka: KafkaConfig = serde_yaml::from_str(&format!("brokers: \"{brokers}\""))?;
     for source in &args.databases {
         measure(*source, &args, &kafka, &es_url)
@@ -126,7 +127,7 @@ async fn measure(
     }
     let standalone = rate(rows, started);
 
-    let url = source.url()?;
+    let url = source.url();
     let database = Database::connect(&Secret::new(url.clone()), 2, Duration::from_secs(10)).await?;
     let table = format!("bench_orders_{suffix}");
     for statement in source
@@ -148,8 +149,11 @@ async fn measure(
     let mut publisher = start_publisher(&args.esync, &dir, &url, kafka, es_url, &table, &topic)?;
     let waited = wait_for_messages(&mut publisher, &kafka.brokers, &topic, rows).await;
     let wall = started.elapsed().as_secs_f64();
-    let cpu_seconds =
-        cpu_ticks(&format!("/proc/{}/stat", publisher.id())).unwrap_or(0) as f64 / TICKS_PER_SECOND;
+    let cpu_seconds = esync_testkit::process::cpu_seconds(std::path::Path::new(&format!(
+        "/proc/{}/stat",
+        publisher.id()
+    )))
+    .unwrap_or(0.0);
     let _ = Command::new("kill")
         .args(["-TERM", &publisher.id().to_string()])
         .status();

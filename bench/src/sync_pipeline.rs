@@ -15,7 +15,7 @@ mod common;
 
 use anyhow::{Context as _, bail};
 use clap::Parser;
-use common::{TICKS_PER_SECOND, cpu_ticks, env, rate};
+use common::rate;
 use esync::config::{KafkaConfig, MappingConfig};
 use esync::db::{Database, RowReader};
 use esync::document::{BulkAction, DocumentSpec, plan_actions};
@@ -23,10 +23,13 @@ use esync::es::EsClient;
 use esync::id::Id;
 use esync::kafka::{IdProducer, create_topics};
 use esync::secret::Secret;
+use esync_testkit::env::required_env;
+use esync_testkit::es::EsApi;
+use esync_testkit::process::{PrivateEs, cpu_seconds, metric_sum, metrics};
 use rdkafka::Message as _;
 use rdkafka::consumer::{Consumer as _, StreamConsumer};
 use serde_json::json;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -57,75 +60,18 @@ struct Services {
     database_url: String,
     database: Database,
     kafka: KafkaConfig,
-    noida_binary: String,
     suffix: String,
 }
 
 /// A private Elasticsearch API server (noida-db) for one measurement, so no
-/// stage runs against an index grown by another stage or by other tests.
-struct EsServer {
-    child: Child,
-    url: String,
-    client: EsClient,
-    _data: tempdir::Dir,
-}
-
-mod tempdir {
-    /// A directory removed on drop.
-    pub struct Dir(pub std::path::PathBuf);
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
-
-impl EsServer {
-    async fn start(binary: &str, name: &str) -> anyhow::Result<EsServer> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let data = tempdir::Dir(std::env::temp_dir().join(format!("esync-bench-es-{name}-{port}")));
-        let child = Command::new(binary)
-            .args([
-                "start",
-                "--only",
-                "elasticsearch",
-                "--elasticsearch-port",
-                &port.to_string(),
-                "--data-dir",
-            ])
-            .arg(&data.0)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .with_context(|| format!("cannot start {binary}"))?;
-        let url = format!("http://127.0.0.1:{port}");
-        let client = EsClient::from_url(&url, Duration::from_secs(120))?;
-        let mut server = EsServer {
-            child,
-            url,
-            client,
-            _data: data,
-        };
-        for _ in 0..300 {
-            if server.client.ping(Duration::from_secs(1)).await.is_ok() {
-                return Ok(server);
-            }
-            if let Some(status) = server.child.try_wait()? {
-                bail!("the Elasticsearch API server exited with {status}");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        bail!("the Elasticsearch API server did not start")
-    }
-}
-
-impl Drop for EsServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// stage runs against an index grown by another stage or by other tests;
+/// with `index` created and a client for the measurement.
+async fn es_server(index: &str) -> anyhow::Result<(PrivateEs, EsClient)> {
+    let server = PrivateEs::start().await;
+    let timeout = Duration::from_secs(120);
+    EsApi::new(&server.url(), timeout).create_index(index).await;
+    let client = EsClient::from_url(&server.url(), timeout)?;
+    Ok((server, client))
 }
 
 #[tokio::main]
@@ -137,10 +83,10 @@ async fn main() -> anyhow::Result<()> {
             args.esync.display()
         );
     }
-    let database_url = env("ESYNC_TEST_PG")?;
+    let database_url = required_env("ESYNC_TEST_PG");
     let brokers = match &args.brokers {
         Some(brokers) => brokers.clone(),
-        None => env("ESYNC_TEST_KAFKA")?,
+        None => required_env("ESYNC_TEST_KAFKA"),
     };
     let services = Services {
         database: Database::connect(
@@ -151,7 +97,6 @@ async fn main() -> anyhow::Result<()> {
         .await?,
         database_url,
         kafka: serde_yaml::from_str(&format!("brokers: \"{brokers}\""))?,
-        noida_binary: env("ESYNC_TEST_NOIDA_BIN")?,
         suffix: format!("{:06x}", rand::random::<u32>() & 0xff_ffff),
     };
     let table = format!("bench_orders_{}", services.suffix);
@@ -207,12 +152,11 @@ async fn main() -> anyhow::Result<()> {
     let reread_rate = rate(rows_read as i64, started);
 
     // Stage 3: Elasticsearch _bulk of the same documents into a fresh index.
-    let stage_es = EsServer::start(&services.noida_binary, "stage").await?;
     let stage_index = format!("bench-stage-{}", services.suffix);
-    create_index(&stage_es.client, &stage_index).await?;
+    let (stage_es, stage_client) = es_server(&stage_index).await?;
     let bulk_rate = bulk_rate(
         &services,
-        &stage_es.client,
+        &stage_client,
         &reader,
         &stage_index,
         &all_ids,
@@ -232,13 +176,12 @@ async fn main() -> anyhow::Result<()> {
         1,
     )
     .await?;
-    let e2e_es = EsServer::start(&services.noida_binary, "e2e").await?;
-    create_index(&e2e_es.client, &e2e_index).await?;
+    let (e2e_es, _) = es_server(&e2e_index).await?;
     producer.send_all(&e2e_topic, &all_ids).await?;
     let e2e = run_daemon(
         &services,
         &args,
-        &e2e_es.url,
+        &e2e_es.url(),
         &table,
         &e2e_topic,
         &e2e_index,
@@ -259,8 +202,7 @@ async fn main() -> anyhow::Result<()> {
         1,
     )
     .await?;
-    let repeat_es = EsServer::start(&services.noida_binary, "repeat").await?;
-    create_index(&repeat_es.client, &repeat_index).await?;
+    let (repeat_es, _) = es_server(&repeat_index).await?;
     let repeats = (args.ids / args.distinct).max(1);
     let mut announced: Vec<Id> = (1..=args.distinct)
         .flat_map(|id| (0..repeats).map(move |_| Id::Int(id)))
@@ -276,7 +218,7 @@ async fn main() -> anyhow::Result<()> {
     let repeated = run_daemon(
         &services,
         &args,
-        &repeat_es.url,
+        &repeat_es.url(),
         &table,
         &repeat_topic,
         &repeat_index,
@@ -369,17 +311,6 @@ async fn create_table(services: &Services, table: &str, rows: i64) -> anyhow::Re
         ),
     )
     .await
-}
-
-async fn create_index(es: &EsClient, index: &str) -> anyhow::Result<()> {
-    let body = json!({"settings": {"number_of_shards": 1, "number_of_replicas": 0}});
-    es.request_ok(
-        elasticsearch::http::Method::Put,
-        &format!("/{index}"),
-        Some(&body),
-    )
-    .await?;
-    Ok(())
 }
 
 async fn consume_rate(services: &Services, topic: &str, expected: usize) -> anyhow::Result<f64> {
@@ -562,7 +493,7 @@ async fn measure_daemon(
         if Instant::now() > deadline {
             bail!("esync did not finish within 30 minutes");
         }
-        let metrics = fetch_metrics(port).await;
+        let metrics = metrics(port).await;
         let messages = metric_sum(&metrics, "esync_messages_total") as u64;
         let written = (metric_sum(&metrics, "esync_docs_indexed_total")
             + metric_sum(&metrics, "esync_version_conflicts_total")) as u64;
@@ -602,13 +533,13 @@ async fn measure_daemon(
 /// CPU seconds (user + system) of a process and of its librdkafka threads,
 /// and its peak RSS, from /proc.
 fn process_usage(pid: u32) -> anyhow::Result<(f64, f64, u64)> {
-    let total = cpu_ticks(&format!("/proc/{pid}/stat"))?;
-    let mut kafka_client = 0;
+    let total = cpu_seconds(Path::new(&format!("/proc/{pid}/stat"))).context("bad /proc stat")?;
+    let mut kafka_client = 0.0;
     for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
         let task = task?.path();
         let name = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
         if name.starts_with("rdk:") {
-            kafka_client += cpu_ticks(&task.join("stat").to_string_lossy()).unwrap_or(0);
+            kafka_client += cpu_seconds(&task.join("stat")).unwrap_or(0.0);
         }
     }
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
@@ -617,30 +548,5 @@ fn process_usage(pid: u32) -> anyhow::Result<(f64, f64, u64)> {
         .find_map(|line| line.strip_prefix("VmHWM:"))
         .and_then(|value| value.split_whitespace().next()?.parse().ok())
         .context("no VmHWM")?;
-    Ok((
-        total as f64 / TICKS_PER_SECOND,
-        kafka_client as f64 / TICKS_PER_SECOND,
-        peak_rss_kb,
-    ))
-}
-
-async fn fetch_metrics(port: u16) -> String {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
-        return String::new();
-    };
-    let _ = stream
-        .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
-        .await;
-    let mut body = String::new();
-    let _ = stream.read_to_string(&mut body).await;
-    body
-}
-
-fn metric_sum(metrics: &str, name: &str) -> f64 {
-    metrics
-        .lines()
-        .filter(|line| line.starts_with(name) && line[name.len()..].starts_with(['{', ' ']))
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    Ok((total, kafka_client, peak_rss_kb))
 }

@@ -4,17 +4,18 @@
 //!
 //! Each scenario is one async fn, run once per database.
 
-mod common;
-
-use common::*;
+use esync_testkit::prelude::*;
+use esync_testkit::recover::*;
 use std::collections::BTreeSet;
 use std::time::Duration;
+
+const RECOVER: &str = env!("CARGO_BIN_EXE_esync-recover");
 
 /// A full backfill into an empty index equals the table (soft-deleted rows
 /// stay out); a finished run refuses to run again unless forced, and a forced
 /// rerun never replaces a newer document (version conflict).
 async fn full_backfill_equals_the_table(db: Db, checkpoint_args: &[&str]) {
-    let table = OrdersTable::create(db).await;
+    let table = OrdersTable::create_with(db, OrdersSpec::RECOVER).await;
     // ids with gaps, so integer chunks are uneven
     let ids: Vec<i64> = (1..=1200).filter(|id| id % 7 != 0).collect();
     table.insert(ids.clone()).await;
@@ -27,8 +28,9 @@ async fn full_backfill_equals_the_table(db: Db, checkpoint_args: &[&str]) {
         .values()
         .filter(|row| row.deleted)
         .count() as u64;
-    let index = Index::create().await;
-    let setup = Setup::new(&table, &index);
+    let index = Index::named(&es(), "rec_idx");
+    index.create().await;
+    let setup = Setup::new(RECOVER, &table, &index);
     let checkpoint = setup.checkpoint();
     let mut args = vec![
         "run",
@@ -95,7 +97,7 @@ async fn full_backfill_equals_the_table(db: Db, checkpoint_args: &[&str]) {
         ids.len() as u64,
         "{summary}"
     );
-    let kept = index.documents(&[1]).await;
+    let kept = index.documents(&[1]).await.expect("documents");
     assert_eq!(
         (kept[&1].0, kept[&1].1["name"].as_str()),
         (99, Some("newer")),
@@ -106,15 +108,7 @@ async fn full_backfill_equals_the_table(db: Db, checkpoint_args: &[&str]) {
     table.drop_table().await;
 }
 
-#[tokio::test]
-#[ignore = "needs scripts/services.sh"]
-async fn full_backfill_equals_the_table_postgres() {
-    full_backfill_equals_the_table(Db::Postgres, &[]).await;
-}
-
-#[tokio::test]
-#[ignore = "needs scripts/services.sh"]
-async fn full_backfill_equals_the_table_mariadb_with_table_checkpoint() {
+async fn full_backfill_equals_the_table_with_table_checkpoint(db: Db) {
     let checkpoint_table = unique("rec_checkpoints");
     let args = [
         "--checkpoint-store",
@@ -122,8 +116,8 @@ async fn full_backfill_equals_the_table_mariadb_with_table_checkpoint() {
         "--checkpoint-table",
         &checkpoint_table,
     ];
-    full_backfill_equals_the_table(Db::MariaDb, &args).await;
-    let table = OrdersTable::create(Db::MariaDb).await;
+    full_backfill_equals_the_table(db, &args).await;
+    let table = OrdersTable::create_with(db, OrdersSpec::RECOVER).await;
     table
         .execute(&format!("DROP TABLE IF EXISTS {checkpoint_table}"))
         .await;
@@ -133,11 +127,12 @@ async fn full_backfill_equals_the_table_mariadb_with_table_checkpoint() {
 /// SIGKILL mid-run, then `--resume`: nothing is missed and no chunk that was
 /// recorded done is walked again.
 async fn resume_after_sigkill(db: Db) {
-    let table = OrdersTable::create(db).await;
+    let table = OrdersTable::create_with(db, OrdersSpec::RECOVER).await;
     let ids: Vec<i64> = (1..=3000).collect();
     table.insert(ids.clone()).await;
-    let index = Index::create().await;
-    let setup = Setup::new(&table, &index);
+    let index = Index::named(&es(), "rec_idx");
+    index.create().await;
+    let setup = Setup::new(RECOVER, &table, &index);
     let checkpoint = setup.checkpoint();
     let checkpoint_text = checkpoint.to_string_lossy().into_owned();
     let args = [
@@ -206,25 +201,11 @@ async fn resume_after_sigkill(db: Db) {
     table.drop_table().await;
 }
 
-#[tokio::test]
-#[ignore = "needs scripts/services.sh"]
-async fn resume_after_sigkill_postgres() {
-    resume_after_sigkill(Db::Postgres).await;
-}
-
-#[tokio::test]
-#[ignore = "needs scripts/services.sh"]
-async fn resume_after_sigkill_mariadb() {
-    resume_after_sigkill(Db::MariaDb).await;
-}
-
 /// Sparse integer ids (snowflake-like, huge gaps) are split by rows, not by
 /// id span: a span split of 1..=5e15 by 2 would plan 2.5e15 chunks, and the
 /// run would never get past planning.
-#[tokio::test]
-#[ignore = "needs scripts/services.sh"]
-async fn sparse_integer_ids_are_chunked_by_rows_postgres() {
-    let table = OrdersTable::create(Db::Postgres).await;
+async fn sparse_integer_ids_are_chunked_by_rows(db: Db) {
+    let table = OrdersTable::create_with(db, OrdersSpec::RECOVER).await;
     let ids: Vec<i64> = vec![
         1,
         2,
@@ -233,8 +214,9 @@ async fn sparse_integer_ids_are_chunked_by_rows_postgres() {
         5_000_000_000_000_000,
     ];
     table.insert(ids.clone()).await;
-    let index = Index::create().await;
-    let setup = Setup::new(&table, &index);
+    let index = Index::named(&es(), "rec_idx");
+    index.create().await;
+    let setup = Setup::new(RECOVER, &table, &index);
     let checkpoint = setup.checkpoint().to_string_lossy().into_owned();
     let finished = setup.run(&[
         "run",
@@ -274,11 +256,12 @@ async fn sparse_integer_ids_are_chunked_by_rows_postgres() {
 /// verify finds planted missing, extra and stale documents, exits 1, and
 /// `--fix` repairs them; a second verify exits 0.
 async fn verify_finds_and_fixes(db: Db) {
-    let table = OrdersTable::create(db).await;
+    let table = OrdersTable::create_with(db, OrdersSpec::RECOVER).await;
     let ids: Vec<i64> = (1..=600).collect();
     table.insert(ids.clone()).await;
-    let index = Index::create().await;
-    let setup = Setup::new(&table, &index);
+    let index = Index::named(&es(), "rec_idx");
+    index.create().await;
+    let setup = Setup::new(RECOVER, &table, &index);
     let checkpoint = setup.checkpoint().to_string_lossy().into_owned();
     setup
         .run(&[
@@ -378,29 +361,18 @@ async fn verify_finds_and_fixes(db: Db) {
     table.drop_table().await;
 }
 
-#[tokio::test]
-#[ignore = "needs scripts/services.sh"]
-async fn verify_finds_and_fixes_postgres() {
-    verify_finds_and_fixes(Db::Postgres).await;
-}
-
-#[tokio::test]
-#[ignore = "needs scripts/services.sh"]
-async fn verify_finds_and_fixes_mariadb() {
-    verify_finds_and_fixes(Db::MariaDb).await;
-}
-
 /// Issue 9 item 15: a row changed without its version being bumped (a
 /// counter not bumped on every change, two changes within one tick of a
 /// second-precision timestamp) leaves a document with the row's version but
 /// older content. verify compared versions only and called it clean; it
 /// compares content too, and `--fix` re-indexes the drifted documents.
 async fn verify_finds_and_fixes_content_drift(db: Db) {
-    let table = OrdersTable::create(db).await;
+    let table = OrdersTable::create_with(db, OrdersSpec::RECOVER).await;
     let ids: Vec<i64> = (1..=60).collect();
     table.insert(ids.clone()).await;
-    let index = Index::create().await;
-    let setup = Setup::new(&table, &index);
+    let index = Index::named(&es(), "rec_idx");
+    index.create().await;
+    let setup = Setup::new(RECOVER, &table, &index);
     let checkpoint = setup.checkpoint().to_string_lossy().into_owned();
     setup
         .run(&["run", "--progress", "none", "--checkpoint", &checkpoint])
@@ -434,24 +406,12 @@ async fn verify_finds_and_fixes_content_drift(db: Db) {
         fixed.stdout
     );
     setup.run(&["verify"]).expect_code(0);
-    let documents = index.documents(&[7, 33]).await;
+    let documents = index.documents(&[7, 33]).await.expect("documents");
     assert_eq!(documents[&7].1["name"], "drifted", "{documents:?}");
     assert_eq!(documents[&33].1["name"], "drifted", "{documents:?}");
     index.assert_equal(&table, &ids).await;
     index.drop_index().await;
     table.drop_table().await;
-}
-
-#[tokio::test]
-#[ignore = "needs scripts/services.sh"]
-async fn verify_finds_and_fixes_content_drift_postgres() {
-    verify_finds_and_fixes_content_drift(Db::Postgres).await;
-}
-
-#[tokio::test]
-#[ignore = "needs scripts/services.sh"]
-async fn verify_finds_and_fixes_content_drift_mariadb() {
-    verify_finds_and_fixes_content_drift(Db::MariaDb).await;
 }
 
 /// Issue 9 item 12: with a `routing_column`, verify searches every id for
@@ -461,16 +421,17 @@ async fn verify_finds_and_fixes_content_drift_mariadb() {
 /// captured responses (diff.rs, index.rs). Here: a routed index verifies
 /// clean, so `--fix` never takes a live document for a stray and deletes it.
 async fn routed_mapping_verifies_clean(db: Db) {
-    let table = OrdersTable::create(db).await;
+    let table = OrdersTable::create_with(db, OrdersSpec::RECOVER).await;
     let ids: Vec<i64> = (1..=40).collect();
     table.insert(ids.clone()).await;
-    let index = Index::create().await;
+    let index = Index::named(&es(), "rec_idx");
+    index.create().await;
     let mapping = format!(
         "    table: {}\n    index: {}\n    routing_column: name\n    version: {{column: version, kind: counter}}\n\
          \x20   delete: {{strategy: soft, column: deleted}}\n",
         table.name, index.name
     );
-    let setup = Setup::custom(&db.url(), &mapping);
+    let setup = Setup::custom(RECOVER, &db.url(), &mapping);
     let checkpoint = setup.checkpoint().to_string_lossy().into_owned();
     setup
         .run(&["run", "--progress", "none", "--checkpoint", &checkpoint])
@@ -492,27 +453,16 @@ async fn routed_mapping_verifies_clean(db: Db) {
     table.drop_table().await;
 }
 
-#[tokio::test]
-#[ignore = "needs scripts/services.sh"]
-async fn routed_mapping_verifies_clean_postgres() {
-    routed_mapping_verifies_clean(Db::Postgres).await;
-}
-
-#[tokio::test]
-#[ignore = "needs scripts/services.sh"]
-async fn routed_mapping_verifies_clean_mariadb() {
-    routed_mapping_verifies_clean(Db::MariaDb).await;
-}
-
 /// Two processes share one recovery through leases in the database; one is
 /// killed while it holds a lease, the other takes its chunk over once the
 /// lease times out and finishes everything.
 async fn coordinated_workers_survive_a_kill(db: Db) {
-    let table = OrdersTable::create(db).await;
+    let table = OrdersTable::create_with(db, OrdersSpec::RECOVER).await;
     let ids: Vec<i64> = (1..=2000).collect();
     table.insert(ids.clone()).await;
-    let index = Index::create().await;
-    let setup = Setup::new(&table, &index);
+    let index = Index::named(&es(), "rec_idx");
+    index.create().await;
+    let setup = Setup::new(RECOVER, &table, &index);
     let prefix = unique("rec_lease");
     let run_name = unique("run");
     let args = |worker: &'static str| {
@@ -655,12 +605,20 @@ async fn coordinated_workers_survive_a_kill(db: Db) {
 /// the original worker's renew fails once a sibling took the chunk over.
 async fn sibling_takeover_fails_the_original_renew(db: Db) {
     use esync_recover::lease::{LeaseBoard, LeaseSettings};
-    let table = OrdersTable::create(db).await;
+    let table = OrdersTable::create_with(db, OrdersSpec::RECOVER).await;
     let prefix = unique("rec_lease");
     let run_name = unique("run");
     let lease_timeout = Duration::from_millis(300);
+    // the lease board under test works through its own pool
+    let database = esync::db::Database::connect(
+        &esync::secret::Secret::new(db.url()),
+        4,
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("connect");
     let board = LeaseBoard::open(
-        table.database.clone(),
+        database,
         LeaseSettings {
             table_prefix: prefix.clone(),
             lease_timeout,
@@ -706,53 +664,24 @@ async fn sibling_takeover_fails_the_original_renew(db: Db) {
     table.drop_table().await;
 }
 
-#[tokio::test]
-#[ignore = "needs scripts/services.sh"]
-async fn sibling_takeover_fails_the_original_renew_postgres() {
-    sibling_takeover_fails_the_original_renew(Db::Postgres).await;
-}
-
-#[tokio::test]
-#[ignore = "needs scripts/services.sh"]
-async fn sibling_takeover_fails_the_original_renew_mariadb() {
-    sibling_takeover_fails_the_original_renew(Db::MariaDb).await;
-}
-
-#[tokio::test]
-#[ignore = "needs scripts/services.sh"]
-async fn coordinated_workers_survive_a_kill_postgres() {
-    coordinated_workers_survive_a_kill(Db::Postgres).await;
-}
-
-#[tokio::test]
-#[ignore = "needs scripts/services.sh"]
-async fn coordinated_workers_survive_a_kill_mariadb() {
-    coordinated_workers_survive_a_kill(Db::MariaDb).await;
-}
-
 /// `verify --publish` hands the differing ids to the daemon's topic.
-#[tokio::test]
-#[ignore = "needs scripts/services.sh"]
-async fn verify_publishes_differing_ids_postgres() {
+async fn verify_publishes_differing_ids(db: Db) {
     use rdkafka::Message as _;
     use rdkafka::consumer::{Consumer as _, StreamConsumer};
-    let table = OrdersTable::create(Db::Postgres).await;
+    let table = OrdersTable::create_with(db, OrdersSpec::RECOVER).await;
     table.insert(1..=300).await;
-    let index = Index::create().await;
-    let setup = Setup::new(&table, &index);
+    let index = Index::named(&es(), "rec_idx");
+    index.create().await;
+    let setup = Setup::new(RECOVER, &table, &index);
     let checkpoint = setup.checkpoint().to_string_lossy().into_owned();
     setup
         .run(&["run", "--progress", "none", "--checkpoint", &checkpoint])
         .expect_code(0);
     index.delete(7).await;
     table.update(250, "changed").await;
-    let brokers = required_env("ESYNC_TEST_KAFKA");
+    let brokers = kafka();
     let topic = unique("rec_publish");
-    let kafka: esync::config::KafkaConfig =
-        serde_yaml::from_str(&format!("brokers: \"{brokers}\"")).expect("kafka config");
-    esync::kafka::create_topics(&kafka, &[topic.as_str()], 1, 1)
-        .await
-        .expect("create topic");
+    esync_testkit::kafka::create_topics(&brokers, &[topic.as_str()], 1).await;
 
     let published = setup.run(&["verify", "--publish", &topic]);
     published.expect_code(1);
@@ -790,14 +719,13 @@ async fn verify_publishes_differing_ids_postgres() {
 
 /// SIGTERM stops at a page boundary: exit 2, an "interrupted" summary, and
 /// `--resume` finishes the rest.
-#[tokio::test]
-#[ignore = "needs scripts/services.sh"]
-async fn sigterm_interrupts_cleanly_and_resume_finishes_mariadb() {
-    let table = OrdersTable::create(Db::MariaDb).await;
+async fn sigterm_interrupts_cleanly_and_resume_finishes(db: Db) {
+    let table = OrdersTable::create_with(db, OrdersSpec::RECOVER).await;
     let ids: Vec<i64> = (1..=2000).collect();
     table.insert(ids.clone()).await;
-    let index = Index::create().await;
-    let setup = Setup::new(&table, &index);
+    let index = Index::named(&es(), "rec_idx");
+    index.create().await;
+    let setup = Setup::new(RECOVER, &table, &index);
     let checkpoint = setup.checkpoint().to_string_lossy().into_owned();
     let args = [
         "run",
@@ -838,19 +766,14 @@ async fn sigterm_interrupts_cleanly_and_resume_finishes_mariadb() {
 /// of the version rules, see DESIGN.md.)
 async fn concurrent_with_the_daemon(db: Db) {
     use rand::seq::IndexedRandom as _;
-    let table = OrdersTable::create(db).await;
+    let table = OrdersTable::create_with(db, OrdersSpec::RECOVER).await;
     let ids: Vec<i64> = (1..=1500).collect();
     table.insert(ids.clone()).await;
-    let index = Index::create().await;
-    let setup = Setup::new(&table, &index);
-    let brokers = required_env("ESYNC_TEST_KAFKA");
-    let kafka: esync::config::KafkaConfig =
-        serde_yaml::from_str(&format!("brokers: \"{brokers}\"")).expect("kafka config");
-    esync::kafka::create_topics(&kafka, &[setup.topic.as_str()], 3, 1)
-        .await
-        .expect("create topic");
-    let producer = esync::kafka::IdProducer::new(&kafka).expect("producer");
-    let mut daemon = start_daemon(&setup);
+    let index = Index::named(&es(), "rec_idx");
+    index.create().await;
+    let setup = Setup::new(RECOVER, &table, &index);
+    let topic = Topic::create_named(&kafka(), &setup.topic, 3).await;
+    let mut daemon = setup.start_daemon();
     let checkpoint = setup.checkpoint().to_string_lossy().into_owned();
     let args = [
         "run",
@@ -878,11 +801,7 @@ async fn concurrent_with_the_daemon(db: Db) {
                 table.update(*id, &format!("r{round}")).await;
             }
         }
-        let changed: Vec<esync::id::Id> = changed.into_iter().map(esync::id::Id::Int).collect();
-        producer
-            .send_all(&setup.topic, &changed)
-            .await
-            .expect("produce ids");
+        topic.send_ids(&changed).await;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let status = recovery.wait(Duration::from_secs(120));
@@ -891,46 +810,18 @@ async fn concurrent_with_the_daemon(db: Db) {
         "recovery: {status}\n{}",
         tail(&recovery.stderr.join("\n"), 20)
     );
-    let started = std::time::Instant::now();
-    loop {
-        let differences = index.differences(&table, &ids).await;
-        if differences.is_empty() {
-            break;
-        }
-        if let Ok(Some(status)) = daemon.try_wait() {
-            panic!("the daemon exited with {status}");
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(90),
-            "no convergence: {:#?}",
-            &differences[..differences.len().min(10)]
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    let _ = daemon.kill();
-    let _ = daemon.wait();
+    index
+        .wait_equal(&table, &ids, Duration::from_secs(90), &mut daemon)
+        .await;
+    daemon.kill();
     index.drop_index().await;
     table.drop_table().await;
 }
 
-#[tokio::test]
-#[ignore = "needs scripts/services.sh"]
-async fn concurrent_with_the_daemon_postgres() {
-    concurrent_with_the_daemon(Db::Postgres).await;
-}
-
-#[tokio::test]
-#[ignore = "needs scripts/services.sh"]
-async fn concurrent_with_the_daemon_mariadb() {
-    concurrent_with_the_daemon(Db::MariaDb).await;
-}
-
 /// String ids: chunks come from keyset boundaries, the walk and verify use
 /// text comparisons, and a timestamp version is compared in microseconds.
-#[tokio::test]
-#[ignore = "needs scripts/services.sh"]
-async fn string_ids_and_timestamp_versions_postgres() {
-    let table = OrdersTable::create(Db::Postgres).await;
+async fn string_ids_and_timestamp_versions(db: Db) {
+    let table = OrdersTable::create_with(db, OrdersSpec::RECOVER).await;
     let items = unique("rec_items");
     table
         .execute(&format!(
@@ -943,12 +834,13 @@ async fn string_ids_and_timestamp_versions_postgres() {
              timestamptz '2024-01-01 00:00:00.000001+00' + n * interval '1 second' FROM generate_series(1, 450) n"
         ))
         .await;
-    let index = Index::create().await;
+    let index = Index::named(&es(), "rec_idx");
+    index.create().await;
     let mapping = format!(
         "    table: {items}\n    id: {{column: sku, type: string}}\n    index: {}\n    version: {{column: updated_at, kind: timestamp}}\n",
         index.name
     );
-    let setup = Setup::custom(&Db::Postgres.url(), &mapping);
+    let setup = Setup::custom(RECOVER, &db.url(), &mapping);
     let checkpoint = setup.checkpoint().to_string_lossy().into_owned();
     let run = setup.run(&[
         "run",
@@ -1020,4 +912,27 @@ async fn string_ids_and_timestamp_versions_postgres() {
     table.execute(&format!("DROP TABLE {items}")).await;
     index.drop_index().await;
     table.drop_table().await;
+}
+
+esync_testkit::per_database! {
+    both {
+        resume_after_sigkill;
+        verify_finds_and_fixes;
+        verify_finds_and_fixes_content_drift;
+        routed_mapping_verifies_clean;
+        sibling_takeover_fails_the_original_renew;
+        coordinated_workers_survive_a_kill;
+        concurrent_with_the_daemon;
+    }
+    postgres {
+        sparse_integer_ids_are_chunked_by_rows;
+        verify_publishes_differing_ids;
+        string_ids_and_timestamp_versions;
+        full_backfill_equals_the_table =>
+            async |db| super::full_backfill_equals_the_table(db, &[]).await;
+    }
+    mariadb {
+        full_backfill_equals_the_table_with_table_checkpoint;
+        sigterm_interrupts_cleanly_and_resume_finishes;
+    }
 }

@@ -2,14 +2,15 @@
 //! backfilled and verified exactly, byte for byte, on PostgreSQL and MariaDB:
 //! every row ends indexed under its own id and `verify` finds nothing.
 
-mod common;
-
-use common::*;
+use esync_testkit::prelude::*;
+use esync_testkit::recover::Setup;
 use serde_json::json;
+
+const RECOVER: &str = env!("CARGO_BIN_EXE_esync-recover");
 
 async fn whitespace_ids_are_backfilled_and_verified_exactly(db: Db, skus: &[&str]) {
     // OrdersTable gives a connection to the test database; its own table is unused
-    let table = OrdersTable::create(db).await;
+    let table = OrdersTable::create_with(db, OrdersSpec::RECOVER).await;
     let items = unique("rec_ws_items");
     table
         .execute(&format!(
@@ -29,12 +30,13 @@ async fn whitespace_ids_are_backfilled_and_verified_exactly(db: Db, skus: &[&str
             ))
             .await;
     }
-    let index = Index::create().await;
+    let index = Index::named(&es(), "rec_idx");
+    index.create().await;
     let mapping = format!(
         "    table: {items}\n    id: {{column: sku, type: string}}\n    index: {}\n    version: {{column: version, kind: counter}}\n",
         index.name
     );
-    let setup = Setup::custom(&db.url(), &mapping);
+    let setup = Setup::custom(RECOVER, &db.url(), &mapping);
     let checkpoint = setup.checkpoint().to_string_lossy().into_owned();
     setup
         .run(&["run", "--chunk-size", "2", "--checkpoint", &checkpoint])
@@ -86,24 +88,19 @@ async fn whitespace_ids_are_backfilled_and_verified_exactly(db: Db, skus: &[&str
     table.drop_table().await;
 }
 
-#[tokio::test]
-#[ignore = "needs scripts/services.sh"]
-async fn whitespace_string_ids_are_exact_postgres() {
-    whitespace_ids_are_backfilled_and_verified_exactly(
-        Db::Postgres,
-        &[" a", "a ", "\ta\t", "a", "b\t"],
-    )
-    .await;
-}
-
-/// MariaDB's PAD SPACE collations make "a" and "a " one key, so each trailing
-/// space form appears once.
-#[tokio::test]
-#[ignore = "needs scripts/services.sh"]
-async fn whitespace_string_ids_are_exact_mariadb() {
-    whitespace_ids_are_backfilled_and_verified_exactly(
-        Db::MariaDb,
-        &[" a", "b ", "\tc\t", "d", "e\t"],
-    )
-    .await;
+esync_testkit::per_database! {
+    postgres {
+        whitespace_string_ids_are_exact => async |db| {
+            let skus = [" a", "a ", "\ta\t", "a", "b\t"];
+            super::whitespace_ids_are_backfilled_and_verified_exactly(db, &skus).await
+        };
+    }
+    mariadb {
+        whitespace_string_ids_are_exact => async |db| {
+            // MariaDB's PAD SPACE collations make "a" and "a " one key, so
+            // each trailing space form appears once
+            let skus = [" a", "b ", "\tc\t", "d", "e\t"];
+            super::whitespace_ids_are_backfilled_and_verified_exactly(db, &skus).await
+        };
+    }
 }

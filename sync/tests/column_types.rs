@@ -1,36 +1,35 @@
 //! Every column type of PostgreSQL and MariaDB, re-read through the daemon's
 //! own reader and turned into a document: the JSON each type becomes.
 
-mod common;
-
-use common::{Db, exec, required_env, unique};
 use esync::config::MappingConfig;
 use esync::db::{Database, RowReader};
 use esync::document::{BulkAction, DocumentSpec, plan_actions};
 use esync::id::Id;
 use esync::secret::Secret;
+use esync_testkit::db::{Db, Pool};
+use esync_testkit::env::{required_env, unique};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Creates the table, inserts row 1, re-reads it and returns its document.
-async fn document_of(db: Db, columns: &str, values: &str, json_columns: &[&str]) -> Value {
+/// A pool for the test's own statements and the reader under test's pool.
+async fn connect(db: Db) -> (Pool, Database) {
     let database = Database::connect(&Secret::new(db.url()), 1, Duration::from_secs(10))
         .await
         .expect("connect");
+    (db.connect(1).await, database)
+}
+
+/// Creates the table, inserts row 1, re-reads it and returns its document.
+async fn document_of(db: Db, columns: &str, values: &str, json_columns: &[&str]) -> Value {
+    let (pool, database) = connect(db).await;
     let table = unique("types");
-    exec(
-        &database,
-        &format!(
-            "CREATE TABLE {table} (id BIGINT PRIMARY KEY, version BIGINT NOT NULL, {columns})"
-        ),
-    )
+    pool.execute(&format!(
+        "CREATE TABLE {table} (id BIGINT PRIMARY KEY, version BIGINT NOT NULL, {columns})"
+    ))
     .await;
-    exec(
-        &database,
-        &format!("INSERT INTO {table} VALUES (1, 3, {values})"),
-    )
-    .await;
+    pool.execute(&format!("INSERT INTO {table} VALUES (1, 3, {values})"))
+        .await;
     let mapping: MappingConfig = serde_yaml::from_str(&format!(
         "topics: [t]\ntable: {table}\nindex: i\nversion: {{column: version, kind: counter}}"
     ))
@@ -40,7 +39,7 @@ async fn document_of(db: Db, columns: &str, values: &str, json_columns: &[&str])
         .fetch(&database, &[Id::Int(1), Id::Int(2)])
         .await
         .expect("re-read");
-    exec(&database, &format!("DROP TABLE {table}")).await;
+    pool.execute(&format!("DROP TABLE {table}")).await;
     let spec = DocumentSpec {
         index: Arc::from("i"),
         id_column: "id".into(),
@@ -105,16 +104,14 @@ async fn postgres_column_types() {
 #[tokio::test]
 #[ignore = "needs scripts/services.sh"]
 async fn postgres_unsupported_type_is_refused_not_garbled() {
-    let database = Database::connect(&Secret::new(Db::Postgres.url()), 1, Duration::from_secs(10))
-        .await
-        .expect("connect");
+    let (pool, database) = connect(Db::Postgres).await;
     let table = unique("types");
-    exec(&database, &format!("CREATE TABLE {table} (id BIGINT PRIMARY KEY, version BIGINT NOT NULL, c_interval INTERVAL)")).await;
-    exec(
-        &database,
-        &format!("INSERT INTO {table} VALUES (1, 1, '1 day')"),
-    )
+    pool.execute(&format!(
+        "CREATE TABLE {table} (id BIGINT PRIMARY KEY, version BIGINT NOT NULL, c_interval INTERVAL)"
+    ))
     .await;
+    pool.execute(&format!("INSERT INTO {table} VALUES (1, 1, '1 day')"))
+        .await;
     let mapping: MappingConfig = serde_yaml::from_str(&format!(
         "topics: [t]\ntable: {table}\nindex: i\nversion: {{column: version, kind: counter}}"
     ))
@@ -123,7 +120,7 @@ async fn postgres_unsupported_type_is_refused_not_garbled() {
         .fetch(&database, &[Id::Int(1)])
         .await
         .expect("re-read");
-    exec(&database, &format!("DROP TABLE {table}")).await;
+    pool.execute(&format!("DROP TABLE {table}")).await;
     let reason = format!("{:?}", rows[0].get("c_interval"));
     assert!(
         reason.contains("Undecodable")
@@ -135,11 +132,7 @@ async fn postgres_unsupported_type_is_refused_not_garbled() {
 
 /// A Postgres enum type for the test (created once, shared by runs).
 async fn execute_enum_type() {
-    let database = Database::connect(&Secret::new(Db::Postgres.url()), 1, Duration::from_secs(10))
-        .await
-        .expect("connect");
-    exec(
-        &database,
+    Db::Postgres.connect(1).await.execute(
         "DO $$ BEGIN CREATE TYPE esync_test_mood AS ENUM ('sad', 'happy'); EXCEPTION WHEN duplicate_object THEN NULL; END $$",
     )
     .await;

@@ -5,21 +5,12 @@
 //! scenario once more against tansu), so no result rests on one database or
 //! one broker implementation.
 
-mod common;
-
-use common::*;
+use esync_testkit::prelude::*;
 use rand::seq::{IndexedRandom as _, SliceRandom as _};
 use std::time::Duration;
 
+const ESYNC: &str = env!("CARGO_BIN_EXE_esync");
 const CONVERGE: Duration = Duration::from_secs(90);
-
-fn kafka() -> String {
-    required_env("ESYNC_TEST_KAFKA")
-}
-
-fn es() -> String {
-    required_env("ESYNC_TEST_ES")
-}
 
 /// Inserts, updates, soft and hard deletes all reach the index.
 async fn inserts_updates_and_deletes_reach_the_index(db: Db) {
@@ -27,13 +18,10 @@ async fn inserts_updates_and_deletes_reach_the_index(db: Db) {
     let topic = Topic::create(&kafka(), "orders", 3).await;
     let index = Index::new(&es());
     index.create().await;
-    let mut daemon = Daemon::start(&DaemonSetup::new(
-        &table,
-        &topic.name,
-        &kafka(),
-        &es(),
-        &index.name,
-    ));
+    let mut daemon = Daemon::start(
+        ESYNC,
+        &DaemonSetup::new(&table, &topic.name, &kafka(), &es(), &index.name),
+    );
     daemon.wait_healthy(Duration::from_secs(30)).await;
 
     let ids: Vec<i64> = (1..=300).collect();
@@ -87,13 +75,10 @@ async fn shuffled_duplicated_replayed_ids_converge(db: Db, brokers: &str, partit
     let ids: Vec<i64> = (1..=400).collect();
     table.insert(ids.clone()).await;
     let mut history: Vec<i64> = ids.clone();
-    let mut daemon = Daemon::start(&DaemonSetup::new(
-        &table,
-        &topic.name,
-        brokers,
-        &es(),
-        &index.name,
-    ));
+    let mut daemon = Daemon::start(
+        ESYNC,
+        &DaemonSetup::new(&table, &topic.name, brokers, &es(), &index.name),
+    );
     daemon.wait_healthy(Duration::from_secs(30)).await;
 
     let mut rng = rand::rng();
@@ -133,7 +118,7 @@ async fn killed_mid_stream_and_restarted_converges(db: Db) {
     let (brokers, es_url) = (kafka(), es());
     let mut setup = DaemonSetup::new(&table, &topic.name, &brokers, &es_url, &index.name);
     setup.max_ids = 100;
-    let mut daemon = Daemon::start(&setup);
+    let mut daemon = Daemon::start(ESYNC, &setup);
     daemon.wait_healthy(Duration::from_secs(30)).await;
     topic.send_ids(&ids).await;
     // let it get part of the way, then kill it without warning
@@ -171,13 +156,10 @@ async fn elasticsearch_outage_is_retried_until_it_recovers(db: Db) {
     index.create().await;
     let ids: Vec<i64> = (1..=500).collect();
     table.insert(ids.clone()).await;
-    let mut daemon = Daemon::start(&DaemonSetup::new(
-        &table,
-        &topic.name,
-        &kafka(),
-        &es_url,
-        &index.name,
-    ));
+    let mut daemon = Daemon::start(
+        ESYNC,
+        &DaemonSetup::new(&table, &topic.name, &kafka(), &es_url, &index.name),
+    );
     daemon.wait_healthy(Duration::from_secs(30)).await;
     topic.send_ids(&ids[..250]).await;
     index
@@ -217,7 +199,7 @@ async fn malformed_messages_are_dead_lettered(db: Db) {
     let (brokers, es_url) = (kafka(), es());
     let mut setup = DaemonSetup::new(&table, &topic.name, &brokers, &es_url, &index.name);
     setup.dead_letter_topic = Some(&dead_letters.name);
-    let mut daemon = Daemon::start(&setup);
+    let mut daemon = Daemon::start(ESYNC, &setup);
     daemon.wait_healthy(Duration::from_secs(30)).await;
 
     type RawMessage = (Option<&'static [u8]>, Option<&'static [u8]>);
@@ -229,16 +211,12 @@ async fn malformed_messages_are_dead_lettered(db: Db) {
     for (position, id) in ids.iter().enumerate() {
         if position % 30 == 0 {
             let (key, value) = bad[position / 30 % bad.len()];
-            topic
-                .producer
-                .send_raw(&topic.name, key, value)
-                .await
-                .expect("produce");
+            topic.send_raw(key, value).await.expect("produce");
         }
         topic.send_ids(&[*id]).await;
     }
     index.wait_equal(&table, &ids, CONVERGE, &mut daemon).await;
-    let letters = consume_all(&dead_letters.name, 4, Duration::from_secs(30)).await;
+    let letters = read_messages(&kafka(), &dead_letters.name, 4, Duration::from_secs(30)).await;
     let reasons: Vec<String> = letters
         .iter()
         .map(|(_, headers)| headers.get("esync.reason").cloned().unwrap_or_default())
@@ -292,13 +270,10 @@ async fn sigterm_with_kafka_down_exits_in_time(db: Db) {
     let ids: Vec<i64> = (1..=200).collect();
     table.insert(ids.clone()).await;
     let es_url = es();
-    let mut daemon = Daemon::start(&DaemonSetup::new(
-        &table,
-        &topic.name,
-        &brokers,
-        &es_url,
-        &index.name,
-    ));
+    let mut daemon = Daemon::start(
+        ESYNC,
+        &DaemonSetup::new(&table, &topic.name, &brokers, &es_url, &index.name),
+    );
     daemon.wait_healthy(Duration::from_secs(30)).await;
     topic.send_ids(&ids).await;
     index.wait_equal(&table, &ids, CONVERGE, &mut daemon).await;
@@ -349,7 +324,7 @@ async fn rebalances_under_backpressure_lose_nothing(db: Db) {
     // every restart must rebalance the group (static members would not)
     setup.static_membership = false;
     setup.kafka_options = vec![("partition.assignment.strategy", strategy)];
-    let mut fleet: Vec<Daemon> = (0..daemons).map(|_| Daemon::start(&setup)).collect();
+    let mut fleet: Vec<Daemon> = (0..daemons).map(|_| Daemon::start(ESYNC, &setup)).collect();
     for daemon in &mut fleet {
         daemon.wait_healthy(Duration::from_secs(30)).await;
     }
@@ -440,18 +415,17 @@ async fn oversized_dead_letters_are_truncated_not_retried_forever(db: Db) {
     let mut setup = DaemonSetup::new(&table, &topic.name, &brokers, &es_url, &index.name);
     setup.dead_letter_topic = Some(&dead_letters.name);
     setup.kafka_options = vec![("message.max.bytes", "1000")];
-    let mut daemon = Daemon::start(&setup);
+    let mut daemon = Daemon::start(ESYNC, &setup);
     daemon.wait_healthy(Duration::from_secs(30)).await;
 
     let huge = vec![b'v'; 5_000];
     topic
-        .producer
-        .send_raw(&topic.name, Some(b"not-a-number"), Some(&huge))
+        .send_raw(Some(b"not-a-number"), Some(&huge))
         .await
         .expect("produce");
     topic.send_ids(&ids).await;
     index.wait_equal(&table, &ids, CONVERGE, &mut daemon).await;
-    let letters = consume_all(&dead_letters.name, 1, Duration::from_secs(30)).await;
+    let letters = read_messages(&kafka(), &dead_letters.name, 1, Duration::from_secs(30)).await;
     let (key, headers) = letters.first().expect("one dead letter");
     assert_eq!(key.as_deref(), Some(&b"not-a-number"[..]));
     assert_eq!(
@@ -471,140 +445,21 @@ async fn oversized_dead_letters_are_truncated_not_retried_forever(db: Db) {
     table.drop_table().await;
 }
 
-/// Reads `expected` messages from `topic` (key and headers).
-async fn consume_all(
-    topic: &str,
-    expected: usize,
-    timeout: Duration,
-) -> Vec<(Option<Vec<u8>>, std::collections::HashMap<String, String>)> {
-    use rdkafka::Message as _;
-    use rdkafka::consumer::{Consumer as _, StreamConsumer};
-    use rdkafka::message::Headers as _;
-    let consumer: StreamConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", kafka())
-        .set("group.id", unique("reader"))
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .expect("consumer");
-    consumer.subscribe(&[topic]).expect("subscribe");
-    let mut found = Vec::new();
-    let deadline = tokio::time::Instant::now() + timeout;
-    while found.len() < expected {
-        let Ok(Ok(message)) = tokio::time::timeout_at(deadline, consumer.recv()).await else {
-            break;
-        };
-        let headers = message
-            .headers()
-            .map(|headers| {
-                headers
-                    .iter()
-                    .map(|header| {
-                        (
-                            header.key.to_owned(),
-                            String::from_utf8_lossy(header.value.unwrap_or_default()).into_owned(),
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        found.push((message.key().map(<[u8]>::to_vec), headers));
+esync_testkit::per_database! {
+    both {
+        inserts_updates_and_deletes_reach_the_index;
+        shuffled_duplicated_replayed_ids_converge =>
+            async |db| super::shuffled_duplicated_replayed_ids_converge(db, &kafka(), 4).await;
+        killed_mid_stream_and_restarted_converges;
+        elasticsearch_outage_is_retried_until_it_recovers;
+        malformed_messages_are_dead_lettered;
     }
-    found
-}
-
-mod postgres {
-    use super::*;
-
-    #[tokio::test]
-    #[ignore = "needs scripts/services.sh"]
-    async fn inserts_updates_and_deletes_reach_the_index() {
-        super::inserts_updates_and_deletes_reach_the_index(Db::Postgres).await;
-    }
-
-    #[tokio::test]
-    #[ignore = "needs scripts/services.sh"]
-    async fn shuffled_duplicated_replayed_ids_converge() {
-        super::shuffled_duplicated_replayed_ids_converge(Db::Postgres, &kafka(), 4).await;
-    }
-
-    #[tokio::test]
-    #[ignore = "needs scripts/services.sh"]
-    async fn shuffled_duplicated_replayed_ids_converge_on_tansu() {
-        super::shuffled_duplicated_replayed_ids_converge(
-            Db::Postgres,
-            &required_env("ESYNC_TEST_TANSU"),
-            1,
-        )
-        .await;
-    }
-
-    #[tokio::test]
-    #[ignore = "needs scripts/services.sh"]
-    async fn killed_mid_stream_and_restarted_converges() {
-        super::killed_mid_stream_and_restarted_converges(Db::Postgres).await;
-    }
-
-    #[tokio::test]
-    #[ignore = "needs scripts/services.sh"]
-    async fn elasticsearch_outage_is_retried_until_it_recovers() {
-        super::elasticsearch_outage_is_retried_until_it_recovers(Db::Postgres).await;
-    }
-
-    #[tokio::test]
-    #[ignore = "needs scripts/services.sh"]
-    async fn malformed_messages_are_dead_lettered() {
-        super::malformed_messages_are_dead_lettered(Db::Postgres).await;
-    }
-
-    #[tokio::test]
-    #[ignore = "needs scripts/services.sh"]
-    async fn oversized_dead_letters_are_truncated_not_retried_forever() {
-        super::oversized_dead_letters_are_truncated_not_retried_forever(Db::Postgres).await;
-    }
-
-    #[tokio::test]
-    #[ignore = "needs scripts/services.sh"]
-    async fn sigterm_with_kafka_down_exits_in_time() {
-        super::sigterm_with_kafka_down_exits_in_time(Db::Postgres).await;
-    }
-
-    #[tokio::test]
-    #[ignore = "needs scripts/services.sh"]
-    async fn rebalances_under_backpressure_lose_nothing_eager() {
-        super::rebalances_under_backpressure_lose_nothing(Db::Postgres).await;
-    }
-}
-
-mod mariadb {
-    use super::*;
-
-    #[tokio::test]
-    #[ignore = "needs scripts/services.sh"]
-    async fn inserts_updates_and_deletes_reach_the_index() {
-        super::inserts_updates_and_deletes_reach_the_index(Db::MariaDb).await;
-    }
-
-    #[tokio::test]
-    #[ignore = "needs scripts/services.sh"]
-    async fn shuffled_duplicated_replayed_ids_converge() {
-        super::shuffled_duplicated_replayed_ids_converge(Db::MariaDb, &kafka(), 4).await;
-    }
-
-    #[tokio::test]
-    #[ignore = "needs scripts/services.sh"]
-    async fn killed_mid_stream_and_restarted_converges() {
-        super::killed_mid_stream_and_restarted_converges(Db::MariaDb).await;
-    }
-
-    #[tokio::test]
-    #[ignore = "needs scripts/services.sh"]
-    async fn elasticsearch_outage_is_retried_until_it_recovers() {
-        super::elasticsearch_outage_is_retried_until_it_recovers(Db::MariaDb).await;
-    }
-
-    #[tokio::test]
-    #[ignore = "needs scripts/services.sh"]
-    async fn malformed_messages_are_dead_lettered() {
-        super::malformed_messages_are_dead_lettered(Db::MariaDb).await;
+    postgres {
+        shuffled_duplicated_replayed_ids_converge_on_tansu =>
+            async |db| super::shuffled_duplicated_replayed_ids_converge(db, &tansu(), 1).await;
+        oversized_dead_letters_are_truncated_not_retried_forever;
+        sigterm_with_kafka_down_exits_in_time;
+        rebalances_under_backpressure_lose_nothing_eager =>
+            super::rebalances_under_backpressure_lose_nothing;
     }
 }

@@ -3,22 +3,21 @@
 //! then the binary is run and its output and the source topics checked.
 //! No database is involved: the dlq commands never connect to one.
 
-mod common;
-
-use common::*;
-use esync::config::LoadedConfig;
+use esync::config::{KafkaConfig, LoadedConfig};
 use esync::db::Dialect;
 use esync::dead_letter::{truncate, undecodable_message, unwritable_id};
 use esync::decode::{DecodeError, Decoder};
 use esync::id::{Id, IdError};
 use esync::kafka::{DeadLetter, build_producer, produce_dead_letter, read_to_end};
 use esync::writer::{FailedId, Mapping};
+use esync_testkit::prelude::*;
 use rdkafka::Message as _;
 use std::process::Command;
 use std::time::Duration;
 
-fn kafka() -> String {
-    required_env("ESYNC_TEST_KAFKA")
+/// Kafka connection settings of the dlq code under test for `brokers`.
+fn kafka_config(brokers: &str) -> KafkaConfig {
+    serde_yaml::from_str(&format!("brokers: \"{brokers}\"")).expect("kafka config")
 }
 
 /// The config of the scenario: `orders` (plain integer ids, a second topic

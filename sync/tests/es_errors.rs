@@ -9,26 +9,19 @@
 //! - a `413 Request Entity Too Large` splits the request and dead-letters
 //!   only the document that is too large alone.
 
-mod common;
-
-use common::*;
 use esync::config::LoadedConfig;
+use esync::db::Database;
 use esync::id::Id;
 use esync::metrics::Metrics;
+use esync::secret::Secret;
 use esync::writer::{Mapping, Writer};
+use esync_testkit::prelude::*;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
+const ESYNC: &str = env!("CARGO_BIN_EXE_esync");
 const CONVERGE: Duration = Duration::from_secs(90);
-
-fn kafka() -> String {
-    required_env("ESYNC_TEST_KAFKA")
-}
-
-fn es() -> String {
-    required_env("ESYNC_TEST_ES")
-}
 
 /// Sum of the counter lines `name{...}` whose labels contain `label` (0 when none), e.g.
 /// `reason="index_blocked"`.
@@ -69,7 +62,7 @@ async fn write_blocked_index_is_retried_until_the_block_is_lifted(db: Db) {
     let (brokers, es_url) = (kafka(), es());
     let mut setup = DaemonSetup::new(&table, &topic.name, &brokers, &es_url, &index.name);
     setup.dead_letter_topic = Some(&dead_letters.name);
-    let mut daemon = Daemon::start(&setup);
+    let mut daemon = Daemon::start(ESYNC, &setup);
     daemon.wait_healthy(Duration::from_secs(30)).await;
     let ids: Vec<i64> = (1..=200).collect();
     table.insert(ids[..100].to_vec()).await;
@@ -92,7 +85,7 @@ async fn write_blocked_index_is_retried_until_the_block_is_lifted(db: Db) {
     let started = Instant::now();
     let (metrics, health) = loop {
         let metrics = daemon.metrics().await;
-        let health = reqwest_get(&healthz).await;
+        let health = http_get(&healthz).await;
         if counter_with_label(&metrics, "esync_retries_total", "reason=\"index_blocked\"") >= 100.0
             && health.contains("blocked")
         {
@@ -133,20 +126,9 @@ async fn write_blocked_index_is_retried_until_the_block_is_lifted(db: Db) {
 
 /// Messages on the dead-letter topic (waits a few seconds for any).
 async fn consume_dead_letters(topic: &str) -> usize {
-    use rdkafka::consumer::{Consumer as _, StreamConsumer};
-    let consumer: StreamConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", kafka())
-        .set("group.id", unique("reader"))
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .expect("consumer");
-    consumer.subscribe(&[topic]).expect("subscribe");
-    let mut found = 0;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(4);
-    while let Ok(Ok(_)) = tokio::time::timeout_at(deadline, consumer.recv()).await {
-        found += 1;
-    }
-    found
+    read_messages(&kafka(), topic, usize::MAX, Duration::from_secs(4))
+        .await
+        .len()
 }
 
 /// A writer for one `orders` mapping with timestamp versions and hard deletes.
@@ -193,14 +175,15 @@ retry: {{initial_backoff: 20ms, max_backoff: 200ms}}
         table = table.name,
     );
     let loaded = LoadedConfig::from_yaml(&yaml, &|_| None).expect("valid config");
+    // the writer under test reads through its own pool
+    let database = Database::connect(&Secret::new(table.db.url()), 4, Duration::from_secs(10))
+        .await
+        .expect("connect");
     let es =
         esync::es::EsClient::new(&loaded.config.elasticsearch, &loaded.secrets).expect("es client");
-    let mappings = Arc::new(Mapping::all_from_config(
-        &loaded.config,
-        table.database.dialect(),
-    ));
+    let mappings = Arc::new(Mapping::all_from_config(&loaded.config, database.dialect()));
     Writer::new(
-        table.database.clone(),
+        database,
         es,
         mappings,
         loaded.config.retry,
@@ -436,64 +419,11 @@ async fn request_too_large_is_split_and_only_the_oversized_document_dead_lettere
     table.drop_table().await;
 }
 
-mod postgres {
-    use super::*;
-
-    #[tokio::test]
-    #[ignore = "needs scripts/services.sh"]
-    async fn write_blocked_index_is_retried_until_the_block_is_lifted() {
-        super::write_blocked_index_is_retried_until_the_block_is_lifted(Db::Postgres).await;
-    }
-
-    #[tokio::test]
-    #[ignore = "needs scripts/services.sh"]
-    async fn hard_delete_of_a_document_ahead_of_the_clock_removes_it() {
-        super::hard_delete_of_a_document_ahead_of_the_clock_removes_it(Db::Postgres).await;
-    }
-
-    #[tokio::test]
-    #[ignore = "needs scripts/services.sh"]
-    async fn alias_without_write_index_is_retried_until_fixed() {
-        super::alias_without_write_index_is_retried_until_fixed(Db::Postgres).await;
-    }
-
-    #[tokio::test]
-    #[ignore = "needs scripts/services.sh"]
-    async fn request_too_large_is_split_and_only_the_oversized_document_dead_lettered() {
-        super::request_too_large_is_split_and_only_the_oversized_document_dead_lettered(
-            Db::Postgres,
-        )
-        .await;
-    }
-}
-
-mod mariadb {
-    use super::*;
-
-    #[tokio::test]
-    #[ignore = "needs scripts/services.sh"]
-    async fn write_blocked_index_is_retried_until_the_block_is_lifted() {
-        super::write_blocked_index_is_retried_until_the_block_is_lifted(Db::MariaDb).await;
-    }
-
-    #[tokio::test]
-    #[ignore = "needs scripts/services.sh"]
-    async fn hard_delete_of_a_document_ahead_of_the_clock_removes_it() {
-        super::hard_delete_of_a_document_ahead_of_the_clock_removes_it(Db::MariaDb).await;
-    }
-
-    #[tokio::test]
-    #[ignore = "needs scripts/services.sh"]
-    async fn alias_without_write_index_is_retried_until_fixed() {
-        super::alias_without_write_index_is_retried_until_fixed(Db::MariaDb).await;
-    }
-
-    #[tokio::test]
-    #[ignore = "needs scripts/services.sh"]
-    async fn request_too_large_is_split_and_only_the_oversized_document_dead_lettered() {
-        super::request_too_large_is_split_and_only_the_oversized_document_dead_lettered(
-            Db::MariaDb,
-        )
-        .await;
+esync_testkit::per_database! {
+    both {
+        write_blocked_index_is_retried_until_the_block_is_lifted;
+        hard_delete_of_a_document_ahead_of_the_clock_removes_it;
+        alias_without_write_index_is_retried_until_fixed;
+        request_too_large_is_split_and_only_the_oversized_document_dead_lettered;
     }
 }

@@ -4,16 +4,16 @@
 //! planned as a delete, and `esync check` proves the id round-trips (or
 //! fails with a hint when it cannot).
 
-mod common;
-
-use common::*;
 use esync::config::MappingConfig;
 use esync::db::{Database, RowReader};
 use esync::document::{BulkAction, DeleteStrategy, DocumentSpec, VersionKind, plan_actions};
 use esync::id::{Id, IdType};
 use esync::secret::Secret;
+use esync_testkit::prelude::*;
 use std::sync::Arc;
 use std::time::Duration;
+
+const ESYNC: &str = env!("CARGO_BIN_EXE_esync");
 
 /// One id column type: its DDL, the mapping's id type, rows (SQL literal and
 /// the id a producer announces for it) and an id that has no row.
@@ -177,6 +177,7 @@ fn mariadb_cases() -> Vec<Case> {
     ]
 }
 
+/// The reader under test's own pool.
 async fn connect(db: Db) -> Database {
     Database::connect(&Secret::new(db.url()), 2, Duration::from_secs(10))
         .await
@@ -211,24 +212,18 @@ fn spec(id_type: IdType) -> DocumentSpec {
 }
 
 /// Creates the case's table with its rows (version = position + 1).
-async fn create_table(database: &Database, case: &Case) -> String {
+async fn create_table(pool: &Pool, case: &Case) -> String {
     let table = unique(case.name);
-    exec(
-        database,
-        &format!(
-            "CREATE TABLE {table} (id {} PRIMARY KEY, version BIGINT NOT NULL)",
-            case.column
-        ),
-    )
+    pool.execute(&format!(
+        "CREATE TABLE {table} (id {} PRIMARY KEY, version BIGINT NOT NULL)",
+        case.column
+    ))
     .await;
     for (position, (literal, _)) in case.rows.iter().enumerate() {
-        exec(
-            database,
-            &format!(
-                "INSERT INTO {table} (id, version) VALUES ({literal}, {})",
-                position + 1
-            ),
-        )
+        pool.execute(&format!(
+            "INSERT INTO {table} (id, version) VALUES ({literal}, {})",
+            position + 1
+        ))
         .await;
     }
     table
@@ -266,9 +261,8 @@ async fn plan_problems(database: &Database, case: &Case, table: &str) -> Vec<Str
 }
 
 /// PostgreSQL types a test needs (created once, shared by runs).
-async fn create_postgres_types(database: &Database) {
-    exec(
-        database,
+async fn create_postgres_types(pool: &Pool) {
+    pool.execute(
         "DO $$ BEGIN CREATE DOMAIN esync_test_bigid AS BIGINT; EXCEPTION WHEN duplicate_object THEN NULL; END $$",
     )
     .await;
@@ -277,15 +271,16 @@ async fn create_postgres_types(database: &Database) {
 /// The reader and the planner index every row of every id type under its
 /// announced id and delete only ids without a row.
 async fn every_id_type_is_indexed_not_deleted(db: Db, cases: Vec<Case>) {
+    let pool = db.connect(2).await;
     let database = connect(db).await;
     if db == Db::Postgres {
-        create_postgres_types(&database).await;
+        create_postgres_types(&pool).await;
     }
     let mut problems = Vec::new();
     for case in &cases {
-        let table = create_table(&database, case).await;
+        let table = create_table(&pool, case).await;
         problems.extend(plan_problems(&database, case, &table).await);
-        exec(&database, &format!("DROP TABLE {table}")).await;
+        pool.execute(&format!("DROP TABLE {table}")).await;
     }
     assert!(problems.is_empty(), "{problems:#?}");
 }
@@ -293,9 +288,9 @@ async fn every_id_type_is_indexed_not_deleted(db: Db, cases: Vec<Case>) {
 /// `esync check` reads one real row per mapping and proves its id
 /// round-trips; a mapping whose id cannot fails with a hint.
 async fn check_proves_ids_round_trip(db: Db, cases: Vec<Case>, bad: Vec<Case>) {
-    let database = connect(db).await;
+    let pool = db.connect(2).await;
     if db == Db::Postgres {
-        create_postgres_types(&database).await;
+        create_postgres_types(&pool).await;
     }
     let index = Index::new(&required_env("ESYNC_TEST_ES"));
     index.create().await;
@@ -303,7 +298,7 @@ async fn check_proves_ids_round_trip(db: Db, cases: Vec<Case>, bad: Vec<Case>) {
     let mut topics = Vec::new();
     let mut mappings = Vec::new();
     for case in cases.iter().chain(&bad) {
-        let table = create_table(&database, case).await;
+        let table = create_table(&pool, case).await;
         // one topic per mapping: a topic feeds one mapping
         let topic = unique("ids");
         let yaml = mapping_yaml(&table, case, &index.name, &topic);
@@ -312,14 +307,7 @@ async fn check_proves_ids_round_trip(db: Db, cases: Vec<Case>, bad: Vec<Case>) {
         tables.push(table);
     }
     let topic_names: Vec<&str> = topics.iter().map(String::as_str).collect();
-    esync::kafka::create_topics(
-        &kafka_config(&required_env("ESYNC_TEST_KAFKA")),
-        &topic_names,
-        1,
-        1,
-    )
-    .await
-    .expect("create topics");
+    esync_testkit::kafka::create_topics(&kafka(), &topic_names, 1).await;
     let config = format!(
         "source:\n  url: ${{ESYNC_TEST_DATABASE_URL}}\nkafka:\n  brokers: \"{}\"\n  group_id: {}\nelasticsearch:\n  urls: [\"{}\"]\nmappings:\n{}\n",
         required_env("ESYNC_TEST_KAFKA"),
@@ -330,14 +318,14 @@ async fn check_proves_ids_round_trip(db: Db, cases: Vec<Case>, bad: Vec<Case>) {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("esync.yaml");
     std::fs::write(&path, &config).expect("write config");
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_esync"))
+    let output = std::process::Command::new(ESYNC)
         .args(["check", "--config"])
         .arg(&path)
         .env("ESYNC_TEST_DATABASE_URL", db.url())
         .output()
         .expect("run esync check");
     for table in &tables {
-        exec(&database, &format!("DROP TABLE {table}")).await;
+        pool.execute(&format!("DROP TABLE {table}")).await;
     }
     let stdout = String::from_utf8_lossy(&output.stdout);
     let report = format!(
@@ -363,14 +351,15 @@ async fn check_proves_ids_round_trip(db: Db, cases: Vec<Case>, bad: Vec<Case>) {
 /// dead-letters the ids without a row of their own as `unmatched_id`; before
 /// issue 9 they were planned as deletes.
 async fn unmatched_ids_are_dead_lettered_not_deleted(db: Db) {
+    let pool = db.connect(2).await;
     let database = connect(db).await;
     let table = unique("unmatched");
-    exec(
-        &database,
-        &format!("CREATE TABLE {table} (id VARCHAR(20) PRIMARY KEY, version BIGINT NOT NULL)"),
-    )
+    pool.execute(&format!(
+        "CREATE TABLE {table} (id VARCHAR(20) PRIMARY KEY, version BIGINT NOT NULL)"
+    ))
     .await;
-    exec(&database, &format!("INSERT INTO {table} VALUES ('ABC', 1)")).await;
+    pool.execute(&format!("INSERT INTO {table} VALUES ('ABC', 1)"))
+        .await;
     // MariaDB's default collation is case-insensitive: `IN ('abc')` finds
     // 'ABC'; on PostgreSQL a custom query that lowers the id does the same
     let source = match db {
@@ -391,7 +380,7 @@ async fn unmatched_ids_are_dead_lettered_not_deleted(db: Db) {
         .fetch(&database, &requested)
         .await
         .expect("re-read");
-    exec(&database, &format!("DROP TABLE {table}")).await;
+    pool.execute(&format!("DROP TABLE {table}")).await;
     for planned in plan_actions(&spec(IdType::String), &requested, rows, 1) {
         let Err(error) = &planned.action else {
             panic!(
@@ -438,7 +427,7 @@ fn mariadb_bad_cases() -> Vec<Case> {
 async fn numeric_ids_reach_the_index(db: Db, column_type: &str) {
     let table = OrdersTable::create(db).await;
     if db == Db::Postgres {
-        create_postgres_types(&table.database).await;
+        create_postgres_types(&table.pool).await;
     }
     let alter = match db {
         Db::Postgres => format!(
@@ -453,13 +442,10 @@ async fn numeric_ids_reach_the_index(db: Db, column_type: &str) {
     let topic = Topic::create(&kafka, "orders", 2).await;
     let index = Index::new(&es);
     index.create().await;
-    let mut daemon = Daemon::start(&DaemonSetup::new(
-        &table,
-        &topic.name,
-        &kafka,
-        &es,
-        &index.name,
-    ));
+    let mut daemon = Daemon::start(
+        ESYNC,
+        &DaemonSetup::new(&table, &topic.name, &kafka, &es, &index.name),
+    );
     daemon.wait_healthy(Duration::from_secs(30)).await;
     let ids: Vec<i64> = (1..=150).collect();
     table.insert(ids.clone()).await;
@@ -488,18 +474,17 @@ async fn numeric_ids_reach_the_index(db: Db, column_type: &str) {
 /// (SQL literal, announced id) ends indexed under its announced id, byte for
 /// byte, and a hard-deleted row's document is deleted.
 async fn string_ids_reach_the_index(db: Db, column: &str, rows: &[(&str, &str)]) {
-    let database = connect(db).await;
+    let pool = db.connect(2).await;
     let table = unique("items");
-    exec(
-        &database,
-        &format!("CREATE TABLE {table} (id {column} PRIMARY KEY, version BIGINT NOT NULL)"),
-    )
+    pool.execute(&format!(
+        "CREATE TABLE {table} (id {column} PRIMARY KEY, version BIGINT NOT NULL)"
+    ))
     .await;
     for (position, (literal, _)) in rows.iter().enumerate() {
-        exec(
-            &database,
-            &format!("INSERT INTO {table} VALUES ({literal}, {})", position + 1),
-        )
+        pool.execute(&format!(
+            "INSERT INTO {table} VALUES ({literal}, {})",
+            position + 1
+        ))
         .await;
     }
     let kafka = required_env("ESYNC_TEST_KAFKA");
@@ -521,31 +506,20 @@ async fn string_ids_reach_the_index(db: Db, column: &str, rows: &[(&str, &str)])
     );
     let config_path = dir.path().join("esync.yaml");
     std::fs::write(&config_path, config).expect("write config");
-    let mut daemon = LoggedChild::new("esync run", dir.path().join("esync.log"));
-    daemon.start(
-        std::process::Command::new(env!("CARGO_BIN_EXE_esync"))
-            .args(["run", "--config"])
-            .arg(&config_path)
-            .env("ESYNC_TEST_DATABASE_URL", db.url()),
+    let mut daemon = EsyncProcess::on_config(
+        std::path::Path::new(ESYNC),
+        "esync run",
+        &["run"],
+        config_path,
+        db.url(),
+        metrics_port,
+        Some(dir),
     );
-    let started = std::time::Instant::now();
-    while !reqwest_get(&format!("http://127.0.0.1:{metrics_port}/healthz"))
-        .await
-        .starts_with("ok")
-    {
-        daemon.assert_running();
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "{}",
-            daemon.log_tail(30)
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    daemon.wait_healthy(Duration::from_secs(30)).await;
     let announced: Vec<&str> = rows.iter().map(|(_, id)| *id).collect();
     for id in &announced {
         topic
-            .producer
-            .send_raw(&topic.name, Some(id.as_bytes()), None)
+            .send_raw(Some(id.as_bytes()), None)
             .await
             .expect("produce");
     }
@@ -553,14 +527,10 @@ async fn string_ids_reach_the_index(db: Db, column: &str, rows: &[(&str, &str)])
     let expected: Vec<Option<u64>> = (1..=announced.len() as u64).map(Some).collect();
     wait_for_versions(&index, &announced, &expected, &mut daemon).await;
     // a hard-deleted row's document goes, the others stay
-    exec(
-        &database,
-        &format!("DELETE FROM {table} WHERE id = {}", rows[0].0),
-    )
-    .await;
+    pool.execute(&format!("DELETE FROM {table} WHERE id = {}", rows[0].0))
+        .await;
     topic
-        .producer
-        .send_raw(&topic.name, Some(announced[0].as_bytes()), None)
+        .send_raw(Some(announced[0].as_bytes()), None)
         .await
         .expect("produce");
     let mut expected = expected;
@@ -568,7 +538,7 @@ async fn string_ids_reach_the_index(db: Db, column: &str, rows: &[(&str, &str)])
     wait_for_versions(&index, &announced, &expected, &mut daemon).await;
     let status = daemon.terminate();
     assert!(status.success(), "{status}");
-    exec(&database, &format!("DROP TABLE {table}")).await;
+    pool.execute(&format!("DROP TABLE {table}")).await;
 }
 
 /// Polls `_mget` until `ids` have the `expected` versions (None: no document).
@@ -608,116 +578,63 @@ async fn wait_for_versions(
     }
 }
 
-mod postgres {
-    use super::*;
-
-    #[tokio::test]
-    #[ignore = "needs scripts/services.sh"]
-    async fn every_id_type_is_indexed_not_deleted() {
-        super::every_id_type_is_indexed_not_deleted(Db::Postgres, postgres_cases()).await;
+esync_testkit::per_database! {
+    both {
+        unmatched_ids_are_dead_lettered_not_deleted;
     }
-
-    #[tokio::test]
-    #[ignore = "needs scripts/services.sh"]
-    async fn check_proves_ids_round_trip() {
-        super::check_proves_ids_round_trip(Db::Postgres, postgres_cases(), postgres_bad_cases())
-            .await;
+    postgres {
+        every_id_type_is_indexed_not_deleted =>
+            async |db| super::every_id_type_is_indexed_not_deleted(db, postgres_cases()).await;
+        check_proves_ids_round_trip => async |db| {
+            super::check_proves_ids_round_trip(db, postgres_cases(), postgres_bad_cases()).await
+        };
+        numeric_20_0_ids_reach_the_index =>
+            async |db| super::numeric_ids_reach_the_index(db, "NUMERIC(20,0)").await;
+        domain_ids_reach_the_index =>
+            async |db| super::numeric_ids_reach_the_index(db, "esync_test_bigid").await;
+        whitespace_text_ids_reach_the_index => async |db| {
+            let rows = [
+                ("' a'", " a"),
+                ("'a '", "a "),
+                ("E'\\ta\\t'", "\ta\t"),
+                ("'a'", "a"),
+            ];
+            super::string_ids_reach_the_index(db, "TEXT", &rows).await;
+        };
+        char_and_uuid_ids_reach_the_index => async |db| {
+            let rows = [("'ab'", "ab"), ("'cd'", "cd      ")];
+            super::string_ids_reach_the_index(db, "CHAR(8)", &rows).await;
+            let uuid = "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11";
+            let rows = [(format!("'{uuid}'"), uuid)];
+            let rows: Vec<(&str, &str)> = rows
+                .iter()
+                .map(|(literal, id)| (literal.as_str(), *id))
+                .collect();
+            super::string_ids_reach_the_index(db, "UUID", &rows).await;
+        };
     }
-
-    #[tokio::test]
-    #[ignore = "needs scripts/services.sh"]
-    async fn unmatched_ids_are_dead_lettered_not_deleted() {
-        super::unmatched_ids_are_dead_lettered_not_deleted(Db::Postgres).await;
-    }
-
-    #[tokio::test]
-    #[ignore = "needs scripts/services.sh"]
-    async fn numeric_20_0_ids_reach_the_index() {
-        super::numeric_ids_reach_the_index(Db::Postgres, "NUMERIC(20,0)").await;
-    }
-
-    #[tokio::test]
-    #[ignore = "needs scripts/services.sh"]
-    async fn domain_ids_reach_the_index() {
-        super::numeric_ids_reach_the_index(Db::Postgres, "esync_test_bigid").await;
-    }
-
-    #[tokio::test]
-    #[ignore = "needs scripts/services.sh"]
-    async fn whitespace_text_ids_reach_the_index() {
-        let rows = [
-            ("' a'", " a"),
-            ("'a '", "a "),
-            ("E'\\ta\\t'", "\ta\t"),
-            ("'a'", "a"),
-        ];
-        super::string_ids_reach_the_index(Db::Postgres, "TEXT", &rows).await;
-    }
-
-    #[tokio::test]
-    #[ignore = "needs scripts/services.sh"]
-    async fn char_and_uuid_ids_reach_the_index() {
-        let rows = [("'ab'", "ab"), ("'cd'", "cd      ")];
-        super::string_ids_reach_the_index(Db::Postgres, "CHAR(8)", &rows).await;
-        let uuid = "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11";
-        let rows = [(format!("'{uuid}'"), uuid)];
-        let rows: Vec<(&str, &str)> = rows
-            .iter()
-            .map(|(literal, id)| (literal.as_str(), *id))
-            .collect();
-        super::string_ids_reach_the_index(Db::Postgres, "UUID", &rows).await;
-    }
-}
-
-mod mariadb {
-    use super::*;
-
-    #[tokio::test]
-    #[ignore = "needs scripts/services.sh"]
-    async fn every_id_type_is_indexed_not_deleted() {
-        super::every_id_type_is_indexed_not_deleted(Db::MariaDb, mariadb_cases()).await;
-    }
-
-    #[tokio::test]
-    #[ignore = "needs scripts/services.sh"]
-    async fn check_proves_ids_round_trip() {
-        super::check_proves_ids_round_trip(Db::MariaDb, mariadb_cases(), mariadb_bad_cases()).await;
-    }
-
-    #[tokio::test]
-    #[ignore = "needs scripts/services.sh"]
-    async fn unmatched_ids_are_dead_lettered_not_deleted() {
-        super::unmatched_ids_are_dead_lettered_not_deleted(Db::MariaDb).await;
-    }
-
-    #[tokio::test]
-    #[ignore = "needs scripts/services.sh"]
-    async fn bigint_unsigned_ids_reach_the_index() {
-        super::numeric_ids_reach_the_index(Db::MariaDb, "BIGINT UNSIGNED").await;
-    }
-
-    #[tokio::test]
-    #[ignore = "needs scripts/services.sh"]
-    async fn decimal_ids_reach_the_index() {
-        super::numeric_ids_reach_the_index(Db::MariaDb, "DECIMAL(20,0)").await;
-    }
-
-    #[tokio::test]
-    #[ignore = "needs scripts/services.sh"]
-    async fn whitespace_varchar_ids_reach_the_index() {
-        let rows = [
-            ("' a'", " a"),
-            ("'b '", "b "),
-            ("'\\tc\\t'", "\tc\t"),
-            ("'d'", "d"),
-        ];
-        super::string_ids_reach_the_index(Db::MariaDb, "VARCHAR(20)", &rows).await;
-    }
-
-    #[tokio::test]
-    #[ignore = "needs scripts/services.sh"]
-    async fn char_ids_reach_the_index() {
-        let rows = [("'ab'", "ab"), ("'cd'", "cd      ")];
-        super::string_ids_reach_the_index(Db::MariaDb, "CHAR(8)", &rows).await;
+    mariadb {
+        every_id_type_is_indexed_not_deleted =>
+            async |db| super::every_id_type_is_indexed_not_deleted(db, mariadb_cases()).await;
+        check_proves_ids_round_trip => async |db| {
+            super::check_proves_ids_round_trip(db, mariadb_cases(), mariadb_bad_cases()).await
+        };
+        bigint_unsigned_ids_reach_the_index =>
+            async |db| super::numeric_ids_reach_the_index(db, "BIGINT UNSIGNED").await;
+        decimal_ids_reach_the_index =>
+            async |db| super::numeric_ids_reach_the_index(db, "DECIMAL(20,0)").await;
+        whitespace_varchar_ids_reach_the_index => async |db| {
+            let rows = [
+                ("' a'", " a"),
+                ("'b '", "b "),
+                ("'\\tc\\t'", "\tc\t"),
+                ("'d'", "d"),
+            ];
+            super::string_ids_reach_the_index(db, "VARCHAR(20)", &rows).await;
+        };
+        char_ids_reach_the_index => async |db| {
+            let rows = [("'ab'", "ab"), ("'cd'", "cd      ")];
+            super::string_ids_reach_the_index(db, "CHAR(8)", &rows).await;
+        };
     }
 }

@@ -5,26 +5,18 @@
 //! daemon run as the real binary, so signals, checkpoints and exit codes are
 //! the ones users get.
 
-mod common;
-mod publish_common;
-
-use common::*;
 use esync::db::Database;
-use publish_common::*;
+use esync::secret::Secret;
+use esync_testkit::kafka::{counts, read_topic, topic_size};
+use esync_testkit::prelude::*;
+use esync_testkit::publish::*;
 use rand::Rng as _;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+const ESYNC: &str = env!("CARGO_BIN_EXE_esync");
 const WAIT: Duration = Duration::from_secs(60);
-
-fn kafka() -> String {
-    required_env("ESYNC_TEST_KAFKA")
-}
-
-fn es() -> String {
-    required_env("ESYNC_TEST_ES")
-}
 
 /// `(id, count)` pairs missing from `counts` for `ids`, as a short text.
 fn missing(
@@ -64,7 +56,7 @@ async fn late_commit_is_published(db: Db) {
         publish: "  poll_interval: 100ms\n  page_size: 50\n  look_back: 30s\n  null_check_interval: 200ms\n".into(),
         checkpoint_table: None,
     };
-    let mut publisher = Publisher::start(&setup, false);
+    let mut publisher = Publisher::start(ESYNC, &setup, false);
     wait_until(
         "the existing rows published",
         WAIT,
@@ -83,10 +75,10 @@ async fn late_commit_is_published(db: Db) {
     let stamp = format!(
         "UPDATE {} SET version = version + 1, updated_at = {} WHERE id = 7",
         table.name,
-        now_sql(db)
+        db.now_sql()
     );
-    let late: Box<dyn std::any::Any> = match &table.database {
-        Database::Postgres(pool) => {
+    let late: Box<dyn std::any::Any> = match &table.pool {
+        Pool::Postgres(pool) => {
             let mut transaction = pool.begin().await.expect("begin");
             let _ = sqlx::query(sqlx::AssertSqlSafe(stamp))
                 .execute(&mut *transaction)
@@ -94,7 +86,7 @@ async fn late_commit_is_published(db: Db) {
                 .expect("stamp");
             Box::new(transaction)
         }
-        Database::MySql(pool) => {
+        Pool::MySql(pool) => {
             let mut transaction = pool.begin().await.expect("begin");
             let _ = sqlx::query(sqlx::AssertSqlSafe(stamp))
                 .execute(&mut *transaction)
@@ -102,12 +94,11 @@ async fn late_commit_is_published(db: Db) {
                 .expect("stamp");
             Box::new(transaction)
         }
-        Database::Sqlite(_) => unreachable!(),
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
     table.insert(201..=210).await;
     for id in 150..=160 {
-        exec(&table.database, &touch_sql(&table, id, "newer")).await;
+        table.execute(&touch_sql(&table, id, "newer")).await;
     }
     wait_until(
         "the newer rows published",
@@ -207,7 +198,7 @@ async fn killed_publisher_misses_nothing(db: Db, checkpoint_in_table: bool) {
         publish: "  poll_interval: 50ms\n  page_size: 40\n  look_back: 5s\n".into(),
         checkpoint_table: checkpoint_table.clone(),
     };
-    let mut publisher = Publisher::start(&setup, false);
+    let mut publisher = Publisher::start(ESYNC, &setup, false);
 
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = {
@@ -217,7 +208,7 @@ async fn killed_publisher_misses_nothing(db: Db, checkpoint_in_table: bool) {
             let mut changes = 0;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let id = rand::rng().random_range(1..next_id);
-                exec(&table.database, &touch_sql(&table, id, "w")).await;
+                table.execute(&touch_sql(&table, id, "w")).await;
                 if changes % 3 == 0 {
                     table.insert([next_id]).await;
                     next_id += 1;
@@ -293,7 +284,7 @@ async fn killed_publisher_misses_nothing(db: Db, checkpoint_in_table: bool) {
         publisher.log_tail(20)
     );
     if let Some(name) = &checkpoint_table {
-        exec(&table.database, &format!("DROP TABLE {name}")).await;
+        table.execute(&format!("DROP TABLE {name}")).await;
     }
     table.drop_table().await;
 }
@@ -310,20 +301,8 @@ async fn saved_checkpoint(
             .filter(|text| text.contains("timestamp_us")),
         Some(name) => {
             let sql = format!("SELECT timestamp_us FROM {name} WHERE mapping = 'orders'");
-            let saved: Result<Option<i64>, sqlx::Error> = match &table.database {
-                Database::Postgres(pool) => {
-                    sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-                        .fetch_optional(pool)
-                        .await
-                }
-                Database::MySql(pool) => {
-                    sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-                        .fetch_optional(pool)
-                        .await
-                }
-                Database::Sqlite(_) => unreachable!(),
-            };
-            saved.ok().flatten().map(|micros| micros.to_string())
+            let saved = table.pool.try_scalar(&sql).await;
+            saved.map(|micros| micros.to_string())
         }
     }
 }
@@ -345,12 +324,12 @@ async fn install_outbox(table: &OrdersTable) {
     };
     {
         let _guard = OUTBOX_INSTALL.lock().await;
-        exec(&table.database, &read(setup)).await;
+        table.execute(&read(setup)).await;
     }
     let triggers = read(triggers)
         .replace("__TABLE__", &table.name)
         .replace("__ID_COLUMN__", "id");
-    exec(&table.database, &triggers).await;
+    table.execute(&triggers).await;
 }
 
 /// Three writers insert, update and delete concurrently while two relays
@@ -371,8 +350,8 @@ async fn outbox_relays_every_change_once(db: Db, after_relay: &str) {
         ),
         checkpoint_table: None,
     };
-    let mut relay_one = Publisher::start(&setup, true);
-    let mut relay_two = Publisher::start(&setup, true);
+    let mut relay_one = Publisher::start(ESYNC, &setup, true);
+    let mut relay_two = Publisher::start(ESYNC, &setup, true);
 
     let mut writers = Vec::new();
     for writer in 0..3i64 {
@@ -395,7 +374,7 @@ async fn outbox_relays_every_change_once(db: Db, after_relay: &str) {
                         table.name
                     )
                 };
-                if exec_count(&table.database, &sql).await == 1 {
+                if table.pool.execute_count(&sql).await == 1 {
                     *changes.entry(id).or_default() += 1;
                     if step % 12 == 0 {
                         deleted.push(id);
@@ -420,7 +399,7 @@ async fn outbox_relays_every_change_once(db: Db, after_relay: &str) {
         WAIT,
         &mut [&mut relay_one, &mut relay_two],
         || async {
-            let pending = scalar(&table.database, &pending_sql).await;
+            let pending = table.scalar(&pending_sql).await;
             let produced = topic_size(&brokers, &topic.name).await;
             if pending == 0 && produced >= total as i64 {
                 Ok(())
@@ -453,14 +432,12 @@ async fn outbox_relays_every_change_once(db: Db, after_relay: &str) {
             &differing[..differing.len().min(10)]
         );
     }
-    let remaining = scalar(
-        &table.database,
-        &format!(
+    let remaining = table
+        .scalar(&format!(
             "SELECT COUNT(*) FROM esync_outbox WHERE table_name = '{}'",
             table.name
-        ),
-    )
-    .await;
+        ))
+        .await;
     match after_relay {
         "delete" => assert_eq!(remaining, 0, "relayed rows are deleted"),
         _ => assert_eq!(remaining, total as i64, "relayed rows are kept, marked"),
@@ -473,14 +450,12 @@ async fn outbox_relays_every_change_once(db: Db, after_relay: &str) {
             relay.log_tail(20)
         );
     }
-    exec(
-        &table.database,
-        &format!(
+    table
+        .execute(&format!(
             "DELETE FROM esync_outbox WHERE table_name = '{}'",
             table.name
-        ),
-    )
-    .await;
+        ))
+        .await;
     table.drop_table().await;
 }
 
@@ -496,7 +471,7 @@ async fn outbox_keeps_rows_when_kafka_fails(db: Db, after_relay: &str) {
         "SELECT COUNT(*) FROM esync_outbox WHERE table_name = '{}' AND relayed_at IS NULL",
         table.name
     );
-    assert_eq!(scalar(&table.database, &pending_sql).await, 5);
+    assert_eq!(table.scalar(&pending_sql).await, 5);
     let config = |brokers: &str| {
         let text = format!(
             r#"source: {{url: "{url}"}}
@@ -515,11 +490,15 @@ publish: {{outbox: {{after_relay: {after_relay}, batch_size: 3}}}}
             .unwrap_or_else(|problems| panic!("{problems:?}"))
             .config
     };
+    // the relay under test reads through its own pool
+    let database = Database::connect(&Secret::new(db.url()), 4, Duration::from_secs(10))
+        .await
+        .expect("connect");
     let relay = |config: &esync::config::Config| {
         let producer = esync::kafka::IdProducer::new(&config.kafka).expect("producer");
         esync::publish::outbox::Relay::new(
             config,
-            table.database.clone(),
+            database.clone(),
             Arc::new(producer),
             esync::publish::metrics::PublishMetrics::unregistered(),
         )
@@ -540,7 +519,7 @@ publish: {{outbox: {{after_relay: {after_relay}, batch_size: 3}}}}
     };
     assert!(error.contains("produce"), "{error}");
     assert_eq!(
-        scalar(&table.database, &pending_sql).await,
+        table.scalar(&pending_sql).await,
         5,
         "a failed produce leaves every outbox row pending"
     );
@@ -564,20 +543,18 @@ publish: {{outbox: {{after_relay: {after_relay}, batch_size: 3}}}}
         }
     }
     assert_eq!(relayed, 5, "each pending row relayed once");
-    assert_eq!(scalar(&table.database, &pending_sql).await, 0);
+    assert_eq!(table.scalar(&pending_sql).await, 0);
     let received = counts(&read_topic(&kafka(), &topic.name).await);
     assert_eq!(
         received,
         (1..=5).map(|id| (id, 1)).collect::<BTreeMap<_, _>>()
     );
-    exec(
-        &table.database,
-        &format!(
+    table
+        .execute(&format!(
             "DELETE FROM esync_outbox WHERE table_name = '{}'",
             table.name
-        ),
-    )
-    .await;
+        ))
+        .await;
     table.drop_table().await;
 }
 
@@ -598,7 +575,7 @@ async fn coarse_timestamp_second_update_is_published(db: Db) {
             table.name
         ),
     };
-    exec(&table.database, &coarse).await;
+    table.execute(&coarse).await;
     let topic = Topic::create(&kafka(), "publish_coarse", 1).await;
     let (brokers, es_url) = (kafka(), es());
     table.insert(1..=3).await;
@@ -610,7 +587,7 @@ async fn coarse_timestamp_second_update_is_published(db: Db) {
         publish: "  poll_interval: 50ms\n  look_back: 30s\n".into(),
         checkpoint_table: None,
     };
-    let mut publisher = Publisher::start(&setup, false);
+    let mut publisher = Publisher::start(ESYNC, &setup, false);
     wait_until("rows published", WAIT, &mut [&mut publisher], || async {
         missing(&counts(&read_topic(&brokers, &topic.name).await), 1..=3, 1)
     })
@@ -646,11 +623,11 @@ async fn coarse_timestamp_second_update_is_published(db: Db) {
     // them straddle a second boundary (then they are two pairs anyway)
     let mut same_second = false;
     for _attempt in 0..5 {
-        while scalar(&table.database, second_of(db)).await > 200_000 {
+        while table.scalar(second_of(db)).await > 200_000 {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let before = messages_for_two().await.len();
-        exec(&table.database, &update("first")).await;
+        table.execute(&update("first")).await;
         let first_stamp = row_times(&table).await[&2];
         wait_until(
             "the first update published",
@@ -666,7 +643,7 @@ async fn coarse_timestamp_second_update_is_published(db: Db) {
             },
         )
         .await;
-        exec(&table.database, &update("second")).await;
+        table.execute(&update("second")).await;
         let committed_ms = chrono::Utc::now().timestamp_millis();
         if row_times(&table).await[&2] != first_stamp {
             continue;
@@ -715,7 +692,7 @@ async fn future_stamp_then_restart_after_look_back_misses_nothing(db: Db) {
         publish: "  poll_interval: 50ms\n  look_back: 1s\n".into(),
         checkpoint_table: None,
     };
-    let mut publisher = Publisher::start(&setup, false);
+    let mut publisher = Publisher::start(ESYNC, &setup, false);
     wait_until(
         "the rows published",
         WAIT,
@@ -728,14 +705,12 @@ async fn future_stamp_then_restart_after_look_back_misses_nothing(db: Db) {
         Db::Postgres => "clock_timestamp() + interval '1 day'",
         Db::MariaDb => "NOW(6) + INTERVAL 1 DAY",
     };
-    exec(
-        &table.database,
-        &format!(
+    table
+        .execute(&format!(
             "UPDATE {} SET version = version + 1, updated_at = {tomorrow} WHERE id = 5",
             table.name
-        ),
-    )
-    .await;
+        ))
+        .await;
     wait_until(
         "the future-stamped row published",
         WAIT,
@@ -748,7 +723,7 @@ async fn future_stamp_then_restart_after_look_back_misses_nothing(db: Db) {
     // rows written while the publisher is down, then a restart later than look_back
     table.insert(21..=40).await;
     for id in 10..=12 {
-        exec(&table.database, &touch_sql(&table, id, "while down")).await;
+        table.execute(&touch_sql(&table, id, "while down")).await;
     }
     tokio::time::sleep(look_back + Duration::from_millis(700)).await;
     publisher.spawn();
@@ -785,13 +760,10 @@ async fn poller_feeds_the_daemon_end_to_end(db: Db) {
     let (brokers, es_url) = (kafka(), es());
     let ids: Vec<i64> = (1..=300).collect();
     table.insert(ids.clone()).await;
-    let mut daemon = Daemon::start(&DaemonSetup::new(
-        &table,
-        &topic.name,
-        &brokers,
-        &es_url,
-        &index.name,
-    ));
+    let mut daemon = Daemon::start(
+        ESYNC,
+        &DaemonSetup::new(&table, &topic.name, &brokers, &es_url, &index.name),
+    );
     let setup = PublisherSetup {
         table: &table,
         topic: &topic.name,
@@ -800,14 +772,14 @@ async fn poller_feeds_the_daemon_end_to_end(db: Db) {
         publish: "  poll_interval: 100ms\n  look_back: 10s\n".into(),
         checkpoint_table: None,
     };
-    let mut publisher = Publisher::start(&setup, false);
+    let mut publisher = Publisher::start(ESYNC, &setup, false);
     index.wait_equal(&table, &ids, WAIT, &mut daemon).await;
 
     for id in (1..=300).step_by(3) {
-        exec(&table.database, &touch_sql(&table, id, "changed")).await;
+        table.execute(&touch_sql(&table, id, "changed")).await;
     }
     for id in (2..=300).step_by(10) {
-        exec(&table.database, &soft_delete_sql(&table, id)).await;
+        table.execute(&soft_delete_sql(&table, id)).await;
     }
     let more: Vec<i64> = (301..=350).collect();
     table.insert(more.clone()).await;
@@ -851,10 +823,10 @@ async fn check_warns_without_the_poll_index(db: Db) {
         publish: String::new(),
         checkpoint_table: None,
     };
-    let mut publisher = Publisher::start(&setup, false);
+    let mut publisher = Publisher::start(ESYNC, &setup, false);
     publisher.kill();
     let check = || {
-        let output = std::process::Command::new(env!("CARGO_BIN_EXE_esync"))
+        let output = std::process::Command::new(ESYNC)
             .arg("check")
             .arg("--config")
             .arg(&publisher.config_path)
@@ -874,11 +846,12 @@ async fn check_warns_without_the_poll_index(db: Db) {
         without.contains("CREATE INDEX"),
         "the warning says how to fix it: {without}"
     );
-    exec(
-        &table.database,
-        &format!("CREATE INDEX {0}_poll ON {0} (updated_at, id)", table.name),
-    )
-    .await;
+    table
+        .execute(&format!(
+            "CREATE INDEX {0}_poll ON {0} (updated_at, id)",
+            table.name
+        ))
+        .await;
     let with = check();
     assert!(
         with.lines()
@@ -907,7 +880,7 @@ async fn check_warns_about_coarse_version_columns(db: Db) {
     );
     std::fs::write(&config_path, config).expect("write config");
     let check = || {
-        let output = std::process::Command::new(env!("CARGO_BIN_EXE_esync"))
+        let output = std::process::Command::new(ESYNC)
             .arg("check")
             .arg("--config")
             .arg(&config_path)
@@ -942,11 +915,11 @@ async fn check_warns_about_coarse_version_columns(db: Db) {
             format!("ALTER TABLE {} MODIFY updated_at DATE NULL", table.name),
         ),
     };
-    exec(&table.database, &seconds).await;
+    table.execute(&seconds).await;
     let (stdout, warning) = check();
     let warning = warning.unwrap_or_else(|| panic!("no warning for seconds: {stdout}"));
     assert!(warning.contains("within 1 s"), "{warning}");
-    exec(&table.database, &date).await;
+    table.execute(&date).await;
     let (stdout, warning) = check();
     let warning = warning.unwrap_or_else(|| panic!("no warning for DATE: {stdout}"));
     assert!(
@@ -956,44 +929,26 @@ async fn check_warns_about_coarse_version_columns(db: Db) {
     table.drop_table().await;
 }
 
-macro_rules! per_database {
-    ($($name:ident => $scenario:expr;)*) => {
-        mod postgres {
-            use super::*;
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                #[ignore = "needs scripts/services.sh"]
-                async fn $name() {
-                    let scenario = $scenario;
-                    scenario(Db::Postgres).await;
-                }
-            )*
-        }
-        mod mariadb {
-            use super::*;
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                #[ignore = "needs scripts/services.sh"]
-                async fn $name() {
-                    let scenario = $scenario;
-                    scenario(Db::MariaDb).await;
-                }
-            )*
-        }
-    };
-}
-
-per_database! {
-    late_commit_is_published => super::late_commit_is_published;
-    killed_publisher_misses_nothing_file_checkpoint => |db| super::killed_publisher_misses_nothing(db, false);
-    killed_publisher_misses_nothing_table_checkpoint => |db| super::killed_publisher_misses_nothing(db, true);
-    outbox_relays_every_change_once_delete => |db| super::outbox_relays_every_change_once(db, "delete");
-    outbox_relays_every_change_once_mark => |db| super::outbox_relays_every_change_once(db, "mark");
-    poller_feeds_the_daemon_end_to_end => super::poller_feeds_the_daemon_end_to_end;
-    check_warns_without_the_poll_index => super::check_warns_without_the_poll_index;
-    outbox_keeps_rows_when_kafka_fails_delete => |db| super::outbox_keeps_rows_when_kafka_fails(db, "delete");
-    outbox_keeps_rows_when_kafka_fails_mark => |db| super::outbox_keeps_rows_when_kafka_fails(db, "mark");
-    coarse_timestamp_second_update_is_published => super::coarse_timestamp_second_update_is_published;
-    future_stamp_then_restart_after_look_back_misses_nothing => super::future_stamp_then_restart_after_look_back_misses_nothing;
-    check_warns_about_coarse_version_columns => super::check_warns_about_coarse_version_columns;
+esync_testkit::per_database! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    both {
+        late_commit_is_published;
+        killed_publisher_misses_nothing_file_checkpoint =>
+            async |db| super::killed_publisher_misses_nothing(db, false).await;
+        killed_publisher_misses_nothing_table_checkpoint =>
+            async |db| super::killed_publisher_misses_nothing(db, true).await;
+        outbox_relays_every_change_once_delete =>
+            async |db| super::outbox_relays_every_change_once(db, "delete").await;
+        outbox_relays_every_change_once_mark =>
+            async |db| super::outbox_relays_every_change_once(db, "mark").await;
+        poller_feeds_the_daemon_end_to_end;
+        check_warns_without_the_poll_index;
+        outbox_keeps_rows_when_kafka_fails_delete =>
+            async |db| super::outbox_keeps_rows_when_kafka_fails(db, "delete").await;
+        outbox_keeps_rows_when_kafka_fails_mark =>
+            async |db| super::outbox_keeps_rows_when_kafka_fails(db, "mark").await;
+        coarse_timestamp_second_update_is_published;
+        future_stamp_then_restart_after_look_back_misses_nothing;
+        check_warns_about_coarse_version_columns;
+    }
 }
