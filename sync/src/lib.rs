@@ -6,8 +6,9 @@
 //!
 //! Layers:
 //! - pure core, no I/O: [`id`], [`decode`], [`batch`], [`coalesce`], [`document`], [`bulk`], [`dlq`],
-//!   [`offsets`], [`retry`], [`config`], [`write_health`], [`pg_ids`], [`sql`]
-//!   (SQL dialects, quoting, bind values), `publish::{poll_sql, watermark}`;
+//!   [`offsets`], [`retry`], [`config`] (with [`yaml_config`]), [`write_health`],
+//!   [`pg_ids`], [`finding`], [`sql`] (SQL dialects, quoting, bind values),
+//!   `publish::{poll_sql, watermark}`;
 //! - adapters, one per system: [`db`] (sqlx: the one SQL execution layer
 //!   for the three databases, used by publish and `esync-recover` too), [`es`] (elasticsearch),
 //!   [`kafka`] (rdkafka);
@@ -36,6 +37,7 @@ pub mod dlq_command;
 pub mod document;
 pub mod durable_file;
 pub mod es;
+pub mod finding;
 pub mod http;
 pub mod id;
 pub mod kafka;
@@ -50,3 +52,4 @@ pub mod sql;
 pub mod telemetry;
 pub mod write_health;
 pub mod writer;
+pub mod yaml_config;
