@@ -36,6 +36,7 @@ pub mod dlq;
 pub mod dlq_command;
 pub mod document;
 pub mod durable_file;
+pub mod error_chain;
 pub mod es;
 pub mod finding;
 pub mod http;
