@@ -13,7 +13,7 @@ use crate::es::EsClient;
 use crate::id::{Id, IdType, truncate_for_message};
 use crate::pg_ids::PgIdMatch;
 use crate::writer::Mapping;
-use rdkafka::consumer::{BaseConsumer, Consumer as _};
+use rdkafka::consumer::Consumer as _;
 use serde_json::Value;
 use std::time::Duration;
 
@@ -339,16 +339,19 @@ async fn describe_columns(database: &Database, sql: &str) -> Result<Vec<String>,
 async fn check_kafka(loaded: &LoadedConfig) -> Vec<Finding> {
     let config = loaded.config.clone();
     let result = tokio::task::spawn_blocking(move || -> Result<Vec<Finding>, String> {
-        let mut client = rdkafka::ClientConfig::new();
-        client
-            .set("bootstrap.servers", &config.kafka.brokers)
-            .set("group.id", &config.kafka.group_id);
-        for (key, value) in &config.kafka.options {
-            client.set(key, value);
-        }
-        let consumer: BaseConsumer = client.create().map_err(|error| error.to_string())?;
+        let consumer =
+            crate::kafka::probe_consumer(&config.kafka).map_err(|error| error.to_string())?;
+        // librdkafka's own network time-out, when set lower, bounds the wait
+        let timeout = config
+            .kafka
+            .options
+            .get("socket.timeout.ms")
+            .and_then(|ms| ms.parse().ok())
+            .map_or(Duration::from_secs(10), |ms| {
+                Duration::from_millis(ms).min(Duration::from_secs(10))
+            });
         let metadata = consumer
-            .fetch_metadata(None, Duration::from_secs(10))
+            .fetch_metadata(None, timeout)
             .map_err(|error| error.to_string())?;
         let mut findings = vec![Finding::new(
             Level::Ok,

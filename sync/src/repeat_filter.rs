@@ -79,24 +79,36 @@ impl RepeatFilter {
     }
 }
 
-/// The message with its elapsed times (`after 12ms`) taken out: they change
-/// with every attempt while the message says the same.
+/// The message with its counts and elapsed times (`after 12ms`, `1/1
+/// brokers`, `3 identical error(s) suppressed`) taken out: they change with
+/// every attempt while the message says the same. Numbers next to `.` or
+/// `:` are kept: they are addresses and ports.
 fn repeat_key(message: &str) -> String {
+    let bytes = message.as_bytes();
     let mut key = String::with_capacity(message.len());
-    let mut rest = message;
-    while let Some(start) = rest.find(|c: char| c.is_ascii_digit()) {
-        let digits_end = rest[start..]
-            .find(|c: char| !c.is_ascii_digit())
-            .map_or(rest.len(), |end| start + end);
-        key.push_str(&rest[..start]);
-        if rest[digits_end..].starts_with("ms") {
-            key.push('#');
-        } else {
-            key.push_str(&rest[start..digits_end]);
+    let mut index = 0;
+    while index < bytes.len() {
+        if !bytes[index].is_ascii_digit() {
+            let next = message[index..]
+                .find(|c: char| c.is_ascii_digit())
+                .map_or(bytes.len(), |offset| index + offset);
+            key.push_str(&message[index..next]);
+            index = next;
+            continue;
         }
-        rest = &rest[digits_end..];
+        let end = message[index..]
+            .find(|c: char| !c.is_ascii_digit())
+            .map_or(bytes.len(), |offset| index + offset);
+        let is_address = |byte: Option<&u8>| matches!(byte, Some(b'.' | b':'));
+        if is_address(index.checked_sub(1).and_then(|before| bytes.get(before)))
+            || is_address(bytes.get(end))
+        {
+            key.push_str(&message[index..end]);
+        } else {
+            key.push('#');
+        }
+        index = end;
     }
-    key.push_str(rest);
     key
 }
 
@@ -133,6 +145,11 @@ mod tests {
         };
         assert_eq!(filter.check(&failed(0), now), Verdict::Print { suppressed: 0 });
         assert_eq!(filter.check(&failed(12), now), Verdict::Drop);
+        assert_eq!(
+            filter.check("1/1 brokers are down", now),
+            Verdict::Print { suppressed: 0 }
+        );
+        assert_eq!(filter.check("2/2 brokers are down", now), Verdict::Drop);
         // the port is part of what is said
         assert_eq!(
             filter.check(&failed(0).replace("9092", "9093"), now),
