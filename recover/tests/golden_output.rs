@@ -22,7 +22,12 @@ mappings:
 "#,
     )
     .expect("write config");
-    let printed = run(RECOVER, &["verify", "--config", "esync.yaml"], directory.path(), 0);
+    let printed = run(
+        RECOVER,
+        &["verify", "--config", "esync.yaml"],
+        directory.path(),
+        0,
+    );
     assert_eq!(printed.code, Some(2));
     assert_eq!(printed.stdout, "");
     assert_eq!(
@@ -53,7 +58,12 @@ mappings:
         ),
     )
     .expect("write config");
-    let printed = run(RECOVER, &["run", "--config", "esync.yaml"], directory.path(), port);
+    let printed = run(
+        RECOVER,
+        &["run", "--config", "esync.yaml"],
+        directory.path(),
+        port,
+    );
     assert_eq!(printed.code, Some(2));
     assert_eq!(printed.stdout, "");
     assert_eq!(

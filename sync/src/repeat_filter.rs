@@ -131,7 +131,10 @@ mod tests {
             filter.check("Connect to ipv4#127.0.0.1:9 failed", at(5)),
             Verdict::Print { suppressed: 0 }
         );
-        assert_eq!(filter.check(down, at(30)), Verdict::Print { suppressed: 29 });
+        assert_eq!(
+            filter.check(down, at(30)),
+            Verdict::Print { suppressed: 29 }
+        );
         assert_eq!(filter.check(down, at(31)), Verdict::Drop);
         assert_eq!(filter.check(down, at(90)), Verdict::Print { suppressed: 1 });
     }
@@ -141,9 +144,14 @@ mod tests {
         let now = Instant::now();
         let mut filter = RepeatFilter::new(Duration::from_secs(30));
         let failed = |ms: u32| {
-            format!("127.0.0.1:9092/bootstrap: Connect to ipv4#127.0.0.1:9092 failed: Connection refused (after {ms}ms in state CONNECT)")
+            format!(
+                "127.0.0.1:9092/bootstrap: Connect to ipv4#127.0.0.1:9092 failed: Connection refused (after {ms}ms in state CONNECT)"
+            )
         };
-        assert_eq!(filter.check(&failed(0), now), Verdict::Print { suppressed: 0 });
+        assert_eq!(
+            filter.check(&failed(0), now),
+            Verdict::Print { suppressed: 0 }
+        );
         assert_eq!(filter.check(&failed(12), now), Verdict::Drop);
         assert_eq!(
             filter.check("1/1 brokers are down", now),

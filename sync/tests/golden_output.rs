@@ -26,7 +26,12 @@ mappings:
 "#,
     )
     .expect("write config");
-    let printed = run(ESYNC, &["check", "--config", "esync.yaml"], directory.path(), 0);
+    let printed = run(
+        ESYNC,
+        &["check", "--config", "esync.yaml"],
+        directory.path(),
+        0,
+    );
     assert_eq!(printed.code, Some(2));
     assert_eq!(printed.stdout, "");
     assert_eq!(
@@ -40,7 +45,12 @@ mappings:
   - mappings[0].topics: must list at least one topic
 "
     );
-    let missing = run(ESYNC, &["run", "--config", "missing.yaml"], directory.path(), 0);
+    let missing = run(
+        ESYNC,
+        &["run", "--config", "missing.yaml"],
+        directory.path(),
+        0,
+    );
     assert_eq!(
         (missing.code, missing.stderr.as_str()),
         (
@@ -71,7 +81,12 @@ mappings:
         code,
         stdout,
         stderr,
-    } = run(ESYNC, &["check", "--config", "esync.yaml"], directory.path(), port);
+    } = run(
+        ESYNC,
+        &["check", "--config", "esync.yaml"],
+        directory.path(),
+        port,
+    );
     assert_eq!(code, Some(1));
     assert_eq!(
         stdout,

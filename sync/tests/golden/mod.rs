@@ -41,7 +41,10 @@ pub fn run(binary: &str, args: &[&str], directory: &Path, port: u16) -> Printed 
     let output = command.output().expect("run the binary");
     let normalise = |bytes: &[u8]| {
         let text = String::from_utf8_lossy(bytes);
-        assert!(!text.contains('\u{1b}'), "escape codes off a terminal: {text:?}");
+        assert!(
+            !text.contains('\u{1b}'),
+            "escape codes off a terminal: {text:?}"
+        );
         let text = text.replace(&directory.display().to_string(), "TMP");
         match port {
             0 => text,
