@@ -7,11 +7,11 @@
 //! Layers:
 //! - pure core, no I/O: [`id`], [`decode`], [`batch`], [`coalesce`], [`document`], [`bulk`], [`dlq`],
 //!   [`offsets`], [`retry`], [`config`] (with [`yaml_config`]), [`write_health`],
-//!   [`pg_ids`], [`finding`], [`sql`] (SQL dialects, quoting, bind values),
-//!   `publish::{poll_sql, watermark}`;
+//!   [`pg_ids`], [`finding`], [`repeat_filter`], [`error_chain`], [`sql`]
+//!   (SQL dialects, quoting, bind values), `publish::{poll_sql, watermark}`;
 //! - adapters, one per system: [`db`] (sqlx: the one SQL execution layer
 //!   for the three databases, used by publish and `esync-recover` too), [`es`] (elasticsearch),
-//!   [`kafka`] (rdkafka);
+//!   [`kafka`] (rdkafka, its log through [`kafka_log`]);
 //! - the engine wiring them: [`writer`] (re-read + versioned write of a set of
 //!   ids, reused by `esync-recover`), [`dead_letter`] (the dead-letter sink,
 //!   also reused), [`daemon`] (the Kafka consumer loop);
