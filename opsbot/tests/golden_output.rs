@@ -3,22 +3,17 @@
 #[path = "../../sync/tests/golden/mod.rs"]
 mod golden;
 
-use golden::{closed_port, run};
+use golden::{closed_port, run_with_file};
 
 const OPSBOT: &str = env!("CARGO_BIN_EXE_opsbot");
 
 #[test]
 fn a_bad_config_is_reported_whole_and_once() {
-    let directory = tempfile::tempdir().expect("temp dir");
-    std::fs::write(
-        directory.path().join("opsbot.yaml"),
-        "cluster:\n  url: localhost:9200\n  urll: x\n  request_timeout: fast\nslowlog: {top: 0}\ntelegram:\n  users: [{id: 1, role: admin}]\n",
-    )
-    .expect("write config");
-    let printed = run(
+    let printed = run_with_file(
         OPSBOT,
+        "opsbot.yaml",
+        "cluster:\n  url: localhost:9200\n  urll: x\n  request_timeout: fast\nslowlog: {top: 0}\ntelegram:\n  users: [{id: 1, role: admin}]\n",
         &["--config", "opsbot.yaml", "health"],
-        directory.path(),
         0,
     );
     assert_eq!(printed.code, Some(2));
@@ -37,17 +32,12 @@ fn a_bad_config_is_reported_whole_and_once() {
 
 #[test]
 fn an_unreachable_cluster_is_one_line() {
-    let directory = tempfile::tempdir().expect("temp dir");
     let port = closed_port();
-    std::fs::write(
-        directory.path().join("opsbot.yaml"),
-        format!("cluster: {{url: \"http://127.0.0.1:{port}\", request_timeout: 1s}}\n"),
-    )
-    .expect("write config");
-    let printed = run(
+    let printed = run_with_file(
         OPSBOT,
+        "opsbot.yaml",
+        &format!("cluster: {{url: \"http://127.0.0.1:{port}\", request_timeout: 1s}}\n"),
         &["--config", "opsbot.yaml", "health"],
-        directory.path(),
         port,
     );
     assert_eq!(printed.code, Some(2));

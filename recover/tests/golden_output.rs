@@ -4,15 +4,15 @@
 #[path = "../../sync/tests/golden/mod.rs"]
 mod golden;
 
-use golden::{closed_port, run};
+use golden::{closed_port, run_with_file};
 
 const RECOVER: &str = env!("CARGO_BIN_EXE_esync-recover");
 
 #[test]
 fn a_bad_config_is_reported_whole_and_once() {
-    let directory = tempfile::tempdir().expect("temp dir");
-    std::fs::write(
-        directory.path().join("esync.yaml"),
+    let printed = run_with_file(
+        RECOVER,
+        "esync.yaml",
         r#"
 source: {url: "sqlite://x.db", max_connections: none}
 kafka: {brokers: ""}
@@ -20,12 +20,7 @@ elasticsearch: {urls: ["http://127.0.0.1:9200"], request_timeout: fast}
 mappings:
   - {topics: [orders], table: orders, index: orders, version: {column: version, kind: sometimes}}
 "#,
-    )
-    .expect("write config");
-    let printed = run(
-        RECOVER,
         &["verify", "--config", "esync.yaml"],
-        directory.path(),
         0,
     );
     assert_eq!(printed.code, Some(2));
@@ -43,11 +38,11 @@ mappings:
 
 #[test]
 fn an_unreachable_elasticsearch_is_one_line() {
-    let directory = tempfile::tempdir().expect("temp dir");
     let port = closed_port();
-    std::fs::write(
-        directory.path().join("esync.yaml"),
-        format!(
+    let printed = run_with_file(
+        RECOVER,
+        "esync.yaml",
+        &format!(
             r#"
 source: {{url: "sqlite://x.db?mode=rwc"}}
 kafka: {{brokers: "127.0.0.1:{port}"}}
@@ -56,12 +51,7 @@ mappings:
   - {{topics: [orders], table: orders, index: orders, version: {{column: version, kind: counter}}}}
 "#
         ),
-    )
-    .expect("write config");
-    let printed = run(
-        RECOVER,
         &["run", "--config", "esync.yaml"],
-        directory.path(),
         port,
     );
     assert_eq!(printed.code, Some(2));

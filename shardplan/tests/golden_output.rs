@@ -4,22 +4,17 @@
 #[path = "../../sync/tests/golden/mod.rs"]
 mod golden;
 
-use golden::{closed_port, run};
+use golden::{closed_port, run, run_with_file};
 
 const SHARDPLAN: &str = env!("CARGO_BIN_EXE_shardplan");
 
 #[test]
 fn a_bad_config_is_reported_whole_and_once() {
-    let directory = tempfile::tempdir().expect("temp dir");
-    std::fs::write(
-        directory.path().join("plan.yaml"),
-        "name: logs\nhot: {nodes: -3, disk: lots}\nreplica: 1\nworkload: {kind: time_based, daily_ingest: 300gb, hot_days: 7}\n",
-    )
-    .expect("write config");
-    let printed = run(
+    let printed = run_with_file(
         SHARDPLAN,
+        "plan.yaml",
+        "name: logs\nhot: {nodes: -3, disk: lots}\nreplica: 1\nworkload: {kind: time_based, daily_ingest: 300gb, hot_days: 7}\n",
         &["plan", "--config", "plan.yaml"],
-        directory.path(),
         0,
     );
     assert_eq!(printed.code, Some(2));

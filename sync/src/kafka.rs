@@ -10,8 +10,8 @@
 //! forgotten so late acknowledgements cannot move the next owner's position.
 
 use crate::config::KafkaConfig;
-use crate::lock::lock;
 use crate::kafka_log::KafkaLog;
+use crate::lock::lock;
 use crate::metrics::{Metrics, PartitionLabel};
 use crate::offsets::{CommitPosition, OffsetTracker};
 use rdkafka::client::ClientContext;

@@ -2,15 +2,15 @@
 
 mod golden;
 
-use golden::{Printed, closed_port, run};
+use golden::{Printed, closed_port, run, run_with_file};
 
 const ESYNC: &str = env!("CARGO_BIN_EXE_esync");
 
 #[test]
 fn a_bad_config_is_reported_whole_and_once() {
-    let directory = tempfile::tempdir().expect("temp dir");
-    std::fs::write(
-        directory.path().join("esync.yaml"),
+    let printed = run_with_file(
+        ESYNC,
+        "esync.yaml",
         r#"
 source: {url: "sqlite://x.db"}
 kafka: {brokers: "127.0.0.1:9092", colour: blue}
@@ -24,12 +24,7 @@ mappings:
     index: orders
     version: {column: version, kind: counter}
 "#,
-    )
-    .expect("write config");
-    let printed = run(
-        ESYNC,
         &["check", "--config", "esync.yaml"],
-        directory.path(),
         0,
     );
     assert_eq!(printed.code, Some(2));
@@ -45,6 +40,7 @@ mappings:
   - mappings[0].topics: must list at least one topic
 "
     );
+    let directory = tempfile::tempdir().expect("temp dir");
     let missing = run(
         ESYNC,
         &["run", "--config", "missing.yaml"],
@@ -62,11 +58,15 @@ mappings:
 
 #[test]
 fn unreachable_services_give_one_line_each_and_no_log_noise() {
-    let directory = tempfile::tempdir().expect("temp dir");
     let port = closed_port();
-    std::fs::write(
-        directory.path().join("esync.yaml"),
-        format!(
+    let Printed {
+        code,
+        stdout,
+        stderr,
+    } = run_with_file(
+        ESYNC,
+        "esync.yaml",
+        &format!(
             r#"
 source: {{url: "postgres://esync@127.0.0.1:{port}/db", connect_timeout: 1s}}
 kafka: {{brokers: "127.0.0.1:{port}", options: {{socket.timeout.ms: "1000"}}}}
@@ -75,16 +75,7 @@ mappings:
   - {{topics: [orders], table: orders, index: orders, version: {{column: version, kind: counter}}}}
 "#
         ),
-    )
-    .expect("write config");
-    let Printed {
-        code,
-        stdout,
-        stderr,
-    } = run(
-        ESYNC,
         &["check", "--config", "esync.yaml"],
-        directory.path(),
         port,
     );
     assert_eq!(code, Some(1));

@@ -27,6 +27,20 @@ pub fn closed_port() -> u16 {
     listener.local_addr().expect("local address").port()
 }
 
+/// Runs `binary` with `args` in a fresh directory holding one file, `name`
+/// with `contents` (the config under test).
+pub fn run_with_file(
+    binary: &str,
+    name: &str,
+    contents: &str,
+    args: &[&str],
+    port: u16,
+) -> Printed {
+    let directory = tempfile::tempdir().expect("temp dir");
+    std::fs::write(directory.path().join(name), contents).expect("write the file");
+    run(binary, args, directory.path(), port)
+}
+
 /// Runs `binary` with `args` in `directory`, without the caller's logging or
 /// tool variables, and normalises `directory` to `TMP` and `port` (unless 0)
 /// to `PORT`.
