@@ -24,7 +24,8 @@ PURE = {
     "sync": [
         "id", "decode", "batch", "coalesce", "document", "bulk", "dlq", "offsets", "retry",
         "config", "write_health", "pg_ids", "sql", "publish::poll_sql",
-        "publish::watermark",
+        "publish::watermark", "finding", "yaml_config", "error_chain",
+        "repeat_filter",
     ],
     "recover": ["range", "rate", "checkpoint", "diff", "progress"],
     "shardplan": [

@@ -8,6 +8,7 @@
 
 use crate::command::{AccessPolicy, Role};
 use crate::roll::RollSettings;
+use crate::yaml_config::{ConfigProblem, problem_list};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -18,7 +19,7 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("failed to read config {path}")]
+    #[error("failed to read config {path}: {source}")]
     Read {
         /// The file.
         path: PathBuf,
@@ -26,12 +27,15 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
-    /// YAML syntax or an unknown/mistyped field.
-    #[error("invalid config: {0}")]
-    Parse(#[from] serde_yaml::Error),
-    /// A value that parses but makes no sense.
-    #[error("invalid config: {0}")]
-    Invalid(String),
+    /// YAML syntax, unknown or mistyped fields, values that make no sense:
+    /// every one found.
+    #[error("invalid config{}:\n{}", .path.as_ref().map(|path| format!(" {}", path.display())).unwrap_or_default(), problem_list(.problems))]
+    Invalid {
+        /// The file, when read from one.
+        path: Option<PathBuf>,
+        /// Every problem found, with its path in the file.
+        problems: Vec<ConfigProblem>,
+    },
     /// A required environment variable is missing.
     #[error("environment variable {0} is not set")]
     MissingEnv(&'static str),
@@ -392,60 +396,95 @@ impl Default for AuditConfig {
 }
 
 impl Config {
-    /// Parses YAML (an empty document gives the defaults).
+    /// Parses YAML (an empty document gives the defaults), reporting every
+    /// problem serde finds; see [`Config::validate`] for the rest.
     pub fn from_yaml(text: &str) -> Result<Config, ConfigError> {
-        if text.trim().is_empty() {
-            return Ok(Config::default());
-        }
-        Ok(serde_yaml::from_str(text)?)
+        Config::parse(text)
+            .into_result()
+            .map_err(|problems| ConfigError::Invalid {
+                path: None,
+                problems,
+            })
     }
 
-    /// Reads and parses a file.
+    /// Reads, parses and validates a file, reporting every problem of both
+    /// steps in one error.
     pub fn load(path: &std::path::Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
         })?;
-        Config::from_yaml(&text)
+        let mut parsed = Config::parse(&text);
+        if let Some(config) = &parsed.value {
+            let problems = config.problems();
+            parsed.add_checked(problems);
+        }
+        parsed
+            .into_result()
+            .map_err(|problems| ConfigError::Invalid {
+                path: Some(path.to_path_buf()),
+                problems,
+            })
     }
 
-    /// Checks values that parse but make no sense. Pure.
+    fn parse(text: &str) -> crate::yaml_config::Parsed<Config> {
+        // an empty document is an empty map: every default
+        let text = if text.trim().is_empty() { "{}" } else { text };
+        crate::yaml_config::parse(text)
+    }
+
+    /// Checks values that parse but make no sense, all of them. Pure.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |text: &str| Err(ConfigError::Invalid(text.to_string()));
+        let problems = self.problems();
+        if problems.is_empty() {
+            return Ok(());
+        }
+        Err(ConfigError::Invalid {
+            path: None,
+            problems,
+        })
+    }
+
+    fn problems(&self) -> Vec<ConfigProblem> {
+        let mut problems = Vec::new();
+        let mut invalid =
+            |path: &str, message: &str| problems.push(ConfigProblem::new(path, message));
         if !(self.cluster.url.starts_with("http://") || self.cluster.url.starts_with("https://")) {
-            return invalid("cluster.url must start with http:// or https://");
+            invalid("cluster.url", "must start with http:// or https://");
         }
         let restart = &self.restart;
         if restart.poll_interval.is_zero() {
-            return invalid("restart.poll_interval must be more than 0s");
-        }
-        if restart.poll_interval >= restart.rejoin_timeout
+            invalid("restart.poll_interval", "must be more than 0s");
+        } else if restart.poll_interval >= restart.rejoin_timeout
             || restart.poll_interval >= restart.green_timeout
             || restart.poll_interval >= restart.leave_timeout
         {
-            return invalid("restart.poll_interval must be shorter than every wait time-out");
+            invalid(
+                "restart.poll_interval",
+                "must be shorter than every wait time-out",
+            );
         }
         if let RestartActionConfig::Shell { command } = &restart.action
             && command.trim().is_empty()
         {
-            return invalid("restart.action.shell.command is empty");
+            invalid("restart.action.command", "is empty");
         }
         if self.slowlog.top == 0 {
-            return invalid("slowlog.top must be at least 1");
+            invalid("slowlog.top", "must be at least 1");
         }
         if self.telegram.confirm_ttl.is_zero() {
-            return invalid("telegram.confirm_ttl must be more than 0s");
+            invalid("telegram.confirm_ttl", "must be more than 0s");
         }
         let chats: std::collections::BTreeSet<_> = self.telegram.chats.iter().collect();
         if chats.len() != self.telegram.chats.len() {
-            return invalid("telegram.chats lists a chat twice");
+            invalid("telegram.chats", "lists a chat twice");
         }
         let users: std::collections::BTreeSet<_> =
             self.telegram.users.iter().map(|u| u.id).collect();
         if users.len() != self.telegram.users.len() {
-            return invalid("telegram.users lists a user twice");
+            invalid("telegram.users", "lists a user twice");
         }
-        Ok(())
+        problems
     }
 }
 
@@ -520,6 +559,33 @@ audit:
         .expect("parses");
         assert!(config.validate().is_err());
         assert!(Config::from_yaml("telegram:\n  users: [{id: 1, role: admin}]\n").is_err());
+    }
+
+    /// Issue 13 item 3: every mistake in one run, each once.
+    #[test]
+    fn every_problem_is_reported_in_one_run() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("opsbot.yaml");
+        std::fs::write(
+            &path,
+            "cluster:\n  url: localhost:9200\n  urll: x\n  request_timeout: fast\nslowlog: {top: 0}\ntelegram:\n  users: [{id: 1, role: admin}]\n",
+        )
+        .expect("write");
+        let error = Config::load(&path).expect_err("invalid");
+        let ConfigError::Invalid { problems, .. } = &error else {
+            panic!("{error}");
+        };
+        let rendered: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            rendered,
+            [
+                "cluster.urll: unknown field `urll`, expected one of `url`, `username`, `request_timeout`",
+                "cluster.request_timeout: invalid value: string \"fast\", expected a duration",
+                "telegram.users[0].role: unknown variant `admin`, expected `viewer` or `operator`",
+                "cluster.url: must start with http:// or https://",
+                "slowlog.top: must be at least 1",
+            ]
+        );
     }
 
     #[test]

@@ -25,6 +25,9 @@
 //! - [`telegram`]: the teloxide front end;
 //! - [`telemetry`]: logging setup.
 
+// Written once in sync/ and shared by path until the workspace's shared
+// crate holds them: how every binary reads its YAML config (every problem
+// in one run) and prints an error (each cause once).
 pub mod action;
 pub mod audit;
 pub mod bot;
@@ -32,6 +35,8 @@ pub mod cluster;
 pub mod command;
 pub mod config;
 pub mod driver;
+#[path = "../../sync/src/error_chain.rs"]
+pub mod error_chain;
 pub mod es;
 pub mod execute;
 pub mod format;
@@ -41,3 +46,5 @@ pub mod slowlog;
 pub mod store;
 pub mod telegram;
 pub mod telemetry;
+#[path = "../../sync/src/yaml_config.rs"]
+pub mod yaml_config;

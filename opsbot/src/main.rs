@@ -27,7 +27,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(2)),
         Err(error) => {
-            eprintln!("opsbot: {error:#}");
+            eprintln!("opsbot: {}", opsbot::error_chain::render(error.as_ref()));
             ExitCode::from(2)
         }
     }

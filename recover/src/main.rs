@@ -188,7 +188,10 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("esync-recover: {error:#}");
+            eprintln!(
+                "esync-recover: {}",
+                esync::error_chain::render(error.as_ref())
+            );
             ExitCode::from(2)
         }
     }

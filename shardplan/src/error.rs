@@ -36,6 +36,9 @@ pub enum PlanError {
         /// The setting, e.g. `expected_docs`.
         field: &'static str,
     },
+    /// Several of the above, all found in one run.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Several(Vec<PlanError>),
     /// A count or size does not fit in 64 bits (absurd node counts, days or
     /// sizes); `what` names it.
     #[error("{what} overflows: the node counts, days or sizes are too large")]

@@ -254,9 +254,10 @@ impl Retention {
 }
 
 impl PlanInput {
-    /// Parses a YAML document (unknown fields are an error).
-    pub fn from_yaml(text: &str) -> Result<Self, serde_yaml::Error> {
-        serde_yaml::from_str(text)
+    /// Parses a YAML document (unknown fields are an error), reporting
+    /// every problem serde finds, each at its path.
+    pub fn from_yaml(text: &str) -> Result<Self, Vec<crate::yaml_config::ConfigProblem>> {
+        crate::yaml_config::parse(text).into_result()
     }
 
     /// The spec of `tier`.
@@ -307,8 +308,20 @@ impl PlanInput {
         }
     }
 
-    /// Checks ranges and combinations; pure.
+    /// Checks ranges and combinations; pure. Every problem is reported:
+    /// one as itself, several as [`PlanError::Several`].
     pub fn validate(&self) -> Result<(), PlanError> {
+        let mut problems = self.problems();
+        match problems.len() {
+            0 => Ok(()),
+            1 => Err(problems.remove(0)),
+            _ => Err(PlanError::Several(problems)),
+        }
+    }
+
+    /// Every range or combination problem of the input; pure.
+    pub fn problems(&self) -> Vec<PlanError> {
+        let mut problems = Vec::new();
         if self.name.is_empty()
             || self.name.starts_with(['_', '-', '+'])
             || self
@@ -316,45 +329,45 @@ impl PlanInput {
                 .chars()
                 .any(|c| c.is_ascii_uppercase() || " \"*\\<|,>/?#:".contains(c))
         {
-            return Err(PlanError::invalid(
+            problems.push(PlanError::invalid(
                 "name",
                 format!("{:?} is not a valid lowercase index name prefix", self.name),
             ));
         }
         if self.hot.nodes == 0 {
-            return Err(PlanError::invalid(
+            problems.push(PlanError::invalid(
                 "hot.nodes",
                 "at least one hot data node is needed (set hot.nodes or --hot-nodes)",
             ));
         }
         if self.growth_factor == 0 {
-            return Err(PlanError::invalid(
+            problems.push(PlanError::invalid(
                 "growth_factor",
                 "must be at least 1 (1 turns the growth rule off)",
             ));
         }
         if self.max_shard_size.bytes() == 0 {
-            return Err(PlanError::invalid("max_shard_size", "must be above 0"));
+            problems.push(PlanError::invalid("max_shard_size", "must be above 0"));
         }
         if self.max_docs_per_shard == 0 {
-            return Err(PlanError::invalid("max_docs_per_shard", "must be above 0"));
+            problems.push(PlanError::invalid("max_docs_per_shard", "must be above 0"));
         }
         if self.shrink_to == Some(0) {
-            return Err(PlanError::invalid("shrink_to", "must be at least 1"));
+            problems.push(PlanError::invalid("shrink_to", "must be at least 1"));
         }
         for (field, value) in [
             ("watermark_low", self.watermark_low),
             ("watermark_high", self.watermark_high),
         ] {
             if !(value > 0.0 && value <= 1.0) {
-                return Err(PlanError::invalid(
+                problems.push(PlanError::invalid(
                     field,
                     format!("{value} is not a fraction in (0, 1]"),
                 ));
             }
         }
         if self.watermark_low > self.watermark_high {
-            return Err(PlanError::invalid(
+            problems.push(PlanError::invalid(
                 "watermark_low",
                 format!(
                     "{} is above watermark_high {}",
@@ -363,14 +376,14 @@ impl PlanInput {
             ));
         }
         if !(self.merge_headroom >= 0.0 && self.merge_headroom.is_finite()) {
-            return Err(PlanError::invalid(
+            problems.push(PlanError::invalid(
                 "merge_headroom",
                 format!("{} is not a fraction of 0 or more", self.merge_headroom),
             ));
         }
         for tier in Tier::ALL {
             if self.tier(tier).nodes > 0 && self.tier(tier).disk.bytes() == 0 {
-                return Err(PlanError::invalid(
+                problems.push(PlanError::invalid(
                     "disk",
                     format!("the {tier} tier has nodes but no disk"),
                 ));
@@ -385,31 +398,31 @@ impl PlanInput {
                 ..
             } => {
                 if daily_ingest.bytes() == 0 {
-                    return Err(PlanError::invalid(
+                    problems.push(PlanError::invalid(
                         "workload.daily_ingest",
                         "a time-based workload needs the primary size indexed per day (e.g. 300gb)",
                     ));
                 }
                 if hot_days == 0 {
-                    return Err(PlanError::invalid(
+                    problems.push(PlanError::invalid(
                         "workload.hot_days",
                         "an index spends at least one day on the hot tier",
                     ));
                 }
                 if warm_days > 0 && self.warm.nodes == 0 {
-                    return Err(PlanError::invalid(
+                    problems.push(PlanError::invalid(
                         "workload.warm_days",
                         format!("{warm_days} warm days but warm.nodes is 0"),
                     ));
                 }
                 if cold_days > 0 && self.cold.nodes == 0 {
-                    return Err(PlanError::invalid(
+                    problems.push(PlanError::invalid(
                         "workload.cold_days",
                         format!("{cold_days} cold days but cold.nodes is 0"),
                     ));
                 }
                 if self.shrink_to.is_some() && warm_days == 0 {
-                    return Err(PlanError::invalid(
+                    problems.push(PlanError::invalid(
                         "shrink_to",
                         "the shrink happens in the warm phase, which needs warm_days above 0",
                     ));
@@ -417,20 +430,20 @@ impl PlanInput {
             }
             Workload::Growing { expected_size, .. } => {
                 if expected_size.bytes() == 0 {
-                    return Err(PlanError::invalid(
+                    problems.push(PlanError::invalid(
                         "workload.expected_size",
                         "a growing index needs its expected primary size (e.g. 600gb)",
                     ));
                 }
                 if self.shrink_to.is_some() {
-                    return Err(PlanError::invalid(
+                    problems.push(PlanError::invalid(
                         "shrink_to",
                         "a growing index stays on the hot tier and is never shrunk",
                     ));
                 }
             }
         }
-        Ok(())
+        problems
     }
 }
 

@@ -17,9 +17,14 @@
 //! - [`chart`]: SVG charts rendered into a string;
 //! - [`report`]: text tables.
 
+// Written once in sync/ and shared by path until the workspace's shared
+// crate holds them: how every binary reads its YAML config (every problem
+// in one run) and prints an error (each cause once).
 pub mod chart;
 pub mod cluster;
 pub mod error;
+#[path = "../../sync/src/error_chain.rs"]
+pub mod error_chain;
 pub mod input;
 pub mod latency;
 pub mod overrides;
@@ -29,6 +34,8 @@ pub mod rules;
 pub mod simulate;
 pub mod template;
 pub mod units;
+#[path = "../../sync/src/yaml_config.rs"]
+pub mod yaml_config;
 
 pub use error::{ClusterDataError, PlanError};
 pub use input::{PlanInput, Tier, TierRouting, TierSpec, Workload};

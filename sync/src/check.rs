@@ -13,58 +13,22 @@ use crate::es::EsClient;
 use crate::id::{Id, IdType, truncate_for_message};
 use crate::pg_ids::PgIdMatch;
 use crate::writer::Mapping;
-use rdkafka::consumer::{BaseConsumer, Consumer as _};
+use rdkafka::consumer::Consumer as _;
 use serde_json::Value;
 use std::time::Duration;
 
-/// One result line of `esync check`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Finding {
-    /// Ok, warning or failure.
-    pub level: Level,
-    /// What was checked and what was found.
-    pub message: String,
-}
-
-/// Severity of a finding.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Level {
-    /// Works.
-    Ok,
-    /// Works, but probably not as intended.
-    Warning,
-    /// Will not work.
-    Failure,
-}
-
-impl std::fmt::Display for Finding {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mark = match self.level {
-            Level::Ok => "ok  ",
-            Level::Warning => "warn",
-            Level::Failure => "FAIL",
-        };
-        write!(formatter, "[{mark}] {}", self.message)
-    }
-}
-
-fn finding(level: Level, message: impl Into<String>) -> Finding {
-    Finding {
-        level,
-        message: message.into(),
-    }
-}
+pub use crate::finding::{Finding, Level};
 
 /// Runs every check and returns the findings.
 pub async fn run_checks(loaded: &LoadedConfig) -> Vec<Finding> {
     let config = &loaded.config;
-    let mut findings = vec![finding(
+    let mut findings = vec![Finding::new(
         Level::Ok,
         format!("config: {} mapping(s), valid", config.mappings.len()),
     )];
     for (index, mapping) in config.mappings.iter().enumerate() {
         if mapping.routing_column.is_some() && mapping.delete == DeleteStrategy::Hard {
-            findings.push(finding(
+            findings.push(Finding::new(
                 Level::Warning,
                 format!(
                     "mappings[{index}]: hard deletes carry no routing (the row is gone); use delete: {{strategy: soft}} with routing_column"
@@ -80,9 +44,9 @@ pub async fn run_checks(loaded: &LoadedConfig) -> Vec<Finding> {
     )
     .await
     {
-        Err(error) => findings.push(finding(Level::Failure, format!("database: {error}"))),
+        Err(error) => findings.push(Finding::new(Level::Failure, format!("database: {error}"))),
         Ok(database) => {
-            findings.push(finding(
+            findings.push(Finding::new(
                 Level::Ok,
                 format!("database: connected ({:?})", database.dialect()),
             ));
@@ -92,19 +56,19 @@ pub async fn run_checks(loaded: &LoadedConfig) -> Vec<Finding> {
                 let reader = &built.reader;
                 let name = mapping.display_name();
                 match reader.prepare(&database).await {
-                    Ok(PgIdMatch::ColumnAsText) => findings.push(finding(
+                    Ok(PgIdMatch::ColumnAsText) => findings.push(Finding::new(
                         Level::Warning,
                         format!("mapping {name}: the id column's type cannot be compared with the ids directly; the re-read compares it as text and cannot use its index"),
                     )),
                     Ok(_) => {}
-                    Err(error) => findings.push(finding(
+                    Err(error) => findings.push(Finding::new(
                         Level::Failure,
                         format!("mapping {name}: cannot look up the id column's type: {error}"),
                     )),
                 }
                 let sql = reader.sql_for(1);
                 match describe_columns(&database, &sql).await {
-                    Err(error) => findings.push(finding(
+                    Err(error) => findings.push(Finding::new(
                         Level::Failure,
                         format!("mapping {name}: re-read query fails: {error}\n       {sql}"),
                     )),
@@ -120,7 +84,7 @@ pub async fn run_checks(loaded: &LoadedConfig) -> Vec<Finding> {
                             .filter(|column| !columns.contains(column))
                             .collect();
                         if missing.is_empty() {
-                            findings.push(finding(
+                            findings.push(Finding::new(
                                 Level::Ok,
                                 format!(
                                     "mapping {name}: re-read query returns {} column(s)",
@@ -130,7 +94,7 @@ pub async fn run_checks(loaded: &LoadedConfig) -> Vec<Finding> {
                             findings.push(id_round_trip(&database, built).await);
                             findings.extend(check_version_column(&database, mapping, &sql).await);
                         } else {
-                            findings.push(finding(
+                            findings.push(Finding::new(
                                 Level::Failure,
                                 format!("mapping {name}: re-read query does not return {missing:?} (it returns {columns:?})"),
                             ));
@@ -142,12 +106,18 @@ pub async fn run_checks(loaded: &LoadedConfig) -> Vec<Finding> {
     }
 
     match EsClient::new(&config.elasticsearch, &loaded.secrets) {
-        Err(error) => findings.push(finding(Level::Failure, format!("elasticsearch: {error}"))),
+        Err(error) => findings.push(Finding::new(
+            Level::Failure,
+            format!("elasticsearch: {error}"),
+        )),
         Ok(es) => match es
             .request_ok(elasticsearch::http::Method::Get, "/", None)
             .await
         {
-            Err(error) => findings.push(finding(Level::Failure, format!("elasticsearch: {error}"))),
+            Err(error) => findings.push(Finding::new(
+                Level::Failure,
+                format!("elasticsearch: {error}"),
+            )),
             Ok(info) => {
                 let version = info
                     .pointer("/version/number")
@@ -157,7 +127,7 @@ pub async fn run_checks(loaded: &LoadedConfig) -> Vec<Finding> {
                     .pointer("/version/distribution")
                     .and_then(|v| v.as_str())
                     .unwrap_or("elasticsearch");
-                findings.push(finding(
+                findings.push(Finding::new(
                     Level::Ok,
                     format!("elasticsearch: reachable ({distribution} {version})"),
                 ));
@@ -165,14 +135,14 @@ pub async fn run_checks(loaded: &LoadedConfig) -> Vec<Finding> {
                     let path = format!("/{}", mapping.index);
                     match es.request(elasticsearch::http::Method::Head, &path, None).await {
                         Ok(response) if response.status == 200 => {
-                            findings.push(finding(Level::Ok, format!("index {}: exists", mapping.index)))
+                            findings.push(Finding::new(Level::Ok, format!("index {}: exists", mapping.index)))
                         }
-                        Ok(response) if response.status == 404 => findings.push(finding(
+                        Ok(response) if response.status == 404 => findings.push(Finding::new(
                             Level::Warning,
                             format!("index {}: does not exist; it will be created with dynamic mappings on first write", mapping.index),
                         )),
-                        Ok(response) => findings.push(finding(Level::Failure, format!("index {}: status {}", mapping.index, response.status))),
-                        Err(error) => findings.push(finding(Level::Failure, format!("index {}: {error}", mapping.index))),
+                        Ok(response) => findings.push(Finding::new(Level::Failure, format!("index {}: status {}", mapping.index, response.status))),
+                        Err(error) => findings.push(Finding::new(Level::Failure, format!("index {}: {error}", mapping.index))),
                     }
                 }
             }
@@ -210,7 +180,7 @@ async fn check_version_column(
         None => None,
     };
     let problem = version_tick(&type_name, digits)?;
-    Some(finding(
+    Some(Finding::new(
         Level::Warning,
         format!(
             "mapping {}: version column {column} is {problem}: two changes within {} share a version, and an older read can stay in the index; use a microsecond timestamp (TIMESTAMP(6)) or a counter bumped on every change, and run esync-recover verify (it compares content)",
@@ -270,7 +240,7 @@ pub async fn id_round_trip(database: &Database, mapping: &Mapping) -> Finding {
     let name = &mapping.name;
     let spec = &mapping.spec;
     let fail = |what: String, hint: &str| {
-        finding(
+        Finding::new(
             Level::Failure,
             format!("mapping {name}: id round trip fails: {what}; hint: {hint}"),
         )
@@ -283,7 +253,7 @@ pub async fn id_round_trip(database: &Database, mapping: &Mapping) -> Finding {
             );
         }
         Ok(None) if !mapping.reader.reads_table() => {
-            return finding(
+            return Finding::new(
                 Level::Warning,
                 format!(
                     "mapping {name}: id round trip not checked: a custom query has no table to take a row from; ids in messages must equal the id column as the query returns it"
@@ -291,7 +261,7 @@ pub async fn id_round_trip(database: &Database, mapping: &Mapping) -> Finding {
             );
         }
         Ok(None) => {
-            return finding(
+            return Finding::new(
                 Level::Warning,
                 format!("mapping {name}: id round trip not checked: the table is empty"),
             );
@@ -335,7 +305,7 @@ pub async fn id_round_trip(database: &Database, mapping: &Mapping) -> Finding {
         }
     };
     match match_rows(spec, std::slice::from_ref(&id), rows).pop() {
-        Some((_, Ok(Some(_)))) => finding(
+        Some((_, Ok(Some(_)))) => Finding::new(
             Level::Ok,
             format!(
                 "mapping {name}: id round trip: id {} read back and found again by the re-read",
@@ -369,18 +339,21 @@ async fn describe_columns(database: &Database, sql: &str) -> Result<Vec<String>,
 async fn check_kafka(loaded: &LoadedConfig) -> Vec<Finding> {
     let config = loaded.config.clone();
     let result = tokio::task::spawn_blocking(move || -> Result<Vec<Finding>, String> {
-        let mut client = rdkafka::ClientConfig::new();
-        client
-            .set("bootstrap.servers", &config.kafka.brokers)
-            .set("group.id", &config.kafka.group_id);
-        for (key, value) in &config.kafka.options {
-            client.set(key, value);
-        }
-        let consumer: BaseConsumer = client.create().map_err(|error| error.to_string())?;
+        let consumer =
+            crate::kafka::probe_consumer(&config.kafka).map_err(|error| error.to_string())?;
+        // librdkafka's own network time-out, when set lower, bounds the wait
+        let timeout = config
+            .kafka
+            .options
+            .get("socket.timeout.ms")
+            .and_then(|ms| ms.parse().ok())
+            .map_or(Duration::from_secs(10), |ms| {
+                Duration::from_millis(ms).min(Duration::from_secs(10))
+            });
         let metadata = consumer
-            .fetch_metadata(None, Duration::from_secs(10))
+            .fetch_metadata(None, timeout)
             .map_err(|error| error.to_string())?;
-        let mut findings = vec![finding(
+        let mut findings = vec![Finding::new(
             Level::Ok,
             format!("kafka: reachable ({} broker(s))", metadata.brokers().len()),
         )];
@@ -399,14 +372,14 @@ async fn check_kafka(loaded: &LoadedConfig) -> Vec<Finding> {
         }
         for (topic, role) in wanted {
             match metadata.topics().iter().find(|found| found.name() == topic) {
-                Some(found) if found.error().is_none() => findings.push(finding(
+                Some(found) if found.error().is_none() => findings.push(Finding::new(
                     Level::Ok,
                     format!(
                         "kafka: {role} {topic}: {} partition(s)",
                         found.partitions().len()
                     ),
                 )),
-                _ => findings.push(finding(
+                _ => findings.push(Finding::new(
                     Level::Failure,
                     format!("kafka: {role} {topic} does not exist"),
                 )),
@@ -417,8 +390,8 @@ async fn check_kafka(loaded: &LoadedConfig) -> Vec<Finding> {
     .await;
     match result {
         Ok(Ok(findings)) => findings,
-        Ok(Err(error)) => vec![finding(Level::Failure, format!("kafka: {error}"))],
-        Err(error) => vec![finding(Level::Failure, format!("kafka: {error}"))],
+        Ok(Err(error)) => vec![Finding::new(Level::Failure, format!("kafka: {error}"))],
+        Err(error) => vec![Finding::new(Level::Failure, format!("kafka: {error}"))],
     }
 }
 

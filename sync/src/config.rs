@@ -2,17 +2,20 @@
 //!
 //! Loading is parse, then pure validation that reports every problem at once
 //! with its path in the file; connecting is somebody else's job (`check`).
-//! Unknown keys are errors. Secrets come from the environment, either through
+//! Unknown keys are errors. Parsing goes on past a bad value
+//! ([`crate::yaml_config`]), so one run names every mistake. Secrets come from the environment, either through
 //! `${VAR}` in the file or the `ESYNC_*` variables, and are held as [`Secret`].
 
 use crate::decode::MessageFormat;
 use crate::document::{DeleteStrategy, VersionKind};
 use crate::id::IdType;
+use crate::publish::config::{PublishConfig, PublishedMapping};
 use crate::retry::RetryPolicy;
 use crate::secret::Secret;
+pub use crate::yaml_config::ConfigProblem;
+use crate::yaml_config::problem_list;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -51,7 +54,7 @@ pub struct Config {
     /// How `esync publish` gets changed ids into Kafka: incremental-column
     /// polling and/or an outbox relay (default: none; see `PUBLISH.md`).
     #[serde(default)]
-    pub publish: Option<crate::publish::config::PublishConfig>,
+    pub publish: Option<PublishConfig>,
 }
 
 /// `source:`
@@ -310,25 +313,6 @@ fn default_delete() -> DeleteStrategy {
     DeleteStrategy::Hard
 }
 
-/// One problem in the file, with where it is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigProblem {
-    /// Dotted path in the file, e.g. `mappings[0].version.kind`.
-    pub path: String,
-    /// What is wrong.
-    pub message: String,
-}
-
-impl fmt::Display for ConfigProblem {
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.path.is_empty() || self.path == "." {
-            write!(formatter, "{}", self.message)
-        } else {
-            write!(formatter, "{}: {}", self.path, self.message)
-        }
-    }
-}
-
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -341,7 +325,7 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// Problems found; all of them.
-    #[error("invalid config file {path}:\n{}", .problems.iter().map(|problem| format!("  - {problem}")).collect::<Vec<_>>().join("\n"))]
+    #[error("invalid config file {path}:\n{}", problem_list(problems))]
     Invalid {
         /// The file.
         path: PathBuf,
@@ -391,37 +375,18 @@ impl LoadedConfig {
         text: &str,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<LoadedConfig, Vec<ConfigProblem>> {
-        let mut problems = Vec::new();
-        let deserializer = serde_yaml::Deserializer::from_str(text);
-        let mut unknown = Vec::new();
-        let parsed: Result<Config, _> = serde_path_to_error::deserialize(
-            serde_ignored::Deserializer::new(deserializer, &mut |path: serde_ignored::Path<'_>| {
-                // serde_ignored writes `?` for an Option level: not part of the file's path
-                unknown.push(path.to_string().replace(".?", ""))
-            }),
-        );
-        for path in unknown {
-            problems.push(ConfigProblem {
-                path,
-                message: "unknown key".into(),
-            });
-        }
-        let mut config = match parsed {
-            Ok(config) => config,
-            Err(error) => {
-                let path = error.path().to_string();
-                problems.push(ConfigProblem {
-                    path,
-                    message: error.into_inner().to_string(),
-                });
-                return Err(problems);
-            }
+        let mut parsed = crate::yaml_config::parse::<Config>(text);
+        let Some(mut config) = parsed.value.take() else {
+            return Err(parsed.problems);
         };
+        let mut problems = Vec::new();
         let secrets = resolve_environment(&mut config, env, &mut problems);
         problems.extend(validate(&config));
+        // problems about values already reported while parsing are dropped
+        parsed.add_checked(problems);
         match secrets {
-            Some(secrets) if problems.is_empty() => Ok(LoadedConfig { config, secrets }),
-            _ => Err(problems),
+            Some(secrets) if parsed.problems.is_empty() => Ok(LoadedConfig { config, secrets }),
+            _ => Err(parsed.problems),
         }
     }
 }
@@ -709,7 +674,17 @@ pub fn validate(config: &Config) -> Vec<ConfigProblem> {
     {
         problem("dead_letter.topic".into(), "must not be empty".into());
     }
-    problems.extend(crate::publish::config::validate(config));
+    if let Some(publish) = &config.publish {
+        let mappings: Vec<PublishedMapping<'_>> = config
+            .mappings
+            .iter()
+            .map(|mapping| PublishedMapping {
+                name: mapping.display_name(),
+                has_table: mapping.table.is_some(),
+            })
+            .collect();
+        problems.extend(crate::publish::config::validate(publish, &mappings));
+    }
     problems
 }
 
@@ -834,6 +809,39 @@ mappings:
             problems[0].message.contains("unknown variant"),
             "{}",
             problems[0].message
+        );
+    }
+
+    /// Issue 13 item 3: six mistakes of different kinds, all in one run,
+    /// each cause once (issue 13 item 2: the path is not repeated).
+    #[test]
+    fn every_mistake_is_reported_in_one_run() {
+        let text = MINIMAL
+            .replace(
+                "  brokers: 127.0.0.1:9092",
+                "  brokers: 127.0.0.1:9092\n  colour: blue",
+            )
+            .replace(
+                "urls: [http://127.0.0.1:9200]",
+                "urls: [http://127.0.0.1:9200]\n  request_timeout: fast",
+            )
+            .replace(
+                "topics: [shop.orders]",
+                "topics: []\n    id: {type: integr}",
+            )
+            + "workers: -1\nbatch: {max_ids: 0}\n";
+        let problems = LoadedConfig::from_yaml(&text, &env).unwrap_err();
+        let rendered: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            rendered,
+            [
+                "kafka.colour: unknown key",
+                "elasticsearch.request_timeout: invalid value: string \"fast\", expected a duration",
+                "mappings[0].id.type: unknown variant `integr`, expected `integer` or `string`",
+                "workers: invalid value: integer `-1`, expected usize",
+                "batch.max_ids: must be at least 1",
+                "mappings[0].topics: must list at least one topic",
+            ]
         );
     }
 

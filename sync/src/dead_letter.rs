@@ -15,7 +15,6 @@ use crate::metrics::{Metrics, ReasonLabel, RetryLabel};
 use crate::retry::RetryPolicy;
 use crate::writer::{Abandoned, FailedId, Mapping, sleep_or_abort};
 use rdkafka::error::KafkaError;
-use rdkafka::producer::FutureProducer;
 use rdkafka::types::RDKafkaErrorCode;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -35,7 +34,7 @@ const TRUNCATED_HEADER_CHARS: usize = 256;
 /// Produces dead letters, or logs them when no topic is configured.
 #[derive(Clone)]
 pub struct DeadLetterSink {
-    target: Option<(FutureProducer, String)>,
+    target: Option<(kafka::Producer, String)>,
     max_message_bytes: usize,
     retry: RetryPolicy,
     metrics: Arc<Metrics>,

@@ -10,6 +10,7 @@
 //! forgotten so late acknowledgements cannot move the next owner's position.
 
 use crate::config::KafkaConfig;
+use crate::kafka_log::KafkaLog;
 use crate::lock::lock;
 use crate::metrics::{Metrics, PartitionLabel};
 use crate::offsets::{CommitPosition, OffsetTracker};
@@ -26,11 +27,16 @@ use rdkafka::{Offset, TopicPartitionList};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// The consumer's context: rebalance hooks, commit results, statistics.
+/// The consumer's context: rebalance hooks, commit results, statistics;
+/// its log goes where every client's goes ([`KafkaLog`]).
 pub struct EsyncContext {
     tracker: Arc<Mutex<OffsetTracker>>,
     metrics: Arc<Metrics>,
+    log: KafkaLog,
 }
+
+/// A producer whose log goes through [`KafkaLog`].
+pub type Producer = FutureProducer<KafkaLog>;
 
 impl ClientContext for EsyncContext {
     fn stats(&self, statistics: Statistics) {
@@ -53,17 +59,11 @@ impl ClientContext for EsyncContext {
     }
 
     fn log(&self, level: rdkafka::config::RDKafkaLogLevel, facility: &str, message: &str) {
-        use rdkafka::config::RDKafkaLogLevel as Level;
-        match level {
-            Level::Emerg | Level::Alert | Level::Critical | Level::Error => {
-                tracing::error!(target: "librdkafka", facility, "{message}")
-            }
-            Level::Warning => tracing::warn!(target: "librdkafka", facility, "{message}"),
-            Level::Notice | Level::Info => {
-                tracing::info!(target: "librdkafka", facility, "{message}")
-            }
-            Level::Debug => tracing::debug!(target: "librdkafka", facility, "{message}"),
-        }
+        self.log.write(level, facility, message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.log.error(&error, reason);
     }
 }
 
@@ -161,7 +161,11 @@ pub fn build_consumer(
     for (key, value) in &config.options {
         client.set(key, value);
     }
-    client.create_with_context(EsyncContext { tracker, metrics })
+    client.create_with_context(EsyncContext {
+        tracker,
+        metrics,
+        log: KafkaLog::default(),
+    })
 }
 
 /// Converts commit positions to the list rdkafka commits.
@@ -197,7 +201,7 @@ pub fn commit_finished_sync(
 
 /// Builds a producer with delivery guarantees suitable for dead letters and
 /// published ids: idempotent, `acks=all`.
-pub fn build_producer(config: &KafkaConfig) -> KafkaResult<FutureProducer> {
+pub fn build_producer(config: &KafkaConfig) -> KafkaResult<Producer> {
     let mut client = ClientConfig::new();
     client
         .set("bootstrap.servers", &config.brokers)
@@ -210,7 +214,21 @@ pub fn build_producer(config: &KafkaConfig) -> KafkaResult<FutureProducer> {
             client.set(key, value);
         }
     }
-    client.create()
+    client.create_with_context(KafkaLog::default())
+}
+
+/// A consumer for one-off metadata requests (`esync check`): no group
+/// membership, and its librdkafka lines at debug, since the caller reports
+/// the outcome itself.
+pub fn probe_consumer(config: &KafkaConfig) -> KafkaResult<BaseConsumer<KafkaLog>> {
+    let mut client = ClientConfig::new();
+    client
+        .set("bootstrap.servers", &config.brokers)
+        .set("group.id", &config.group_id);
+    for (key, value) in &config.options {
+        client.set(key, value);
+    }
+    client.create_with_context(KafkaLog::new(true))
 }
 
 /// One dead letter: what failed and why.
@@ -236,7 +254,7 @@ impl DeadLetter {
 
 /// Produces `letter` to `topic`, waiting for the broker's acknowledgement.
 pub async fn produce_dead_letter(
-    producer: &FutureProducer,
+    producer: &Producer,
     topic: &str,
     letter: &DeadLetter,
 ) -> KafkaResult<()> {
@@ -270,7 +288,6 @@ pub async fn create_topics(
     replication: i32,
 ) -> KafkaResult<()> {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-    use rdkafka::client::DefaultClientContext;
     let mut client = ClientConfig::new();
     client.set("bootstrap.servers", &config.brokers);
     for (key, value) in &config.options {
@@ -278,7 +295,7 @@ pub async fn create_topics(
             client.set(key, value);
         }
     }
-    let admin: AdminClient<DefaultClientContext> = client.create()?;
+    let admin: AdminClient<KafkaLog> = client.create_with_context(KafkaLog::default())?;
     let new_topics: Vec<NewTopic<'_>> = topics
         .iter()
         .map(|topic| NewTopic::new(topic, partitions, TopicReplication::Fixed(replication)))
@@ -299,7 +316,7 @@ pub async fn create_topics(
 /// Produces ids in the plain format the daemon reads (the id as key and
 /// value, so one id always lands in one partition), waiting for `acks=all`.
 pub struct IdProducer {
-    producer: FutureProducer,
+    producer: Producer,
 }
 
 impl IdProducer {
@@ -464,7 +481,9 @@ pub async fn read_to_end(
             client.set(key, value);
         }
     }
-    let consumer: StreamConsumer = client.create().map_err(consumer_error)?;
+    let consumer: StreamConsumer<KafkaLog> = client
+        .create_with_context(KafkaLog::default())
+        .map_err(consumer_error)?;
     // Blocking metadata calls: fine for a one-shot command.
     let metadata = consumer
         .fetch_metadata(Some(topic), METADATA_TIMEOUT)

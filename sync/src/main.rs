@@ -126,7 +126,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("esync: {error:#}");
+            eprintln!("esync: {}", esync::error_chain::render(error.as_ref()));
             ExitCode::from(2)
         }
     }

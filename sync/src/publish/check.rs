@@ -7,14 +7,10 @@ use super::config::PublishConfig;
 use super::outbox::OutboxSql;
 use super::poll_sql::{plan_uses_index, targets};
 use super::poller::Poller;
-use crate::check::{Finding, Level};
 use crate::config::Config;
 use crate::db::exec::Param;
 use crate::db::{Database, quote_identifier};
-
-fn finding(level: Level, message: String) -> Finding {
-    Finding { level, message }
-}
+use crate::finding::{Finding, Level};
 
 /// Findings for `publish:` (none when the section is absent).
 pub async fn findings(config: &Config, database: &Database) -> Vec<Finding> {
@@ -28,15 +24,15 @@ pub async fn findings(config: &Config, database: &Database) -> Vec<Finding> {
         let poller = match Poller::connect(database.clone(), target.clone()).await {
             Ok(poller) => poller,
             Err(error) => {
-                findings.push(finding(Level::Failure, format!("{name}: {error}")));
+                findings.push(Finding::new(Level::Failure, format!("{name}: {error}")));
                 continue;
             }
         };
         match poller.explain_page(publish.page_size).await {
             Ok(plan) if plan_uses_index(database.dialect(), &plan) => {
-                findings.push(finding(Level::Ok, format!("{name}: the poll query uses an index on {column} of {}", target.table)))
+                findings.push(Finding::new(Level::Ok, format!("{name}: the poll query uses an index on {column} of {}", target.table)))
             }
-            Ok(plan) => findings.push(finding(
+            Ok(plan) => findings.push(Finding::new(
                 Level::Warning,
                 format!(
                     "{name}: no index serves the poll query; every poll scans and sorts {table}. Create one:\n       \
@@ -48,7 +44,7 @@ pub async fn findings(config: &Config, database: &Database) -> Vec<Finding> {
                     plan = summarize(&plan),
                 ),
             )),
-            Err(error) => findings.push(finding(Level::Failure, format!("{name}: EXPLAIN of the poll query failed: {error}"))),
+            Err(error) => findings.push(Finding::new(Level::Failure, format!("{name}: EXPLAIN of the poll query failed: {error}"))),
         }
     }
     if let Some(outbox) = &publish.outbox {
@@ -66,11 +62,11 @@ async fn check_outbox(_publish: &PublishConfig, database: &Database, table: &str
         .await
         .map(drop);
     match result {
-        Ok(()) => finding(
+        Ok(()) => Finding::new(
             Level::Ok,
             format!("publish outbox: table {table} is readable"),
         ),
-        Err(error) => finding(
+        Err(error) => Finding::new(
             Level::Failure,
             format!(
                 "publish outbox: cannot read {table} ({error}); install sync/sql/<database>/outbox.sql"

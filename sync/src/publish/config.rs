@@ -12,7 +12,7 @@
 //!   outbox: {table: esync_outbox, after_relay: delete}
 //! ```
 
-use crate::config::{Config, ConfigProblem};
+use crate::yaml_config::ConfigProblem;
 use serde::Deserialize;
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -164,12 +164,18 @@ fn default_outbox_poll_interval() -> Duration {
     Duration::from_millis(200)
 }
 
-/// Checks of the `publish:` section that need no I/O; called from
-/// [`crate::config::validate`].
-pub fn validate(config: &Config) -> Vec<ConfigProblem> {
-    let Some(publish) = &config.publish else {
-        return Vec::new();
-    };
+/// What the `publish:` section needs to know of one mapping of the file.
+#[derive(Debug, Clone, Copy)]
+pub struct PublishedMapping<'a> {
+    /// The mapping's name (its `name`, or its `index`).
+    pub name: &'a str,
+    /// Whether it names a `table` (a mapping defined by `query` has none).
+    pub has_table: bool,
+}
+
+/// Checks of the `publish:` section that need no I/O, against the file's
+/// `mappings`; called by the top-level validation.
+pub fn validate(publish: &PublishConfig, mappings: &[PublishedMapping<'_>]) -> Vec<ConfigProblem> {
     let mut problems = Vec::new();
     let mut problem =
         |path: String, message: String| problems.push(ConfigProblem { path, message });
@@ -218,23 +224,15 @@ pub fn validate(config: &Config) -> Vec<ConfigProblem> {
         if entry.timestamp_column.trim().is_empty() {
             problem(at("timestamp_column"), "must not be empty".into());
         }
-        match config
-            .mappings
-            .iter()
-            .find(|mapping| mapping.display_name() == entry.name)
-        {
+        match mappings.iter().find(|mapping| mapping.name == entry.name) {
             None => {
-                let names: Vec<&str> = config
-                    .mappings
-                    .iter()
-                    .map(|mapping| mapping.display_name())
-                    .collect();
+                let names: Vec<&str> = mappings.iter().map(|mapping| mapping.name).collect();
                 problem(
                     at("name"),
                     format!("no mapping is named {:?} (mappings: {names:?})", entry.name),
                 );
             }
-            Some(mapping) if mapping.table.is_none() && entry.table.is_none() => problem(
+            Some(mapping) if !mapping.has_table && entry.table.is_none() => problem(
                 at("table"),
                 format!(
                     "mapping {:?} is defined by a query; name the table to poll",

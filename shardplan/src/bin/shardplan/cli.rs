@@ -289,7 +289,13 @@ pub fn load_config(path: Option<&PathBuf>) -> anyhow::Result<PlanInput> {
     };
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("failed to read config {}", path.display()))?;
-    PlanInput::from_yaml(&text).with_context(|| format!("invalid config {}", path.display()))
+    PlanInput::from_yaml(&text).map_err(|problems| {
+        anyhow::anyhow!(
+            "invalid config {}:\n{}",
+            path.display(),
+            shardplan::yaml_config::problem_list(&problems)
+        )
+    })
 }
 
 impl PlanArgs {

@@ -23,7 +23,10 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(outcome) => outcome.exit_code(),
         Err(error) => {
-            eprintln!("shardplan: error: {error:#}");
+            eprintln!(
+                "shardplan: error: {}",
+                shardplan::error_chain::render(error.as_ref())
+            );
             ExitCode::from(2)
         }
     }
