@@ -1,9 +1,6 @@
 //! `opsbot`'s whole output for a bad config and for an unreachable cluster.
 
-#[path = "../../sync/tests/golden/mod.rs"]
-mod golden;
-
-use golden::{closed_port, run_with_file};
+use esync_testkit::golden::{closed_port, run_with_file};
 
 const OPSBOT: &str = env!("CARGO_BIN_EXE_opsbot");
 

@@ -1,10 +1,7 @@
 //! `esync-recover`'s whole output for a bad config and for an unreachable
 //! Elasticsearch.
 
-#[path = "../../sync/tests/golden/mod.rs"]
-mod golden;
-
-use golden::{closed_port, run_with_file};
+use esync_testkit::golden::{closed_port, run_with_file};
 
 const RECOVER: &str = env!("CARGO_BIN_EXE_esync-recover");
 

@@ -1,10 +1,7 @@
 //! `shardplan`'s whole output for a bad config and for an unreachable
 //! cluster.
 
-#[path = "../../sync/tests/golden/mod.rs"]
-mod golden;
-
-use golden::{closed_port, run, run_with_file};
+use esync_testkit::golden::{closed_port, run, run_with_file};
 
 const SHARDPLAN: &str = env!("CARGO_BIN_EXE_shardplan");
 

@@ -1,8 +1,6 @@
 //! `esync`'s whole output for a bad config and for unreachable services.
 
-mod golden;
-
-use golden::{Printed, closed_port, run, run_with_file};
+use esync_testkit::golden::{Printed, closed_port, run, run_with_file};
 
 const ESYNC: &str = env!("CARGO_BIN_EXE_esync");
 

@@ -15,6 +15,7 @@ pub mod daemon;
 pub mod db;
 pub mod env;
 pub mod es;
+pub mod golden;
 pub mod kafka;
 pub mod process;
 pub mod publish;

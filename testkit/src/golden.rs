@@ -3,7 +3,7 @@
 //! must print, so noise (library log floods, escape codes, causes printed
 //! twice) cannot come back unseen.
 //!
-//! Shared by path by the sync, recover, shardplan and opsbot tests.
+//! Used by the golden tests of sync, recover, shardplan and opsbot.
 
 use std::net::TcpListener;
 use std::path::Path;
