@@ -17,9 +17,13 @@
 //! - getting ids into Kafka without CDC: [`publish`] (incremental-column
 //!   poller and outbox relay; see `PUBLISH.md`);
 //! - shared leaves: [`cancel`] (sleeping that a shutdown cuts short);
-//! - operations: [`metrics`], [`http`], [`telemetry`], [`check`], and the
+//! - operations: [`metrics`], [`http`], [`check`], and the
 //!   dead-letter tooling: [`dlq`] (pure: letters, filters, summary, replay
 //!   plan) with [`dlq_command`] (reads the topic, produces replays).
+//!
+//! Plumbing shared with the other tools (secrets, the Elasticsearch client
+//! builder, logging, shutdown signals) lives in `esync-common`; [`secret`]
+//! is re-exported from there.
 
 pub mod batch;
 pub mod bulk;
@@ -45,8 +49,7 @@ pub mod offsets;
 pub mod pg_ids;
 pub mod publish;
 pub mod retry;
-pub mod secret;
+pub use esync_common::secret;
 pub mod sql;
-pub mod telemetry;
 pub mod write_health;
 pub mod writer;
