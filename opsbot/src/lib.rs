@@ -22,8 +22,10 @@
 //!   outcome out);
 //! - [`audit`]: the JSON-lines audit log;
 //! - [`bot`]: the chat command handler (no network);
-//! - [`telegram`]: the teloxide front end;
-//! - [`telemetry`]: logging setup.
+//! - [`telegram`]: the teloxide front end.
+//!
+//! Logging setup, the Elasticsearch client builder, secrets and signal
+//! handling come from `esync-common`, shared with the other tools.
 
 pub mod action;
 pub mod audit;
@@ -40,4 +42,3 @@ pub mod roll;
 pub mod slowlog;
 pub mod store;
 pub mod telegram;
-pub mod telemetry;
