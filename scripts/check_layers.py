@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # crate directory -> modules that do no I/O (prefixes: "publish::sql" also
 # covers its children)
 PURE = {
+    "common": ["secret", "es::credentials"],
     "sync": [
         "id", "decode", "batch", "coalesce", "document", "bulk", "dlq", "offsets", "retry",
         "config", "write_health", "pg_ids", "sql", "publish::poll_sql",
@@ -40,6 +41,7 @@ PURE = {
 # crate directory -> its adapter modules (pure modules must not import them;
 # prefixes, as in PURE)
 ADAPTERS = {
+    "common": ["es::client", "telemetry", "shutdown"],
     "sync": ["db", "es", "kafka", "http", "publish::poller"],
     "recover": ["source", "store", "lease", "index"],
     "opsbot": ["es", "action", "store", "audit", "telegram", "slowlog::source"],
