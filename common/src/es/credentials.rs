@@ -160,7 +160,7 @@ pub fn resolve_login(
         if rest.iter().any(|login| login != first) {
             return Err(CredentialError::UrlLoginsDiffer);
         }
-        basic(first.0.clone(), first.1.clone())?
+        basic(first.username.clone(), first.password.clone())?
     } else {
         basic(username, password)?
     };
@@ -183,12 +183,16 @@ fn basic(
     }
 }
 
+/// `user:password@` as found in a URL (either half may be missing).
+#[derive(PartialEq)]
+struct UrlLogin {
+    username: Option<String>,
+    password: Option<Secret>,
+}
+
 /// Takes `user:password@` out of `url`, percent-decoded (as HTTP clients
 /// decode it); `None` when the URL carries neither.
-fn take_login(
-    url: &mut Url,
-    original: &str,
-) -> Result<Option<(Option<String>, Option<Secret>)>, CredentialError> {
+fn take_login(url: &mut Url, original: &str) -> Result<Option<UrlLogin>, CredentialError> {
     let decode = |text: &str| {
         percent_encoding::percent_decode_str(text)
             .decode_utf8_lossy()
@@ -207,7 +211,7 @@ fn take_login(
         url: redact_url(original),
         reason: "its credentials cannot be taken out".into(),
     })?;
-    Ok(Some((username, password)))
+    Ok(Some(UrlLogin { username, password }))
 }
 
 #[cfg(test)]
