@@ -27,7 +27,8 @@ pub const ALLOCATION_SETTING: &str = "cluster.routing.allocation.enable";
 pub enum EsError {
     /// The client could not be built from the config.
     #[error("invalid cluster settings: {0}")]
-    Setup(#[from] EsSetupError),
+    // shown in the message, so not also a `source` (each cause once)
+    Setup(EsSetupError),
     /// Connection refused, time-out, TLS: the cluster could not be reached.
     #[error("cluster unreachable for {endpoint}: {message}")]
     Unreachable {
@@ -103,7 +104,7 @@ impl EsClient {
             password: secrets.es_password.clone(),
         };
         Ok(EsClient {
-            client: build_client(&settings)?,
+            client: build_client(&settings).map_err(EsError::Setup)?,
         })
     }
 

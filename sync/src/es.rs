@@ -20,7 +20,8 @@ use std::time::Duration;
 pub enum EsError {
     /// The client could not be built from the configuration.
     #[error("invalid elasticsearch settings: {0}")]
-    Setup(#[from] EsSetupError),
+    // shown in the message, so not also a `source` (each cause once)
+    Setup(EsSetupError),
     /// No HTTP response (connection refused, time-out, TLS failure).
     #[error("elasticsearch request {path} failed: {source}")]
     Transport {
@@ -79,7 +80,7 @@ impl EsClient {
             insecure_skip_verify: config.insecure_skip_verify,
         };
         Ok(EsClient {
-            client: build_client(&settings)?,
+            client: build_client(&settings).map_err(EsError::Setup)?,
         })
     }
 
@@ -87,7 +88,7 @@ impl EsClient {
     pub fn from_url(url: &str, request_timeout: Duration) -> Result<EsClient, EsError> {
         let settings = EsClientSettings::new(vec![url.to_owned()], request_timeout);
         Ok(EsClient {
-            client: build_client(&settings)?,
+            client: build_client(&settings).map_err(EsError::Setup)?,
         })
     }
 

@@ -48,12 +48,12 @@ pub enum EsSetupError {
     #[error(transparent)]
     Credentials(#[from] CredentialError),
     /// The CA file cannot be read.
-    #[error("cannot read ca_cert {}: {source}", path.display())]
+    #[error("cannot read ca_cert {}: {error}", path.display())]
     CaCertUnreadable {
         /// The file.
         path: PathBuf,
-        /// The cause.
-        source: std::io::Error,
+        /// The cause (shown in the message, so not also a `source`).
+        error: std::io::Error,
     },
     /// The CA file is not a PEM certificate.
     #[error("ca_cert {} is not a PEM certificate: {reason}", path.display())]
@@ -89,9 +89,9 @@ pub fn build_client(settings: &EsClientSettings) -> Result<Elasticsearch, EsSetu
     if settings.insecure_skip_verify {
         builder = builder.cert_validation(CertificateValidation::None);
     } else if let Some(path) = &settings.ca_cert {
-        let pem = std::fs::read(path).map_err(|source| EsSetupError::CaCertUnreadable {
+        let pem = std::fs::read(path).map_err(|error| EsSetupError::CaCertUnreadable {
             path: path.clone(),
-            source,
+            error,
         })?;
         let certificate =
             Certificate::from_pem(&pem).map_err(|error| EsSetupError::CaCertInvalid {
