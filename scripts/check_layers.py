@@ -21,11 +21,11 @@ ROOT = Path(__file__).resolve().parent.parent
 # crate directory -> modules that do no I/O (prefixes: "publish::sql" also
 # covers its children)
 PURE = {
+    "common": ["secret", "es::credentials", "yaml_config", "error_chain"],
     "sync": [
         "id", "decode", "batch", "coalesce", "document", "bulk", "dlq", "offsets", "retry",
         "config", "write_health", "pg_ids", "sql", "publish::poll_sql",
-        "publish::watermark", "finding", "yaml_config", "error_chain",
-        "repeat_filter",
+        "publish::watermark", "finding", "repeat_filter",
     ],
     "recover": ["range", "rate", "checkpoint", "diff", "progress"],
     "shardplan": [
@@ -41,7 +41,8 @@ PURE = {
 # crate directory -> its adapter modules (pure modules must not import them;
 # prefixes, as in PURE)
 ADAPTERS = {
-    "sync": ["db", "es", "kafka", "http", "publish::poller"],
+    "common": ["es::client", "telemetry", "shutdown"],
+    "sync": ["db", "es", "kafka", "kafka_log", "http", "publish::poller"],
     "recover": ["source", "store", "lease", "index"],
     "opsbot": ["es", "action", "store", "audit", "telegram", "slowlog::source"],
 }

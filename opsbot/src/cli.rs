@@ -9,6 +9,8 @@
 use anyhow::{Context, Result, bail};
 use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand};
+use esync_common::shutdown::cancel_on_signal;
+use esync_common::telemetry::LogFormat;
 use opsbot::audit::{AuditLog, AuditOutcome, AuditRecord};
 use opsbot::cluster::Target;
 use opsbot::command::{Command, SlowlogRequest};
@@ -33,6 +35,9 @@ pub struct Args {
     /// YAML config file (see README for every field and its default).
     #[arg(long, short, global = true, env = "OPSBOT_CONFIG")]
     pub config: Option<PathBuf>,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "OPSBOT_LOG_FORMAT")]
+    pub log_format: LogFormat,
     /// What to do.
     #[command(subcommand)]
     pub command: CliCommand,
@@ -177,33 +182,6 @@ fn cli_audit(audit: &AuditLog, command: String, outcome: AuditOutcome, detail: O
     });
 }
 
-/// Cancels `token` on SIGINT or SIGTERM.
-pub fn cancel_on_signals(token: CancellationToken) {
-    tokio::spawn(async move {
-        let interrupt = tokio::signal::ctrl_c();
-        #[cfg(unix)]
-        let terminate = async {
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(mut signal) => {
-                    signal.recv().await;
-                }
-                Err(error) => {
-                    tracing::warn!(error = %error, "cannot listen for SIGTERM");
-                    std::future::pending::<()>().await;
-                }
-            }
-        };
-        #[cfg(not(unix))]
-        let terminate = std::future::pending::<()>();
-        tokio::select! {
-            _ = interrupt => {}
-            () = terminate => {}
-        }
-        tracing::info!("shutting down");
-        token.cancel();
-    });
-}
-
 fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
     println!(
         "{}",
@@ -332,7 +310,7 @@ fn audit_label(command: &Command) -> Option<String> {
 /// Runs one subcommand; returns the exit code.
 pub async fn run(args: Args, config: Config, secrets: Secrets) -> Result<i32> {
     let shutdown = CancellationToken::new();
-    cancel_on_signals(shutdown.clone());
+    cancel_on_signal(shutdown.clone())?;
     let audit = AuditLog::new(config.audit.path.clone());
     let cluster_url = config.cluster.url.clone();
     let settings = ExecSettings {

@@ -11,7 +11,6 @@ use crate::roll::RollSettings;
 use crate::yaml_config::{ConfigProblem, problem_list};
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -41,33 +40,7 @@ pub enum ConfigError {
     MissingEnv(&'static str),
 }
 
-/// A secret value: Debug and Display print `**REDACTED**`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a value.
-    pub fn new(value: impl Into<String>) -> Secret {
-        Secret(value.into())
-    }
-
-    /// The value, for the one place that needs it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("**REDACTED**")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("**REDACTED**")
-    }
-}
+pub use esync_common::secret::Secret;
 
 /// Environment variable with the Telegram bot token.
 pub const ENV_TELEGRAM_TOKEN: &str = "OPSBOT_TELEGRAM_TOKEN";

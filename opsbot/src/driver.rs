@@ -34,7 +34,7 @@ fn chat_reason(error: &EsError) -> String {
             endpoint, status, ..
         } => format!("{endpoint} answered {status}"),
         EsError::Decode { endpoint, .. } => format!("unexpected answer from {endpoint}"),
-        EsError::InvalidUrl { .. } => "invalid cluster url".to_string(),
+        EsError::Setup(_) => "invalid cluster settings".to_string(),
     }
 }
 

@@ -10,11 +10,11 @@ use crate::cluster::{AllocationSetting, ClusterHealth, ClusterNode, ShardRow};
 use crate::config::{ClusterConfig, Secrets};
 use chrono::{DateTime, Utc};
 use elasticsearch::Elasticsearch;
-use elasticsearch::auth::Credentials;
+use elasticsearch::http::Method;
 use elasticsearch::http::headers::HeaderMap;
 use elasticsearch::http::request::JsonBody;
-use elasticsearch::http::transport::{SingleNodeConnectionPool, TransportBuilder};
-use elasticsearch::http::{Method, Url};
+use esync_common::es::client::{EsClientSettings, EsSetupError, build_client};
+use esync_common::es::credentials::CredentialSources;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -26,11 +26,9 @@ pub const ALLOCATION_SETTING: &str = "cluster.routing.allocation.enable";
 #[derive(Debug, thiserror::Error)]
 pub enum EsError {
     /// The client could not be built from the config.
-    #[error("invalid cluster url {url}")]
-    InvalidUrl {
-        /// The URL as configured.
-        url: String,
-    },
+    #[error("invalid cluster settings: {0}")]
+    // shown in the message, so not also a `source` (each cause once)
+    Setup(EsSetupError),
     /// Connection refused, time-out, TLS: the cluster could not be reached.
     #[error("cluster unreachable for {endpoint}: {message}")]
     Unreachable {
@@ -94,28 +92,19 @@ fn optional_setting(value: Option<&Value>) -> Option<String> {
 }
 
 impl EsClient {
-    /// Builds the client; credentials come from `secrets` (basic auth with
-    /// `cluster.username` and `OPSBOT_ES_PASSWORD`, or `OPSBOT_ES_API_KEY`).
+    /// Builds the client: `cluster.url` and `request_timeout`, credentials
+    /// from `cluster.username` with `OPSBOT_ES_PASSWORD`, or
+    /// `OPSBOT_ES_API_KEY`, or the URL (one only; see
+    /// `esync_common::es::credentials`).
     pub fn new(config: &ClusterConfig, secrets: &Secrets) -> Result<EsClient, EsError> {
-        let url = Url::parse(&config.url).map_err(|_| EsError::InvalidUrl {
-            url: config.url.clone(),
-        })?;
-        let mut builder = TransportBuilder::new(SingleNodeConnectionPool::new(url))
-            .timeout(config.request_timeout)
-            .disable_proxy();
-        if let (Some(user), Some(password)) = (&config.username, &secrets.es_password) {
-            builder = builder.auth(Credentials::Basic(
-                user.clone(),
-                password.expose().to_string(),
-            ));
-        } else if let Some(key) = &secrets.es_api_key {
-            builder = builder.auth(Credentials::EncodedApiKey(key.expose().to_string()));
-        }
-        let transport = builder.build().map_err(|_| EsError::InvalidUrl {
-            url: config.url.clone(),
-        })?;
+        let mut settings = EsClientSettings::new(vec![config.url.clone()], config.request_timeout);
+        settings.credentials = CredentialSources {
+            api_key: secrets.es_api_key.clone(),
+            username: config.username.clone(),
+            password: secrets.es_password.clone(),
+        };
         Ok(EsClient {
-            client: Elasticsearch::new(transport),
+            client: build_client(&settings).map_err(EsError::Setup)?,
         })
     }
 

@@ -22,12 +22,11 @@
 //!   outcome out);
 //! - [`audit`]: the JSON-lines audit log;
 //! - [`bot`]: the chat command handler (no network);
-//! - [`telegram`]: the teloxide front end;
-//! - [`telemetry`]: logging setup.
+//! - [`telegram`]: the teloxide front end.
+//!
+//! Logging setup, the Elasticsearch client builder, secrets and signal
+//! handling come from `esync-common`, shared with the other tools.
 
-// Written once in sync/ and shared by path until the workspace's shared
-// crate holds them: how every binary reads its YAML config (every problem
-// in one run) and prints an error (each cause once).
 pub mod action;
 pub mod audit;
 pub mod bot;
@@ -35,8 +34,6 @@ pub mod cluster;
 pub mod command;
 pub mod config;
 pub mod driver;
-#[path = "../../sync/src/error_chain.rs"]
-pub mod error_chain;
 pub mod es;
 pub mod execute;
 pub mod format;
@@ -45,6 +42,6 @@ pub mod roll;
 pub mod slowlog;
 pub mod store;
 pub mod telegram;
-pub mod telemetry;
-#[path = "../../sync/src/yaml_config.rs"]
-pub mod yaml_config;
+
+/// Shared with the other tools (see `esync-common`).
+pub use esync_common::{error_chain, yaml_config};

@@ -4,12 +4,13 @@
 mod cli;
 
 use clap::Parser;
+use esync_common::telemetry::{self, LogDefaults};
 use opsbot::config::Secrets;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let args = cli::Args::parse();
-    opsbot::telemetry::init();
+    telemetry::init(args.log_format, LogDefaults::INFO);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

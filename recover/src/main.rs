@@ -5,7 +5,7 @@
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use esync::config::LoadedConfig;
-use esync::telemetry::{self, LogFormat};
+use esync_common::telemetry::{self, LogDefaults, LogFormat};
 use esync_recover::connect::Connected;
 use esync_recover::lease::{LeaseSettings, default_worker_id};
 use esync_recover::plan::RangeRequest;
@@ -171,7 +171,7 @@ struct VerifyArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    telemetry::init(cli.log_format);
+    telemetry::init(cli.log_format, LogDefaults::INFO);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {

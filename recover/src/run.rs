@@ -23,6 +23,7 @@ use anyhow::Context as _;
 use esync::dead_letter::DeadLetterSink;
 use esync::lock::lock;
 use esync::writer::{Abandoned, sleep_or_abort};
+use esync_common::shutdown::{ShutdownSignals, SignalError};
 use serde_json::json;
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -678,19 +679,14 @@ pub fn spawn_signal_handler(
     stop: CancellationToken,
     abort: CancellationToken,
     grace: Duration,
-) -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
-    let mut interrupt = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+) -> Result<(), SignalError> {
+    let mut signals = ShutdownSignals::listen()?;
     tokio::spawn(async move {
-        tokio::select! {
-            _ = terminate.recv() => tracing::info!("SIGTERM received, finishing in-flight pages"),
-            _ = interrupt.recv() => tracing::info!("SIGINT received, finishing in-flight pages"),
-        }
+        let signal = signals.recv().await;
+        tracing::info!("{signal} received, finishing in-flight pages");
         stop.cancel();
         tokio::select! {
-            _ = terminate.recv() => {}
-            _ = interrupt.recv() => {}
+            _ = signals.recv() => {}
             _ = tokio::time::sleep(grace) => tracing::warn!("shutdown grace period over, abandoning in-flight pages"),
         }
         abort.cancel();

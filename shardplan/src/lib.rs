@@ -17,14 +17,9 @@
 //! - [`chart`]: SVG charts rendered into a string;
 //! - [`report`]: text tables.
 
-// Written once in sync/ and shared by path until the workspace's shared
-// crate holds them: how every binary reads its YAML config (every problem
-// in one run) and prints an error (each cause once).
 pub mod chart;
 pub mod cluster;
 pub mod error;
-#[path = "../../sync/src/error_chain.rs"]
-pub mod error_chain;
 pub mod input;
 pub mod latency;
 pub mod overrides;
@@ -34,8 +29,9 @@ pub mod rules;
 pub mod simulate;
 pub mod template;
 pub mod units;
-#[path = "../../sync/src/yaml_config.rs"]
-pub mod yaml_config;
+
+/// Shared with the other tools (see `esync-common`).
+pub use esync_common::{error_chain, yaml_config};
 
 pub use error::{ClusterDataError, PlanError};
 pub use input::{PlanInput, Tier, TierRouting, TierSpec, Workload};

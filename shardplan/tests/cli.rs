@@ -23,6 +23,7 @@ fn shardplan(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_shardplan"))
         .args(args)
         .env_remove("ESYNC_ES_URL")
+        .env_remove("ESYNC_LOG_FORMAT")
         .env_remove("RUST_LOG")
         .output()
         .expect("the shardplan binary runs")
@@ -118,6 +119,24 @@ fn flags_give_the_same_plan_as_yaml() {
         "--warm-days=30",
     ]);
     assert_golden("plan_hot_warm.txt", &from_flags);
+}
+
+#[test]
+fn log_format_flag_takes_text_or_json_anywhere() {
+    let config = fixture("hot_warm.yaml");
+    for format in ["text", "json"] {
+        let before = stdout_of(&["--log-format", format, "plan", "--config", &config]);
+        let after = stdout_of(&["plan", "--config", &config, "--log-format", format]);
+        assert_golden("plan_hot_warm.txt", &before);
+        assert_golden("plan_hot_warm.txt", &after);
+    }
+    let output = shardplan(&["--log-format", "yaml", "plan", "--config", &config]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("invalid value 'yaml' for '--log-format"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -335,6 +335,37 @@ fn measure_stops_at_the_target_and_cleans_up() {
 
 #[test]
 #[ignore = "needs scripts/services.sh"]
+fn measure_logs_json_lines_with_log_format_json() {
+    let cluster = Cluster::connect();
+    let output = Command::new(env!("CARGO_BIN_EXE_shardplan"))
+        .args(["--log-format", "json", "measure", "--url", &cluster.url])
+        .args(["--target-ms", "1", "--window", "4", "--qps", "100"])
+        .args(["--bulk-docs", "100", "--max-steps", "2", "--format", "json"])
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("the shardplan binary runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    let lines: Vec<Value> = stderr
+        .lines()
+        .map(|line| {
+            serde_json::from_str(line).unwrap_or_else(|error| panic!("not JSON ({error}): {line}"))
+        })
+        .collect();
+    let messages: Vec<&str> = lines
+        .iter()
+        .map(|line| {
+            assert!(line["level"].is_string(), "{line}");
+            line["message"].as_str().expect("message field")
+        })
+        .collect();
+    assert!(messages.contains(&"created probe index"), "{stderr}");
+    assert!(messages.contains(&"deleted probe index"), "{stderr}");
+    assert!(!stderr.contains('\u{1b}'), "no escape codes off a terminal");
+}
+
+#[test]
+#[ignore = "needs scripts/services.sh"]
 fn measure_grows_the_shard_with_sample_docs_and_keeps_it() {
     let mut cluster = Cluster::connect();
     let url = cluster.url.clone();

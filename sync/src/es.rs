@@ -8,11 +8,10 @@
 use crate::config::{ElasticsearchConfig, Secrets};
 use bytes::Bytes;
 use elasticsearch::Elasticsearch;
-use elasticsearch::auth::Credentials;
-use elasticsearch::cert::{Certificate, CertificateValidation};
+use elasticsearch::http::Method;
 use elasticsearch::http::headers::{CONTENT_TYPE, HeaderMap, HeaderValue};
-use elasticsearch::http::transport::{MultiNodeConnectionPool, TransportBuilder};
-use elasticsearch::http::{Method, Url};
+use esync_common::es::client::{EsClientSettings, EsSetupError, build_client};
+use esync_common::es::credentials::CredentialSources;
 use serde_json::Value;
 use std::time::Duration;
 
@@ -21,7 +20,8 @@ use std::time::Duration;
 pub enum EsError {
     /// The client could not be built from the configuration.
     #[error("invalid elasticsearch settings: {0}")]
-    Setup(String),
+    // shown in the message, so not also a `source` (each cause once)
+    Setup(EsSetupError),
     /// No HTTP response (connection refused, time-out, TLS failure).
     #[error("elasticsearch request {path} failed: {source}")]
     Transport {
@@ -65,69 +65,31 @@ impl EsResponse {
 }
 
 impl EsClient {
-    /// Builds a client from the `elasticsearch` section and resolved secrets.
+    /// Builds a client from the `elasticsearch` section and resolved secrets
+    /// (credential order: see `esync_common::es::credentials`).
     pub fn new(config: &ElasticsearchConfig, secrets: &Secrets) -> Result<EsClient, EsError> {
-        let urls = config
-            .urls
-            .iter()
-            .map(|url| {
-                Url::parse(url).map_err(|error| EsError::Setup(format!("bad URL {url:?}: {error}")))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut builder = TransportBuilder::new(MultiNodeConnectionPool::round_robin(urls, None))
-            .timeout(config.request_timeout)
-            .disable_proxy();
-        if let Some(api_key) = &secrets.es_api_key {
-            builder = builder.auth(Credentials::EncodedApiKey(api_key.expose().to_owned()));
-        } else if let Some(username) = &config.username {
-            let password = secrets
-                .es_password
-                .as_ref()
-                .map(|secret| secret.expose().to_owned())
-                .unwrap_or_default();
-            builder = builder.auth(Credentials::Basic(username.clone(), password));
-        }
-        if config.insecure_skip_verify {
-            builder = builder.cert_validation(CertificateValidation::None);
-        } else if let Some(path) = &config.ca_cert {
-            let pem = std::fs::read(path).map_err(|error| {
-                EsError::Setup(format!("cannot read ca_cert {}: {error}", path.display()))
-            })?;
-            let certificate = Certificate::from_pem(&pem).map_err(|error| {
-                EsError::Setup(format!(
-                    "ca_cert {} is not a PEM certificate: {error}",
-                    path.display()
-                ))
-            })?;
-            builder = builder.cert_validation(CertificateValidation::Full(certificate));
-        }
-        let transport = builder
-            .build()
-            .map_err(|error| EsError::Setup(error.to_string()))?;
+        let settings = EsClientSettings {
+            urls: config.urls.clone(),
+            credentials: CredentialSources {
+                api_key: secrets.es_api_key.clone(),
+                username: config.username.clone(),
+                password: secrets.es_password.clone(),
+            },
+            request_timeout: config.request_timeout,
+            ca_cert: config.ca_cert.clone(),
+            insecure_skip_verify: config.insecure_skip_verify,
+        };
         Ok(EsClient {
-            client: Elasticsearch::new(transport),
+            client: build_client(&settings).map_err(EsError::Setup)?,
         })
     }
 
     /// A client for one URL without credentials (tests and tools).
     pub fn from_url(url: &str, request_timeout: Duration) -> Result<EsClient, EsError> {
-        let config = ElasticsearchConfig {
-            urls: vec![url.to_owned()],
-            username: None,
-            password: None,
-            api_key: None,
-            ca_cert: None,
-            insecure_skip_verify: false,
-            request_timeout,
-            max_bulk_bytes: 10 * 1024 * 1024,
-            gc_deletes: Duration::from_secs(60),
-        };
-        let secrets = Secrets {
-            database_url: Default::default(),
-            es_password: None,
-            es_api_key: None,
-        };
-        EsClient::new(&config, &secrets)
+        let settings = EsClientSettings::new(vec![url.to_owned()], request_timeout);
+        Ok(EsClient {
+            client: build_client(&settings).map_err(EsError::Setup)?,
+        })
     }
 
     /// Sends an NDJSON `_bulk` body; any HTTP status is returned, only

@@ -5,10 +5,11 @@
 //! replays can never put an older state over a newer one.
 //!
 //! Layers:
-//! - pure core, no I/O: [`id`], [`decode`], [`batch`], [`coalesce`], [`document`], [`bulk`], [`dlq`],
-//!   [`offsets`], [`retry`], [`config`] (with [`yaml_config`]), [`write_health`],
-//!   [`pg_ids`], [`finding`], [`repeat_filter`], [`error_chain`], [`sql`]
-//!   (SQL dialects, quoting, bind values), `publish::{poll_sql, watermark}`;
+//! - pure core, no I/O: [`id`], [`decode`], [`batch`], [`coalesce`],
+//!   [`document`], [`bulk`], [`dlq`], [`offsets`], [`retry`], [`config`]
+//!   (read with `esync_common::yaml_config`), [`write_health`], [`pg_ids`],
+//!   [`finding`], [`repeat_filter`], [`sql`] (SQL dialects, quoting, bind
+//!   values), `publish::{poll_sql, watermark}`;
 //! - adapters, one per system: [`db`] (sqlx: the one SQL execution layer
 //!   for the three databases, used by publish and `esync-recover` too), [`es`] (elasticsearch),
 //!   [`kafka`] (rdkafka, its log through [`kafka_log`]);
@@ -18,9 +19,13 @@
 //! - getting ids into Kafka without CDC: [`publish`] (incremental-column
 //!   poller and outbox relay; see `PUBLISH.md`);
 //! - shared leaves: [`cancel`] (sleeping that a shutdown cuts short);
-//! - operations: [`metrics`], [`http`], [`telemetry`], [`check`], and the
+//! - operations: [`metrics`], [`http`], [`check`], and the
 //!   dead-letter tooling: [`dlq`] (pure: letters, filters, summary, replay
 //!   plan) with [`dlq_command`] (reads the topic, produces replays).
+//!
+//! Plumbing shared with the other tools (secrets, the Elasticsearch client
+//! builder, logging, shutdown signals) lives in `esync-common`; [`secret`]
+//! is re-exported from there.
 
 pub mod batch;
 pub mod bulk;
@@ -36,7 +41,6 @@ pub mod dlq;
 pub mod dlq_command;
 pub mod document;
 pub mod durable_file;
-pub mod error_chain;
 pub mod es;
 pub mod finding;
 pub mod http;
@@ -50,9 +54,10 @@ pub mod pg_ids;
 pub mod publish;
 pub mod repeat_filter;
 pub mod retry;
-pub mod secret;
+pub use esync_common::secret;
 pub mod sql;
-pub mod telemetry;
 pub mod write_health;
 pub mod writer;
-pub mod yaml_config;
+
+/// Shared with the other tools (see `esync-common`).
+pub use esync_common::{error_chain, yaml_config};

@@ -6,7 +6,8 @@ use esync::check::{Level, run_checks};
 use esync::config::LoadedConfig;
 use esync::daemon::{self, Services};
 use esync::metrics::Metrics;
-use esync::telemetry::{self, LogFormat};
+use esync_common::shutdown::cancel_on_signal;
+use esync_common::telemetry::{self, LogDefaults, LogFormat};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -102,7 +103,7 @@ enum OutputFormat {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    telemetry::init(cli.log_format);
+    telemetry::init(cli.log_format, LogDefaults::INFO);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -144,7 +145,7 @@ async fn run(config_path: PathBuf) -> anyhow::Result<()> {
         .await
         .map_err(|problems| anyhow::anyhow!("cannot start: {problems}"))?;
     let shutdown = CancellationToken::new();
-    spawn_signal_handler(shutdown.clone())?;
+    cancel_on_signal(shutdown.clone())?;
     let server = match loaded.config.metrics.listen {
         Some(address) => Some(
             esync::http::serve(
@@ -170,7 +171,7 @@ async fn run(config_path: PathBuf) -> anyhow::Result<()> {
 async fn publish(config_path: PathBuf, outbox: bool) -> anyhow::Result<()> {
     let loaded = LoadedConfig::from_file(&config_path)?;
     let shutdown = CancellationToken::new();
-    spawn_signal_handler(shutdown.clone())?;
+    cancel_on_signal(shutdown.clone())?;
     let mode = if outbox {
         esync::publish::Mode::Outbox
     } else {
@@ -179,20 +180,6 @@ async fn publish(config_path: PathBuf, outbox: bool) -> anyhow::Result<()> {
     esync::publish::run(&loaded, mode, shutdown)
         .await
         .context("publish")
-}
-
-fn spawn_signal_handler(shutdown: CancellationToken) -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
-    let mut interrupt = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
-    tokio::spawn(async move {
-        tokio::select! {
-            _ = terminate.recv() => tracing::info!("SIGTERM received"),
-            _ = interrupt.recv() => tracing::info!("SIGINT received"),
-        }
-        shutdown.cancel();
-    });
-    Ok(())
 }
 
 async fn check(config_path: PathBuf) -> anyhow::Result<ExitCode> {

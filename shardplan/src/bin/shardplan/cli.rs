@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::builder::PossibleValue;
 use clap::{Arg, ArgAction, ArgMatches, Args, FromArgMatches, Parser, Subcommand, ValueEnum};
+use esync_common::telemetry::LogFormat;
 use shardplan::{
     ByteSize, OVERRIDE_KEYS, OverrideKey, OverrideValue, PlanError, PlanInput, PlanOverrides,
     ValueKind,
@@ -18,6 +19,9 @@ use shardplan::{
 #[derive(Debug, Parser)]
 #[command(name = "shardplan", version, about)]
 pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "ESYNC_LOG_FORMAT")]
+    pub log_format: LogFormat,
     /// The command to run.
     #[command(subcommand)]
     pub command: Command,
@@ -183,7 +187,8 @@ pub struct SimulateCommand {
 /// Connection to Elasticsearch or OpenSearch.
 #[derive(Debug, Clone, Args)]
 pub struct ClusterArgs {
-    /// Cluster URL; basic auth comes from ESYNC_ES_USERNAME / ESYNC_ES_PASSWORD.
+    /// Cluster URL; credentials come from ESYNC_ES_API_KEY, or
+    /// ESYNC_ES_USERNAME with ESYNC_ES_PASSWORD, or the URL (one of them).
     #[arg(long, env = "ESYNC_ES_URL")]
     pub url: String,
     /// Timeout of one request, in seconds.

@@ -3,17 +3,19 @@
 //! Only official endpoints that exist with the same shape in Elasticsearch
 //! 7.17, 8.x, 9.x and OpenSearch 2.x. Responses come back as JSON values for
 //! the pure code to interpret; this module holds no planning policy.
-//! Credentials come from `ESYNC_ES_USERNAME` / `ESYNC_ES_PASSWORD` and are
-//! never printed.
+//! Credentials come from `ESYNC_ES_API_KEY`, or `ESYNC_ES_USERNAME` with
+//! `ESYNC_ES_PASSWORD`, or the URL: one of them (the order every tool uses,
+//! `esync_common::es::credentials`), and are never printed.
 
 use std::time::Duration;
 
 use anyhow::Context as _;
 use elasticsearch::Elasticsearch;
-use elasticsearch::auth::Credentials;
+use elasticsearch::http::Method;
 use elasticsearch::http::headers::{CONTENT_TYPE, HeaderMap, HeaderValue};
-use elasticsearch::http::transport::{SingleNodeConnectionPool, TransportBuilder};
-use elasticsearch::http::{Method, Url};
+use esync_common::es::client::{EsClientSettings, build_client};
+use esync_common::es::credentials::CredentialSources;
+use esync_common::secret::Secret;
 use serde_json::Value;
 
 /// How much of an error body to show.
@@ -28,28 +30,15 @@ pub struct EsClient {
 impl EsClient {
     /// Builds a client for `url` (no request is made yet).
     pub fn connect(url: &str, timeout: Duration) -> anyhow::Result<Self> {
-        let parsed = Url::parse(url).with_context(|| format!("invalid cluster URL {url:?}"))?;
-        let mut builder = TransportBuilder::new(SingleNodeConnectionPool::new(parsed));
-        match (
-            std::env::var("ESYNC_ES_USERNAME"),
-            std::env::var("ESYNC_ES_PASSWORD"),
-        ) {
-            (Ok(username), Ok(password)) => {
-                builder = builder.auth(Credentials::Basic(username, password));
-            }
-            (Ok(_), Err(_)) => {
-                anyhow::bail!("ESYNC_ES_USERNAME is set but ESYNC_ES_PASSWORD is not")
-            }
-            _ => {}
-        }
-        let transport = builder
-            .timeout(timeout)
-            .build()
-            .context("failed to build the Elasticsearch client")?;
-        Ok(Self {
-            client: Elasticsearch::new(transport),
-            timeout,
-        })
+        let variable = |name: &str| std::env::var(name).ok();
+        let mut settings = EsClientSettings::new(vec![url.to_owned()], timeout);
+        settings.credentials = CredentialSources {
+            api_key: variable("ESYNC_ES_API_KEY").map(Secret::new),
+            username: variable("ESYNC_ES_USERNAME"),
+            password: variable("ESYNC_ES_PASSWORD").map(Secret::new),
+        };
+        let client = build_client(&settings).context("invalid cluster settings")?;
+        Ok(Self { client, timeout })
     }
 
     async fn request(

@@ -14,12 +14,21 @@ mod planning;
 use std::process::ExitCode;
 
 use clap::Parser;
+use esync_common::telemetry::{self, LogDefaults};
 
 use crate::cli::{Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    // stdout carries the report: logs go to stderr, `info` for shardplan
+    // and `warn` for everything else unless `RUST_LOG` says otherwise
+    telemetry::init(
+        cli.log_format,
+        LogDefaults {
+            filter: "warn,shardplan=info",
+            show_target: false,
+        },
+    );
     match run(cli) {
         Ok(outcome) => outcome.exit_code(),
         Err(error) => {
@@ -30,19 +39,6 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
-}
-
-/// Logs go to stderr (stdout carries the report); `RUST_LOG` overrides the
-/// default of `info` for shardplan and `warn` for everything else.
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,shardplan=info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .init();
 }
 
 /// What a command found.

@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
+use esync_common::shutdown::ShutdownSignals;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
@@ -293,9 +294,12 @@ async fn probe(
     ));
     // Ctrl-C or SIGTERM ends the measurement like an error: the indexer is
     // stopped first, then the probe index is deleted (unless --keep).
-    let outcome = tokio::select! {
-        outcome = query_loop(client, command, index, queries, &indexer) => outcome,
-        signal = shutdown_signal() => Err(signal.unwrap_or_else(|error| error)),
+    let outcome = match ShutdownSignals::listen() {
+        Ok(mut signals) => tokio::select! {
+            outcome = query_loop(client, command, index, queries, &indexer) => outcome,
+            signal = signals.recv() => Err(anyhow::anyhow!("interrupted by {signal}")),
+        },
+        Err(error) => Err(error.into()),
     };
     stop.store(true, Ordering::Relaxed);
     let indexed = indexer.await.context("the indexing task panicked")?;
@@ -309,28 +313,6 @@ async fn probe(
         (_, Err(error)) => Err(error),
         (Err(error), Ok(_)) => Err(error),
     }
-}
-
-/// Resolves on SIGINT (Ctrl-C) or SIGTERM with the error that stops the
-/// measurement; `Err` when the signal handlers cannot be installed.
-async fn shutdown_signal() -> anyhow::Result<anyhow::Error> {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut terminate =
-            signal(SignalKind::terminate()).context("failed to listen for SIGTERM")?;
-        tokio::select! {
-            interrupted = tokio::signal::ctrl_c() => {
-                interrupted.context("failed to listen for Ctrl-C")?;
-            }
-            _ = terminate.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    tokio::signal::ctrl_c()
-        .await
-        .context("failed to listen for Ctrl-C")?;
-    Ok(anyhow::anyhow!("interrupted by a signal"))
 }
 
 async fn query_loop(

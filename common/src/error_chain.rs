@@ -9,8 +9,7 @@
 //! (`cannot read config file x: No such file...: No such file...`).
 //! [`render`] walks the chain and leaves out a cause the text already holds.
 //!
-//! Pure and self-contained (std only, no `crate::` import): shardplan and
-//! opsbot include this file by path until it moves to the shared crate.
+//! Pure; every binary of the workspace prints its errors with it.
 
 use std::error::Error;
 

@@ -12,9 +12,7 @@
 //! entry was removed is not a second problem) and renumbers list positions
 //! back to the file's.
 //!
-//! Pure, and self-contained (serde crates only, no `crate::` import) so
-//! every binary of the workspace can use it: shardplan and opsbot include
-//! this file by path until it moves to the shared crate.
+//! Pure; every binary of the workspace reads its config with it.
 
 use serde::de::DeserializeOwned;
 use serde_yaml::Value;

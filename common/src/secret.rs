@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-/// A secret value (password, API key, URL with credentials).
+/// A secret value (password, API key, token, URL with credentials).
 #[derive(Clone, PartialEq, Eq, Default)]
 pub struct Secret(String);
 
