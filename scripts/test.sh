@@ -24,6 +24,8 @@ if [ "$test_status" -ne 0 ]; then
   echo "tests: $summary"
   exit "$test_status"
 fi
+echo "== layering (scripts/check_layers.py)"
+python3 scripts/check_layers.py
 echo "== cargo fmt"
 cargo fmt --all --check
 echo "== cargo clippy"

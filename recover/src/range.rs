@@ -48,14 +48,6 @@ impl IdBound {
         }
     }
 
-    /// The esync id with this value.
-    pub fn to_id(&self) -> Id {
-        match self {
-            IdBound::Int(int) => Id::Int(*int),
-            IdBound::Str(text) => Id::Str(text.as_str().into()),
-        }
-    }
-
     /// The bound equal to `id`.
     pub fn from_id(id: &Id) -> IdBound {
         match id {

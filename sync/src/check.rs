@@ -7,7 +7,7 @@
 
 use crate::config::LoadedConfig;
 use crate::config::MappingConfig;
-use crate::db::{Database, Dialect};
+use crate::db::Database;
 use crate::document::{DeleteStrategy, SqlValue, VersionKind, match_rows, row_id};
 use crate::es::EsClient;
 use crate::id::{Id, IdType, truncate_for_message};
@@ -392,14 +392,6 @@ async fn check_kafka(loaded: &LoadedConfig) -> Vec<Finding> {
         Ok(Ok(findings)) => findings,
         Ok(Err(error)) => vec![Finding::new(Level::Failure, format!("kafka: {error}"))],
         Err(error) => vec![Finding::new(Level::Failure, format!("kafka: {error}"))],
-    }
-}
-
-/// Dialect-specific advice is kept here so the daemon stays quiet.
-pub fn dialect_notes(dialect: Dialect) -> &'static str {
-    match dialect {
-        Dialect::Postgres => "ids are bound as one array per batch",
-        Dialect::MySql | Dialect::Sqlite => "ids are bound in chunks of source.read_chunk_size",
     }
 }
 
