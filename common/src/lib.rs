@@ -13,12 +13,15 @@
 //! - [`es::client`]: builds the Elasticsearch transport (URLs, credentials,
 //!   time-out, TLS);
 //! - [`telemetry`]: the `tracing` subscriber (`RUST_LOG`, `--log-format`);
-//! - [`shutdown`]: waiting for SIGTERM or SIGINT.
+//! - [`shutdown`]: waiting for SIGTERM or SIGINT;
+//! - [`main_loop`]: the end of every binary's `main` (runtime, error
+//!   printed once, exit code).
 //!
 //! Must stay light: nothing here may depend on rdkafka or sqlx.
 
 pub mod error_chain;
 pub mod es;
+pub mod main_loop;
 pub mod secret;
 pub mod shutdown;
 pub mod telemetry;

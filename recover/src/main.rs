@@ -172,29 +172,12 @@ struct VerifyArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init(cli.log_format, LogDefaults::INFO);
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("esync-recover: cannot start the async runtime: {error}");
-            return ExitCode::from(2);
-        }
-    };
-    let result = runtime.block_on(async {
+    esync_common::main_loop::run_async("esync-recover", async {
         match cli.command {
             Command::Run(args) => run(args).await,
             Command::Verify(args) => verify(args).await,
         }
-    });
-    match result {
-        Ok(code) => code,
-        Err(error) => {
-            eprintln!(
-                "esync-recover: {}",
-                esync::error_chain::render(error.as_ref())
-            );
-            ExitCode::from(2)
-        }
-    }
+    })
 }
 
 async fn connect(range: &RangeArgs) -> anyhow::Result<Connected> {

@@ -104,14 +104,7 @@ enum OutputFormat {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init(cli.log_format, LogDefaults::INFO);
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("esync: cannot start the async runtime: {error}");
-            return ExitCode::from(2);
-        }
-    };
-    let result = runtime.block_on(async {
+    esync_common::main_loop::run_async("esync", async {
         match cli.command {
             Command::Run { config } => run(config).await.map(|()| ExitCode::SUCCESS),
             Command::Check { config } => check(config).await,
@@ -120,17 +113,7 @@ fn main() -> ExitCode {
             }
             Command::Dlq { command } => dlq(command).await.map(|()| ExitCode::SUCCESS),
         }
-    });
-    // Threads blocked in a client library (e.g. librdkafka waiting for a
-    // broker that is gone) must not keep the process alive.
-    runtime.shutdown_timeout(Duration::from_secs(1));
-    match result {
-        Ok(code) => code,
-        Err(error) => {
-            eprintln!("esync: {}", esync::error_chain::render(error.as_ref()));
-            ExitCode::from(2)
-        }
-    }
+    })
 }
 
 async fn run(config_path: PathBuf) -> anyhow::Result<()> {

@@ -29,16 +29,7 @@ fn main() -> ExitCode {
             show_target: false,
         },
     );
-    match run(cli) {
-        Ok(outcome) => outcome.exit_code(),
-        Err(error) => {
-            eprintln!(
-                "shardplan: error: {}",
-                shardplan::error_chain::render(error.as_ref())
-            );
-            ExitCode::from(2)
-        }
-    }
+    esync_common::main_loop::exit_code("shardplan: error", run(cli).map(Outcome::exit_code))
 }
 
 /// What a command found.
