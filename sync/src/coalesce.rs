@@ -71,16 +71,6 @@ impl<Receipt> Waiting<Receipt> {
     pub fn take(&mut self, mapping: usize, id: &Id) -> Vec<Receipt> {
         self.ids.remove(&(mapping, id.clone())).unwrap_or_default()
     }
-
-    /// Ids waiting.
-    pub fn len(&self) -> usize {
-        self.ids.len()
-    }
-
-    /// True when no id waits.
-    pub fn is_empty(&self) -> bool {
-        self.ids.is_empty()
-    }
 }
 
 #[cfg(test)]
@@ -107,7 +97,7 @@ mod tests {
             Offer::Queue,
             "taken: queued again"
         );
-        assert_eq!(waiting.len(), 2);
+        assert_eq!(waiting.ids.len(), 2);
     }
 
     #[test]
@@ -220,7 +210,7 @@ mod tests {
                 model.write();
             }
             assert!(
-                model.waiting.is_empty(),
+                model.waiting.ids.is_empty(),
                 "seed {seed}: receipts left waiting"
             );
             assert!(

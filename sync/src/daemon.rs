@@ -580,14 +580,14 @@ fn undecodable(
 /// A batch of ids and the dead letters of undecodable messages that arrived
 /// with it.
 struct WorkerBatch {
-    ids: Batch<()>,
+    ids: Batch,
     letters: Vec<(Box<DeadLetter>, String, Receipt)>,
 }
 
 impl WorkerBatch {
     fn push(&mut self, item: WorkItem) {
         match item {
-            WorkItem::Id { mapping, id } => self.ids.push(mapping, id, ()),
+            WorkItem::Id { mapping, id } => self.ids.push(mapping, id),
             WorkItem::Undecodable {
                 letter,
                 origin,
@@ -654,7 +654,7 @@ async fn handle_batch(
     abort: &CancellationToken,
 ) -> Result<(), Abandoned> {
     let started = std::time::Instant::now();
-    let (queued, _) = batch.ids.take();
+    let queued = batch.ids.take();
     let mut receipts = Vec::new();
     // taken right before the re-read: every message that joined an id
     // arrived before the read that answers it
