@@ -25,9 +25,9 @@ PURE = {
     "sync": [
         "id", "decode", "batch", "coalesce", "document", "bulk", "dlq", "offsets", "retry",
         "config", "write_health", "pg_ids", "sql", "publish::poll_sql",
-        "publish::watermark", "finding", "repeat_filter",
+        "publish::watermark", "finding", "repeat_filter", "recover::range", "recover::rate",
+        "recover::checkpoint", "recover::diff", "recover::progress",
     ],
-    "recover": ["range", "rate", "checkpoint", "diff", "progress"],
     "shardplan": [
         "units", "rules", "input", "overrides", "plan", "template", "simulate",
         "cluster", "latency", "chart", "report", "error",
@@ -42,8 +42,10 @@ PURE = {
 # prefixes, as in PURE)
 ADAPTERS = {
     "common": ["es::client", "telemetry", "shutdown"],
-    "sync": ["db", "es", "kafka", "kafka_log", "http", "publish::poller"],
-    "recover": ["source", "store", "lease", "index"],
+    "sync": [
+        "db", "es", "kafka", "kafka_log", "http", "publish::poller", "recover::source",
+        "recover::store", "recover::lease", "recover::index",
+    ],
     "opsbot": ["es", "action", "store", "audit", "telegram", "slowlog::source"],
 }
 

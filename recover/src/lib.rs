@@ -1,31 +1,8 @@
 //! esync-recover: identifier-range backfill and DB-vs-index verification.
 //!
-//! Recovery walks primary-key ranges, never time ranges: time ranges are
-//! skewed and miss rows whose timestamps were written late. Every write goes
-//! through the esync [`esync::writer::Writer`] with the row's external
-//! version, so recovering while the daemon streams can never regress a
-//! document.
-//!
-//! Layers:
-//! - pure core, no I/O: [`range`] (ids and chunk planning), [`rate`] (token
-//!   bucket and adaptive slow-down), [`checkpoint`] (plan, done chunks,
-//!   start/resume decisions), [`diff`] (verify's missing/extra/stale),
-//!   [`progress`] (snapshots, progress lines, summary);
-//! - adapters: [`source`] (keyset pages of ids), [`store`] (checkpoint file or
-//!   table), [`lease`] (chunk leases for `--coordinate db`), [`index`] (the
-//!   index side of verify);
-//! - engines: [`plan`], [`run`], [`verify`], wired by [`connect`].
+//! The engine lives in the esync library ([`esync::recover`]) since
+//! `esync index rebuild` backfills and verifies with it too; this crate is
+//! the `esync-recover` command line over it, and re-exports the engine's
+//! modules under their old paths.
 
-pub mod checkpoint;
-pub mod connect;
-pub mod diff;
-pub mod index;
-pub mod lease;
-pub mod plan;
-pub mod progress;
-pub mod range;
-pub mod rate;
-pub mod run;
-pub mod source;
-pub mod store;
-pub mod verify;
+pub use esync::recover::*;

@@ -16,6 +16,8 @@
 //! - the engine wiring them: [`writer`] (re-read + versioned write of a set of
 //!   ids, reused by `esync-recover`), [`dead_letter`] (the dead-letter sink,
 //!   also reused), [`daemon`] (the Kafka consumer loop);
+//! - recovery: [`recover`] (id-range backfill and verification, the engine
+//!   of `esync-recover` and of index rebuilds);
 //! - getting ids into Kafka without CDC: [`publish`] (incremental-column
 //!   poller and outbox relay; see `PUBLISH.md`);
 //! - shared leaves: [`cancel`] (sleeping that a shutdown cuts short);
@@ -52,6 +54,7 @@ pub mod metrics;
 pub mod offsets;
 pub mod pg_ids;
 pub mod publish;
+pub mod recover;
 pub mod repeat_filter;
 pub mod retry;
 pub use esync_common::secret;

@@ -6,11 +6,11 @@
 //! decisions live in the other modules.
 
 use anyhow::Context as _;
-use esync::config::{LoadedConfig, MappingConfig};
-use esync::db::Database;
-use esync::es::EsClient;
-use esync::metrics::Metrics;
-use esync::writer::{Mapping, Writer};
+use crate::config::{LoadedConfig, MappingConfig};
+use crate::db::Database;
+use crate::es::EsClient;
+use crate::metrics::Metrics;
+use crate::writer::{Mapping, Writer};
 use std::sync::Arc;
 
 /// Connected adapters.

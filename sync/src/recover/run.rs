@@ -10,19 +10,19 @@
 //! pages get `shutdown_grace` to finish, then they are abandoned; unfinished
 //! chunks stay pending for `--resume`.
 
-use crate::checkpoint::{Checkpoint, Request, StartDecision, Totals, check_resume, decide_start};
-use crate::connect::Connected;
-use crate::lease::{LeaseBoard, LeaseSettings, LeasedChunk};
-use crate::plan::{RangeRequest, make_plan, sources};
-use crate::progress::{ProgressMode, Reporter, Snapshot};
-use crate::range::{Chunk, Cursor};
-use crate::rate::{AdaptiveRate, AdaptiveSettings, Decision, TokenBucket, Window};
-use crate::source::Source;
-use crate::store::CheckpointStore;
+use crate::recover::checkpoint::{Checkpoint, Request, StartDecision, Totals, check_resume, decide_start};
+use crate::recover::connect::Connected;
+use crate::recover::lease::{LeaseBoard, LeaseSettings, LeasedChunk};
+use crate::recover::plan::{RangeRequest, make_plan, sources};
+use crate::recover::progress::{ProgressMode, Reporter, Snapshot};
+use crate::recover::range::{Chunk, Cursor};
+use crate::recover::rate::{AdaptiveRate, AdaptiveSettings, Decision, TokenBucket, Window};
+use crate::recover::source::Source;
+use crate::recover::store::CheckpointStore;
 use anyhow::Context as _;
-use esync::dead_letter::DeadLetterSink;
-use esync::lock::lock;
-use esync::writer::{Abandoned, sleep_or_abort};
+use crate::dead_letter::DeadLetterSink;
+use crate::lock::lock;
+use crate::writer::{Abandoned, sleep_or_abort};
 use esync_common::shutdown::{ShutdownSignals, SignalError};
 use serde_json::json;
 use std::collections::VecDeque;
@@ -142,7 +142,7 @@ struct RunContext {
     plan_names: Vec<String>,
     /// Per plan entry: the writer's mapping index and the keyset source.
     sources: Vec<(usize, Source)>,
-    layouts: Vec<crate::checkpoint::ChunkLayout>,
+    layouts: Vec<crate::recover::checkpoint::ChunkLayout>,
     work: WorkQueue,
     limiter: Mutex<TokenBucket>,
     clock: Instant,
@@ -626,7 +626,7 @@ async fn read_page(
     cursor: &Cursor,
     chunk: &Chunk,
     limit: usize,
-) -> Result<Vec<esync::id::Id>, ChunkError> {
+) -> Result<Vec<crate::id::Id>, ChunkError> {
     let mut attempt = 0;
     loop {
         let started = Instant::now();
@@ -662,10 +662,10 @@ async fn read_page(
 /// neither written nor dead-lettered.
 async fn dead_letter(
     context: &RunContext,
-    failed: &esync::writer::FailedId,
+    failed: &crate::writer::FailedId,
 ) -> Result<(), Abandoned> {
     let mapping = &context.connected.writer.mappings()[failed.mapping];
-    let letter = esync::dead_letter::unwritable_id(mapping, failed, "esync-recover");
+    let letter = crate::dead_letter::unwritable_id(mapping, failed, "esync-recover");
     let origin = format!("{} id {}", mapping.name, failed.id);
     context
         .dead_letter

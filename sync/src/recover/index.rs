@@ -10,19 +10,19 @@
 //!   The count of the range is asked first, so a clean range costs one
 //!   `size: 0` search.
 //! - For content comparison, `_mget` returns `_source` as well, hashed at
-//!   once ([`crate::diff::content_hash`]) so a page holds no documents.
+//!   once ([`crate::recover::diff::content_hash`]) so a page holds no documents.
 //! - Copies of an id under other routings (a changed routing column) are
 //!   found with an `ids` search across every shard, which reports each hit's
 //!   `_routing` ([`parse_copies`]).
 
-use crate::diff::{StrayCopy, content_hash};
-use crate::range::{Chunk, IdBound};
+use crate::recover::diff::{StrayCopy, content_hash};
+use crate::recover::range::{Chunk, IdBound};
 use anyhow::Context as _;
 use elasticsearch::http::Method;
-use esync::bulk::encode_action;
-use esync::document::BulkAction;
-use esync::es::EsClient;
-use esync::id::{Id, IdType};
+use crate::bulk::encode_action;
+use crate::document::BulkAction;
+use crate::es::EsClient;
+use crate::id::{Id, IdType};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 

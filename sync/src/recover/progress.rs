@@ -5,7 +5,7 @@
 //! JSON object per line on stderr (`{"event": "progress", ...}`), which log
 //! shippers and tests read.
 
-use crate::checkpoint::Totals;
+use crate::recover::checkpoint::Totals;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{Value, json};
 use std::io::{IsTerminal as _, Write as _};

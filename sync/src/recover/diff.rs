@@ -1,7 +1,7 @@
 //! Comparing what the database says the index should hold with what it holds.
 //!
 //! Pure: the database side is the set of (id, version) of live rows, exactly
-//! as the writer would index them (built by `esync::document::plan_actions`,
+//! as the writer would index them (built by `crate::document::plan_actions`,
 //! so soft deletes, counters and timestamps in microseconds mean the same
 //! thing here as in the daemon); the index side is the set of (id, _version)
 //! found. The result lists missing, extra and stale documents, and apart from
@@ -21,7 +21,7 @@
 //!   its row's (the routing column changed; the daemon indexed the new copy
 //!   and cannot know the old routing). `--fix` deletes exactly that copy.
 
-use esync::id::Id;
+use crate::id::Id;
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::BTreeMap;

@@ -2,7 +2,7 @@
 //! and reports (or repairs) missing, extra and stale documents.
 //!
 //! Per chunk: keyset pages of ids; their rows are re-read and turned into the
-//! actions the writer would send (`esync::document::plan_actions`), which
+//! actions the writer would send (`crate::document::plan_actions`), which
 //! gives the (id, version) each live row must have in the index, with the
 //! daemon's own rules for versions and soft deletes; `_mget` gives the indexed
 //! `_version`s; a range search on the id field finds documents of ids the
@@ -10,23 +10,23 @@
 //! versioned writer (a row that is gone becomes a versioned delete) and checks
 //! them again; `--publish` hands them to the daemon through Kafka.
 //!
-//! Versions alone miss two failures (see [`crate::diff`]): a document with
+//! Versions alone miss two failures (see [`crate::recover::diff`]): a document with
 //! its row's version but other content (drift: compared by a hash of the
 //! document the writer builds against `_source`), and, for mappings with a
 //! `routing_column`, copies left under a routing the row no longer has
 //! (found by an `ids` search across shards; `--fix` deletes exactly those
 //! copies, versioned, after re-reading the rows once more).
 
-use crate::connect::Connected;
-use crate::diff::{DiffSummary, RangeDiff, StrayCopy, content_hash, diff, drifted, stray_copies};
-use crate::index::IndexSide;
-use crate::plan::{RangeRequest, make_plan};
-use crate::range::{Chunk, Cursor, IdBound};
-use crate::source::Source;
+use crate::recover::connect::Connected;
+use crate::recover::diff::{DiffSummary, RangeDiff, StrayCopy, content_hash, diff, drifted, stray_copies};
+use crate::recover::index::IndexSide;
+use crate::recover::plan::{RangeRequest, make_plan};
+use crate::recover::range::{Chunk, Cursor, IdBound};
+use crate::recover::source::Source;
 use anyhow::Context as _;
-use esync::document::{BulkAction, plan_actions};
-use esync::id::Id;
-use esync::writer::Mapping;
+use crate::document::{BulkAction, plan_actions};
+use crate::id::Id;
+use crate::writer::Mapping;
 use futures::StreamExt as _;
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -165,7 +165,7 @@ pub async fn verify(
         };
         let (from, to) = request.bounds(config.id.id_type)?;
         if from.is_none() || to.is_none() {
-            let table = crate::connect::walk_table(config, request.table.as_deref())?;
+            let table = crate::recover::connect::walk_table(config, request.table.as_deref())?;
             let source = Source::new(
                 connected.database.clone(),
                 &table,
@@ -485,7 +485,7 @@ struct ExpectedDocuments {
 }
 
 /// Re-reads `ids` and plans them with the writer's rules
-/// (`esync::document::plan_actions`): versions, soft deletes, routing and
+/// (`crate::document::plan_actions`): versions, soft deletes, routing and
 /// the document itself mean the same here as in the daemon.
 async fn expected_documents(
     connected: &Connected,
@@ -548,7 +548,7 @@ async fn fix(
 ) -> anyhow::Result<FixReport> {
     let mut report = FixReport::default();
     if let FixMode::Publish(topic) = &settings.fix {
-        let producer = esync::kafka::IdProducer::new(&connected.loaded.config.kafka)
+        let producer = crate::kafka::IdProducer::new(&connected.loaded.config.kafka)
             .context("cannot create the Kafka producer")?;
         for ids in differing {
             report.ids += producer
@@ -587,7 +587,7 @@ async fn fix(
             continue;
         }
         let config = &connected.loaded.config.mappings[mapping_index];
-        let table = crate::connect::walk_table(config, settings.range.table.as_deref())?;
+        let table = crate::recover::connect::walk_table(config, settings.range.table.as_deref())?;
         let side = Side {
             mapping_index,
             mapping: &connected.writer.mappings()[mapping_index],

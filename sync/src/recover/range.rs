@@ -7,7 +7,7 @@
 //! turns them into chunks). A chunk is walked with keyset pagination, so only
 //! its bounds need to be stable, not the rows inside it.
 
-use esync::id::{Id, IdType};
+use crate::id::{Id, IdType};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 

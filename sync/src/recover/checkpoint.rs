@@ -1,16 +1,16 @@
 //! The recovery plan and the record of which of its chunks are done.
 //!
 //! Pure: the state, its JSON form and the decisions about it (start, resume,
-//! refuse). Where the JSON is kept (a file, a table) is [`crate::store`]'s job.
+//! refuse). Where the JSON is kept (a file, a table) is [`crate::recover::store`]'s job.
 //! Integer plans store only `from`, `to` and the step; string plans store the
 //! chunk boundaries found in the database. Done chunks are stored as runs of
 //! chunk numbers, so a plan of a million chunks stays small.
 
-use crate::range::{
+use crate::recover::range::{
     Chunk, IdBound, boundary_chunk, chunks_from_boundaries, integer_chunk, integer_chunk_count,
 };
 use chrono::{DateTime, Utc};
-use esync::id::IdType;
+use crate::id::IdType;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -101,7 +101,7 @@ pub enum ChunkLayout {
         to: IdBound,
         /// Last ids of consecutive keyset pages of `rows_per_chunk` rows,
         /// ascending in the database's order, without repeats and below `to`
-        /// (`crate::range::normalize_boundaries`).
+        /// (`crate::recover::range::normalize_boundaries`).
         boundaries: Vec<IdBound>,
         /// Rows per chunk when the plan was made.
         rows_per_chunk: u64,
@@ -125,7 +125,7 @@ impl ChunkLayout {
     pub fn chunks(&self) -> Vec<Chunk> {
         match self {
             ChunkLayout::Integer { from, to, step } => {
-                crate::range::plan_integer_chunks(*from, *to, *step)
+                crate::recover::range::plan_integer_chunks(*from, *to, *step)
             }
             ChunkLayout::Boundaries {
                 from,

@@ -7,11 +7,11 @@
 //! are read here; full rows are re-read by the esync writer, exactly as the
 //! daemon does. The SQL text is built by pure functions, tested per dialect.
 
-use crate::range::{Cursor, IdBound};
-use esync::db::exec::{self, Param};
-use esync::db::{Database, Dialect, quote_identifier};
-use esync::document::Row;
-use esync::id::{Id, IdType};
+use crate::recover::range::{Cursor, IdBound};
+use crate::db::exec::{self, Param};
+use crate::db::{Database, Dialect, quote_identifier};
+use crate::document::Row;
+use crate::id::{Id, IdType};
 
 /// Errors of the keyset queries.
 #[derive(Debug, thiserror::Error)]
@@ -32,7 +32,7 @@ impl SourceError {
     /// Connection problems pass; a broken query does not.
     pub fn is_retryable(&self) -> bool {
         let SourceError::Query { source, .. } = self;
-        esync::db::is_transient(source)
+        crate::db::is_transient(source)
     }
 }
 

@@ -6,10 +6,10 @@
 //! and the directory is synced, so a crash leaves the old or the new
 //! checkpoint, never half of one. A table row is replaced in one statement.
 
-use crate::checkpoint::Checkpoint;
-use esync::db::exec::{self, Param};
-use esync::db::{Database, Dialect, quote_identifier};
-use esync::durable_file::write_atomically;
+use crate::recover::checkpoint::Checkpoint;
+use crate::db::exec::{self, Param};
+use crate::db::{Database, Dialect, quote_identifier};
+use crate::durable_file::write_atomically;
 use std::path::PathBuf;
 
 /// Errors reading or writing checkpoints.
@@ -185,7 +185,7 @@ impl CheckpointStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checkpoint::{Plan, Totals};
+    use crate::recover::checkpoint::{Plan, Totals};
 
     #[tokio::test]
     async fn file_checkpoints_round_trip_and_replace() {
