@@ -6,11 +6,11 @@
 //! chunk boundaries found in the database. Done chunks are stored as runs of
 //! chunk numbers, so a plan of a million chunks stays small.
 
+use crate::id::IdType;
 use crate::recover::range::{
     Chunk, IdBound, boundary_chunk, chunks_from_boundaries, integer_chunk, integer_chunk_count,
 };
 use chrono::{DateTime, Utc};
-use crate::id::IdType;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 

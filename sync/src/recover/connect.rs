@@ -5,12 +5,12 @@
 //! This is application glue (anyhow errors naming the resource); the pure
 //! decisions live in the other modules.
 
-use anyhow::Context as _;
 use crate::config::{LoadedConfig, MappingConfig};
 use crate::db::Database;
 use crate::es::EsClient;
 use crate::metrics::Metrics;
 use crate::writer::{Mapping, Writer};
+use anyhow::Context as _;
 use std::sync::Arc;
 
 /// Connected adapters.

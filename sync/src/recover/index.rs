@@ -15,14 +15,14 @@
 //!   found with an `ids` search across every shard, which reports each hit's
 //!   `_routing` ([`parse_copies`]).
 
-use crate::recover::diff::{StrayCopy, content_hash};
-use crate::recover::range::{Chunk, IdBound};
-use anyhow::Context as _;
-use elasticsearch::http::Method;
 use crate::bulk::encode_action;
 use crate::document::BulkAction;
 use crate::es::EsClient;
 use crate::id::{Id, IdType};
+use crate::recover::diff::{StrayCopy, content_hash};
+use crate::recover::range::{Chunk, IdBound};
+use anyhow::Context as _;
+use elasticsearch::http::Method;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 

@@ -15,13 +15,13 @@
 //! worker takes the chunk over. Times are the database's clock (`now()`), so
 //! the hosts' clocks do not matter.
 
+use crate::db::exec::{self, Param};
+use crate::db::{Database, Dialect, quote_identifier};
+use crate::document::Row;
 use crate::recover::checkpoint::{Plan, Request, Totals, check_resume};
 use crate::recover::connect::Connected;
 use crate::recover::plan::{RangeRequest, make_plan};
 use anyhow::Context as _;
-use crate::db::exec::{self, Param};
-use crate::db::{Database, Dialect, quote_identifier};
-use crate::document::Row;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 

@@ -6,12 +6,12 @@
 //! chunks), by a keyset walk that finds the last id of every `chunk_size`
 //! rows.
 
+use crate::id::IdType;
 use crate::recover::checkpoint::{ChunkLayout, MappingPlan, Plan};
 use crate::recover::connect::{Connected, walk_table};
 use crate::recover::range::{IdBound, integer_ids_are_sparse, normalize_boundaries};
 use crate::recover::source::Source;
 use anyhow::Context as _;
-use crate::id::IdType;
 
 /// What the user asked to cover.
 #[derive(Debug, Clone, Default)]

@@ -10,7 +10,11 @@
 //! pages get `shutdown_grace` to finish, then they are abandoned; unfinished
 //! chunks stay pending for `--resume`.
 
-use crate::recover::checkpoint::{Checkpoint, Request, StartDecision, Totals, check_resume, decide_start};
+use crate::dead_letter::DeadLetterSink;
+use crate::lock::lock;
+use crate::recover::checkpoint::{
+    Checkpoint, Request, StartDecision, Totals, check_resume, decide_start,
+};
 use crate::recover::connect::Connected;
 use crate::recover::lease::{LeaseBoard, LeaseSettings, LeasedChunk};
 use crate::recover::plan::{RangeRequest, make_plan, sources};
@@ -19,10 +23,8 @@ use crate::recover::range::{Chunk, Cursor};
 use crate::recover::rate::{AdaptiveRate, AdaptiveSettings, Decision, TokenBucket, Window};
 use crate::recover::source::Source;
 use crate::recover::store::CheckpointStore;
-use anyhow::Context as _;
-use crate::dead_letter::DeadLetterSink;
-use crate::lock::lock;
 use crate::writer::{Abandoned, sleep_or_abort};
+use anyhow::Context as _;
 use esync_common::shutdown::{ShutdownSignals, SignalError};
 use serde_json::json;
 use std::collections::VecDeque;

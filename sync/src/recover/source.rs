@@ -7,11 +7,11 @@
 //! are read here; full rows are re-read by the esync writer, exactly as the
 //! daemon does. The SQL text is built by pure functions, tested per dialect.
 
-use crate::recover::range::{Cursor, IdBound};
 use crate::db::exec::{self, Param};
 use crate::db::{Database, Dialect, quote_identifier};
 use crate::document::Row;
 use crate::id::{Id, IdType};
+use crate::recover::range::{Cursor, IdBound};
 
 /// Errors of the keyset queries.
 #[derive(Debug, thiserror::Error)]

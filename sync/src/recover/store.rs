@@ -6,10 +6,10 @@
 //! and the directory is synced, so a crash leaves the old or the new
 //! checkpoint, never half of one. A table row is replaced in one statement.
 
-use crate::recover::checkpoint::Checkpoint;
 use crate::db::exec::{self, Param};
 use crate::db::{Database, Dialect, quote_identifier};
 use crate::durable_file::write_atomically;
+use crate::recover::checkpoint::Checkpoint;
 use std::path::PathBuf;
 
 /// Errors reading or writing checkpoints.

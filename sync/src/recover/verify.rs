@@ -17,16 +17,18 @@
 //! (found by an `ids` search across shards; `--fix` deletes exactly those
 //! copies, versioned, after re-reading the rows once more).
 
+use crate::document::{BulkAction, plan_actions};
+use crate::id::Id;
 use crate::recover::connect::Connected;
-use crate::recover::diff::{DiffSummary, RangeDiff, StrayCopy, content_hash, diff, drifted, stray_copies};
+use crate::recover::diff::{
+    DiffSummary, RangeDiff, StrayCopy, content_hash, diff, drifted, stray_copies,
+};
 use crate::recover::index::IndexSide;
 use crate::recover::plan::{RangeRequest, make_plan};
 use crate::recover::range::{Chunk, Cursor, IdBound};
 use crate::recover::source::Source;
-use anyhow::Context as _;
-use crate::document::{BulkAction, plan_actions};
-use crate::id::Id;
 use crate::writer::Mapping;
+use anyhow::Context as _;
 use futures::StreamExt as _;
 use serde_json::json;
 use std::collections::BTreeMap;
