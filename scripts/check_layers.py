@@ -26,7 +26,8 @@ PURE = {
         "id", "decode", "batch", "coalesce", "document", "bulk", "dlq", "offsets", "retry",
         "config", "write_health", "pg_ids", "sql", "publish::poll_sql",
         "publish::watermark", "finding", "repeat_filter", "recover::range", "recover::rate",
-        "recover::checkpoint", "recover::diff", "recover::progress",
+        "recover::checkpoint", "recover::diff", "recover::progress", "lifecycle::names",
+        "lifecycle::family", "lifecycle::mapping_diff",
     ],
     "shardplan": [
         "units", "rules", "input", "overrides", "plan", "template", "simulate",
@@ -44,7 +45,8 @@ ADAPTERS = {
     "common": ["es::client", "telemetry", "shutdown"],
     "sync": [
         "db", "es", "kafka", "kafka_log", "http", "publish::poller", "recover::source",
-        "recover::store", "recover::lease", "recover::index",
+        "recover::store", "recover::lease", "recover::index", "lifecycle::admin",
+        "lifecycle::targets",
     ],
     "opsbot": ["es", "action", "store", "audit", "telegram", "slowlog::source"],
 }

@@ -132,24 +132,86 @@ pub async fn run_checks(loaded: &LoadedConfig) -> Vec<Finding> {
                     format!("elasticsearch: reachable ({distribution} {version})"),
                 ));
                 for mapping in &config.mappings {
-                    let path = format!("/{}", mapping.index);
-                    match es.request(elasticsearch::http::Method::Head, &path, None).await {
-                        Ok(response) if response.status == 200 => {
-                            findings.push(Finding::new(Level::Ok, format!("index {}: exists", mapping.index)))
-                        }
-                        Ok(response) if response.status == 404 => findings.push(Finding::new(
-                            Level::Warning,
-                            format!("index {}: does not exist; it will be created with dynamic mappings on first write", mapping.index),
-                        )),
-                        Ok(response) => findings.push(Finding::new(Level::Failure, format!("index {}: status {}", mapping.index, response.status))),
-                        Err(error) => findings.push(Finding::new(Level::Failure, format!("index {}: {error}", mapping.index))),
-                    }
+                    findings.extend(check_index(&es, mapping).await);
                 }
             }
         },
     }
 
     findings.extend(check_kafka(loaded).await);
+    findings
+}
+
+/// The mapping's index: exists, and matches the configured mappings field
+/// by field (each difference on its own line).
+async fn check_index(es: &EsClient, mapping: &MappingConfig) -> Vec<Finding> {
+    use crate::lifecycle::{admin, mapping_diff, names::next_alias};
+    let index = &mapping.index;
+    let definition = mapping.index_definition.as_ref();
+    let head = es
+        .request(
+            elasticsearch::http::Method::Head,
+            &format!("/{index}"),
+            None,
+        )
+        .await;
+    let mut findings = match head {
+        Ok(response) if response.status == 200 => {
+            vec![Finding::new(Level::Ok, format!("index {index}: exists"))]
+        }
+        Ok(response) if response.status == 404 => {
+            let advice = match definition {
+                Some(_) => "create it with `esync index create`".to_owned(),
+                None => "it would be created with dynamic mappings on first write; add an index_definition to the mapping and run `esync index create`".to_owned(),
+            };
+            return vec![Finding::new(
+                Level::Warning,
+                format!("index {index}: does not exist; {advice}"),
+            )];
+        }
+        Ok(response) => {
+            return vec![Finding::new(
+                Level::Failure,
+                format!("index {index}: status {}", response.status),
+            )];
+        }
+        Err(error) => {
+            return vec![Finding::new(
+                Level::Failure,
+                format!("index {index}: {error}"),
+            )];
+        }
+    };
+    let Some(definition) = definition else {
+        return findings;
+    };
+    match admin::fetch_mappings(es, index).await {
+        Ok(live) => {
+            let configured = definition.create_body()["mappings"].clone();
+            for difference in mapping_diff::compare(&configured, &live) {
+                findings.push(Finding::new(
+                    Level::Warning,
+                    format!("index {index}: {difference}"),
+                ));
+            }
+        }
+        Err(error) => findings.push(Finding::new(
+            Level::Failure,
+            format!("index {index}: cannot read its mappings: {error}"),
+        )),
+    }
+    if let Ok(family) = admin::fetch_family(es, index).await
+        && let Some(building) = family.building()
+    {
+        findings.push(Finding::new(
+            Level::Ok,
+            format!(
+                "index {index}: rebuild into {} in progress (announced by {}); `esync index status` shows it",
+                building.name,
+                next_alias(index)
+            ),
+        ));
+    }
     findings
 }
 

@@ -178,6 +178,59 @@ pub struct MappingConfig {
     /// Timestamp column for the end-to-end lag histogram (default: none).
     #[serde(default)]
     pub lag_column: Option<String>,
+    /// Settings and mappings of the index, for `esync index create` and
+    /// `rebuild` (default: none; the index commands then refuse the mapping
+    /// and the daemon writes to `index` as it finds it).
+    #[serde(default)]
+    pub index_definition: Option<IndexDefinition>,
+}
+
+/// `index_definition:` either inline `settings`/`mappings` (YAML, in
+/// Elasticsearch's JSON shape), or `file`: a JSON file holding
+/// `{"settings": ..., "mappings": ...}`, relative to the config file. esync
+/// adds the aliases and a `_meta.esync` entry itself.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+pub struct IndexDefinition {
+    /// JSON file with `settings` and `mappings` (read when the config is loaded).
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+    /// Index settings, e.g. `{number_of_shards: 3, analysis: ...}` (default `{}`).
+    #[serde(default)]
+    pub settings: Option<serde_json::Value>,
+    /// Index mappings, e.g. `{dynamic: strict, properties: ...}` (default `{}`).
+    #[serde(default)]
+    pub mappings: Option<serde_json::Value>,
+}
+
+impl IndexDefinition {
+    /// The body of a create-index request, without aliases.
+    pub fn create_body(&self) -> serde_json::Value {
+        let empty = || serde_json::Value::Object(Default::default());
+        serde_json::json!({
+            "settings": self.settings.clone().unwrap_or_else(empty),
+            "mappings": self.mappings.clone().unwrap_or_else(empty),
+        })
+    }
+
+    /// Takes `settings` and `mappings` from the text of the JSON `file`.
+    fn fill_from_file(&mut self, text: &str) -> Result<(), String> {
+        let value: serde_json::Value =
+            serde_json::from_str(text).map_err(|error| format!("is not valid JSON: {error}"))?;
+        let serde_json::Value::Object(mut object) = value else {
+            return Err("must hold a JSON object with settings and mappings".into());
+        };
+        if let Some(key) = object
+            .keys()
+            .find(|key| !matches!(key.as_str(), "settings" | "mappings"))
+        {
+            return Err(format!(
+                "has {key:?}; only settings and mappings belong there (esync manages the aliases)"
+            ));
+        }
+        self.settings = object.remove("settings");
+        self.mappings = object.remove("mappings");
+        Ok(())
+    }
 }
 
 impl MappingConfig {
@@ -362,12 +415,46 @@ impl LoadedConfig {
             path: path.to_owned(),
             source,
         })?;
-        LoadedConfig::from_yaml(&text, &|name| std::env::var(name).ok()).map_err(|problems| {
-            ConfigError::Invalid {
-                path: path.to_owned(),
-                problems,
+        let invalid = |problems| ConfigError::Invalid {
+            path: path.to_owned(),
+            problems,
+        };
+        let mut loaded =
+            LoadedConfig::from_yaml(&text, &|name| std::env::var(name).ok()).map_err(invalid)?;
+        let directory = path.parent().unwrap_or(Path::new("."));
+        let problems = loaded.read_index_definition_files(&|file| {
+            std::fs::read_to_string(directory.join(file)).map_err(|error| error.to_string())
+        });
+        if problems.is_empty() {
+            Ok(loaded)
+        } else {
+            Err(invalid(problems))
+        }
+    }
+
+    /// Fills every `index_definition.file` with what `read` returns for it
+    /// (pure given `read`); returns the problems found.
+    pub fn read_index_definition_files(
+        &mut self,
+        read: &dyn Fn(&Path) -> Result<String, String>,
+    ) -> Vec<ConfigProblem> {
+        let mut problems = Vec::new();
+        for (index, mapping) in self.config.mappings.iter_mut().enumerate() {
+            let Some(definition) = mapping.index_definition.as_mut() else {
+                continue;
+            };
+            let Some(file) = definition.file.clone() else {
+                continue;
+            };
+            let result = read(&file).and_then(|text| definition.fill_from_file(&text));
+            if let Err(message) = result {
+                problems.push(ConfigProblem {
+                    path: format!("mappings[{index}].index_definition.file"),
+                    message: format!("{}: {message}", file.display()),
+                });
             }
-        })
+        }
+        problems
     }
 
     /// Parses and validates YAML text with variables from `env` (pure).
@@ -629,6 +716,30 @@ pub fn validate(config: &Config) -> Vec<ConfigProblem> {
         }
         if mapping.index.trim().is_empty() {
             problem(at("index"), "must not be empty".into());
+        }
+        if let Some(definition) = &mapping.index_definition {
+            if definition.file.is_some()
+                && (definition.settings.is_some() || definition.mappings.is_some())
+            {
+                problem(
+                    at("index_definition"),
+                    "give either file or settings/mappings, not both".into(),
+                );
+            }
+            for (key, value) in [
+                ("settings", &definition.settings),
+                ("mappings", &definition.mappings),
+            ] {
+                if value.as_ref().is_some_and(|value| !value.is_object()) {
+                    problem(
+                        at(&format!("index_definition.{key}")),
+                        "must be a map".into(),
+                    );
+                }
+            }
+            if let Err(message) = crate::lifecycle::names::check_alias_name(&mapping.index) {
+                problem(at("index"), message);
+            }
         }
         match (&mapping.table, &mapping.query) {
             (Some(_), Some(_)) => {

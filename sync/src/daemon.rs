@@ -243,6 +243,13 @@ pub async fn run(
         stop_commits.clone(),
     ));
 
+    // failed writes to indexes being rebuilt, retried apart from the batches
+    let dual_write_retries = tokio::spawn({
+        let writer = services.writer.clone();
+        let stop = stop.clone();
+        async move { writer.keep_retrying_dual_writes(&stop).await }
+    });
+
     let consuming = ConsumerLoop::new(config, &services, queues).run(&stop);
     let failure = supervise(consuming, &mut workers, &mut commit_loop, &shutdown).await;
     if let Some(failure) = &failure {
@@ -272,6 +279,14 @@ pub async fn run(
     }
     if !commit_loop.is_finished() {
         commit_loop.abort();
+    }
+    dual_write_retries.abort();
+    let dual_pending = services.writer.dual_writes_pending();
+    if dual_pending > 0 {
+        tracing::warn!(
+            ids = dual_pending,
+            "stopping with dual writes not yet done; the rebuild's verification rewrites them"
+        );
     }
     close_consumer(services).await;
     tracing::info!("stopped");

@@ -205,6 +205,15 @@ pub enum BulkAction {
 }
 
 impl BulkAction {
+    /// The same action aimed at another index (a dual write).
+    pub fn retargeted(&self, target: Arc<str>) -> BulkAction {
+        let mut action = self.clone();
+        match &mut action {
+            BulkAction::Index { index, .. } | BulkAction::Delete { index, .. } => *index = target,
+        }
+        action
+    }
+
     /// The document id the action writes.
     pub fn doc_id(&self) -> &str {
         match self {

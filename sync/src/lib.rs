@@ -9,13 +9,17 @@
 //!   [`document`], [`bulk`], [`dlq`], [`offsets`], [`retry`], [`config`]
 //!   (read with `esync_common::yaml_config`), [`write_health`], [`pg_ids`],
 //!   [`finding`], [`repeat_filter`], [`sql`] (SQL dialects, quoting, bind
-//!   values), `publish::{poll_sql, watermark}`;
+//!   values), `publish::{poll_sql, watermark}`, `lifecycle::{names, family,
+//!   mapping_diff}`;
 //! - adapters, one per system: [`db`] (sqlx: the one SQL execution layer
 //!   for the three databases, used by publish and `esync-recover` too), [`es`] (elasticsearch),
 //!   [`kafka`] (rdkafka, its log through [`kafka_log`]);
 //! - the engine wiring them: [`writer`] (re-read + versioned write of a set of
 //!   ids, reused by `esync-recover`), [`dead_letter`] (the dead-letter sink,
 //!   also reused), [`daemon`] (the Kafka consumer loop);
+//! - index lifecycle: [`lifecycle`] (versioned indexes behind aliases,
+//!   zero-downtime rebuilds; the writer dual-writes through
+//!   `lifecycle::targets`);
 //! - recovery: [`recover`] (id-range backfill and verification, the engine
 //!   of `esync-recover` and of index rebuilds);
 //! - getting ids into Kafka without CDC: [`publish`] (incremental-column
@@ -49,6 +53,7 @@ pub mod http;
 pub mod id;
 pub mod kafka;
 pub mod kafka_log;
+pub mod lifecycle;
 pub mod lock;
 pub mod metrics;
 pub mod offsets;

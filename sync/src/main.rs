@@ -49,10 +49,118 @@ enum Command {
         outbox: bool,
     },
     /// Inspect the dead-letter topic and replay dead-lettered ids.
+    /// Manage each mapping's index: versioned indexes behind an alias,
+    /// rebuilt without downtime (README "Index lifecycle").
+    Index {
+        #[command(subcommand)]
+        command: IndexCommand,
+    },
     Dlq {
         #[command(subcommand)]
         command: DlqCommand,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum IndexCommand {
+    /// Create `<index>-v1` from the mapping's index_definition behind the
+    /// alias `<index>` (write index); does nothing where the alias exists.
+    Create(IndexSelection),
+    /// Show per mapping the live index, the one being built, older ones.
+    Status(IndexSelection),
+    /// Build the next index from the current definition while the daemons
+    /// write to both, backfill, verify, and swap the alias atomically.
+    Rebuild {
+        #[command(flatten)]
+        target: OneMapping,
+        /// Continue a rebuild that was interrupted.
+        #[arg(long)]
+        resume: bool,
+        #[command(flatten)]
+        fill: FillArgs,
+    },
+    /// Point the alias back at the previous index, after repairing what
+    /// changed since it was live.
+    Rollback {
+        #[command(flatten)]
+        target: OneMapping,
+        #[command(flatten)]
+        fill: FillArgs,
+    },
+    /// Delete older indexes no alias points at, keeping the newest ones.
+    Prune {
+        #[command(flatten)]
+        selection: IndexSelection,
+        /// Older indexes to keep for rollbacks.
+        #[arg(long, default_value_t = 1)]
+        keep: usize,
+    },
+    /// Stop a rebuild: retract `<index>.next` and delete the index being built.
+    Abort(OneMapping),
+}
+
+#[derive(Debug, clap::Args)]
+struct IndexSelection {
+    #[arg(long, short, env = "ESYNC_CONFIG", default_value = "esync.yaml")]
+    config: PathBuf,
+    /// Mapping, by name; repeat for several (default: every mapping with an index_definition).
+    #[arg(long = "mapping", short = 'm')]
+    mappings: Vec<String>,
+}
+
+#[derive(Debug, clap::Args)]
+struct OneMapping {
+    #[arg(long, short, env = "ESYNC_CONFIG", default_value = "esync.yaml")]
+    config: PathBuf,
+    /// The mapping, by name.
+    #[arg(long, short = 'm')]
+    mapping: String,
+}
+
+#[derive(Debug, clap::Args)]
+struct FillArgs {
+    /// Rows per second at most (default: unlimited, still adaptive).
+    #[arg(long)]
+    max_rate: Option<f64>,
+    /// Chunks worked on at once.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=256))]
+    parallel: u64,
+    /// Rows per keyset page and per `_bulk` request.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    batch_size: u64,
+    /// Ids per chunk for integer ids, rows per chunk for string ids.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    chunk_size: u64,
+    /// Directory of the backfill checkpoint (`esync-rebuild-<index>.json`).
+    #[arg(long, default_value = ".")]
+    checkpoint_dir: PathBuf,
+    /// Table whose id column is walked, for a mapping with a custom query.
+    #[arg(long)]
+    table: Option<String>,
+    /// Progress display.
+    #[arg(long, value_enum, default_value_t = esync::recover::progress::ProgressMode::Auto)]
+    progress: esync::recover::progress::ProgressMode,
+    /// Verification passes (each repairing what it finds) before giving up.
+    #[arg(long, default_value_t = 3)]
+    verify_passes: u32,
+    /// Time in-flight pages get to finish after SIGINT/SIGTERM.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    shutdown_grace: Duration,
+}
+
+impl FillArgs {
+    fn settings(&self) -> esync::lifecycle::commands::FillSettings {
+        esync::lifecycle::commands::FillSettings {
+            batch_size: self.batch_size as usize,
+            chunk_size: self.chunk_size,
+            parallel: self.parallel as usize,
+            max_rate: self.max_rate.filter(|rate| *rate > 0.0),
+            checkpoint_dir: self.checkpoint_dir.clone(),
+            table: self.table.clone(),
+            progress: self.progress,
+            verify_passes: self.verify_passes,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -112,6 +220,7 @@ fn main() -> ExitCode {
                 publish(config, outbox).await.map(|()| ExitCode::SUCCESS)
             }
             Command::Dlq { command } => dlq(command).await.map(|()| ExitCode::SUCCESS),
+            Command::Index { command } => index(command).await,
         }
     })
 }
@@ -181,6 +290,79 @@ async fn check(config_path: PathBuf) -> anyhow::Result<ExitCode> {
     }
     println!("all checks passed");
     Ok(ExitCode::SUCCESS)
+}
+
+async fn index(command: IndexCommand) -> anyhow::Result<ExitCode> {
+    use esync::lifecycle::commands::{self, RebuildOutcome};
+    let out = &mut std::io::stdout();
+    let signals = |grace| {
+        let (stop, abort) = (CancellationToken::new(), CancellationToken::new());
+        esync::recover::run::spawn_signal_handler(stop.clone(), abort.clone(), grace)
+            .map(|()| (stop, abort))
+    };
+    let outcome = match command {
+        IndexCommand::Create(selection) => {
+            let loaded = LoadedConfig::from_file(&selection.config)?;
+            commands::create(&loaded, &selection.mappings, out).await?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        IndexCommand::Status(selection) => {
+            let loaded = LoadedConfig::from_file(&selection.config)?;
+            commands::status(&loaded, &selection.mappings, out).await?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        IndexCommand::Prune { selection, keep } => {
+            let loaded = LoadedConfig::from_file(&selection.config)?;
+            commands::prune(&loaded, &selection.mappings, keep, out).await?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        IndexCommand::Abort(target) => {
+            let loaded = LoadedConfig::from_file(&target.config)?;
+            commands::abort(&loaded, &target.mapping, out).await?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        IndexCommand::Rebuild {
+            target,
+            resume,
+            fill,
+        } => {
+            let loaded = LoadedConfig::from_file(&target.config)?;
+            let (stop, abort) = signals(fill.shutdown_grace)?;
+            let settings = fill.settings();
+            commands::rebuild(
+                &loaded,
+                &target.mapping,
+                resume,
+                &settings,
+                &stop,
+                &abort,
+                out,
+            )
+            .await?
+        }
+        IndexCommand::Rollback { target, fill } => {
+            let loaded = LoadedConfig::from_file(&target.config)?;
+            let (stop, abort) = signals(fill.shutdown_grace)?;
+            commands::rollback(
+                &loaded,
+                &target.mapping,
+                &fill.settings(),
+                &stop,
+                &abort,
+                out,
+            )
+            .await?
+        }
+    };
+    Ok(match outcome {
+        RebuildOutcome::Swapped { .. } => ExitCode::SUCCESS,
+        RebuildOutcome::Interrupted => {
+            println!(
+                "interrupted; continue with `esync index rebuild --resume` (the same options)"
+            );
+            ExitCode::from(2)
+        }
+    })
 }
 
 async fn dlq(command: DlqCommand) -> anyhow::Result<()> {

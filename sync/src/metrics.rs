@@ -49,6 +49,15 @@ pub struct RetryLabel {
 }
 
 /// Label set `{reason}` for dead-lettered items.
+/// A dual write's outcome on the index being built.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DualWriteLabel {
+    /// The mapping.
+    pub mapping: String,
+    /// `written`, `superseded` or `failed` (retried in the background).
+    pub outcome: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
     /// Reason code.
@@ -88,6 +97,10 @@ pub struct Metrics {
     pub end_to_end_lag: Histogram,
     /// Offset commits that failed (retried at the next interval).
     pub commit_failures: Counter,
+    /// Writes to indexes being rebuilt (`<alias>.next`), per outcome.
+    pub dual_writes: Family<DualWriteLabel, Counter>,
+    /// Ids whose write to an index being rebuilt failed and waits for a retry.
+    pub dual_write_pending: Family<MappingLabel, Gauge>,
 }
 
 impl Metrics {
@@ -109,6 +122,8 @@ impl Metrics {
             consumer_lag: Family::default(),
             end_to_end_lag: Histogram::new(exponential_buckets(0.01, 2.0, 16)),
             commit_failures: Counter::default(),
+            dual_writes: Family::default(),
+            dual_write_pending: Family::default(),
         };
         let registry = registry.sub_registry_with_prefix("esync");
         registry.register(
@@ -145,6 +160,16 @@ impl Metrics {
             "version_conflicts",
             "Writes skipped because the index held this or a newer version",
             metrics.version_conflicts.clone(),
+        );
+        registry.register(
+            "dual_writes",
+            "Writes to indexes being rebuilt, per outcome",
+            metrics.dual_writes.clone(),
+        );
+        registry.register(
+            "dual_write_pending",
+            "Ids waiting to be written again to an index being rebuilt",
+            metrics.dual_write_pending.clone(),
         );
         registry.register(
             "retries",

@@ -23,8 +23,9 @@ use crate::db::{Database, RowReader};
 use crate::document::{BulkAction, DocumentSpec, Planned, plan_actions};
 use crate::es::EsClient;
 use crate::id::Id;
+use crate::lifecycle::targets::{DualWriteTargets, NextIndexes};
 use crate::lock::lock;
-use crate::metrics::{Metrics, RetryLabel};
+use crate::metrics::{DualWriteLabel, Metrics, RetryLabel};
 use crate::retry::RetryPolicy;
 use crate::write_health::WriteHealth;
 use elasticsearch::http::Method;
@@ -127,7 +128,15 @@ pub struct Writer {
     gc_deletes: Duration,
     metrics: Arc<Metrics>,
     health: Arc<Mutex<WriteHealth>>,
+    /// Indexes being rebuilt, written too (see [`crate::lifecycle`]).
+    dual_writes: Arc<DualWriteTargets>,
+    /// Dual writes that failed, retried apart so that live writes never wait.
+    dual_backlog: Arc<Mutex<DualBacklog>>,
 }
+
+/// Ids to write again to an index being rebuilt: per (mapping, index), each
+/// id with the lowest version for its next hard delete.
+type DualBacklog = BTreeMap<(usize, Arc<str>), BTreeMap<Id, u64>>;
 
 impl Writer {
     /// A writer over connected adapters, with the limits of the
@@ -140,6 +149,9 @@ impl Writer {
         elasticsearch: &ElasticsearchConfig,
         metrics: Arc<Metrics>,
     ) -> Writer {
+        let dual_writes = Arc::new(DualWriteTargets::new(
+            mappings.iter().map(|mapping| &*mapping.spec.index),
+        ));
         Writer {
             database,
             es,
@@ -149,6 +161,8 @@ impl Writer {
             gc_deletes: elasticsearch.gc_deletes,
             metrics,
             health: Arc::default(),
+            dual_writes,
+            dual_backlog: Arc::default(),
         }
     }
 
@@ -217,7 +231,11 @@ impl Writer {
             let actions = self
                 .plan_round(&pending_ids, &delete_versions, &mut report, abort)
                 .await?;
-            let round = self.send_round(actions, &mut report).await;
+            // asked after the re-read: see `lifecycle::targets` for why
+            let next = self.next_indexes(&actions, abort).await?;
+            let actions = with_dual_writes(actions, &next);
+            let mut round = self.send_round(actions, &mut report).await;
+            self.defer_dual_writes(std::mem::take(&mut round.dual_retry));
             for (key, version) in round.delete_versions {
                 let entry = delete_versions.entry(key).or_default();
                 *entry = (*entry).max(version);
@@ -254,6 +272,122 @@ impl Writer {
                 }
                 keep
             });
+        }
+    }
+
+    /// Writes again, to the indexes being rebuilt only, the ids whose dual
+    /// write failed (one attempt each; failures stay in the backlog). Returns
+    /// how many ids are still waiting.
+    pub async fn retry_dual_writes(&self, abort: &CancellationToken) -> Result<usize, Abandoned> {
+        let backlog = std::mem::take(&mut *lock(&self.dual_backlog));
+        for ((mapping, index), ids) in backlog {
+            let mut ids_by_mapping = vec![Vec::new(); self.mappings.len()];
+            ids_by_mapping[mapping] = ids.keys().cloned().collect();
+            let floors = ids
+                .into_iter()
+                .map(|(id, floor)| ((mapping, id), floor))
+                .collect();
+            let mut report = WriteReport::default();
+            let actions = self
+                .plan_round(&ids_by_mapping, &floors, &mut report, abort)
+                .await?;
+            let actions = actions
+                .into_iter()
+                .map(|write| write.dual_to(index.clone()))
+                .collect();
+            let round = self.send_round(actions, &mut report).await;
+            self.defer_dual_writes(round.dual_retry);
+        }
+        Ok(self.dual_writes_pending())
+    }
+
+    /// Retries the dual-write backlog until `stop` fires: every second while
+    /// it drains, backing off while nothing gets through.
+    pub async fn keep_retrying_dual_writes(&self, stop: &CancellationToken) {
+        let mut attempt = 0;
+        loop {
+            let wait = match attempt {
+                0 => Duration::from_secs(1),
+                _ => self.retry.random_delay(attempt),
+            };
+            if sleep_or_abort(wait, stop).await.is_err() {
+                return;
+            }
+            let before = self.dual_writes_pending();
+            if before == 0 {
+                attempt = 0;
+                continue;
+            }
+            let Ok(after) = self.retry_dual_writes(stop).await else {
+                return;
+            };
+            attempt = if after < before { 0 } else { attempt + 1 };
+            if after > 0 {
+                tracing::info!(
+                    ids = after,
+                    attempt,
+                    "dual writes still waiting for the index being rebuilt"
+                );
+            }
+        }
+    }
+
+    /// Ids waiting in the dual-write backlog.
+    pub fn dual_writes_pending(&self) -> usize {
+        lock(&self.dual_backlog).values().map(BTreeMap::len).sum()
+    }
+
+    /// The indexes being rebuilt, asking Elasticsearch when what is known is
+    /// too old; while it cannot be asked, nothing is written (the answer
+    /// decides where the rows just read must go).
+    async fn next_indexes(
+        &self,
+        actions: &[PendingWrite],
+        abort: &CancellationToken,
+    ) -> Result<NextIndexes, Abandoned> {
+        if actions.is_empty() {
+            return Ok(Arc::default());
+        }
+        let mut attempt = 0;
+        loop {
+            match self.dual_writes.current(&self.es).await {
+                Ok(next) => return Ok(next),
+                Err(error) => {
+                    self.count_retry(RetryReason::Unavailable, 1);
+                    tracing::warn!(attempt, error = %error, "cannot learn which indexes are being rebuilt; retrying before writing");
+                    self.pause(attempt, abort).await?;
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    /// Puts failed dual writes into the backlog and updates the gauge.
+    fn defer_dual_writes(&self, failed: Vec<DualRetry>) {
+        let mut backlog = lock(&self.dual_backlog);
+        for DualRetry {
+            mapping,
+            index,
+            id,
+            delete_floor,
+        } in failed
+        {
+            let floor = backlog
+                .entry((mapping, index))
+                .or_default()
+                .entry(id)
+                .or_default();
+            *floor = (*floor).max(delete_floor);
+        }
+        let mut pending = vec![0; self.mappings.len()];
+        for ((mapping, _), ids) in backlog.iter() {
+            pending[*mapping] += ids.len() as i64;
+        }
+        for (mapping, count) in self.mappings.iter().zip(pending) {
+            self.metrics
+                .dual_write_pending
+                .get_or_create(&Metrics::mapping(&mapping.name))
+                .set(count);
         }
     }
 
@@ -305,6 +439,7 @@ impl Writer {
                             id,
                             action,
                             row_gone,
+                            dual: false,
                         })
                     }
                     Err(error) => report.failed.push(FailedId {
@@ -376,6 +511,10 @@ impl Writer {
             match outcome {
                 // a document too large alone: `too_large` holds it
                 None => {}
+                Some(ItemOutcome::Written) if write.dual => round.dual_done(write, "written"),
+                Some(ItemOutcome::Permanent { status, reason }) if write.dual => {
+                    round.dual_rejected(write, &format!("status {status}: {reason}"))
+                }
                 Some(ItemOutcome::Written) => tally.written(write),
                 Some(ItemOutcome::VersionConflict {
                     current_version,
@@ -413,6 +552,13 @@ impl Writer {
         }
         for position in too_large {
             let write = &pending[position];
+            if write.dual {
+                round.dual_rejected(
+                    write,
+                    "413 Request Entity Too Large for this document alone",
+                );
+                continue;
+            }
             report.failed.push(FailedId {
                 mapping: write.mapping,
                 id: write.id.clone(),
@@ -577,6 +723,15 @@ impl Writer {
                 .get_or_create(&label)
                 .inc_by(conflicts);
         }
+        for ((mapping, outcome), count) in &round.dual_counts {
+            self.metrics
+                .dual_writes
+                .get_or_create(&DualWriteLabel {
+                    mapping: self.mappings[*mapping].name.clone(),
+                    outcome,
+                })
+                .inc_by(*count);
+        }
         for (reason, count) in &round.reasons {
             self.count_retry(*reason, *count);
             report.es_retries += count;
@@ -679,9 +834,44 @@ struct PendingWrite {
     action: BulkAction,
     /// A hard delete of a gone row (version = esync's clock).
     row_gone: bool,
+    /// A copy for an index being rebuilt: its failures go to the dual-write
+    /// backlog, never hold up the batch, and say nothing about health.
+    dual: bool,
+}
+
+/// Adds, for every write of a mapping whose index is being rebuilt, the same
+/// write to the new index.
+fn with_dual_writes(mut actions: Vec<PendingWrite>, next: &NextIndexes) -> Vec<PendingWrite> {
+    let copies: Vec<PendingWrite> = actions
+        .iter()
+        .filter_map(|write| {
+            let index = next.get(write.mapping)?.as_ref()?;
+            Some(write.clone().dual_to(index.clone()))
+        })
+        .collect();
+    actions.extend(copies);
+    actions
+}
+
+/// A dual write to do again.
+#[derive(Debug)]
+struct DualRetry {
+    mapping: usize,
+    index: Arc<str>,
+    id: Id,
+    /// Lowest version of the next hard delete (0: none known).
+    delete_floor: u64,
 }
 
 impl PendingWrite {
+    fn dual_to(self, index: Arc<str>) -> PendingWrite {
+        PendingWrite {
+            action: self.action.retargeted(index),
+            dual: true,
+            ..self
+        }
+    }
+
     fn conflict_kind(&self) -> ConflictKind {
         ConflictKind::of(&self.action, self.row_gone)
     }
@@ -709,6 +899,7 @@ impl Tally {
     }
 
     fn written(&mut self, write: &PendingWrite) {
+        debug_assert!(!write.dual, "dual writes are counted by the round");
         let kind = if write.action.is_delete() { 1 } else { 0 };
         self.counts[write.mapping][kind] += 1;
         self.took_writes.insert(write.action.index().to_owned());
@@ -716,11 +907,15 @@ impl Tally {
 
     /// A 409 is an answer of the index itself: it is reachable and not blocked.
     fn superseded(&mut self, write: &PendingWrite) {
+        debug_assert!(!write.dual, "dual writes are counted by the round");
         self.counts[write.mapping][2] += 1;
         self.took_writes.insert(write.action.index().to_owned());
     }
 
     fn failed(&mut self, write: &PendingWrite, cause: RetryReason, detail: String) {
+        if write.dual {
+            return;
+        }
         let entry = self
             .failures
             .entry(write.action.index().to_owned())
@@ -745,15 +940,68 @@ struct Round {
     delete_versions: Vec<((usize, Id), u64)>,
     /// Items retried, per reason (for the metric).
     reasons: BTreeMap<RetryReason, u64>,
+    /// Dual writes to do again later, apart from the batch.
+    dual_retry: Vec<DualRetry>,
+    /// Dual writes per (mapping, outcome), for the metric.
+    dual_counts: BTreeMap<(usize, &'static str), u64>,
 }
 
 impl Round {
     fn retry(&mut self, write: &PendingWrite, reason: RetryReason) {
-        self.retry_now.push((write.mapping, write.id.clone()));
-        *self.reasons.entry(reason).or_default() += 1;
+        match (write.dual, reason) {
+            // the rebuild was abandoned and its index deleted: nothing to keep in step
+            (true, RetryReason::IndexMissing) => self.dual_done(write, "index_gone"),
+            (true, _) => self.dual_later(write, 0),
+            (false, _) => {
+                self.retry_now.push((write.mapping, write.id.clone()));
+                *self.reasons.entry(reason).or_default() += 1;
+            }
+        }
+    }
+
+    fn dual_done(&mut self, write: &PendingWrite, outcome: &'static str) {
+        *self
+            .dual_counts
+            .entry((write.mapping, outcome))
+            .or_default() += 1;
+    }
+
+    fn dual_later(&mut self, write: &PendingWrite, delete_floor: u64) {
+        self.dual_done(write, "failed");
+        self.dual_retry.push(DualRetry {
+            mapping: write.mapping,
+            index: Arc::from(write.action.index()),
+            id: write.id.clone(),
+            delete_floor,
+        });
+    }
+
+    /// The new index refuses the document: the rebuild's verification finds
+    /// it missing and will not swap; retrying cannot help until the mapping
+    /// or the row changes.
+    fn dual_rejected(&mut self, write: &PendingWrite, reason: &str) {
+        self.dual_done(write, "rejected");
+        tracing::error!(
+            index = write.action.index(),
+            id = write.action.doc_id(),
+            reason,
+            "the index being rebuilt refuses this document; fix the new mapping (the rebuild will not swap while documents are missing)"
+        );
     }
 
     fn apply(&mut self, decision: ConflictDecision, write: &PendingWrite, tally: &mut Tally) {
+        if write.dual {
+            match decision {
+                ConflictDecision::Superseded => self.dual_done(write, "superseded"),
+                ConflictDecision::RetryNow { delete_version } => {
+                    self.dual_later(write, delete_version.unwrap_or(0))
+                }
+                ConflictDecision::RetryAfterGcDeletes | ConflictDecision::LookUp => {
+                    self.dual_later(write, 0)
+                }
+            }
+            return;
+        }
         match decision {
             ConflictDecision::Superseded => tally.superseded(write),
             ConflictDecision::RetryNow { delete_version } => {
@@ -831,6 +1079,7 @@ mod tests {
                 routing: None,
             },
             row_gone: true,
+            dual: false,
         };
         let actions: Vec<_> = (0..10).map(action).collect();
         let mut one = Vec::new();

@@ -118,6 +118,8 @@ pub struct DaemonSetup<'a> {
     pub static_membership: bool,
     /// Extra `kafka.options` lines, e.g. `partition.assignment.strategy`.
     pub kafka_options: Vec<(&'a str, &'a str)>,
+    /// The mapping's `index_definition` (YAML flow map), if any.
+    pub index_definition: Option<&'a str>,
 }
 
 impl<'a> DaemonSetup<'a> {
@@ -142,6 +144,7 @@ impl<'a> DaemonSetup<'a> {
             queue_capacity: 500,
             static_membership: true,
             kafka_options: Vec::new(),
+            index_definition: None,
         }
     }
 
@@ -177,7 +180,7 @@ mappings:
     delete: {{strategy: soft, column: deleted}}
     exclude: [deleted]
     lag_column: updated_at
-batch:
+{definition}batch:
   max_ids: {max_ids}
   max_wait: 50ms
   queue_capacity: {queue_capacity}
@@ -195,6 +198,10 @@ shutdown_grace: 5s
                 .map(|(key, value)| format!("    {key}: \"{value}\"\n"))
                 .collect::<String>(),
             es = self.es_url,
+            definition = self
+                .index_definition
+                .map(|definition| format!("    index_definition: {definition}\n"))
+                .unwrap_or_default(),
             topic = self.topic,
             format = self.format,
             table = self.table.name,
@@ -233,4 +240,22 @@ impl EsyncProcess {
             Some(dir),
         )
     }
+}
+
+/// Runs `esync <args> --config <config>` to its end: (success, stdout + stderr).
+pub fn run_esync(esync: &str, args: &[&str], config: &Path, database_url: &str) -> (bool, String) {
+    let output = Command::new(esync)
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .env("ESYNC_TEST_DATABASE_URL", database_url)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap_or_else(|error| panic!("run esync {args:?}: {error}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
 }

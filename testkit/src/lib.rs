@@ -86,7 +86,7 @@ macro_rules! per_database {
 
 /// What most integration tests use.
 pub mod prelude {
-    pub use crate::daemon::{Daemon, DaemonSetup, EsyncProcess};
+    pub use crate::daemon::{Daemon, DaemonSetup, EsyncProcess, run_esync};
     pub use crate::db::{Db, OrdersSpec, OrdersTable, Pool};
     pub use crate::env::{es, free_port, kafka, required_env, tansu, unique};
     pub use crate::es::{Index, Method};

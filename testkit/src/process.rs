@@ -37,7 +37,7 @@ impl LoggedChild {
         }
     }
 
-    /// Starts `command` with stdout discarded, stderr to the log and
+    /// Starts `command` with stdout and stderr to the log and
     /// `RUST_LOG` from `ESYNC_TEST_RUST_LOG` (default `info,librdkafka=warn`).
     pub fn start(&mut self, command: &mut Command) {
         let log = std::fs::OpenOptions::new()
@@ -47,9 +47,10 @@ impl LoggedChild {
             .expect("log file");
         let rust_log =
             std::env::var("ESYNC_TEST_RUST_LOG").unwrap_or_else(|_| "info,librdkafka=warn".into());
+        let stdout = log.try_clone().expect("log file handle");
         let child = command
             .env("RUST_LOG", rust_log)
-            .stdout(Stdio::null())
+            .stdout(stdout)
             .stderr(log)
             .spawn()
             .unwrap_or_else(|error| panic!("start {}: {error}", self.name));
