@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: starts the local services, checks
 # formatting and lints, runs every test (integration tests included: they
-# fail, never skip, when a service is missing), checks the Ansible playbooks,
-# and stops the services it started.
+# fail, never skip, when a service is missing), checks and unit-tests the
+# Prometheus alerting rules (promtool), checks the Ansible playbooks, and stops the services it started.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -26,6 +26,10 @@ if [ "$test_status" -ne 0 ]; then
 fi
 echo "== layering (scripts/check_layers.py)"
 python3 scripts/check_layers.py
+echo "== alerting rules (promtool)"
+scripts/install_promtool.sh
+promtool check rules ops/prometheus/esync.rules.yml
+promtool test rules ops/prometheus/esync.rules.test.yml
 echo "== cargo fmt"
 cargo fmt --all --check
 echo "== cargo clippy"
