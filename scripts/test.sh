@@ -2,7 +2,8 @@
 # The whole test suite, as CI runs it: starts the local services, checks
 # formatting and lints, runs every test (integration tests included: they
 # fail, never skip, when a service is missing), checks and unit-tests the
-# Prometheus alerting rules (promtool), checks the Ansible playbooks, and stops the services it started.
+# Prometheus alerting rules (promtool), checks the Ansible playbooks, and
+# stops the services it started.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
