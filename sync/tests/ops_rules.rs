@@ -82,7 +82,9 @@ fn exported() -> BTreeMap<String, BTreeSet<String>> {
     }
     watermark_lag.get_or_create(&mapping).set(1.0);
     null_timestamp_rows.get_or_create(&mapping).set(1);
-    messages.get_or_create(&TopicLabel { topic: "t".into() }).inc();
+    messages
+        .get_or_create(&TopicLabel { topic: "t".into() })
+        .inc();
     retries
         .get_or_create(&RetryLabel {
             stage: "s",
@@ -199,7 +201,8 @@ fn references(expr: &str) -> References {
             }
         } else if c.is_ascii_digit() {
             // numbers and durations such as 5m, 1.5e3
-            while index < chars.len() && (chars[index].is_ascii_alphanumeric() || chars[index] == '.')
+            while index < chars.len()
+                && (chars[index].is_ascii_alphanumeric() || chars[index] == '.')
             {
                 index += 1;
             }
@@ -244,11 +247,7 @@ fn references(expr: &str) -> References {
 }
 
 /// Problems of one expression against the exported series.
-fn problems(
-    place: &str,
-    expr: &str,
-    exported: &BTreeMap<String, BTreeSet<String>>,
-) -> Vec<String> {
+fn problems(place: &str, expr: &str, exported: &BTreeMap<String, BTreeSet<String>>) -> Vec<String> {
     let references = references(expr);
     let mut problems = Vec::new();
     let mut carried: BTreeSet<&str> = TARGET_LABELS.into_iter().collect();
@@ -349,18 +348,28 @@ fn every_alert_has_its_section_in_operating_md() {
 fn dashboard_is_importable_and_uses_only_exported_metrics() {
     let exported = exported();
     let dashboard = dashboard();
-    assert!(dashboard["schemaVersion"].as_u64().is_some(), "schemaVersion");
-    assert!(dashboard["uid"].as_str().is_some(), "uid");
-    let variables = dashboard["templating"]["list"].as_array().expect("templating");
     assert!(
-        variables.iter().any(|variable| variable["name"] == "datasource"
-            && variable["type"] == "datasource"
-            && variable["query"] == "prometheus"),
+        dashboard["schemaVersion"].as_u64().is_some(),
+        "schemaVersion"
+    );
+    assert!(dashboard["uid"].as_str().is_some(), "uid");
+    let variables = dashboard["templating"]["list"]
+        .as_array()
+        .expect("templating");
+    assert!(
+        variables
+            .iter()
+            .any(|variable| variable["name"] == "datasource"
+                && variable["type"] == "datasource"
+                && variable["query"] == "prometheus"),
         "a templated Prometheus datasource named datasource"
     );
 
     let mut problems_found = Vec::new();
-    for variable in variables.iter().filter(|variable| variable["type"] == "query") {
+    for variable in variables
+        .iter()
+        .filter(|variable| variable["type"] == "query")
+    {
         let name = variable["name"].as_str().unwrap_or("?");
         let query = variable["query"]["query"]
             .as_str()
@@ -373,9 +382,15 @@ fn dashboard_is_importable_and_uses_only_exported_metrics() {
     let mut metric_panels = 0;
     for panel in panels(&dashboard) {
         let title = panel["title"].as_str().expect("every panel has a title");
-        assert!(ids.insert(panel["id"].as_u64()), "panel id of {title} reused");
+        assert!(
+            ids.insert(panel["id"].as_u64()),
+            "panel id of {title} reused"
+        );
         for key in ["h", "w", "x", "y"] {
-            assert!(panel["gridPos"][key].as_u64().is_some(), "{title}: gridPos.{key}");
+            assert!(
+                panel["gridPos"][key].as_u64().is_some(),
+                "{title}: gridPos.{key}"
+            );
         }
         let Some(targets) = panel["targets"].as_array() else {
             continue;
