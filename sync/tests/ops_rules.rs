@@ -160,17 +160,22 @@ fn references(expr: &str) -> References {
         }
         at
     };
+    let is_quote = |c: char| c == '"' || c == '\'' || c == '`';
+    // the index after the string literal opening at `start`
+    let string_end = |start: usize| {
+        let mut at = start + 1;
+        while at < chars.len() && chars[at] != chars[start] {
+            at += if chars[at] == '\\' { 2 } else { 1 };
+        }
+        at + 1
+    };
     // label names of a `{...}` or `(...)` list starting after its opener
     let label_list = |mut at: usize, close: char| -> (Vec<String>, usize) {
         let mut labels = Vec::new();
         while at < chars.len() && chars[at] != close {
             let c = chars[at];
-            if c == '"' || c == '\'' || c == '`' {
-                at += 1;
-                while at < chars.len() && chars[at] != c {
-                    at += if chars[at] == '\\' { 2 } else { 1 };
-                }
-                at += 1;
+            if is_quote(c) {
+                at = string_end(at);
             } else if c.is_ascii_alphabetic() || c == '_' {
                 let end = identifier_at(at);
                 labels.push(chars[at..end].iter().collect());
@@ -183,12 +188,8 @@ fn references(expr: &str) -> References {
     };
     while index < chars.len() {
         let c = chars[index];
-        if c == '"' || c == '\'' || c == '`' {
-            index += 1;
-            while index < chars.len() && chars[index] != c {
-                index += if chars[index] == '\\' { 2 } else { 1 };
-            }
-            index += 1;
+        if is_quote(c) {
+            index = string_end(index);
         } else if c == '$' {
             index += 1;
             if chars.get(index) == Some(&'{') {
@@ -426,7 +427,8 @@ fn the_check_catches_unknown_metrics_and_labels() {
     assert!(exported.contains_key("esync_publish_null_timestamp_rows"));
 
     let fine = r#"sum by (job, topic) (rate(esync_messages_total{instance=~"$instance", topic!="x"}[$__rate_interval])) > 0
-        unless on (job, instance) histogram_quantile(0.99, sum by (le) (rate(esync_batch_ids_bucket[5m])))"#;
+        unless on (job, instance) histogram_quantile(0.99, sum by (le) (rate(esync_batch_ids_bucket[5m])))
+        or label_replace(esync_messages_total offset 1h, "dst", "esync_in_a_string", "topic", "(.*)")"#;
     assert_eq!(problems("fine", fine, &exported), Vec::<String>::new());
 
     for wrong in [
