@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: starts the local services, checks
 # formatting and lints, runs every test (integration tests included: they
-# fail, never skip, when a service is missing), checks the Ansible playbooks,
-# and stops the services it started.
+# fail, never skip, when a service is missing), checks and unit-tests the
+# Prometheus alerting rules and parses the dashboard's queries (promtool),
+# checks the Ansible playbooks, and stops the services it started.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -26,6 +27,11 @@ if [ "$test_status" -ne 0 ]; then
 fi
 echo "== layering (scripts/check_layers.py)"
 python3 scripts/check_layers.py
+echo "== alerting rules and dashboard queries (promtool)"
+scripts/install_promtool.sh
+promtool check rules ops/prometheus/esync.rules.yml
+promtool test rules ops/prometheus/esync.rules.test.yml
+scripts/check_dashboard_queries.py ops/grafana/esync.json
 echo "== cargo fmt"
 cargo fmt --all --check
 echo "== cargo clippy"

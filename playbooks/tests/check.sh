@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Checks the playbooks: syntax, ansible-lint, and one real rolling restart of
-# a local Elasticsearch API server. Needs the variables of scripts/services.sh.
+# Checks the playbooks: syntax, ansible-lint, one real rolling restart of a
+# local Elasticsearch API server, and deploy_esync.yml's rules tasks. Needs
+# the variables of scripts/services.sh.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 : "${ESYNC_TEST_ANSIBLE_BIN_DIR:?ESYNC_TEST_ANSIBLE_BIN_DIR is not set: run scripts/services.sh up and source .services/env}"
@@ -12,4 +13,5 @@ for playbook in rolling_restart.yml deploy_esync.yml slowlog_thresholds.yml; do
 done
 ansible-lint --offline -q .
 tests/local_rolling_restart.sh
+tests/local_prometheus_rules.sh
 echo "playbooks: ok"

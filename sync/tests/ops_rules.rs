@@ -1,0 +1,448 @@
+//! The operations kit in `ops/` against the metrics the code really exports:
+//! every `esync_*` or `opsbot_*` series that the alerting rules and the
+//! Grafana dashboard name must be one that `esync run` or `esync publish`
+//! registers, with the labels it carries (esync-recover and opsbot register
+//! none). The real names come from encoding the real registries, so a renamed
+//! metric or label fails here rather than in a silent dashboard. Pure: reads
+//! files, needs no services.
+
+use esync::metrics::{Metrics, PartitionLabel, ReasonLabel, RetryLabel, TopicLabel};
+use esync::publish::metrics::PublishMetrics;
+use prometheus_client::registry::Registry;
+use serde_json::Value as Json;
+use serde_yaml::Value as Yaml;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// Labels Prometheus adds to every scraped series.
+const TARGET_LABELS: [&str; 2] = ["job", "instance"];
+
+fn ops_file(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
+}
+
+fn read(path: &str) -> String {
+    let path = ops_file(path);
+    std::fs::read_to_string(&path).unwrap_or_else(|error| panic!("{}: {error}", path.display()))
+}
+
+/// Series name -> label names, as the text encoder prints them (`_total`
+/// counters, `_bucket`/`_sum`/`_count` histograms).
+fn exported() -> BTreeMap<String, BTreeSet<String>> {
+    let mut registry = Registry::default();
+    let metrics = Metrics::register(&mut registry);
+    let publish = PublishMetrics::register(&mut registry);
+    // A family prints nothing until it has a label set. The patterns name
+    // every field, so a metric added to either struct breaks this test's
+    // build until it is listed here.
+    let Metrics {
+        messages,
+        ids_received,
+        ids_distinct,
+        rows_read,
+        docs_indexed,
+        docs_deleted,
+        version_conflicts,
+        retries,
+        dead_lettered,
+        dead_letters_truncated: _,
+        batch_duration: _,
+        batch_size: _,
+        consumer_lag,
+        end_to_end_lag: _,
+        commit_failures: _,
+    } = &*metrics;
+    let PublishMetrics {
+        ids_published,
+        late_ids,
+        suppressed,
+        rows_scanned,
+        poll_duration: _,
+        watermark_lag,
+        null_timestamp_rows,
+        errors,
+        outbox_relayed,
+    } = &*publish;
+    let mapping = Metrics::mapping("m");
+    for family in [
+        ids_received,
+        ids_distinct,
+        rows_read,
+        docs_indexed,
+        docs_deleted,
+        version_conflicts,
+        ids_published,
+        late_ids,
+        suppressed,
+        rows_scanned,
+        errors,
+        outbox_relayed,
+    ] {
+        family.get_or_create(&mapping).inc();
+    }
+    watermark_lag.get_or_create(&mapping).set(1.0);
+    null_timestamp_rows.get_or_create(&mapping).set(1);
+    messages
+        .get_or_create(&TopicLabel { topic: "t".into() })
+        .inc();
+    retries
+        .get_or_create(&RetryLabel {
+            stage: "s",
+            reason: "r",
+        })
+        .inc();
+    dead_lettered
+        .get_or_create(&ReasonLabel { reason: "r".into() })
+        .inc();
+    consumer_lag
+        .get_or_create(&PartitionLabel {
+            topic: "t".into(),
+            partition: "0".into(),
+        })
+        .set(1);
+
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).expect("encodes");
+    let mut series: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for line in text.lines().filter(|line| !line.starts_with('#')) {
+        let (name, labels) = parse_sample(line);
+        series.entry(name).or_default().extend(labels);
+    }
+    series
+}
+
+/// `name{a="x",b="y"} 1` -> (`name`, [`a`, `b`]).
+fn parse_sample(line: &str) -> (String, Vec<String>) {
+    let name_end = line.find(['{', ' ']).expect("a sample line has a value");
+    let name = line[..name_end].to_owned();
+    let mut labels = Vec::new();
+    if line[name_end..].starts_with('{') {
+        let mut rest = &line[name_end + 1..];
+        while let Some(equals) = rest.find("=\"") {
+            labels.push(rest[..equals].trim_start_matches(',').to_owned());
+            // our label values hold no quotes
+            let value_end = rest[equals + 2..].find('"').expect("closed value");
+            rest = &rest[equals + 2 + value_end + 1..];
+            if rest.starts_with('}') {
+                break;
+            }
+        }
+    }
+    (name, labels)
+}
+
+/// What a PromQL expression names.
+#[derive(Debug, Default)]
+struct References {
+    /// Metric names, each with the labels of its `{...}` selector.
+    selectors: Vec<(String, Vec<String>)>,
+    /// Labels in `by`, `without`, `on`, `ignoring`, `group_left/right`.
+    grouping: Vec<String>,
+}
+
+/// A small PromQL scanner: enough for names, selectors and grouping clauses;
+/// skips strings, numbers, durations and Grafana variables (`$x`, `${x}`).
+fn references(expr: &str) -> References {
+    let chars: Vec<char> = expr.chars().collect();
+    let mut references = References::default();
+    let mut index = 0;
+    let identifier_at = |start: usize| -> usize {
+        let mut end = start;
+        while end < chars.len() && (chars[end].is_ascii_alphanumeric() || "_:".contains(chars[end]))
+        {
+            end += 1;
+        }
+        end
+    };
+    let skip_space = |mut at: usize| {
+        while at < chars.len() && chars[at].is_whitespace() {
+            at += 1;
+        }
+        at
+    };
+    let is_quote = |c: char| c == '"' || c == '\'' || c == '`';
+    // the index after the string literal opening at `start`
+    let string_end = |start: usize| {
+        let mut at = start + 1;
+        while at < chars.len() && chars[at] != chars[start] {
+            at += if chars[at] == '\\' { 2 } else { 1 };
+        }
+        at + 1
+    };
+    // label names of a `{...}` or `(...)` list starting after its opener
+    let label_list = |mut at: usize, close: char| -> (Vec<String>, usize) {
+        let mut labels = Vec::new();
+        while at < chars.len() && chars[at] != close {
+            let c = chars[at];
+            if is_quote(c) {
+                at = string_end(at);
+            } else if c.is_ascii_alphabetic() || c == '_' {
+                let end = identifier_at(at);
+                labels.push(chars[at..end].iter().collect());
+                at = end;
+            } else {
+                at += 1;
+            }
+        }
+        (labels, at + 1)
+    };
+    while index < chars.len() {
+        let c = chars[index];
+        if is_quote(c) {
+            index = string_end(index);
+        } else if c == '$' {
+            index += 1;
+            if chars.get(index) == Some(&'{') {
+                while index < chars.len() && chars[index] != '}' {
+                    index += 1;
+                }
+                index += 1;
+            } else {
+                index = identifier_at(index);
+            }
+        } else if c.is_ascii_digit() {
+            // numbers and durations such as 5m, 1.5e3
+            while index < chars.len()
+                && (chars[index].is_ascii_alphanumeric() || chars[index] == '.')
+            {
+                index += 1;
+            }
+        } else if c.is_ascii_alphabetic() || c == '_' {
+            let end = identifier_at(index);
+            let word: String = chars[index..end].iter().collect();
+            let next = skip_space(end);
+            let opens = |opener: char| chars.get(next) == Some(&opener);
+            if word.starts_with("esync_") || word.starts_with("opsbot_") {
+                let (labels, after) = if opens('{') {
+                    label_list(next + 1, '}')
+                } else {
+                    (Vec::new(), end)
+                };
+                references.selectors.push((word, labels));
+                index = after;
+            } else if [
+                "by",
+                "without",
+                "on",
+                "ignoring",
+                "group_left",
+                "group_right",
+            ]
+            .contains(&word.as_str())
+                && opens('(')
+            {
+                let (labels, after) = label_list(next + 1, ')');
+                references.grouping.extend(labels);
+                index = after;
+            } else if opens('{') {
+                // a selector of some other metric (up, probe_success)
+                index = label_list(next + 1, '}').1;
+            } else {
+                index = end;
+            }
+        } else {
+            index += 1;
+        }
+    }
+    references
+}
+
+/// Problems of one expression against the exported series.
+fn problems(place: &str, expr: &str, exported: &BTreeMap<String, BTreeSet<String>>) -> Vec<String> {
+    let references = references(expr);
+    let mut problems = Vec::new();
+    let mut carried: BTreeSet<&str> = TARGET_LABELS.into_iter().collect();
+    for (name, labels) in &references.selectors {
+        let Some(known) = exported.get(name) else {
+            problems.push(format!(
+                "{place}: {name} is not a series esync or esync publish exports \
+                 (esync-recover and opsbot export none): {expr}"
+            ));
+            continue;
+        };
+        carried.extend(known.iter().map(String::as_str));
+        for label in labels {
+            if !known.contains(label) && !TARGET_LABELS.contains(&label.as_str()) {
+                problems.push(format!(
+                    "{place}: {name} has no label {label} (it has {known:?}): {expr}"
+                ));
+            }
+        }
+    }
+    if !references.selectors.is_empty() {
+        for label in &references.grouping {
+            if !carried.contains(label.as_str()) {
+                problems.push(format!(
+                    "{place}: no metric of the expression has the label {label}: {expr}"
+                ));
+            }
+        }
+    }
+    problems
+}
+
+/// (alert name, expr, runbook annotation) of every rule.
+fn rules() -> Vec<(String, String, Option<String>)> {
+    let file: Yaml = serde_yaml::from_str(&read("ops/prometheus/esync.rules.yml")).expect("YAML");
+    let mut rules = Vec::new();
+    for group in file["groups"].as_sequence().expect("groups") {
+        for rule in group["rules"].as_sequence().expect("rules") {
+            let name = rule["alert"]
+                .as_str()
+                .or(rule["record"].as_str())
+                .expect("alert or record name");
+            let expr = rule["expr"].as_str().expect("expr");
+            let runbook = rule["annotations"]["runbook"].as_str().map(str::to_owned);
+            rules.push((name.to_owned(), expr.to_owned(), runbook));
+        }
+    }
+    rules
+}
+
+fn dashboard() -> Json {
+    serde_json::from_str(&read("ops/grafana/esync.json")).expect("the dashboard is JSON")
+}
+
+/// Every panel, those inside rows included.
+fn panels(dashboard: &Json) -> Vec<&Json> {
+    let mut all = Vec::new();
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        all.push(panel);
+        if let Some(inner) = panel["panels"].as_array() {
+            all.extend(inner);
+        }
+    }
+    all
+}
+
+#[test]
+fn alerting_rules_use_only_exported_metrics_and_labels() {
+    let exported = exported();
+    let rules = rules();
+    assert!(rules.len() >= 10, "rules: {}", rules.len());
+    let mut problems_found = Vec::new();
+    for (name, expr, _) in &rules {
+        problems_found.extend(problems(name, expr, &exported));
+    }
+    assert!(problems_found.is_empty(), "{problems_found:#?}");
+}
+
+#[test]
+fn every_alert_has_its_section_in_operating_md() {
+    let operating = read("ops/OPERATING.md");
+    let headings: BTreeSet<&str> = operating
+        .lines()
+        .filter_map(|line| line.strip_prefix("### "))
+        .collect();
+    for (name, _, runbook) in rules() {
+        assert!(
+            headings.contains(name.as_str()),
+            "ops/OPERATING.md has no `### {name}` section"
+        );
+        // GitHub's anchor of a heading made of one word
+        let expected = format!("ops/OPERATING.md#{}", name.to_lowercase());
+        assert_eq!(runbook.as_deref(), Some(expected.as_str()), "{name}");
+    }
+}
+
+#[test]
+fn dashboard_is_importable_and_uses_only_exported_metrics() {
+    let exported = exported();
+    let dashboard = dashboard();
+    assert!(
+        dashboard["schemaVersion"].as_u64().is_some(),
+        "schemaVersion"
+    );
+    assert!(dashboard["uid"].as_str().is_some(), "uid");
+    let variables = dashboard["templating"]["list"]
+        .as_array()
+        .expect("templating");
+    assert!(
+        variables
+            .iter()
+            .any(|variable| variable["name"] == "datasource"
+                && variable["type"] == "datasource"
+                && variable["query"] == "prometheus"),
+        "a templated Prometheus datasource named datasource"
+    );
+
+    let mut problems_found = Vec::new();
+    for variable in variables
+        .iter()
+        .filter(|variable| variable["type"] == "query")
+    {
+        let name = variable["name"].as_str().unwrap_or("?");
+        let query = variable["query"]["query"]
+            .as_str()
+            .or(variable["query"].as_str())
+            .expect("a query variable has a query");
+        problems_found.extend(problems(&format!("variable {name}"), query, &exported));
+    }
+
+    let mut ids = BTreeSet::new();
+    let mut metric_panels = 0;
+    for panel in panels(&dashboard) {
+        let title = panel["title"].as_str().expect("every panel has a title");
+        assert!(
+            ids.insert(panel["id"].as_u64()),
+            "panel id of {title} reused"
+        );
+        for key in ["h", "w", "x", "y"] {
+            assert!(
+                panel["gridPos"][key].as_u64().is_some(),
+                "{title}: gridPos.{key}"
+            );
+        }
+        let Some(targets) = panel["targets"].as_array() else {
+            continue;
+        };
+        metric_panels += 1;
+        assert_eq!(panel["datasource"]["uid"], "${datasource}", "{title}");
+        assert!(!targets.is_empty(), "{title}: no targets");
+        for target in targets {
+            assert_eq!(target["datasource"]["uid"], "${datasource}", "{title}");
+            let expr = target["expr"].as_str().expect("every target has an expr");
+            let references = references(expr);
+            if !expr.contains("up{") && !expr.contains("probe_success{") {
+                assert!(
+                    !references.selectors.is_empty(),
+                    "{title}: {expr} names no esync metric"
+                );
+            }
+            problems_found.extend(problems(title, expr, &exported));
+        }
+    }
+    assert!(metric_panels >= 15, "metric panels: {metric_panels}");
+    assert!(problems_found.is_empty(), "{problems_found:#?}");
+}
+
+/// The check above is only worth something if it catches mistakes.
+#[test]
+fn the_check_catches_unknown_metrics_and_labels() {
+    let exported = exported();
+    assert!(exported.contains_key("esync_retries_total"));
+    assert!(exported.contains_key("esync_end_to_end_lag_seconds_bucket"));
+    assert!(exported["esync_end_to_end_lag_seconds_bucket"].contains("le"));
+    assert!(exported.contains_key("esync_publish_ids_total"));
+    assert!(exported.contains_key("esync_publish_null_timestamp_rows"));
+
+    let fine = r#"sum by (job, topic) (rate(esync_messages_total{instance=~"$instance", topic!="x"}[$__rate_interval])) > 0
+        unless on (job, instance) histogram_quantile(0.99, sum by (le) (rate(esync_batch_ids_bucket[5m])))
+        or label_replace(esync_messages_total offset 1h, "dst", "esync_in_a_string", "topic", "(.*)")"#;
+    assert_eq!(problems("fine", fine, &exported), Vec::<String>::new());
+
+    for wrong in [
+        "rate(esync_messages[5m])",
+        "esync_end_to_end_lag_seconds > 1",
+        "opsbot_restarts_total",
+        r#"esync_messages_total{mapping="orders"}"#,
+        "sum by (reason) (esync_docs_indexed_total)",
+        r#"esync_retries_total{stage="database", reasons="x"}"#,
+    ] {
+        assert_eq!(
+            problems("wrong", wrong, &exported).len(),
+            1,
+            "not caught: {wrong}"
+        );
+    }
+}
