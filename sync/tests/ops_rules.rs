@@ -6,7 +6,9 @@
 //! metric or label fails here rather than in a silent dashboard. Pure: reads
 //! files, needs no services.
 
-use esync::metrics::{Metrics, PartitionLabel, ReasonLabel, RetryLabel, TopicLabel};
+use esync::metrics::{
+    DualWriteLabel, Metrics, PartitionLabel, ReasonLabel, RetryLabel, TopicLabel,
+};
 use esync::publish::metrics::PublishMetrics;
 use prometheus_client::registry::Registry;
 use serde_json::Value as Json;
@@ -51,6 +53,8 @@ fn exported() -> BTreeMap<String, BTreeSet<String>> {
         consumer_lag,
         end_to_end_lag: _,
         commit_failures: _,
+        dual_writes,
+        dual_write_pending,
     } = &*metrics;
     let PublishMetrics {
         ids_published,
@@ -81,6 +85,13 @@ fn exported() -> BTreeMap<String, BTreeSet<String>> {
         family.get_or_create(&mapping).inc();
     }
     watermark_lag.get_or_create(&mapping).set(1.0);
+    dual_write_pending.get_or_create(&mapping).set(1);
+    dual_writes
+        .get_or_create(&DualWriteLabel {
+            mapping: "m".into(),
+            outcome: "written",
+        })
+        .inc();
     null_timestamp_rows.get_or_create(&mapping).set(1);
     messages
         .get_or_create(&TopicLabel { topic: "t".into() })
