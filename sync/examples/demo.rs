@@ -12,7 +12,6 @@ use esync::es::EsClient;
 use esync::id::Id;
 use esync::kafka::{IdProducer, create_topics};
 use esync::secret::Secret;
-use serde_json::json;
 use sqlx::AssertSqlSafe;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -74,17 +73,11 @@ async fn main() -> anyhow::Result<()> {
     ))
     .await?;
 
-    println!("2. creating topic {topic} (4 partitions) and index {index}");
+    println!("2. creating topic {topic} (4 partitions) and index {index} (esync index create)");
     let kafka: esync::config::KafkaConfig =
         serde_yaml::from_str(&format!("brokers: \"{brokers}\""))?;
     create_topics(&kafka, &[topic.as_str()], 4, 1).await?;
     let es = EsClient::from_url(&es_url, Duration::from_secs(30))?;
-    es.request_ok(
-        elasticsearch::http::Method::Put,
-        &format!("/{index}"),
-        Some(&json!({"settings": {"number_of_shards": 1}})),
-    )
-    .await?;
 
     let config_path = work_dir.join("esync.yaml");
     std::fs::write(
@@ -97,9 +90,27 @@ async fn main() -> anyhow::Result<()> {
              mappings:\n  - name: orders\n    topics: [{topic}]\n    table: {table}\n    index: {index}\n\
              \x20   version: {{column: version, kind: counter}}\n    delete: {{strategy: soft, column: deleted_at}}\n\
              \x20   exclude: [deleted_at]\n    lag_column: updated_at\n\
+             \x20   index_definition:\n      settings: {{number_of_shards: 1}}\n\
+             \x20     mappings: {{properties: {{customer: {{type: keyword}}, status: {{type: keyword}}, total: {{type: double}}, tags: {{type: keyword}}}}}}\n\
              metrics:\n  listen: 127.0.0.1:9464\n"
         ),
     )?;
+    // versioned index behind the alias, from the index_definition above
+    let created = Command::new(&esync_binary)
+        .args(["index", "create", "--config"])
+        .arg(&config_path)
+        .env("ESYNC_DATABASE_URL", &database_url)
+        .output()
+        .context("cannot run esync index create")?;
+    if !created.status.success() {
+        bail!(
+            "esync index create failed: {}{}",
+            String::from_utf8_lossy(&created.stdout),
+            String::from_utf8_lossy(&created.stderr)
+        );
+    }
+    print!("   esync index create: {}", String::from_utf8_lossy(&created.stdout));
+
     println!(
         "3. starting `esync run --config {}` (log: {})",
         config_path.display(),

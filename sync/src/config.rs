@@ -1019,6 +1019,73 @@ mappings:
         assert_eq!(config.metrics.listen, MetricsConfig::default().listen);
     }
 
+    fn with_definition(definition: &str) -> Result<LoadedConfig, Vec<ConfigProblem>> {
+        with_definition_in(MINIMAL, definition)
+    }
+
+    fn with_definition_in(
+        base: &str,
+        definition: &str,
+    ) -> Result<LoadedConfig, Vec<ConfigProblem>> {
+        let text = base.replace(
+            "    version: {column: version, kind: counter}\n",
+            &format!("    version: {{column: version, kind: counter}}\n    index_definition: {definition}\n"),
+        );
+        assert_ne!(text, base, "the definition was inserted");
+        LoadedConfig::from_yaml(&text, &env)
+    }
+
+    #[test]
+    fn index_definitions_inline_or_from_a_file() {
+        let inline = with_definition(
+            "{settings: {number_of_shards: 2}, mappings: {properties: {name: {type: keyword}}}}",
+        )
+        .unwrap();
+        let definition = inline.config.mappings[0].index_definition.clone().unwrap();
+        assert_eq!(
+            definition.create_body(),
+            serde_json::json!({"settings": {"number_of_shards": 2}, "mappings": {"properties": {"name": {"type": "keyword"}}}})
+        );
+
+        let mut from_file = with_definition("{file: orders.json}").unwrap();
+        let problems = from_file.read_index_definition_files(&|path| {
+            assert_eq!(path, Path::new("orders.json"));
+            Ok(r#"{"mappings": {"dynamic": "strict"}}"#.into())
+        });
+        assert!(problems.is_empty(), "{problems:?}");
+        let body = from_file.config.mappings[0]
+            .index_definition
+            .as_ref()
+            .unwrap()
+            .create_body();
+        assert_eq!(body["mappings"]["dynamic"], "strict");
+        assert_eq!(body["settings"], serde_json::json!({}));
+    }
+
+    #[test]
+    fn index_definition_mistakes_are_named() {
+        let both = with_definition("{file: a.json, mappings: {}}").unwrap_err();
+        assert!(both[0].to_string().contains("either file or settings/mappings"), "{both:?}");
+        let not_a_map = with_definition("{settings: 3}").unwrap_err();
+        assert_eq!(
+            not_a_map[0].to_string(),
+            "mappings[0].index_definition.settings: must be a map"
+        );
+        let mut loaded = with_definition("{file: orders.json}").unwrap();
+        let problems = loaded.read_index_definition_files(&|_| {
+            Ok(r#"{"mappings": {}, "aliases": {"x": {}}}"#.into())
+        });
+        assert_eq!(
+            problems[0].to_string(),
+            "mappings[0].index_definition.file: orders.json: has \"aliases\"; only settings and mappings belong there (esync manages the aliases)"
+        );
+        let problems = loaded.read_index_definition_files(&|_| Err("No such file".into()));
+        assert!(problems[0].to_string().ends_with("orders.json: No such file"));
+        let upper = MINIMAL.replace("index: orders", "index: Orders");
+        let upper = with_definition_in(&upper, "{mappings: {}}").unwrap_err();
+        assert!(upper[0].to_string().contains("must be lowercase"), "{upper:?}");
+    }
+
     #[test]
     fn interpolation() {
         let env = |name: &str| (name == "A").then(|| "x".to_owned());
