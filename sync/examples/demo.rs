@@ -109,7 +109,10 @@ async fn main() -> anyhow::Result<()> {
             String::from_utf8_lossy(&created.stderr)
         );
     }
-    print!("   esync index create: {}", String::from_utf8_lossy(&created.stdout));
+    print!(
+        "   esync index create: {}",
+        String::from_utf8_lossy(&created.stdout)
+    );
 
     println!(
         "3. starting `esync run --config {}` (log: {})",

@@ -1065,7 +1065,12 @@ mappings:
     #[test]
     fn index_definition_mistakes_are_named() {
         let both = with_definition("{file: a.json, mappings: {}}").unwrap_err();
-        assert!(both[0].to_string().contains("either file or settings/mappings"), "{both:?}");
+        assert!(
+            both[0]
+                .to_string()
+                .contains("either file or settings/mappings"),
+            "{both:?}"
+        );
         let not_a_map = with_definition("{settings: 3}").unwrap_err();
         assert_eq!(
             not_a_map[0].to_string(),
@@ -1080,10 +1085,17 @@ mappings:
             "mappings[0].index_definition.file: orders.json: has \"aliases\"; only settings and mappings belong there (esync manages the aliases)"
         );
         let problems = loaded.read_index_definition_files(&|_| Err("No such file".into()));
-        assert!(problems[0].to_string().ends_with("orders.json: No such file"));
+        assert!(
+            problems[0]
+                .to_string()
+                .ends_with("orders.json: No such file")
+        );
         let upper = MINIMAL.replace("index: orders", "index: Orders");
         let upper = with_definition_in(&upper, "{mappings: {}}").unwrap_err();
-        assert!(upper[0].to_string().contains("must be lowercase"), "{upper:?}");
+        assert!(
+            upper[0].to_string().contains("must be lowercase"),
+            "{upper:?}"
+        );
     }
 
     #[test]

@@ -499,3 +499,154 @@ async fn every_daemon_of_a_group_picks_up_the_dual_write() {
     drop_family(&alias).await;
     table.drop_table().await;
 }
+
+/// `name` as a number: the new mapping refuses every row.
+const NUMERIC_NAME: &str = "{mappings: {properties: {name: {type: long}}}}";
+
+fn dual_writes(metrics: &str, outcome: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|line| {
+            line.starts_with("esync_dual_writes_total{")
+                && line.contains(&format!("outcome=\"{outcome}\""))
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// A new index that refuses writes (blocked) or documents (its mapping)
+/// never holds up the live index: live writes converge, `/healthz` stays
+/// ok, the failures are counted and the blocked ones retried until they get
+/// through. A rebuild into a mapping that refuses rows stops before the
+/// swap, dead-letters nothing, and `abort` cleans up.
+#[tokio::test]
+#[ignore = "needs scripts/services.sh"]
+async fn a_failing_new_index_never_holds_up_live_writes() {
+    let table = OrdersTable::create(Db::Postgres).await;
+    table.insert(1..=300).await;
+    let all: Vec<i64> = (1..=300).collect();
+    let topic = Topic::create(&kafka(), "life", 2).await;
+    let dead_letters = Topic::create(&kafka(), "life_dlq", 1).await;
+    let alias = unique("life");
+    let (brokers, es_url) = (kafka(), es());
+    let mut setup = DaemonSetup::new(&table, &topic.name, &brokers, &es_url, &alias);
+    setup.index_definition = Some(KEYWORD_NAME);
+    setup.dead_letter_topic = Some(&dead_letters.name);
+    let mut daemon = EsyncProcess::start(ESYNC, &setup);
+    esync(&["index", "create"], &daemon);
+    daemon.wait_healthy(Duration::from_secs(30)).await;
+    topic.send_ids(&all).await;
+    let live = Index {
+        name: alias.clone(),
+        es: es_api(),
+    };
+    live.wait_equal(&table, &all, CONVERGE, &mut daemon).await;
+
+    // an announced index whose writes are blocked
+    let next = Index {
+        name: format!("{alias}-v2"),
+        es: es_api(),
+    };
+    es_api()
+        .request_ok(
+            Method::Put,
+            &format!("/{}", next.name),
+            Some(&json!({"settings": {"index.blocks.write": true}, "aliases": {format!("{alias}.next"): {}}})),
+        )
+        .await
+        .expect("create a blocked announced index");
+    tokio::time::sleep(esync::lifecycle::targets::ANNOUNCEMENT_SETTLE).await;
+    for id in 1..=100 {
+        table.update(id, "blocked").await;
+    }
+    topic.send_ids(&(1..=100).collect::<Vec<_>>()).await;
+    live.wait_equal(&table, &all, CONVERGE, &mut daemon).await;
+    assert!(
+        http_get(&format!("http://127.0.0.1:{}/healthz", daemon.metrics_port))
+            .await
+            .starts_with("ok"),
+        "a blocked new index does not make the daemon unhealthy"
+    );
+    let metrics = daemon.metrics().await;
+    assert!(
+        metric_sum(&metrics, "esync_dual_write_pending") > 0.0,
+        "{metrics}"
+    );
+    // unblocked, the backlog drains into the new index by itself
+    es_api()
+        .request_ok(
+            Method::Put,
+            &format!("/{}/_settings", next.name),
+            Some(&json!({"index.blocks.write": null})),
+        )
+        .await
+        .expect("unblock");
+    let updated: Vec<i64> = (1..=100).collect();
+    next.wait_equal(&table, &updated, CONVERGE, &mut daemon)
+        .await;
+    let started = Instant::now();
+    while metric_sum(&daemon.metrics().await, "esync_dual_write_pending") > 0.0 {
+        assert!(started.elapsed() < CONVERGE, "the backlog never drained");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let aborted = esync(&["index", "abort", "--mapping", "orders"], &daemon);
+    assert!(
+        aborted.contains(&format!("deleted {}", next.name)),
+        "{aborted}"
+    );
+
+    // a rebuild into a mapping that refuses every row stops before the swap
+    set_definition(&mut setup, &daemon, NUMERIC_NAME);
+    let (ok, output) = run_esync(
+        ESYNC,
+        &[
+            "index",
+            "rebuild",
+            "--mapping",
+            "orders",
+            "--progress",
+            "none",
+            "--verify-passes",
+            "1",
+        ],
+        &daemon.config_path,
+        &daemon.database_url,
+    );
+    assert!(!ok, "the rebuild must fail: {output}");
+    assert!(output.contains("still differs from the table"), "{output}");
+    assert_eq!(
+        alias_targets(&alias).await,
+        vec![format!("{alias}-v1")],
+        "the alias stays"
+    );
+    // live writes go on meanwhile; the new index refuses their copies
+    table.update(1, "refused").await;
+    topic.send_ids(&[1]).await;
+    live.wait_equal(&table, &all, CONVERGE, &mut daemon).await;
+    let started = Instant::now();
+    while dual_writes(&daemon.metrics().await, "rejected") == 0.0 {
+        assert!(
+            started.elapsed() < CONVERGE,
+            "refused dual writes are counted"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (ok, refused) = run_esync(
+        ESYNC,
+        &["index", "rebuild", "--mapping", "orders"],
+        &daemon.config_path,
+        &daemon.database_url,
+    );
+    assert!(!ok && refused.contains("pass --resume"), "{refused}");
+    esync(&["index", "abort", "--mapping", "orders"], &daemon);
+    assert!(alias_targets(&format!("{alias}.next")).await.is_empty());
+    // the rows are in the live index: neither the daemon nor the rebuild
+    // dead-letters what only the new mapping refuses
+    assert_eq!(
+        esync_testkit::kafka::topic_size(&kafka(), &dead_letters.name).await,
+        0
+    );
+    drop(daemon);
+    drop_family(&alias).await;
+    table.drop_table().await;
+}

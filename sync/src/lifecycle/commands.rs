@@ -415,8 +415,11 @@ async fn fill_and_swap(
     {
         return Ok(RebuildOutcome::Interrupted);
     }
-    // the recover engine, aimed at the new index
+    // the recover engine, aimed at the new index; rows the new mapping
+    // refuses are not dead-lettered (the live index has them): the
+    // verification reports them and the swap does not happen
     let mut target = loaded.clone();
+    target.config.dead_letter = None;
     let mapping_name = {
         let mapping = target
             .config
