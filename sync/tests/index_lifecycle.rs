@@ -206,6 +206,7 @@ esync_testkit::per_database! {
     }
     postgres {
         rollback_check_status_and_prune;
+        a_concrete_index_moves_behind_the_alias;
     }
 }
 
@@ -646,6 +647,76 @@ async fn a_failing_new_index_never_holds_up_live_writes() {
         esync_testkit::kafka::topic_size(&kafka(), &dead_letters.name).await,
         0
     );
+    drop(daemon);
+    drop_family(&alias).await;
+    table.drop_table().await;
+}
+
+/// An index set up before esync managed it (a concrete index with the
+/// mapping's name): `create` refuses and says what to do; `rebuild` moves
+/// it behind the alias without a moment in which searches fail.
+async fn a_concrete_index_moves_behind_the_alias(db: Db) {
+    let table = OrdersTable::create(db).await;
+    table.insert(1..=500).await;
+    let all: Vec<i64> = (1..=500).collect();
+    let topic = Topic::create(&kafka(), "life", 2).await;
+    let alias = unique("life");
+    let (brokers, es_url) = (kafka(), es());
+    let mut setup = DaemonSetup::new(&table, &topic.name, &brokers, &es_url, &alias);
+    let mut daemon = EsyncProcess::start(ESYNC, &setup);
+    daemon.wait_healthy(Duration::from_secs(30)).await;
+    topic.send_ids(&all).await;
+    let live = Index {
+        name: alias.clone(),
+        es: es_api(),
+    };
+    live.wait_equal(&table, &all, CONVERGE, &mut daemon).await;
+    assert!(
+        alias_targets(&alias).await.is_empty(),
+        "a concrete index, no alias"
+    );
+
+    set_definition(&mut setup, &daemon, TEXT_NAME);
+    let (ok, refused) = run_esync(
+        ESYNC,
+        &["index", "create"],
+        &daemon.config_path,
+        &daemon.database_url,
+    );
+    assert!(
+        !ok && refused.contains("is a concrete index, not an alias"),
+        "{refused}"
+    );
+    let stop = CancellationToken::new();
+    let searcher = tokio::spawn(keep_searching(alias.clone(), stop.clone()));
+    let moved = esync(
+        &[
+            "index",
+            "rebuild",
+            "--mapping",
+            "orders",
+            "--progress",
+            "none",
+        ],
+        &daemon,
+    );
+    assert!(
+        moved.contains(&format!("swapped: the alias now points at {alias}-v1")),
+        "{moved}"
+    );
+    for id in 1..=50 {
+        table.update(id, "behind-the-alias").await;
+    }
+    topic.send_ids(&(1..=50).collect::<Vec<_>>()).await;
+    live.wait_equal(&table, &all, CONVERGE, &mut daemon).await;
+    stop.cancel();
+    let (_, failures, first_failure) = searcher.await.expect("searcher");
+    assert_eq!(
+        failures, 0,
+        "searches failed during the move: {first_failure:?}"
+    );
+    assert_eq!(alias_targets(&alias).await, vec![format!("{alias}-v1")]);
+    assert_eq!(field_type(&alias, "name").await, json!("text"));
     drop(daemon);
     drop_family(&alias).await;
     table.drop_table().await;
