@@ -22,12 +22,16 @@ const KEYWORD_NAME: &str =
 /// `name` as text with a keyword sub-field: the "after".
 const TEXT_NAME: &str = "{settings: {number_of_shards: 1}, mappings: {properties: {name: {type: text, fields: {raw: {type: keyword}}}}}}";
 
-/// `esync_dual_writes_total{outcome="written"}`, summed over mappings.
-fn dual_writes_written(metrics: &str) -> f64 {
+/// `name` as a number: the new mapping refuses every row.
+const NUMERIC_NAME: &str = "{mappings: {properties: {name: {type: long}}}}";
+
+/// `esync_dual_writes_total{outcome}`, summed over mappings.
+fn dual_writes(metrics: &str, outcome: &str) -> f64 {
     metrics
         .lines()
         .filter(|line| {
-            line.starts_with("esync_dual_writes_total{") && line.contains(r#"outcome="written""#)
+            line.starts_with("esync_dual_writes_total{")
+                && line.contains(&format!("outcome=\"{outcome}\""))
         })
         .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
@@ -72,17 +76,167 @@ async fn drop_family(alias: &str) {
         .await;
 }
 
-/// Rewrites the daemon's config with another index definition (the daemon
-/// itself does not read it; the index commands do).
-fn set_definition(setup: &mut DaemonSetup<'_>, daemon: &Daemon, definition: &'static str) {
-    setup.index_definition = Some(definition);
-    std::fs::write(&daemon.config_path, setup.config(daemon.metrics_port)).expect("rewrite config");
+/// What the daemons of a scenario are configured with.
+struct Streams {
+    table: Arc<OrdersTable>,
+    topic: Arc<Topic>,
+    alias: String,
+    group: String,
+    brokers: String,
+    es_url: String,
+    dead_letters: Option<Topic>,
+    definition: Option<&'static str>,
 }
 
-fn esync(args: &[&str], daemon: &Daemon) -> String {
-    let (ok, output) = run_esync(ESYNC, args, &daemon.config_path, &daemon.database_url);
-    assert!(ok, "esync {args:?} failed:\n{output}");
-    output
+impl Streams {
+    /// The config of a daemon of the scenario's group.
+    fn setup(&self) -> DaemonSetup<'_> {
+        DaemonSetup {
+            group: Some(&self.group),
+            index_definition: self.definition,
+            dead_letter_topic: self.dead_letters.as_ref().map(|topic| topic.name.as_str()),
+            ..DaemonSetup::new(
+                &self.table,
+                &self.topic.name,
+                &self.brokers,
+                &self.es_url,
+                &self.alias,
+            )
+        }
+    }
+}
+
+/// A table of `rows` rows, its topic, a daemon streaming it into the
+/// alias, the index created by `esync index create` (or, without a
+/// definition, a concrete index the daemon creates on first write), all
+/// rows synced.
+struct Scenario {
+    streams: Streams,
+    daemon: Daemon,
+    /// The alias, read through.
+    live: Index,
+    /// Ids 1..=rows.
+    all: Vec<i64>,
+}
+
+impl Scenario {
+    async fn start(
+        db: Db,
+        rows: i64,
+        partitions: i32,
+        definition: Option<&'static str>,
+        with_dead_letters: bool,
+    ) -> Scenario {
+        let table = Arc::new(OrdersTable::create(db).await);
+        table.insert(1..=rows).await;
+        let brokers = kafka();
+        let topic = Arc::new(Topic::create(&brokers, "life", partitions).await);
+        let dead_letters = match with_dead_letters {
+            true => Some(Topic::create(&brokers, "life_dlq", 1).await),
+            false => None,
+        };
+        let alias = unique("life");
+        let streams = Streams {
+            table,
+            topic,
+            alias: alias.clone(),
+            group: unique("life_group"),
+            brokers,
+            es_url: es(),
+            dead_letters,
+            definition,
+        };
+        let mut scenario = Scenario {
+            daemon: EsyncProcess::start(ESYNC, &streams.setup()),
+            streams,
+            live: Index {
+                name: alias.clone(),
+                es: es_api(),
+            },
+            all: (1..=rows).collect(),
+        };
+        if definition.is_some() {
+            let created = scenario.esync(&["index", "create"]);
+            let expected = format!("created {alias}-v1 behind the alias {alias}");
+            assert!(created.contains(&expected), "{created}");
+        }
+        scenario.daemon.wait_healthy(Duration::from_secs(30)).await;
+        scenario.streams.topic.send_ids(&scenario.all).await;
+        scenario.wait_synced(&scenario.all.clone()).await;
+        scenario
+    }
+
+    /// Puts another index definition into the running daemon's config (the
+    /// daemon does not read it; the index commands do).
+    fn set_definition(&mut self, definition: &'static str) {
+        self.streams.definition = Some(definition);
+        let path = &self.daemon.config_path;
+        let text = std::fs::read_to_string(path).expect("read config");
+        let kept: String = text
+            .lines()
+            .filter(|line| !line.starts_with("    index_definition:"))
+            .map(|line| {
+                let mut line = format!("{line}\n");
+                if line == "    lag_column: updated_at\n" {
+                    line.push_str(&format!("    index_definition: {definition}\n"));
+                }
+                line
+            })
+            .collect();
+        assert!(kept.contains(definition), "the definition went into {kept}");
+        std::fs::write(path, kept).expect("rewrite config");
+    }
+
+    /// `esync <args>` on the daemon's config: (success, output).
+    fn try_esync(&self, args: &[&str]) -> (bool, String) {
+        run_esync(
+            ESYNC,
+            args,
+            &self.daemon.config_path,
+            &self.daemon.database_url,
+        )
+    }
+
+    /// `esync <args>`, which must succeed: its output.
+    fn esync(&self, args: &[&str]) -> String {
+        let (ok, output) = self.try_esync(args);
+        assert!(ok, "esync {args:?} failed:\n{output}");
+        output
+    }
+
+    /// Updates `ids` and announces them.
+    async fn change(&self, ids: impl IntoIterator<Item = i64>, tag: &str) {
+        let ids: Vec<i64> = ids.into_iter().collect();
+        for id in &ids {
+            self.streams.table.update(*id, tag).await;
+        }
+        self.streams.topic.send_ids(&ids).await;
+    }
+
+    /// Waits until the alias equals the table over `ids`.
+    async fn wait_synced(&mut self, ids: &[i64]) {
+        self.live
+            .wait_equal(&self.streams.table, ids, CONVERGE, &mut self.daemon)
+            .await;
+    }
+
+    /// An index of the family, read directly.
+    fn version(&self, version: u32) -> Index {
+        Index {
+            name: format!("{}-v{version}", self.streams.alias),
+            es: es_api(),
+        }
+    }
+
+    fn alias(&self) -> &str {
+        &self.streams.alias
+    }
+
+    async fn finish(self) {
+        drop(self.daemon);
+        drop_family(&self.streams.alias).await;
+        self.streams.table.drop_table().await;
+    }
 }
 
 /// Keeps changing rows until `stop`: updates, soft and hard deletes, inserts;
@@ -215,49 +369,21 @@ esync_testkit::per_database! {
 /// killed and restarted; afterwards the alias points at the new index, which
 /// equals the table, and no search failed at any moment.
 async fn rebuild_under_writes_swaps_to_a_complete_index(db: Db) {
-    let table = Arc::new(OrdersTable::create(db).await);
-    table.insert(1..=3000).await;
-    let topic = Arc::new(Topic::create(&kafka(), "life", 3).await);
-    let alias = unique("life");
-    let (brokers, es_url) = (kafka(), es());
-    let mut setup = DaemonSetup::new(&table, &topic.name, &brokers, &es_url, &alias);
-    setup.index_definition = Some(KEYWORD_NAME);
-    let mut daemon = EsyncProcess::start(ESYNC, &setup);
-    let created = esync(&["index", "create"], &daemon);
-    assert!(
-        created.contains(&format!("created {alias}-v1 behind the alias {alias}")),
-        "{created}"
-    );
-    daemon.wait_healthy(Duration::from_secs(30)).await;
-    topic.send_ids(&(1..=3000).collect::<Vec<_>>()).await;
-    let live = Index {
-        name: alias.clone(),
-        es: es_api(),
-    };
-    live.wait_equal(
-        &table,
-        &(1..=3000).collect::<Vec<_>>(),
-        CONVERGE,
-        &mut daemon,
-    )
-    .await;
-
-    set_definition(&mut setup, &daemon, TEXT_NAME);
+    let mut scenario = Scenario::start(db, 3000, 3, Some(KEYWORD_NAME), false).await;
+    let alias = scenario.alias().to_owned();
+    scenario.set_definition(TEXT_NAME);
     let stop = CancellationToken::new();
     let writers = tokio::spawn(keep_writing(
-        table.clone(),
-        topic.clone(),
+        scenario.streams.table.clone(),
+        scenario.streams.topic.clone(),
         3001,
         stop.clone(),
     ));
     let searcher = tokio::spawn(keep_searching(alias.clone(), stop.clone()));
     let checkpoints = tempfile::tempdir().expect("temp dir");
 
-    let mut rebuild = rebuild_process(&daemon, checkpoints.path(), false);
-    let building = Index {
-        name: format!("{alias}-v2"),
-        es: es_api(),
-    };
+    let mut rebuild = rebuild_process(&scenario.daemon, checkpoints.path(), false);
+    let building = scenario.version(2);
     let started = Instant::now();
     loop {
         rebuild.assert_running();
@@ -276,16 +402,16 @@ async fn rebuild_under_writes_swaps_to_a_complete_index(db: Db) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     rebuild.kill();
-    daemon.kill();
-    daemon.spawn();
-    daemon.wait_healthy(Duration::from_secs(30)).await;
+    scenario.daemon.kill();
+    scenario.daemon.spawn();
+    scenario.daemon.wait_healthy(Duration::from_secs(30)).await;
     assert_eq!(
         alias_targets(&alias).await,
         vec![format!("{alias}-v1")],
         "the alias stays until the swap"
     );
 
-    let mut resumed = rebuild_process(&daemon, checkpoints.path(), true);
+    let mut resumed = rebuild_process(&scenario.daemon, checkpoints.path(), true);
     let status = wait_exit(&mut resumed, CONVERGE).await;
     assert!(
         status.success(),
@@ -302,8 +428,9 @@ async fn rebuild_under_writes_swaps_to_a_complete_index(db: Db) {
     stop.cancel();
     let next_id = writers.await.expect("writers");
     let (searches, failures, first_failure) = searcher.await.expect("searcher");
-    let all: Vec<i64> = (1..next_id).collect();
-    live.wait_equal(&table, &all, CONVERGE, &mut daemon).await;
+    scenario
+        .wait_synced(&(1..next_id).collect::<Vec<_>>())
+        .await;
 
     assert_eq!(alias_targets(&alias).await, vec![format!("{alias}-v2")]);
     assert!(
@@ -320,109 +447,87 @@ async fn rebuild_under_writes_swaps_to_a_complete_index(db: Db) {
         failures, 0,
         "searches failed during the rebuild: {first_failure:?}"
     );
-    drop(daemon);
-    drop_family(&alias).await;
-    table.drop_table().await;
+    scenario.finish().await;
 }
 
 /// Rollback returns the alias to the previous index, repaired to the
 /// table's current state (it missed the writes made after the swap);
 /// `check` reports mapping differences line by line; `status` and `prune`.
 async fn rollback_check_status_and_prune(db: Db) {
-    let table = OrdersTable::create(db).await;
-    table.insert(1..=500).await;
-    let all: Vec<i64> = (1..=500).collect();
-    let topic = Topic::create(&kafka(), "life", 2).await;
-    let alias = unique("life");
-    let (brokers, es_url) = (kafka(), es());
-    let mut setup = DaemonSetup::new(&table, &topic.name, &brokers, &es_url, &alias);
-    setup.index_definition = Some(KEYWORD_NAME);
-    let mut daemon = EsyncProcess::start(ESYNC, &setup);
-    esync(&["index", "create"], &daemon);
-    let again = esync(&["index", "create"], &daemon);
+    let mut scenario = Scenario::start(db, 500, 2, Some(KEYWORD_NAME), false).await;
+    let alias = scenario.alias().to_owned();
+    let all = scenario.all.clone();
+    let again = scenario.esync(&["index", "create"]);
     assert!(
         again.contains("already serves"),
         "create is idempotent: {again}"
     );
-    daemon.wait_healthy(Duration::from_secs(30)).await;
-    topic.send_ids(&all).await;
-    let live = Index {
-        name: alias.clone(),
-        es: es_api(),
-    };
-    live.wait_equal(&table, &all, CONVERGE, &mut daemon).await;
-
-    set_definition(&mut setup, &daemon, TEXT_NAME);
-    let (_, check) = run_esync(ESYNC, &["check"], &daemon.config_path, &daemon.database_url);
+    let (_, nothing) = scenario.try_esync(&["index", "rebuild", "--mapping", "orders", "--resume"]);
     assert!(
-        check.contains(&format!(
-            "index {alias}: field name: configured as text, the index has keyword"
-        )),
-        "{check}"
-    );
-    assert!(
-        check.contains(&format!(
-            "index {alias}: field name.raw: configured as keyword, missing from the index"
-        )),
-        "{check}"
+        nothing.contains("no rebuild in progress to resume"),
+        "{nothing}"
     );
 
-    let rebuilt = esync(
-        &[
-            "index",
-            "rebuild",
-            "--mapping",
-            "orders",
-            "--progress",
-            "none",
-        ],
-        &daemon,
-    );
+    scenario.set_definition(TEXT_NAME);
+    let (_, check) = scenario.try_esync(&["check"]);
+    for expected in [
+        format!("index {alias}: field name: configured as text, the index has keyword"),
+        format!("index {alias}: field name.raw: configured as keyword, missing from the index"),
+    ] {
+        assert!(check.contains(&expected), "{check}");
+    }
+
+    let rebuilt = scenario.esync(&[
+        "index",
+        "rebuild",
+        "--mapping",
+        "orders",
+        "--progress",
+        "none",
+    ]);
     assert!(
         rebuilt.contains(&format!("swapped: the alias now points at {alias}-v2")),
         "{rebuilt}"
     );
     // changes after the swap reach v2 only
-    for id in 1..=100 {
-        table.update(id, "after-swap").await;
-    }
-    table.hard_delete(200).await;
-    topic
-        .send_ids(&(1..=100).chain([200]).collect::<Vec<_>>())
-        .await;
-    live.wait_equal(&table, &all, CONVERGE, &mut daemon).await;
+    scenario.change(1..=100, "after-swap").await;
+    scenario.streams.table.hard_delete(200).await;
+    scenario.streams.topic.send_ids(&[200]).await;
+    scenario.wait_synced(&all).await;
 
-    let rolled_back = esync(
-        &[
-            "index",
-            "rollback",
-            "--mapping",
-            "orders",
-            "--progress",
-            "none",
-        ],
-        &daemon,
-    );
+    let rolled_back = scenario.esync(&[
+        "index",
+        "rollback",
+        "--mapping",
+        "orders",
+        "--progress",
+        "none",
+    ]);
     assert!(
         rolled_back.contains(&format!("swapped: the alias now points at {alias}-v1")),
         "{rolled_back}"
     );
     assert_eq!(alias_targets(&alias).await, vec![format!("{alias}-v1")]);
     // nothing was streamed since: equality is the rollback's repair
-    live.assert_equal(&table, &all).await;
+    scenario
+        .live
+        .assert_equal(&scenario.streams.table, &all)
+        .await;
 
-    let status = esync(&["index", "status"], &daemon);
+    let status = scenario.esync(&["index", "status"]);
     assert!(
         status.contains(&format!("{alias}: live {alias}-v1")),
         "{status}"
     );
     assert!(status.contains(&format!("older {alias}-v2")), "{status}");
-    let pruned = esync(&["index", "prune", "--keep", "0"], &daemon);
+    let pruned = scenario.esync(&["index", "prune", "--keep", "0"]);
     assert!(pruned.contains(&format!("deleted {alias}-v2")), "{pruned}");
-    assert!(!esync(&["index", "status"], &daemon).contains(&format!("{alias}-v2")));
-    drop(daemon);
-    drop_family(&alias).await;
-    table.drop_table().await;
+    assert!(
+        !scenario
+            .esync(&["index", "status"])
+            .contains(&format!("{alias}-v2"))
+    );
+    scenario.finish().await;
 }
 
 /// Two daemons of one group both start writing to an announced index
@@ -431,28 +536,16 @@ async fn rollback_check_status_and_prune(db: Db) {
 #[tokio::test]
 #[ignore = "needs scripts/services.sh"]
 async fn every_daemon_of_a_group_picks_up_the_dual_write() {
-    let table = OrdersTable::create(Db::Postgres).await;
-    table.insert(1..=400).await;
-    let all: Vec<i64> = (1..=400).collect();
-    let topic = Topic::create(&kafka(), "life", 4).await;
-    let alias = unique("life");
-    let group = unique("life_group");
-    let (brokers, es_url) = (kafka(), es());
-    let mut setup = DaemonSetup::new(&table, &topic.name, &brokers, &es_url, &alias);
-    setup.index_definition = Some(KEYWORD_NAME);
-    setup.group = Some(&group);
-    let mut first = EsyncProcess::start(ESYNC, &setup);
-    let mut second = EsyncProcess::start(ESYNC, &setup);
-    esync(&["index", "create"], &first);
-    first.wait_healthy(Duration::from_secs(30)).await;
+    let mut scenario = Scenario::start(Db::Postgres, 400, 4, Some(KEYWORD_NAME), false).await;
+    let all = scenario.all.clone();
+    let mut second = EsyncProcess::start(ESYNC, &scenario.streams.setup());
     second.wait_healthy(Duration::from_secs(30)).await;
-
     // both members consume before the announcement
     let started = Instant::now();
     loop {
-        topic.send_ids(&all).await;
+        scenario.change(all.iter().copied(), "both").await;
         let consumed = |metrics: &str| metric_sum(metrics, "esync_messages_total") > 0.0;
-        if consumed(&first.metrics().await) && consumed(&second.metrics().await) {
+        if consumed(&scenario.daemon.metrics().await) && consumed(&second.metrics().await) {
             break;
         }
         assert!(
@@ -461,58 +554,34 @@ async fn every_daemon_of_a_group_picks_up_the_dual_write() {
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let live = Index {
-        name: alias.clone(),
-        es: es_api(),
-    };
-    live.wait_equal(&table, &all, CONVERGE, &mut first).await;
+    scenario.wait_synced(&all).await;
 
     // the first step of a rebuild, by hand: a new index, announced
-    let next = Index {
-        name: format!("{alias}-v2"),
-        es: es_api(),
-    };
+    let next = scenario.version(2);
     es_api()
         .request_ok(
             Method::Put,
             &format!("/{}", next.name),
-            Some(&json!({"aliases": {format!("{alias}.next"): {}}})),
+            Some(&json!({"aliases": {format!("{}.next", scenario.alias()): {}}})),
         )
         .await
         .expect("create the announced index");
     // `ANNOUNCEMENT_SETTLE`: what a rebuild waits before it backfills
     tokio::time::sleep(esync::lifecycle::targets::ANNOUNCEMENT_SETTLE).await;
-    for id in &all {
-        table.update(*id, "dual").await;
-    }
-    topic.send_ids(&all).await;
-    live.wait_equal(&table, &all, CONVERGE, &mut first).await;
-    next.wait_equal(&table, &all, CONVERGE, &mut second).await;
-    for daemon in [&first, &second] {
-        let written = dual_writes_written(&daemon.metrics().await);
+    scenario.change(all.iter().copied(), "dual").await;
+    scenario.wait_synced(&all).await;
+    next.wait_equal(&scenario.streams.table, &all, CONVERGE, &mut second)
+        .await;
+    for daemon in [&scenario.daemon, &second] {
+        let written = dual_writes(&daemon.metrics().await, "written");
         assert!(
             written > 0.0,
             "{} wrote nothing to the announced index",
             daemon.name
         );
     }
-    drop((first, second));
-    drop_family(&alias).await;
-    table.drop_table().await;
-}
-
-/// `name` as a number: the new mapping refuses every row.
-const NUMERIC_NAME: &str = "{mappings: {properties: {name: {type: long}}}}";
-
-fn dual_writes(metrics: &str, outcome: &str) -> f64 {
-    metrics
-        .lines()
-        .filter(|line| {
-            line.starts_with("esync_dual_writes_total{")
-                && line.contains(&format!("outcome=\"{outcome}\""))
-        })
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    drop(second);
+    scenario.finish().await;
 }
 
 /// A new index that refuses writes (blocked) or documents (its mapping)
@@ -523,31 +592,11 @@ fn dual_writes(metrics: &str, outcome: &str) -> f64 {
 #[tokio::test]
 #[ignore = "needs scripts/services.sh"]
 async fn a_failing_new_index_never_holds_up_live_writes() {
-    let table = OrdersTable::create(Db::Postgres).await;
-    table.insert(1..=300).await;
-    let all: Vec<i64> = (1..=300).collect();
-    let topic = Topic::create(&kafka(), "life", 2).await;
-    let dead_letters = Topic::create(&kafka(), "life_dlq", 1).await;
-    let alias = unique("life");
-    let (brokers, es_url) = (kafka(), es());
-    let mut setup = DaemonSetup::new(&table, &topic.name, &brokers, &es_url, &alias);
-    setup.index_definition = Some(KEYWORD_NAME);
-    setup.dead_letter_topic = Some(&dead_letters.name);
-    let mut daemon = EsyncProcess::start(ESYNC, &setup);
-    esync(&["index", "create"], &daemon);
-    daemon.wait_healthy(Duration::from_secs(30)).await;
-    topic.send_ids(&all).await;
-    let live = Index {
-        name: alias.clone(),
-        es: es_api(),
-    };
-    live.wait_equal(&table, &all, CONVERGE, &mut daemon).await;
+    let mut scenario = Scenario::start(Db::Postgres, 300, 2, Some(KEYWORD_NAME), true).await;
+    let (alias, all) = (scenario.alias().to_owned(), scenario.all.clone());
 
     // an announced index whose writes are blocked
-    let next = Index {
-        name: format!("{alias}-v2"),
-        es: es_api(),
-    };
+    let next = scenario.version(2);
     es_api()
         .request_ok(
             Method::Put,
@@ -557,18 +606,14 @@ async fn a_failing_new_index_never_holds_up_live_writes() {
         .await
         .expect("create a blocked announced index");
     tokio::time::sleep(esync::lifecycle::targets::ANNOUNCEMENT_SETTLE).await;
-    for id in 1..=100 {
-        table.update(id, "blocked").await;
-    }
-    topic.send_ids(&(1..=100).collect::<Vec<_>>()).await;
-    live.wait_equal(&table, &all, CONVERGE, &mut daemon).await;
+    scenario.change(1..=100, "blocked").await;
+    scenario.wait_synced(&all).await;
+    let healthz = format!("http://127.0.0.1:{}/healthz", scenario.daemon.metrics_port);
     assert!(
-        http_get(&format!("http://127.0.0.1:{}/healthz", daemon.metrics_port))
-            .await
-            .starts_with("ok"),
+        http_get(&healthz).await.starts_with("ok"),
         "a blocked new index does not make the daemon unhealthy"
     );
-    let metrics = daemon.metrics().await;
+    let metrics = scenario.daemon.metrics().await;
     assert!(
         metric_sum(&metrics, "esync_dual_write_pending") > 0.0,
         "{metrics}"
@@ -583,36 +628,36 @@ async fn a_failing_new_index_never_holds_up_live_writes() {
         .await
         .expect("unblock");
     let updated: Vec<i64> = (1..=100).collect();
-    next.wait_equal(&table, &updated, CONVERGE, &mut daemon)
-        .await;
+    next.wait_equal(
+        &scenario.streams.table,
+        &updated,
+        CONVERGE,
+        &mut scenario.daemon,
+    )
+    .await;
     let started = Instant::now();
-    while metric_sum(&daemon.metrics().await, "esync_dual_write_pending") > 0.0 {
+    while metric_sum(&scenario.daemon.metrics().await, "esync_dual_write_pending") > 0.0 {
         assert!(started.elapsed() < CONVERGE, "the backlog never drained");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let aborted = esync(&["index", "abort", "--mapping", "orders"], &daemon);
+    let aborted = scenario.esync(&["index", "abort", "--mapping", "orders"]);
     assert!(
         aborted.contains(&format!("deleted {}", next.name)),
         "{aborted}"
     );
 
     // a rebuild into a mapping that refuses every row stops before the swap
-    set_definition(&mut setup, &daemon, NUMERIC_NAME);
-    let (ok, output) = run_esync(
-        ESYNC,
-        &[
-            "index",
-            "rebuild",
-            "--mapping",
-            "orders",
-            "--progress",
-            "none",
-            "--verify-passes",
-            "1",
-        ],
-        &daemon.config_path,
-        &daemon.database_url,
-    );
+    scenario.set_definition(NUMERIC_NAME);
+    let (ok, output) = scenario.try_esync(&[
+        "index",
+        "rebuild",
+        "--mapping",
+        "orders",
+        "--progress",
+        "none",
+        "--verify-passes",
+        "1",
+    ]);
     assert!(!ok, "the rebuild must fail: {output}");
     assert!(output.contains("still differs from the table"), "{output}");
     assert_eq!(
@@ -621,94 +666,67 @@ async fn a_failing_new_index_never_holds_up_live_writes() {
         "the alias stays"
     );
     // live writes go on meanwhile; the new index refuses their copies
-    table.update(1, "refused").await;
-    topic.send_ids(&[1]).await;
-    live.wait_equal(&table, &all, CONVERGE, &mut daemon).await;
+    scenario.change([1], "refused").await;
+    scenario.wait_synced(&all).await;
     let started = Instant::now();
-    while dual_writes(&daemon.metrics().await, "rejected") == 0.0 {
+    while dual_writes(&scenario.daemon.metrics().await, "rejected") == 0.0 {
         assert!(
             started.elapsed() < CONVERGE,
             "refused dual writes are counted"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let (ok, refused) = run_esync(
-        ESYNC,
-        &["index", "rebuild", "--mapping", "orders"],
-        &daemon.config_path,
-        &daemon.database_url,
-    );
+    let (ok, refused) = scenario.try_esync(&["index", "rebuild", "--mapping", "orders"]);
     assert!(!ok && refused.contains("pass --resume"), "{refused}");
-    esync(&["index", "abort", "--mapping", "orders"], &daemon);
+    scenario.esync(&["index", "abort", "--mapping", "orders"]);
     assert!(alias_targets(&format!("{alias}.next")).await.is_empty());
     // the rows are in the live index: neither the daemon nor the rebuild
     // dead-letters what only the new mapping refuses
+    let dead_letters = scenario
+        .streams
+        .dead_letters
+        .as_ref()
+        .expect("a dead-letter topic");
     assert_eq!(
         esync_testkit::kafka::topic_size(&kafka(), &dead_letters.name).await,
         0
     );
-    drop(daemon);
-    drop_family(&alias).await;
-    table.drop_table().await;
+    scenario.finish().await;
 }
 
 /// An index set up before esync managed it (a concrete index with the
 /// mapping's name): `create` refuses and says what to do; `rebuild` moves
 /// it behind the alias without a moment in which searches fail.
 async fn a_concrete_index_moves_behind_the_alias(db: Db) {
-    let table = OrdersTable::create(db).await;
-    table.insert(1..=500).await;
-    let all: Vec<i64> = (1..=500).collect();
-    let topic = Topic::create(&kafka(), "life", 2).await;
-    let alias = unique("life");
-    let (brokers, es_url) = (kafka(), es());
-    let mut setup = DaemonSetup::new(&table, &topic.name, &brokers, &es_url, &alias);
-    let mut daemon = EsyncProcess::start(ESYNC, &setup);
-    daemon.wait_healthy(Duration::from_secs(30)).await;
-    topic.send_ids(&all).await;
-    let live = Index {
-        name: alias.clone(),
-        es: es_api(),
-    };
-    live.wait_equal(&table, &all, CONVERGE, &mut daemon).await;
+    let mut scenario = Scenario::start(db, 500, 2, None, false).await;
+    let (alias, all) = (scenario.alias().to_owned(), scenario.all.clone());
     assert!(
         alias_targets(&alias).await.is_empty(),
         "a concrete index, no alias"
     );
 
-    set_definition(&mut setup, &daemon, TEXT_NAME);
-    let (ok, refused) = run_esync(
-        ESYNC,
-        &["index", "create"],
-        &daemon.config_path,
-        &daemon.database_url,
-    );
+    scenario.set_definition(TEXT_NAME);
+    let (ok, refused) = scenario.try_esync(&["index", "create"]);
     assert!(
         !ok && refused.contains("is a concrete index, not an alias"),
         "{refused}"
     );
     let stop = CancellationToken::new();
     let searcher = tokio::spawn(keep_searching(alias.clone(), stop.clone()));
-    let moved = esync(
-        &[
-            "index",
-            "rebuild",
-            "--mapping",
-            "orders",
-            "--progress",
-            "none",
-        ],
-        &daemon,
-    );
+    let moved = scenario.esync(&[
+        "index",
+        "rebuild",
+        "--mapping",
+        "orders",
+        "--progress",
+        "none",
+    ]);
     assert!(
         moved.contains(&format!("swapped: the alias now points at {alias}-v1")),
         "{moved}"
     );
-    for id in 1..=50 {
-        table.update(id, "behind-the-alias").await;
-    }
-    topic.send_ids(&(1..=50).collect::<Vec<_>>()).await;
-    live.wait_equal(&table, &all, CONVERGE, &mut daemon).await;
+    scenario.change(1..=50, "behind-the-alias").await;
+    scenario.wait_synced(&all).await;
     stop.cancel();
     let (_, failures, first_failure) = searcher.await.expect("searcher");
     assert_eq!(
@@ -717,7 +735,5 @@ async fn a_concrete_index_moves_behind_the_alias(db: Db) {
     );
     assert_eq!(alias_targets(&alias).await, vec![format!("{alias}-v1")]);
     assert_eq!(field_type(&alias, "name").await, json!("text"));
-    drop(daemon);
-    drop_family(&alias).await;
-    table.drop_table().await;
+    scenario.finish().await;
 }
