@@ -182,6 +182,16 @@ async fn check_index(es: &EsClient, mapping: &MappingConfig) -> Vec<Finding> {
             )];
         }
     };
+    // every writer asks this before it writes (see `lifecycle::targets`)
+    if let Err(error) = crate::lifecycle::targets::lookup(es, &next_alias(index)).await {
+        findings.push(Finding::new(
+            Level::Failure,
+            format!(
+                "index {index}: cannot read the alias {} that announces rebuilds ({error}); esync does not write without knowing: grant view_index_metadata on {index}*",
+                next_alias(index)
+            ),
+        ));
+    }
     let Some(definition) = definition else {
         return findings;
     };

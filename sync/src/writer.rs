@@ -29,7 +29,7 @@ use crate::metrics::{DualWriteLabel, Metrics, RetryLabel};
 use crate::retry::RetryPolicy;
 use crate::write_health::WriteHealth;
 use elasticsearch::http::Method;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -352,13 +352,30 @@ impl Writer {
         loop {
             match self.dual_writes.current(&self.es).await {
                 Ok(next) => return Ok(next),
+                Err(
+                    error @ crate::es::EsError::Status {
+                        status: 401 | 403, ..
+                    },
+                ) => {
+                    // a least-privilege user without view_index_metadata on
+                    // `<index>.next`: writing without knowing could miss a rebuild
+                    self.count_retry(RetryReason::Unauthorized, 1);
+                    tracing::error!(attempt, error = %error, "cannot read the <index>.next aliases that announce index rebuilds: grant view_index_metadata on them (README \"Index lifecycle\"); writes wait until then");
+                    let indexes: BTreeSet<&str> =
+                        actions.iter().map(|write| write.action.index()).collect();
+                    let (now, detail) = (SystemTime::now(), error.to_string());
+                    let mut health = lock(&self.health);
+                    for index in indexes {
+                        health.failed(index, RetryReason::Unauthorized, &detail, now);
+                    }
+                }
                 Err(error) => {
                     self.count_retry(RetryReason::Unavailable, 1);
                     tracing::warn!(attempt, error = %error, "cannot learn which indexes are being rebuilt; retrying before writing");
-                    self.pause(attempt, abort).await?;
-                    attempt += 1;
                 }
             }
+            self.pause(attempt, abort).await?;
+            attempt += 1;
         }
     }
 

@@ -319,13 +319,12 @@ async fn alias_without_write_index_is_retried_until_fixed(db: Db) {
     table.drop_table().await;
 }
 
-/// An Elasticsearch stand-in in front of the real one that answers
-/// `413 Request Entity Too Large` to any `_bulk` body above `limit` bytes (as
-/// `http.max_content_length` does) and forwards everything else.
-async fn size_limited_proxy(
-    target: &str,
-    limit: usize,
-) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+/// An Elasticsearch stand-in in front of the real one: answers `refuse`'s
+/// status where it gives one (counted), forwards everything else.
+async fn refusing_proxy<F>(target: &str, refuse: F) -> (String, Arc<std::sync::atomic::AtomicUsize>)
+where
+    F: Fn(&str, &[u8]) -> Option<u16> + Clone + Send + Sync + 'static,
+{
     use axum::body::Bytes;
     use axum::http::{StatusCode, Uri};
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -335,10 +334,15 @@ async fn size_limited_proxy(
     let handler = move |method: axum::http::Method, uri: Uri, body: Bytes| {
         let upstream = upstream.clone();
         let counter = counter.clone();
+        let refuse = refuse.clone();
         async move {
-            if uri.path() == "/_bulk" && body.len() > limit {
+            if let Some(status) = refuse(uri.path(), &body) {
                 counter.fetch_add(1, Ordering::Relaxed);
-                return (StatusCode::PAYLOAD_TOO_LARGE, Vec::new());
+                let status = StatusCode::from_u16(status).expect("status");
+                return (
+                    status,
+                    br#"{"error":{"type":"security_exception"}}"#.to_vec(),
+                );
             }
             let response = if uri.path() == "/_bulk" {
                 upstream.bulk(body.to_vec()).await
@@ -368,6 +372,67 @@ async fn size_limited_proxy(
     let address = listener.local_addr().expect("address");
     tokio::spawn(async move { axum::serve(listener, app).await });
     (format!("http://{address}"), refused)
+}
+
+/// [`refusing_proxy`] answering `413 Request Entity Too Large` to any
+/// `_bulk` body above `limit` bytes (as `http.max_content_length` does).
+async fn size_limited_proxy(
+    target: &str,
+    limit: usize,
+) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    refusing_proxy(target, move |path, body| {
+        (path == "/_bulk" && body.len() > limit).then_some(413)
+    })
+    .await
+}
+
+/// Issue 11: a user who may not read `<index>.next` (no
+/// `view_index_metadata`): writes wait rather than skip the check (a
+/// rebuild could miss them), counted and shown by `/healthz`, and go
+/// through once the privilege is granted.
+async fn refused_rebuild_announcement_holds_writes_until_granted(db: Db) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let table = OrdersTable::create(db).await;
+    let index = Index::new(&es());
+    index.create().await;
+    let granted = Arc::new(AtomicBool::new(false));
+    let privilege = granted.clone();
+    let (proxy, refused) = refusing_proxy(&es(), move |path, _| {
+        (path.starts_with("/_alias/") && !privilege.load(Ordering::Relaxed)).then_some(403)
+    })
+    .await;
+    let metrics = Metrics::unregistered();
+    let writer =
+        timestamp_writer_with(&table, &proxy, &index.name, 1024 * 1024, metrics.clone()).await;
+    let ids: Vec<i64> = (1..=20).collect();
+    table.insert(ids.clone()).await;
+    let write = {
+        let writer = writer.clone();
+        let ids: Vec<Id> = ids.iter().map(|id| Id::Int(*id)).collect();
+        tokio::spawn(async move { writer.write_ids(0, &ids, &CancellationToken::new()).await })
+    };
+    let started = Instant::now();
+    while !writer
+        .health_problem()
+        .is_some_and(|problem| problem.contains("unauthorized"))
+    {
+        assert!(
+            started.elapsed() < CONVERGE,
+            "health never showed the refusal"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(refused.load(std::sync::atomic::Ordering::Relaxed) > 0);
+    assert_eq!(index.count().await, 0, "nothing is written without knowing");
+    granted.store(true, Ordering::Relaxed);
+    let report = tokio::time::timeout(CONVERGE, write)
+        .await
+        .expect("writes go through once granted")
+        .expect("task")
+        .expect("not abandoned");
+    assert_eq!(report.indexed, 20, "{report:?}");
+    assert_eq!(writer.health_problem(), None);
+    table.drop_table().await;
 }
 
 /// Issue 9 item 8: one document above the cluster's request limit made every
@@ -425,5 +490,6 @@ esync_testkit::per_database! {
         hard_delete_of_a_document_ahead_of_the_clock_removes_it;
         alias_without_write_index_is_retried_until_fixed;
         request_too_large_is_split_and_only_the_oversized_document_dead_lettered;
+        refused_rebuild_announcement_holds_writes_until_granted;
     }
 }

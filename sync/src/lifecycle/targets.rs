@@ -66,7 +66,7 @@ impl DualWriteTargets {
 }
 
 /// The index `alias` points at, `None` when it does not exist.
-async fn lookup(es: &EsClient, alias: &str) -> Result<Option<Arc<str>>, EsError> {
+pub async fn lookup(es: &EsClient, alias: &str) -> Result<Option<Arc<str>>, EsError> {
     let path = format!("/_alias/{alias}");
     let response = es.request(Method::Get, &path, None).await?;
     match response.status {
