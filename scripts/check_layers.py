@@ -35,7 +35,7 @@ PURE = {
     ],
     "opsbot": [
         "cluster", "roll", "command", "format", "slowlog::parse", "slowlog::fingerprint",
-        "slowlog::digest", "slowlog::report", "slowlog::chart",
+        "slowlog::request", "slowlog::digest", "slowlog::report", "slowlog::chart",
     ],
 }
 

@@ -20,7 +20,7 @@ use opsbot::format::{describe_plan, health_text, nodes_text, shards_text};
 use opsbot::ops::{ClaimedRoll, Engine, Operations};
 use opsbot::roll::{RollState, RollStatus};
 use opsbot::slowlog::chart::render_png;
-use opsbot::slowlog::digest::parse_window;
+use opsbot::slowlog::digest::{GroupBy, parse_window};
 use opsbot::slowlog::parse::SlowLogKind;
 use opsbot::slowlog::report::{ReportFormat, render};
 use std::path::PathBuf;
@@ -92,7 +92,7 @@ pub enum CliCommand {
     Resume,
     /// Stop the running roll before its next node.
     Abort,
-    /// Slow-log report: fingerprints ranked by total time.
+    /// Slow-log report: fingerprints ranked by total time, by request or by shard.
     Slowlog {
         /// Slow-log files (plain or .gz); default `slowlog.paths`, else `slowlog.index`.
         files: Vec<PathBuf>,
@@ -114,6 +114,10 @@ pub enum CliCommand {
         /// Fingerprints shown (default `slowlog.top`).
         #[arg(long)]
         top: Option<usize>,
+        /// Count requests (the shard lines of one search grouped; a
+        /// request's time is its slowest shard's) or shard executions.
+        #[arg(long, value_enum, default_value = "request")]
+        by: GroupBy,
         /// Output format.
         #[arg(long, value_enum, default_value = "text")]
         format: ReportFormat,
@@ -241,6 +245,7 @@ fn command_of(command: CliCommand) -> Result<(Command, Rendering)> {
             index,
             kind,
             top,
+            by,
             format,
             output,
             chart,
@@ -263,6 +268,7 @@ fn command_of(command: CliCommand) -> Result<(Command, Rendering)> {
                 kinds: kind.into_iter().map(SlowLogKind::from).collect(),
                 files,
                 top,
+                by,
             };
             let rendering = Rendering {
                 format: Some(format),

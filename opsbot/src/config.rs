@@ -280,6 +280,11 @@ pub struct SlowlogConfig {
     /// Window of `/slowlog` without one. Default `24h`.
     #[serde(with = "humantime_serde")]
     pub default_window: Duration,
+    /// Counting by request: the largest gap on one node between the shard
+    /// executions of one search (from the end of one to the start of the
+    /// next, starts being log time minus took). Default `2s`.
+    #[serde(with = "humantime_serde")]
+    pub request_window: Duration,
 }
 
 impl Default for SlowlogConfig {
@@ -290,6 +295,7 @@ impl Default for SlowlogConfig {
             index_max_docs: 10_000,
             top: 10,
             default_window: Duration::from_secs(24 * 3600),
+            request_window: crate::slowlog::digest::DEFAULT_REQUEST_WINDOW,
         }
     }
 }

@@ -195,7 +195,10 @@ impl<O: Operations> Executor<O> {
             kinds: request.kinds,
         };
         let top = request.top.unwrap_or(self.settings.slowlog_top);
-        let report = self.ops.slowlog_report(request.files, filter, top).await?;
+        let report = self
+            .ops
+            .slowlog_report(request.files, filter, request.by, top)
+            .await?;
         Ok(Outcome::Slowlog { report, top })
     }
 }

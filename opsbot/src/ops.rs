@@ -15,7 +15,7 @@ use crate::config::{Config, Secrets};
 use crate::driver::{ProgressSink, RollDriver};
 use crate::es::{EsClient, EsError};
 use crate::roll::{RollControlError, RollState, RollStatus};
-use crate::slowlog::digest::{Digest, DigestFilter, DigestReport};
+use crate::slowlog::digest::{Digest, DigestFilter, DigestReport, GroupBy, Grouping};
 use crate::slowlog::parse::parse_document;
 use crate::slowlog::source::{SourceError, read_files};
 use crate::store::{RollLock, RollStore, StoreError};
@@ -152,11 +152,12 @@ pub trait Operations: Send + Sync + 'static {
     /// Asks the running roll to stop before its next node.
     fn abort_restart(&self) -> impl Future<Output = Result<RollState, OpsError>> + Send;
     /// A slow-log digest of `files`, else `slowlog.paths`, else the slow-log
-    /// index.
+    /// index, counting requests or shard executions (`by`).
     fn slowlog_report(
         &self,
         files: Vec<PathBuf>,
         filter: DigestFilter,
+        by: GroupBy,
         top: usize,
     ) -> impl Future<Output = Result<DigestReport, OpsError>> + Send;
 }
@@ -220,10 +221,20 @@ impl Engine {
         self.store().try_lock()?.ok_or(OpsError::RollLocked)
     }
 
+    /// How slow-log entries are counted: `by`, with the configured request
+    /// window.
+    fn grouping(&self, by: GroupBy) -> Grouping {
+        Grouping {
+            by,
+            request_window: self.config.slowlog.request_window,
+        }
+    }
+
     /// Digest of the slow-log index (`slowlog.index`).
     async fn index_report(
         &self,
         filter: DigestFilter,
+        grouping: Grouping,
         top: usize,
     ) -> Result<DigestReport, OpsError> {
         let Some(index) = &self.config.slowlog.index else {
@@ -238,7 +249,7 @@ impl Engine {
                 self.config.slowlog.index_max_docs,
             )
             .await?;
-        let mut digest = Digest::new(filter);
+        let mut digest = Digest::with_grouping(filter, grouping);
         for document in documents {
             match parse_document(&document) {
                 Ok(entry) => digest.add_entry(entry),
@@ -387,6 +398,7 @@ impl Operations for Engine {
         &self,
         files: Vec<PathBuf>,
         filter: DigestFilter,
+        by: GroupBy,
         top: usize,
     ) -> Result<DigestReport, OpsError> {
         let files = if files.is_empty() {
@@ -394,11 +406,12 @@ impl Operations for Engine {
         } else {
             files
         };
+        let grouping = self.grouping(by);
         if files.is_empty() {
-            return self.index_report(filter, top).await;
+            return self.index_report(filter, grouping, top).await;
         }
         let report = tokio::task::spawn_blocking(move || -> Result<DigestReport, SourceError> {
-            let mut digest = Digest::new(filter);
+            let mut digest = Digest::with_grouping(filter, grouping);
             read_files(&files, &mut digest)?;
             Ok(digest.finish(top))
         })

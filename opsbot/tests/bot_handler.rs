@@ -397,12 +397,24 @@ async fn slowlog_answers_with_text_chart_and_file() {
         panic!("text first")
     };
     assert!(
-        summary.starts_with("slow log: 4 entries, 3 fingerprints"),
+        summary.starts_with("slow log by request: 4 requests (4 shard executions), 3 fingerprints"),
         "{summary}"
     );
     assert!(matches!(&replies[1], Reply::Photo { bytes, .. } if bytes.starts_with(b"\x89PNG")));
     assert!(
         matches!(&replies[2], Reply::File { name, bytes, .. } if name == "slowlog.md" && bytes.starts_with(b"# Slow-log report"))
+    );
+    // Counting by shard is asked for in the chat as on the command line.
+    let replies = fixture
+        .handler
+        .handle(text(CHAT, VIEWER, "/slowlog 1h by=shard"), now, token)
+        .await;
+    let Reply::Text(summary) = &replies[0] else {
+        panic!("text first")
+    };
+    assert!(
+        summary.starts_with("slow log by shard: 4 shard executions (4 requests)"),
+        "{summary}"
     );
     // The index filter reaches the digest: nothing matches here.
     let replies = fixture

@@ -8,7 +8,7 @@ use opsbot::config::{Config, Secrets};
 use opsbot::es::EsClient;
 use opsbot::ops::{Engine, Operations};
 use opsbot::roll::{RollStatus, Step};
-use opsbot::slowlog::digest::DigestFilter;
+use opsbot::slowlog::digest::{DigestFilter, GroupBy};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -467,7 +467,7 @@ async fn cli_reports_health_nodes_plan_and_slowlog_index() {
     let engine =
         Engine::new(config, &Secrets::default(), CancellationToken::new()).expect("engine");
     let report = engine
-        .slowlog_report(Vec::new(), DigestFilter::default(), 10)
+        .slowlog_report(Vec::new(), DigestFilter::default(), GroupBy::Request, 10)
         .await
         .expect("report");
     assert_eq!(report.reported, 3, "{report:?}");

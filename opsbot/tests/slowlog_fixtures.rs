@@ -1,7 +1,7 @@
 //! Slow-log parsing and grouping against real-format samples of each
 //! Elasticsearch version (tests/fixtures), including malformed lines.
 
-use opsbot::slowlog::digest::{Digest, DigestFilter};
+use opsbot::slowlog::digest::{Digest, DigestFilter, DigestReport, GroupBy, Grouping};
 use opsbot::slowlog::parse::{SlowLogKind, parse_line};
 use opsbot::slowlog::source::read_files;
 use std::io::Write;
@@ -68,6 +68,8 @@ fn es7_json() {
         "2021-03-04T17:38:22.164+00:00"
     );
     assert!(first.source.contains(r#""user.id":{"value":"u-1029""#));
+    assert_eq!(first.id.as_deref(), Some("dashboard-7"), "X-Opaque-Id");
+    assert_eq!(entries[1].id, None);
     assert_eq!(entries[2].kind, SlowLogKind::Fetch);
     assert_eq!(entries[2].total_hits, Some(10000));
     assert_eq!(entries[3].kind, SlowLogKind::Index);
@@ -82,6 +84,8 @@ fn es8_ecs_json() {
     assert_eq!((first.index.as_str(), first.shard), ("products", Some(0)));
     assert_eq!(first.node.as_deref(), Some("es-warm-1"));
     assert_eq!((first.took_ms, first.total_hits), (812, Some(3)));
+    assert_eq!(first.id.as_deref(), Some("tomcat-123"), "X-Opaque-Id");
+    assert_eq!(entries[1].id, None);
     assert_eq!(entries[2].kind, SlowLogKind::Index);
     assert_eq!(entries[2].took_ms, 1204, "took_millis as a string");
 }
@@ -93,6 +97,7 @@ fn es9_ecs_json() {
     assert_eq!(entries[0].index, "orders-000042");
     assert_eq!(entries[0].shard, Some(3));
     assert_eq!(entries[0].node.as_deref(), Some("es-hot-3"));
+    assert_eq!(entries[0].id.as_deref(), Some("checkout-svc"));
     assert_eq!(entries[2].kind, SlowLogKind::Fetch);
     assert_eq!(entries[3].kind, SlowLogKind::Index);
 }
@@ -172,6 +177,122 @@ fn several_files_plain_and_gzip_with_filters() {
     let missing = read_files(&[dir.path().join("nope.log")], &mut Digest::default());
     let error = missing.expect_err("missing file");
     assert!(error.to_string().contains("nope.log"), "{error}");
+}
+
+fn report_of(lines: &[&str], by: GroupBy) -> DigestReport {
+    let mut digest = Digest::with_grouping(
+        DigestFilter::default(),
+        Grouping {
+            by,
+            ..Grouping::default()
+        },
+    );
+    for line in lines {
+        digest.add_line(line, &|| "es8_requests.json".to_string());
+    }
+    digest.finish(10)
+}
+
+/// Per fingerprint, named by its index: requests, shard executions, total
+/// and slowest time, in the report's order.
+fn ranking(report: &DigestReport) -> Vec<(&str, u64, u64, u64, u64)> {
+    report
+        .top
+        .iter()
+        .map(|stats| {
+            (
+                stats.indices[0].0.as_str(),
+                stats.requests,
+                stats.shard_executions,
+                stats.total_ms,
+                stats.max_ms,
+            )
+        })
+        .collect()
+}
+
+/// Issue 12 item 3: Elasticsearch writes a slow-log line per shard, so a
+/// search slow on several shards used to count (and rank) as several
+/// queries. `tests/fixtures/es8_requests.json` holds, in 8.x ECS lines:
+/// - `logs-*`: one request on 4 shards of es-hot-1, logged over 2.6 s
+///   (each line is written when its shard finishes);
+/// - `metrics-*`: the same query on the same shard on es-warm-1 and
+///   es-warm-2, 100 ms apart: two requests;
+/// - `orders`: the same query on es-hot-3 at the same moment, twice with
+///   `X-Opaque-Id: billing-report` (two shards) and once without: two
+///   requests;
+/// - `events`: one request on 7 shards of es-hot-1, 5 at once and 2 queued
+///   behind them, across a minute boundary and over more than the 2 s
+///   window from first start to last end; then the same query again 1.2 s
+///   later on shard 0 (a shard runs once per request): a second request.
+#[test]
+fn shard_lines_of_one_request_are_one_request() {
+    let text = std::fs::read_to_string(fixture("es8_requests.json")).expect("fixture");
+    let lines: Vec<&str> = text.lines().collect();
+    let report = report_of(&lines, GroupBy::Request);
+    assert_eq!(
+        (
+            report.by,
+            report.reported,
+            report.requests,
+            report.fingerprints
+        ),
+        (GroupBy::Request, 17, 7, 4)
+    );
+    // A request's time is its slowest shard's: the wide `logs-*` search
+    // drops below the two single-shard `metrics-*` requests.
+    assert_eq!(
+        ranking(&report),
+        [
+            ("metrics-2024.12", 2, 2, 5_300, 2_700),
+            ("events", 2, 8, 3_600, 2_400),
+            ("logs-2024.12.21", 1, 4, 3_400, 3_400),
+            ("orders", 2, 3, 3_300, 1_700),
+        ]
+    );
+    assert_eq!(report.total_ms, 15_600);
+    let metrics = &report.top[0];
+    assert_eq!(
+        metrics.nodes,
+        [("es-warm-1".to_string(), 1), ("es-warm-2".to_string(), 1)]
+    );
+    let orders = &report.top[3];
+    assert_eq!((orders.count, orders.p50_ms), (2, 1_600));
+    assert_eq!(orders.nodes, [("es-hot-3".to_string(), 2)]);
+    let events = &report.top[1];
+    assert_eq!(events.indices, [("events".to_string(), 2)]);
+    assert_eq!((events.min_ms, events.max_ms), (1_200, 2_400));
+    let buckets: u64 = report.latency_buckets.iter().map(|b| b.count).sum();
+    assert_eq!(buckets, 7, "the distribution counts requests");
+
+    // The same lines in another order (files of several nodes, read one
+    // after the other) make the same requests.
+    let mut shuffled = lines.clone();
+    shuffled.reverse();
+    shuffled.rotate_left(5);
+    assert_eq!(report_of(&shuffled, GroupBy::Request), report);
+}
+
+#[test]
+fn by_shard_counts_every_line_as_before() {
+    let text = std::fs::read_to_string(fixture("es8_requests.json")).expect("fixture");
+    let lines: Vec<&str> = text.lines().collect();
+    let report = report_of(&lines, GroupBy::Shard);
+    assert_eq!(
+        (report.by, report.reported, report.requests, report.total_ms),
+        (GroupBy::Shard, 17, 7, 30_900)
+    );
+    assert_eq!(
+        ranking(&report),
+        [
+            ("events", 2, 8, 13_300, 2_400),
+            ("logs-2024.12.21", 1, 4, 7_500, 3_400),
+            ("metrics-2024.12", 2, 2, 5_300, 2_700),
+            ("orders", 2, 3, 4_800, 1_700),
+        ]
+    );
+    assert_eq!(report.top[0].count, 8);
+    assert_eq!(report.top[3].nodes, [("es-hot-3".to_string(), 3)]);
 }
 
 /// Issue 9 ("logs without ANSI escape codes"): the binary's log lines, with

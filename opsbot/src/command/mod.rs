@@ -13,7 +13,7 @@ pub use access::{AccessPolicy, ConfirmError, Confirmations, Decision, PendingCon
 pub use plan::{PlanRequest, PlanSetting, plan_error, plan_help, plan_input};
 
 use crate::cluster::Target;
-use crate::slowlog::digest::parse_window;
+use crate::slowlog::digest::{GroupBy, parse_window};
 use crate::slowlog::parse::SlowLogKind;
 use chrono::{DateTime, Utc};
 use std::fmt;
@@ -127,6 +127,9 @@ impl fmt::Display for Command {
                 for index in &request.index {
                     write!(f, " {index}")?;
                 }
+                if request.by != GroupBy::default() {
+                    write!(f, " by={}", request.by)?;
+                }
                 Ok(())
             }
             Command::Plan {
@@ -162,6 +165,9 @@ pub struct SlowlogRequest {
     pub files: Vec<PathBuf>,
     /// Fingerprints shown; default `slowlog.top`.
     pub top: Option<usize>,
+    /// Count requests (shard lines of one search grouped) or shard
+    /// executions; default requests.
+    pub by: GroupBy,
 }
 
 /// Why a text is not a command the bot runs.
@@ -194,7 +200,7 @@ pub const HELP: &str = "\
 /restart_status - progress of the current or last restart
 /resume - continue a stopped restart (operator)
 /abort - stop the restart before its next node (operator)
-/slowlog [window] [index] - slow queries, e.g. /slowlog 1h logs-*
+/slowlog [window] [index] [by=shard] - slow queries by request (by=shard: per shard), e.g. /slowlog 1h logs-*
 /plan hot=N ingest=SIZE [key=value ...] - primary shard count (shardplan); /plan help
 /help - this text";
 
@@ -295,8 +301,18 @@ fn parse_restart(args: &[&str]) -> Result<Command, CommandError> {
 }
 
 fn parse_slowlog(args: &[&str]) -> Result<Command, CommandError> {
-    const USAGE: &str = "/slowlog [window] [index], e.g. /slowlog 1h logs-*";
-    let (window, index) = match args {
+    const USAGE: &str = "/slowlog [window] [index] [by=request|shard], e.g. /slowlog 1h logs-*";
+    let mut by = GroupBy::default();
+    let mut positional: Vec<&str> = Vec::with_capacity(args.len());
+    for arg in args {
+        match arg.strip_prefix("by=") {
+            Some("request") => by = GroupBy::Request,
+            Some("shard") => by = GroupBy::Shard,
+            Some(_) => return Err(CommandError::Usage(USAGE)),
+            None => positional.push(arg),
+        }
+    }
+    let (window, index) = match positional.as_slice() {
         [] => (None, None),
         [one] => match parse_window(one) {
             Some(window) => (Some(window), None),
@@ -315,6 +331,7 @@ fn parse_slowlog(args: &[&str]) -> Result<Command, CommandError> {
     Ok(Command::Slowlog(SlowlogRequest {
         window,
         index: index.into_iter().collect(),
+        by,
         ..SlowlogRequest::default()
     }))
 }
@@ -393,6 +410,22 @@ mod tests {
                 }),
             ),
             (
+                "/slowlog by=shard 1h",
+                Command::Slowlog(SlowlogRequest {
+                    window: Some(Duration::from_secs(3600)),
+                    by: GroupBy::Shard,
+                    ..SlowlogRequest::default()
+                }),
+            ),
+            (
+                "/slowlog orders by=request",
+                Command::Slowlog(SlowlogRequest {
+                    index: vec!["orders".into()],
+                    by: GroupBy::Request,
+                    ..SlowlogRequest::default()
+                }),
+            ),
+            (
                 "/plan",
                 Command::Plan {
                     request: PlanRequest::Usage,
@@ -465,6 +498,10 @@ mod tests {
             Err(CommandError::Usage(_))
         ));
         assert!(matches!(
+            parse_command("/slowlog by=node", None),
+            Err(CommandError::Usage(_))
+        ));
+        assert!(matches!(
             parse_command("/health now", None),
             Err(CommandError::Usage(_))
         ));
@@ -476,6 +513,7 @@ mod tests {
             "/restart all yellow",
             "/shards logs",
             "/slowlog 1h logs-*",
+            "/slowlog 1h logs-* by=shard",
             "/abort",
         ] {
             let command = parse_command(text, None).expect("parses");

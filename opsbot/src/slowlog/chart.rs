@@ -5,7 +5,7 @@
 //! `assets/fonts/` at the workspace root) so charts render the same on every machine, with no system font
 //! lookup.
 
-use super::digest::DigestReport;
+use super::digest::{DigestReport, GroupBy};
 use crate::format::humanize_ms;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
@@ -97,10 +97,16 @@ where
         .max(1);
     let mut chart = ChartBuilder::on(area)
         .caption(
-            format!(
-                "top fingerprints by total time ({} entries)",
-                report.reported
-            ),
+            match report.by {
+                GroupBy::Request => format!(
+                    "top fingerprints by total request time ({} requests)",
+                    report.requests
+                ),
+                GroupBy::Shard => format!(
+                    "top fingerprints by total shard time ({} shard executions)",
+                    report.reported
+                ),
+            },
             (FONT_NAME, 20),
         )
         .margin(10)
@@ -190,7 +196,10 @@ where
         .configure_mesh()
         .disable_x_mesh()
         .label_style((FONT_NAME, 13))
-        .y_desc("entries")
+        .y_desc(match report.by {
+            GroupBy::Request => "requests",
+            GroupBy::Shard => "shard executions",
+        })
         .x_labels(buckets)
         .x_label_formatter(&|position| match position {
             SegmentValue::CenterOf(index) => labels.get(*index).cloned().unwrap_or_default(),
@@ -233,6 +242,7 @@ mod tests {
                 took_ms: took,
                 total_hits: None,
                 source: format!(r#"{{"size":{took},"query":{{"match_all":{{}}}}}}"#),
+                id: None,
             });
         }
         let report = digest.finish(10);

@@ -4,13 +4,20 @@
 //! index pattern, kind) apply before aggregation; malformed lines are counted
 //! and skipped, never fatal. No file reading here (see `source`), no clock
 //! (the window is given as absolute times).
+//!
+//! Entries are shard executions; the report counts requests (the shard lines
+//! of one search grouped, see `request`) or shard executions, as
+//! [`Grouping::by`] says, and gives both counts either way.
 
 use super::fingerprint::{fingerprint, fingerprint_hash, fingerprint_id};
 use super::parse::{MalformedLine, SlowEntry, SlowLogKind, parse_line};
+use super::request::{Execution, group_requests};
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
 use std::time::Duration;
+use xxhash_rust::xxh3::{Xxh3, xxh3_64};
 
 /// Which entries count.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -91,6 +98,56 @@ pub fn parse_window(text: &str) -> Option<Duration> {
     (seconds > 0).then(|| Duration::from_secs(seconds))
 }
 
+/// What a report counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum GroupBy {
+    /// Requests: the shard lines of one search grouped (see
+    /// `slowlog::request`), a request's time being its slowest shard's.
+    #[default]
+    Request,
+    /// Shard executions: every line on its own, as Elasticsearch writes them.
+    Shard,
+}
+
+impl GroupBy {
+    /// `request` or `shard`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GroupBy::Request => "request",
+            GroupBy::Shard => "shard",
+        }
+    }
+}
+
+impl fmt::Display for GroupBy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Default of [`Grouping::request_window`] (`slowlog.request_window`).
+pub const DEFAULT_REQUEST_WINDOW: Duration = Duration::from_secs(2);
+
+/// How entries are counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grouping {
+    /// Requests or shard executions.
+    pub by: GroupBy,
+    /// Largest gap on one node between the shard executions of one request
+    /// (see `slowlog::request`).
+    pub request_window: Duration,
+}
+
+impl Default for Grouping {
+    fn default() -> Self {
+        Grouping {
+            by: GroupBy::Request,
+            request_window: DEFAULT_REQUEST_WINDOW,
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct Group {
     kind: Option<SlowLogKind>,
@@ -106,20 +163,61 @@ struct Group {
     sample_took_ms: u64,
 }
 
+/// What a request's statistics need of each accepted entry, beside its
+/// [`Execution`].
+#[derive(Debug, Clone, Copy)]
+struct ExecutionFacts {
+    group: u32,
+    took_ms: u64,
+    index: u32,
+    node: Option<u32>,
+}
+
+/// Names seen, numbered in order (indices and nodes repeat on every line).
+#[derive(Debug, Default)]
+struct Names {
+    numbers: HashMap<String, u32>,
+    names: Vec<String>,
+}
+
+impl Names {
+    fn number(&mut self, name: &str) -> u32 {
+        if let Some(number) = self.numbers.get(name) {
+            return *number;
+        }
+        let number = u32::try_from(self.names.len()).unwrap_or(u32::MAX);
+        self.numbers.insert(name.to_string(), number);
+        self.names.push(name.to_string());
+        number
+    }
+
+    fn name(&self, number: u32) -> &str {
+        self.names.get(number as usize).map_or("", String::as_str)
+    }
+}
+
 /// Accumulates lines; call [`Digest::finish`] for the report.
 #[derive(Debug, Default)]
 pub struct Digest {
     filter: DigestFilter,
-    groups: HashMap<u64, Group>,
+    grouping: Grouping,
+    slots: HashMap<u64, u32>,
+    groups: Vec<Group>,
+    executions: Vec<Execution>,
+    facts: Vec<ExecutionFacts>,
+    indices: Names,
+    nodes: Names,
     lines: u64,
     entries: u64,
     filtered_out: u64,
     malformed: u64,
     malformed_examples: Vec<String>,
-    all_latencies_ms: Vec<u64>,
 }
 
-/// Statistics of one fingerprint.
+/// Statistics of one fingerprint. `count`, `total_ms`, the percentiles and
+/// the per-index and per-node counts are of the unit the report counts
+/// ([`DigestReport::by`]): requests (a request's time is its slowest
+/// shard's) or shard executions.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FingerprintStats {
     /// Stable id (16 hex digits).
@@ -128,8 +226,12 @@ pub struct FingerprintStats {
     pub kind: SlowLogKind,
     /// The query shape.
     pub fingerprint: String,
-    /// Number of entries.
+    /// Number of requests or shard executions, as the report counts.
     pub count: u64,
+    /// Requests (shard lines grouped).
+    pub requests: u64,
+    /// Shard executions (lines).
+    pub shard_executions: u64,
     /// Sum of time taken, milliseconds.
     pub total_ms: u64,
     /// Share of the total time of all reported entries, percent.
@@ -144,11 +246,11 @@ pub struct FingerprintStats {
     pub p99_ms: u64,
     /// Slowest, ms.
     pub max_ms: u64,
-    /// Entries per index, most first.
+    /// Count per index, most first.
     pub indices: Vec<(String, u64)>,
     /// Shards seen, as `index[n]`.
     pub shards: Vec<String>,
-    /// Entries per node, most first.
+    /// Count per node, most first.
     pub nodes: Vec<(String, u64)>,
     /// First entry.
     pub first_seen: Option<DateTime<Utc>>,
@@ -163,13 +265,18 @@ pub struct FingerprintStats {
 pub struct LatencyBucket {
     /// Upper bound (exclusive) in ms; `None` for the last, open bucket.
     pub below_ms: Option<u64>,
-    /// Entries in the bucket.
+    /// Requests or shard executions in the bucket.
     pub count: u64,
 }
 
 /// The finished report.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DigestReport {
+    /// What `count`, `total_ms`, the percentiles and the latency buckets
+    /// count: requests or shard executions.
+    pub by: GroupBy,
+    /// Largest gap between the shards of one request on a node, ms.
+    pub request_window_ms: u64,
     /// Lines read.
     pub lines: u64,
     /// Entries parsed (before filtering).
@@ -180,26 +287,81 @@ pub struct DigestReport {
     pub malformed_lines: u64,
     /// The first few malformed reasons, for diagnosis.
     pub malformed_examples: Vec<String>,
-    /// Entries reported.
+    /// Entries (shard executions) reported.
     pub reported: u64,
-    /// Total time of reported entries, ms.
+    /// Requests the reported entries make.
+    pub requests: u64,
+    /// Total time of what the report counts, ms.
     pub total_ms: u64,
     /// Distinct fingerprints.
     pub fingerprints: u64,
     /// Fingerprints by total time, largest first (at most `top`).
     pub top: Vec<FingerprintStats>,
-    /// Distribution of all reported latencies.
+    /// Distribution of all reported latencies (of requests or shard
+    /// executions).
     pub latency_buckets: Vec<LatencyBucket>,
 }
 
 /// Upper bounds of the latency buckets, ms.
 const BUCKET_BOUNDS_MS: [u64; 9] = [100, 250, 500, 1_000, 2_500, 5_000, 10_000, 30_000, 60_000];
 
+/// Per fingerprint: what requests add to it.
+#[derive(Debug, Default)]
+struct RequestTotals {
+    latencies_ms: Vec<u64>,
+    total_ms: u64,
+    indices: BTreeMap<String, u64>,
+    nodes: BTreeMap<String, u64>,
+}
+
+/// The key lines of one request share (see `request`): kind, exact source,
+/// id and node. Indexing lines (one per document) and lines without a shard
+/// number or a time are requests of their own.
+fn request_key(entry: &SlowEntry) -> Option<u64> {
+    if entry.kind == SlowLogKind::Index || entry.shard.is_none() || entry.timestamp.is_none() {
+        return None;
+    }
+    let mut hasher = Xxh3::new();
+    hasher.update(entry.kind.as_str().as_bytes());
+    for part in [
+        Some(entry.source.as_str()),
+        entry.id.as_deref(),
+        entry.node.as_deref(),
+    ] {
+        // A separator that cannot occur in UTF-8 keeps `a|bc` apart from `ab|c`,
+        // and an absent part apart from an empty one.
+        match part {
+            Some(text) => {
+                hasher.update(&[0xff]);
+                hasher.update(text.as_bytes());
+            }
+            None => hasher.update(&[0xfe]),
+        }
+    }
+    Some(hasher.digest())
+}
+
+fn shard_key(index: &str, shard: Option<u32>) -> u64 {
+    let mut key = Vec::with_capacity(index.len() + 5);
+    key.extend_from_slice(index.as_bytes());
+    key.push(0xff);
+    key.extend_from_slice(&shard.unwrap_or(u32::MAX).to_le_bytes());
+    xxh3_64(&key)
+}
+
 impl Digest {
-    /// A digest keeping only entries accepted by `filter`.
+    /// A digest keeping only entries accepted by `filter`, counting requests
+    /// with the default window.
     pub fn new(filter: DigestFilter) -> Digest {
+        Digest::with_grouping(filter, Grouping::default())
+    }
+
+    /// A digest keeping only entries accepted by `filter`, counting as
+    /// `grouping` says.
+    pub fn with_grouping(filter: DigestFilter, grouping: Grouping) -> Digest {
         Digest {
             filter,
+            grouping,
             ..Digest::default()
         }
     }
@@ -230,13 +392,32 @@ impl Digest {
             self.filtered_out += 1;
             return;
         }
+        let end_ms = entry.timestamp.map_or(0, |at| at.timestamp_millis());
+        let took = i64::try_from(entry.took_ms).unwrap_or(i64::MAX);
+        self.executions.push(Execution {
+            request_key: request_key(&entry),
+            start_ms: end_ms.saturating_sub(took),
+            end_ms,
+            shard_key: shard_key(&entry.index, entry.shard),
+        });
         let shape = fingerprint(&entry.source);
         let key = fingerprint_hash(entry.kind.as_str(), &shape);
-        let group = self.groups.entry(key).or_default();
-        if group.kind.is_none() {
-            group.kind = Some(entry.kind);
-            group.fingerprint = shape;
+        let next_slot = u32::try_from(self.groups.len()).unwrap_or(u32::MAX);
+        let slot = *self.slots.entry(key).or_insert(next_slot);
+        if slot == next_slot {
+            self.groups.push(Group {
+                kind: Some(entry.kind),
+                fingerprint: shape,
+                ..Group::default()
+            });
         }
+        self.facts.push(ExecutionFacts {
+            group: slot,
+            took_ms: entry.took_ms,
+            index: self.indices.number(&entry.index),
+            node: entry.node.as_deref().map(|node| self.nodes.number(node)),
+        });
+        let group = &mut self.groups[slot as usize];
         group.latencies_ms.push(entry.took_ms);
         group.total_ms += entry.took_ms;
         *group.indices.entry(entry.index.clone()).or_default() += 1;
@@ -256,23 +437,87 @@ impl Digest {
             group.sample = entry.source;
             group.sample_took_ms = entry.took_ms;
         }
-        self.all_latencies_ms.push(entry.took_ms);
     }
 
-    /// Ranks fingerprints by total time and keeps the `top` largest.
+    /// Groups the entries into requests: per fingerprint slot, the requests'
+    /// latencies (the slowest shard of each) and counts per index and node.
+    fn request_totals(&self) -> Vec<RequestTotals> {
+        let window_ms = i64::try_from(self.grouping.request_window.as_millis()).unwrap_or(i64::MAX);
+        let grouped = group_requests(&self.executions, window_ms);
+        let requests = grouped.requests as usize;
+        let mut slowest_ms = vec![0u64; requests];
+        let mut group_of = vec![0u32; requests];
+        let mut node_of: Vec<Option<u32>> = vec![None; requests];
+        let mut request_indices: Vec<(u32, u32)> = Vec::with_capacity(self.facts.len());
+        for (facts, &request) in self.facts.iter().zip(&grouped.request_of) {
+            let slot = request as usize;
+            slowest_ms[slot] = slowest_ms[slot].max(facts.took_ms);
+            // Every line of a request has the same fingerprint and node (both
+            // are part of its key).
+            group_of[slot] = facts.group;
+            node_of[slot] = facts.node;
+            request_indices.push((request, facts.index));
+        }
+        let mut totals: Vec<RequestTotals> = (0..self.groups.len())
+            .map(|_| RequestTotals::default())
+            .collect();
+        for request in 0..requests {
+            let group = &mut totals[group_of[request] as usize];
+            group.latencies_ms.push(slowest_ms[request]);
+            group.total_ms += slowest_ms[request];
+            if let Some(node) = node_of[request] {
+                *group
+                    .nodes
+                    .entry(self.nodes.name(node).to_string())
+                    .or_default() += 1;
+            }
+        }
+        // A request over several indices counts once for each.
+        request_indices.sort_unstable();
+        request_indices.dedup();
+        for (request, index) in request_indices {
+            let group = &mut totals[group_of[request as usize] as usize];
+            *group
+                .indices
+                .entry(self.indices.name(index).to_string())
+                .or_default() += 1;
+        }
+        totals
+    }
+
+    /// Ranks fingerprints by total time of what the report counts and keeps
+    /// the `top` largest.
     pub fn finish(self, top: usize) -> DigestReport {
-        let total_ms: u64 = self.groups.values().map(|group| group.total_ms).sum();
-        let fingerprints = self.groups.len() as u64;
-        let mut groups: Vec<Group> = self.groups.into_values().collect();
-        groups.sort_by(|a, b| {
-            b.total_ms
-                .cmp(&a.total_ms)
-                .then_with(|| a.fingerprint.cmp(&b.fingerprint))
+        let request_totals = self.request_totals();
+        let requests: u64 = request_totals
+            .iter()
+            .map(|totals| totals.latencies_ms.len() as u64)
+            .sum();
+        let by = self.grouping.by;
+        let mut all_latencies_ms: Vec<u64> = Vec::new();
+        let mut rows: Vec<(Group, RequestTotals)> =
+            self.groups.into_iter().zip(request_totals).collect();
+        for (group, requests) in &rows {
+            match by {
+                GroupBy::Request => all_latencies_ms.extend(&requests.latencies_ms),
+                GroupBy::Shard => all_latencies_ms.extend(&group.latencies_ms),
+            }
+        }
+        let counted_total = |(group, requests): &(Group, RequestTotals)| match by {
+            GroupBy::Request => requests.total_ms,
+            GroupBy::Shard => group.total_ms,
+        };
+        let total_ms: u64 = rows.iter().map(counted_total).sum();
+        let fingerprints = rows.len() as u64;
+        rows.sort_by(|a, b| {
+            counted_total(b)
+                .cmp(&counted_total(a))
+                .then_with(|| a.0.fingerprint.cmp(&b.0.fingerprint))
         });
-        let top: Vec<FingerprintStats> = groups
+        let top: Vec<FingerprintStats> = rows
             .into_iter()
             .take(top)
-            .map(|group| stats_of(group, total_ms))
+            .map(|(group, requests)| stats_of(group, requests, by, total_ms))
             .collect();
         let mut buckets: Vec<LatencyBucket> = BUCKET_BOUNDS_MS
             .iter()
@@ -285,7 +530,7 @@ impl Digest {
             below_ms: None,
             count: 0,
         });
-        for took in &self.all_latencies_ms {
+        for took in &all_latencies_ms {
             let slot = BUCKET_BOUNDS_MS
                 .iter()
                 .position(|bound| took < bound)
@@ -293,12 +538,16 @@ impl Digest {
             buckets[slot].count += 1;
         }
         DigestReport {
+            by,
+            request_window_ms: u64::try_from(self.grouping.request_window.as_millis())
+                .unwrap_or(u64::MAX),
             lines: self.lines,
             entries: self.entries,
             filtered_out: self.filtered_out,
             malformed_lines: self.malformed,
             malformed_examples: self.malformed_examples,
-            reported: self.all_latencies_ms.len() as u64,
+            reported: self.facts.len() as u64,
+            requests,
             total_ms,
             fingerprints,
             top,
@@ -322,28 +571,50 @@ fn by_count_desc(map: BTreeMap<String, u64>) -> Vec<(String, u64)> {
     list
 }
 
-fn stats_of(mut group: Group, all_total_ms: u64) -> FingerprintStats {
-    group.latencies_ms.sort_unstable();
-    let latencies = &group.latencies_ms;
+fn stats_of(
+    group: Group,
+    requests: RequestTotals,
+    by: GroupBy,
+    all_total_ms: u64,
+) -> FingerprintStats {
+    let request_count = requests.latencies_ms.len() as u64;
+    let shard_count = group.latencies_ms.len() as u64;
+    let (mut latencies, total_ms, indices, nodes) = match by {
+        GroupBy::Request => (
+            requests.latencies_ms,
+            requests.total_ms,
+            requests.indices,
+            requests.nodes,
+        ),
+        GroupBy::Shard => (
+            group.latencies_ms,
+            group.total_ms,
+            group.indices,
+            group.nodes,
+        ),
+    };
+    latencies.sort_unstable();
     let kind = group.kind.unwrap_or(SlowLogKind::Query);
     FingerprintStats {
         id: fingerprint_id(kind.as_str(), &group.fingerprint),
         kind,
         count: latencies.len() as u64,
-        total_ms: group.total_ms,
+        requests: request_count,
+        shard_executions: shard_count,
+        total_ms,
         share_percent: if all_total_ms == 0 {
             0.0
         } else {
-            (group.total_ms as f64 * 1000.0 / all_total_ms as f64).round() / 10.0
+            (total_ms as f64 * 1000.0 / all_total_ms as f64).round() / 10.0
         },
         min_ms: latencies.first().copied().unwrap_or(0),
-        p50_ms: percentile(latencies, 50.0),
-        p95_ms: percentile(latencies, 95.0),
-        p99_ms: percentile(latencies, 99.0),
+        p50_ms: percentile(&latencies, 50.0),
+        p95_ms: percentile(&latencies, 95.0),
+        p99_ms: percentile(&latencies, 99.0),
         max_ms: latencies.last().copied().unwrap_or(0),
-        indices: by_count_desc(group.indices),
+        indices: by_count_desc(indices),
         shards: group.shards.into_iter().collect(),
-        nodes: by_count_desc(group.nodes),
+        nodes: by_count_desc(nodes),
         first_seen: group.first_seen,
         last_seen: group.last_seen,
         sample: group.sample,
@@ -369,6 +640,7 @@ mod tests {
             took_ms,
             total_hits: None,
             source: source.to_string(),
+            id: None,
         }
     }
 

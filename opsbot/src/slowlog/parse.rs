@@ -55,6 +55,10 @@ pub struct SlowEntry {
     /// Query source (search) or document source (indexing), possibly
     /// truncated by Elasticsearch.
     pub source: String,
+    /// The record's `id`: the `X-Opaque-Id` header of the search (7.x `id`,
+    /// 8.x/9.x `elasticsearch.slowlog.id`, 6.x `id[...]`), the document id
+    /// of an indexing record; `None` when absent or empty.
+    pub id: Option<String>,
 }
 
 /// Why a line is not a slow-log entry.
@@ -152,6 +156,10 @@ struct JsonRecord<'a> {
     index_name: Option<Cow<'a, str>>,
     #[serde(rename = "elasticsearch.shard.id", borrow)]
     shard_id: Option<NumberOrText<'a>>,
+    #[serde(borrow)]
+    id: Option<Cow<'a, str>>,
+    #[serde(rename = "elasticsearch.slowlog.id", borrow)]
+    ecs_id: Option<Cow<'a, str>>,
 }
 
 fn parse_json_line(line: &str) -> Result<SlowEntry, MalformedLine> {
@@ -231,6 +239,11 @@ fn entry_from_record(record: JsonRecord<'_>) -> Result<SlowEntry, MalformedLine>
             .or(record.source)
             .map(Cow::into_owned)
             .unwrap_or_default(),
+        id: record
+            .ecs_id
+            .or(record.id)
+            .filter(|id| !id.is_empty())
+            .map(Cow::into_owned),
     })
 }
 
@@ -362,8 +375,10 @@ fn field<'a>(fields: &'a str, name: &str) -> Option<&'a str> {
     None
 }
 
-/// The text inside `source[...]`, matching brackets outside JSON strings.
-fn bracketed_source(text: &str) -> Option<&str> {
+/// The text inside `source[...]`, matching brackets outside JSON strings,
+/// and the text after its closing bracket (empty when the source is
+/// truncated: then it runs to the end of the line).
+fn bracketed_source(text: &str) -> Option<(&str, &str)> {
     let start = text.find("source[")? + "source[".len();
     let bytes = text.as_bytes();
     let mut depth = 0usize;
@@ -382,13 +397,16 @@ fn bracketed_source(text: &str) -> Option<&str> {
         match byte {
             b'"' => in_string = true,
             b'[' => depth += 1,
-            b']' if depth == 0 => return Some(&text[start..start + offset]),
+            b']' if depth == 0 => {
+                let end = start + offset;
+                return Some((&text[start..end], &text[end + 1..]));
+            }
             b']' => depth -= 1,
             _ => {}
         }
     }
     // Truncated: take the rest of the line.
-    Some(&text[start..])
+    Some((&text[start..], ""))
 }
 
 fn parse_plain_line(line: &str) -> Result<SlowEntry, MalformedLine> {
@@ -408,6 +426,12 @@ fn parse_plain_line(line: &str) -> Result<SlowEntry, MalformedLine> {
         .and_then(leading_u64)
         .or_else(|| field(head, "took").and_then(parse_took))
         .ok_or(MalformedLine::MissingTook)?;
+    let (source, after_source) = bracketed_source(rest).unwrap_or(("", ""));
+    // `id[...]` (the X-Opaque-Id, 6.x) follows the source.
+    let id = field(head, "id")
+        .or_else(|| field(after_source, "id"))
+        .filter(|id| !id.is_empty())
+        .map(str::to_string);
     Ok(SlowEntry {
         timestamp: parse_timestamp(timestamp_text.trim()),
         kind: kind_from_hint(logger.trim()),
@@ -416,7 +440,8 @@ fn parse_plain_line(line: &str) -> Result<SlowEntry, MalformedLine> {
         node: Some(node.to_string()).filter(|name| !name.is_empty()),
         took_ms,
         total_hits: field(head, "total_hits").and_then(leading_u64),
-        source: bracketed_source(rest).unwrap_or("").to_string(),
+        source: source.to_string(),
+        id,
     })
 }
 
@@ -477,6 +502,18 @@ mod tests {
         assert_eq!(entry.took_ms, 1200);
         assert_eq!(entry.total_hits, Some(5));
         assert_eq!(entry.node.as_deref(), Some("n1"));
+        assert_eq!(entry.id, None);
+    }
+
+    #[test]
+    fn plain_line_x_opaque_id_after_the_source() {
+        let line = r#"[2018-06-29T10:06:14,933][INFO ][index.search.slowlog.query] [n1] [orders][2] took[4.5ms], took_millis[4], total_hits[19435], types[], stats[], search_type[QUERY_THEN_FETCH], total_shards[1], source[{"query":{"match_all":{"boost":1.0}}}], id[report-9], "#;
+        let entry = parse_line(line).expect("parsed").expect("entry");
+        assert_eq!(entry.id.as_deref(), Some("report-9"));
+        assert_eq!(entry.source, r#"{"query":{"match_all":{"boost":1.0}}}"#);
+        let empty = line.replace("id[report-9]", "id[]");
+        let entry = parse_line(&empty).expect("parsed").expect("entry");
+        assert_eq!(entry.id, None);
     }
 
     #[test]

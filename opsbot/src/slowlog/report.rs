@@ -1,7 +1,7 @@
 //! Renderings of a [`DigestReport`]: short text for a chat, Markdown and JSON
 //! for tools. Pure: report in, string out.
 
-use super::digest::{DigestReport, FingerprintStats};
+use super::digest::{DigestReport, FingerprintStats, GroupBy};
 use crate::format::humanize_ms;
 
 /// Output format of a slow-log report.
@@ -45,11 +45,28 @@ fn counted(list: &[(String, u64)], max_items: usize) -> String {
     parts.join(", ")
 }
 
+/// `3 requests` or `1 request`.
+fn plural(count: u64, one: &str, many: &str) -> String {
+    format!("{count} {}", if count == 1 { one } else { many })
+}
+
+/// The count of what the report counts, with the other one after it:
+/// `2 requests (6 shard executions)` or `6 shard executions (2 requests)`.
+fn both_counts(by: GroupBy, requests: u64, shard_executions: u64) -> String {
+    let requests = plural(requests, "request", "requests");
+    let shards = plural(shard_executions, "shard execution", "shard executions");
+    match by {
+        GroupBy::Request => format!("{requests} ({shards})"),
+        GroupBy::Shard => format!("{shards} ({requests})"),
+    }
+}
+
 fn header(report: &DigestReport) -> String {
     let mut line = format!(
-        "slow log: {} entries, {} fingerprints, total {}",
-        report.reported,
-        report.fingerprints,
+        "slow log by {}: {}, {}, total {}",
+        report.by,
+        both_counts(report.by, report.requests, report.reported),
+        plural(report.fingerprints, "fingerprint", "fingerprints"),
         humanize_ms(report.total_ms)
     );
     if report.filtered_out > 0 {
@@ -64,6 +81,19 @@ fn header(report: &DigestReport) -> String {
     line
 }
 
+/// How the report counts, in a sentence (Markdown).
+fn counting(report: &DigestReport) -> String {
+    match report.by {
+        GroupBy::Request => format!(
+            "Counted by request: the slow-log lines of one search (same source, X-Opaque-Id and node, shards starting within {} of each other) are one request, whose time is its slowest shard's.",
+            humanize_ms(report.request_window_ms)
+        ),
+        GroupBy::Shard => {
+            "Counted by shard execution: every slow-log line on its own, as Elasticsearch writes them (one per shard).".to_string()
+        }
+    }
+}
+
 /// Plain text: one block per fingerprint, fingerprints cut to
 /// `max_fingerprint_chars`.
 pub fn render_text(report: &DigestReport, max_fingerprint_chars: usize) -> String {
@@ -75,12 +105,12 @@ pub fn render_text(report: &DigestReport, max_fingerprint_chars: usize) -> Strin
     }
     for (rank, stats) in report.top.iter().enumerate() {
         text.push_str(&format!(
-            "#{} {} {}% total {} count {} p50 {} p95 {} max {}\n   {}\n   indices: {}  nodes: {}\n",
+            "#{} {} {}% total {} {} p50 {} p95 {} max {}\n   {}\n   indices: {}  nodes: {}\n",
             rank + 1,
             stats.kind.as_str(),
             stats.share_percent,
             humanize_ms(stats.total_ms),
-            stats.count,
+            both_counts(report.by, stats.requests, stats.shard_executions),
             humanize_ms(stats.p50_ms),
             humanize_ms(stats.p95_ms),
             humanize_ms(stats.max_ms),
@@ -108,16 +138,21 @@ fn time_or_dash(stats: &FingerprintStats, first: bool) -> String {
 
 /// Markdown: a summary table and a section per fingerprint.
 pub fn render_markdown(report: &DigestReport) -> String {
-    let mut text = format!("# Slow-log report\n\n{}\n\n", header(report));
-    text.push_str("| # | id | kind | count | total ms | share % | min | p50 | p95 | p99 | max | indices | nodes |\n");
-    text.push_str("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|\n");
+    let mut text = format!(
+        "# Slow-log report\n\n{}\n\n{}\n\n",
+        header(report),
+        counting(report)
+    );
+    text.push_str("| # | id | kind | requests | shard executions | total ms | share % | min | p50 | p95 | p99 | max | indices | nodes |\n");
+    text.push_str("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|\n");
     for (rank, stats) in report.top.iter().enumerate() {
         text.push_str(&format!(
-            "| {} | `{}` | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | `{}` | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             rank + 1,
             stats.id,
             stats.kind.as_str(),
-            stats.count,
+            stats.requests,
+            stats.shard_executions,
             stats.total_ms,
             stats.share_percent,
             stats.min_ms,
@@ -143,7 +178,13 @@ pub fn render_markdown(report: &DigestReport) -> String {
             stats.sample,
         ));
     }
-    text.push_str("\n## Latency distribution\n\n| below | count |\n|---|---:|\n");
+    text.push_str(&format!(
+        "\n## Latency distribution\n\n| below | {} |\n|---|---:|\n",
+        match report.by {
+            GroupBy::Request => "requests",
+            GroupBy::Shard => "shard executions",
+        }
+    ));
     for bucket in &report.latency_buckets {
         let bound = bucket
             .below_ms

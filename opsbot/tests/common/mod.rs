@@ -12,7 +12,7 @@ use opsbot::driver::ProgressSink;
 use opsbot::es::EsError;
 use opsbot::ops::{Operations, OpsError};
 use opsbot::roll::{Action, Next, Observation, RollSettings, RollState, Step};
-use opsbot::slowlog::digest::{Digest, DigestFilter, DigestReport};
+use opsbot::slowlog::digest::{Digest, DigestFilter, DigestReport, GroupBy, Grouping};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -194,6 +194,7 @@ impl Operations for FakeOps {
         &self,
         _files: Vec<PathBuf>,
         filter: DigestFilter,
+        by: GroupBy,
         top: usize,
     ) -> Result<DigestReport, OpsError> {
         let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -210,7 +211,13 @@ impl Operations for FakeOps {
             until: None,
             ..filter
         };
-        let mut digest = Digest::new(filter);
+        let mut digest = Digest::with_grouping(
+            filter,
+            Grouping {
+                by,
+                ..Grouping::default()
+            },
+        );
         for line in text.lines() {
             digest.add_line(line, &|| "fixture".to_string());
         }
