@@ -196,8 +196,13 @@ pub struct RestartConfig {
     /// Where progress is persisted (for status, resume, abort).
     /// Default `opsbot-roll.json`.
     pub state_path: PathBuf,
-    /// Accept yellow where green is required. Default `false`.
+    /// Accept a settled yellow where green is required: no shard
+    /// initializing or relocating for `settled_polls` polls in a row, and the
+    /// node to restart holds no shard's only started copy. Default `false`.
     pub allow_yellow: bool,
+    /// Polls in a row without a shard initializing or relocating before a
+    /// yellow cluster counts as settled (with `allow_yellow`). Default `3`.
+    pub settled_polls: u32,
     /// Pause between polls. Default `5s`.
     #[serde(with = "humantime_serde")]
     pub poll_interval: Duration,
@@ -231,6 +236,7 @@ impl Default for RestartConfig {
             hosts: BTreeMap::new(),
             state_path: PathBuf::from("opsbot-roll.json"),
             allow_yellow: roll.allow_yellow,
+            settled_polls: roll.settled_polls,
             poll_interval: Duration::from_millis(roll.poll_interval_ms),
             health_timeout: Duration::from_millis(roll.health_timeout_ms),
             api_timeout: Duration::from_millis(roll.api_timeout_ms),
@@ -252,6 +258,7 @@ impl RestartConfig {
     pub fn roll_settings(&self, allow_yellow: bool) -> RollSettings {
         RollSettings {
             allow_yellow: allow_yellow || self.allow_yellow,
+            settled_polls: self.settled_polls,
             poll_interval_ms: millis(self.poll_interval),
             health_timeout_ms: millis(self.health_timeout),
             api_timeout_ms: millis(self.api_timeout),
@@ -442,6 +449,9 @@ impl Config {
                 "restart.poll_interval",
                 "must be shorter than every wait time-out",
             );
+        }
+        if restart.settled_polls == 0 {
+            invalid("restart.settled_polls", "must be at least 1");
         }
         if let RestartActionConfig::Shell { command } = &restart.action
             && command.trim().is_empty()

@@ -82,6 +82,7 @@ impl RollDriver {
                 }
             }
             Action::ListNodes => observe_es(self.es.nodes().await, Observation::Nodes),
+            Action::ListShards => observe_es(self.es.shards(None).await, Observation::Shards),
             Action::RestoreAllocation(saved) => {
                 observe_es(self.es.restore_allocation(&saved).await, |()| {
                     Observation::Done

@@ -129,7 +129,7 @@ pub fn describe_plan(nodes: &[PlannedNode], allow_yellow: bool) -> String {
         "rolling restart of {} node(s), one at a time ({} required):\n",
         nodes.len(),
         if allow_yellow {
-            "green or yellow"
+            "green or settled yellow"
         } else {
             "green"
         }

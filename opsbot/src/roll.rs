@@ -7,14 +7,25 @@
 //! whole sequence, its time-outs and its failure handling are tested on a
 //! simulated cluster.
 //!
-//! Per node: check health (green, or yellow when allowed), remember the
-//! allocation setting (once per roll), set `cluster.routing.allocation.enable`
-//! to `primaries`, flush, restart, wait for the node to leave and rejoin, put
-//! allocation back, wait for green, then the next node. Data nodes go first,
-//! the elected master last. Any failure or time-out stops the roll and puts
-//! allocation back before it reports the node and step.
+//! Per node: check health (green, or a settled yellow when allowed),
+//! remember the allocation setting (once per roll), set
+//! `cluster.routing.allocation.enable` to `primaries`, flush, restart, wait
+//! for the node to leave and rejoin, put allocation back, wait for green (or
+//! a settled yellow), then the next node. Data nodes go first, the elected
+//! master last. Any failure or time-out stops the roll and puts allocation
+//! back before it reports the node and step.
+//!
+//! Yellow, when allowed, is accepted only once it has settled, as ECK does:
+//! no shard initializing or relocating for `settled_polls` polls in a row
+//! (any movement starts the count again), and a node holding the only
+//! started copy of a shard is never stopped: the roll waits instead. Green
+//! is accepted at once, as it always was. Every wait says what it waits for
+//! ([`RollState::milestone`] reports it when it changes).
 
-use crate::cluster::{AllocationSetting, ClusterNode, HealthStatus, PlannedNode};
+use crate::cluster::{
+    AllocationSetting, ClusterNode, HealthStatus, PlannedNode, ShardActivity, ShardRow,
+    only_started_copies,
+};
 use crate::format::humanize_ms;
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use serde::{Deserialize, Serialize};
@@ -80,8 +91,12 @@ impl fmt::Display for Step {
 /// persisted state stays plain JSON.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RollSettings {
-    /// Accept yellow where green is required.
+    /// Accept a settled yellow where green is required.
     pub allow_yellow: bool,
+    /// Polls in a row without a shard initializing or relocating before a
+    /// yellow cluster counts as settled.
+    #[serde(default = "default_settled_polls")]
+    pub settled_polls: u32,
     /// Pause between two polls of a waiting step.
     pub poll_interval_ms: u64,
     /// How long to wait for green before touching a node.
@@ -100,10 +115,18 @@ pub struct RollSettings {
     pub restore_attempts: u32,
 }
 
+/// Default of [`RollSettings::settled_polls`] (`restart.settled_polls`).
+pub const DEFAULT_SETTLED_POLLS: u32 = 3;
+
+fn default_settled_polls() -> u32 {
+    DEFAULT_SETTLED_POLLS
+}
+
 impl Default for RollSettings {
     fn default() -> Self {
         RollSettings {
             allow_yellow: false,
+            settled_polls: DEFAULT_SETTLED_POLLS,
             poll_interval_ms: 5_000,
             health_timeout_ms: 300_000,
             api_timeout_ms: 60_000,
@@ -186,7 +209,8 @@ pub struct Failure {
     pub at: DateTime<Utc>,
 }
 
-/// Status, node and step: what progress messages are about.
+/// Status, node, step and what it waits for: what progress messages are
+/// about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RollPosition {
     /// Status.
@@ -195,6 +219,29 @@ pub struct RollPosition {
     pub current: usize,
     /// Step of the current node.
     pub step: Step,
+    /// What the step waits for, if it waits.
+    pub wait: Option<WaitKind>,
+}
+
+/// What a waiting step waits for. Progress reports a wait when its kind
+/// changes, not at every poll (counts change all the time); `status` shows
+/// the latest details.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WaitKind {
+    /// Health is not acceptable yet: red, yellow where green is required, or
+    /// yellow with shards initializing or relocating.
+    Health,
+    /// Yellow and quiet, counting the polls until it counts as settled.
+    Settling,
+    /// The node holds the only started copy of some shard.
+    OnlyStartedCopy,
+    /// The node has not left the cluster yet.
+    NodeLeaving,
+    /// The node has not rejoined yet.
+    NodeRejoining,
+    /// The cluster API cannot be reached.
+    Unreachable,
 }
 
 /// Something the driver must do next.
@@ -218,6 +265,10 @@ pub enum Action {
     },
     /// `GET _cat/nodes`; answer with [`Observation::Nodes`].
     ListNodes,
+    /// `GET _cat/shards` (a cluster that is not green: what moves, and whose
+    /// copies are the only started ones); answer with
+    /// [`Observation::Shards`].
+    ListShards,
     /// Put allocation back to the saved setting; answer with [`Observation::Done`].
     RestoreAllocation(AllocationSetting),
 }
@@ -244,6 +295,8 @@ pub enum Observation {
     Done,
     /// Nodes currently in the cluster.
     Nodes(Vec<ClusterNode>),
+    /// Every shard copy (`_cat/shards`).
+    Shards(Vec<ShardRow>),
     /// The cluster API could not be reached (expected while a node is down).
     Unreachable(String),
     /// The action failed.
@@ -305,6 +358,23 @@ pub struct RollState {
     /// the roll continues instead of stopping.
     #[serde(default)]
     pub resume_after_restore: bool,
+    /// What the current step waits for (with `last_note` saying it in
+    /// words).
+    #[serde(default)]
+    pub wait: Option<WaitKind>,
+    /// A health check answered this colour (not green); the shard table
+    /// comes next, to say what moves and to judge a yellow.
+    #[serde(default)]
+    pub pending_health: Option<HealthStatus>,
+    /// Polls in a row that found the yellow cluster quiet (no shard
+    /// initializing or relocating); kept from "wait for green" to the next
+    /// node's health check, which follow each other without a change.
+    #[serde(default)]
+    pub quiet_polls: u32,
+    /// Health the last restarted node was finished on, for its progress
+    /// line.
+    #[serde(default)]
+    pub finished_on: Option<HealthStatus>,
 }
 
 impl RollState {
@@ -335,6 +405,10 @@ impl RollState {
             completed: Vec::new(),
             last_note: None,
             resume_after_restore: false,
+            wait: None,
+            pending_health: None,
+            quiet_polls: 0,
+            finished_on: None,
         }
     }
 
@@ -387,6 +461,9 @@ impl RollState {
             return Next::Finished;
         };
         let action = match self.step {
+            Step::CheckHealth | Step::WaitGreen if self.pending_health.is_some() => {
+                Action::ListShards
+            }
             Step::CheckHealth | Step::WaitGreen => Action::CheckHealth,
             Step::ReadAllocation => Action::ReadAllocation,
             Step::DisableAllocation => {
@@ -472,17 +549,33 @@ impl RollState {
             return;
         };
         match (self.step, observation) {
-            (Step::CheckHealth, Observation::Health(status)) => {
-                if self.health_acceptable(status) {
-                    let next = if self.saved_allocation.is_some() {
-                        Step::DisableAllocation
-                    } else {
-                        Step::ReadAllocation
-                    };
-                    self.advance(next, now);
-                } else {
-                    self.wait(format!("cluster is {status}"), now);
-                }
+            (Step::CheckHealth | Step::WaitGreen, Observation::Health(HealthStatus::Green)) => {
+                self.quiet_polls = 0;
+                self.health_accepted(node_name, HealthStatus::Green, now);
+            }
+            (Step::CheckHealth | Step::WaitGreen, Observation::Health(status)) => {
+                // Judged with the shard table, asked for at once.
+                self.pending_health = Some(status);
+            }
+            (Step::CheckHealth | Step::WaitGreen, Observation::Shards(rows))
+                if self.pending_health.is_some() =>
+            {
+                let status = self.pending_health.take().unwrap_or(HealthStatus::Red);
+                self.judge_health(&node_name, status, &rows, now);
+            }
+            (
+                Step::CheckHealth | Step::WaitGreen,
+                Observation::Failed(reason) | Observation::Unreachable(reason),
+            ) if self.pending_health.is_some() => {
+                // Without the shard table a yellow cannot be judged: wait
+                // (it is no reason to stop a roll that only waits).
+                let status = self.pending_health.take().unwrap_or(HealthStatus::Red);
+                self.quiet_polls = 0;
+                self.wait(
+                    WaitKind::Health,
+                    format!("cluster is {status}; shard table unavailable: {reason}"),
+                    now,
+                );
             }
             (Step::ReadAllocation, Observation::Allocation(setting)) => {
                 self.saved_allocation = Some(setting);
@@ -501,12 +594,18 @@ impl RollState {
                     Some(node) if self.restarted_since_action(node, now) => {
                         self.advance(Step::WaitRejoin, now)
                     }
-                    Some(_) => self.wait(format!("{node_name} is still in the cluster"), now),
+                    Some(_) => self.wait(
+                        WaitKind::NodeLeaving,
+                        format!("{node_name} is still in the cluster"),
+                        now,
+                    ),
                 }
             }
-            (Step::WaitRejoin, Observation::Unreachable(reason)) => {
-                self.wait(format!("cluster unreachable: {reason}"), now)
-            }
+            (Step::WaitRejoin, Observation::Unreachable(reason)) => self.wait(
+                WaitKind::Unreachable,
+                format!("cluster unreachable: {reason}"),
+                now,
+            ),
             (Step::WaitRejoin, Observation::Nodes(nodes)) => {
                 let back = nodes.iter().any(|node| {
                     node.name == node_name
@@ -515,23 +614,22 @@ impl RollState {
                 if back {
                     self.advance(Step::RestoreAllocation, now);
                 } else {
-                    self.wait(format!("{node_name} has not rejoined"), now);
+                    self.wait(
+                        WaitKind::NodeRejoining,
+                        format!("{node_name} has not rejoined"),
+                        now,
+                    );
                 }
             }
             (Step::RestoreAllocation, Observation::Done) => {
                 self.allocation_changed = false;
                 self.advance(Step::WaitGreen, now);
             }
-            (Step::WaitGreen, Observation::Health(status)) => {
-                if self.health_acceptable(status) {
-                    self.finish_node(node_name, now);
-                } else {
-                    self.wait(format!("cluster is {status}"), now);
-                }
-            }
-            (Step::CheckHealth | Step::WaitGreen, Observation::Unreachable(reason)) => {
-                self.wait(format!("cluster unreachable: {reason}"), now)
-            }
+            (Step::CheckHealth | Step::WaitGreen, Observation::Unreachable(reason)) => self.wait(
+                WaitKind::Unreachable,
+                format!("cluster unreachable: {reason}"),
+                now,
+            ),
             (Step::DisableAllocation, other) => {
                 // The setting may or may not have been applied: restore to be safe.
                 self.allocation_changed = true;
@@ -541,9 +639,73 @@ impl RollState {
         }
     }
 
-    fn health_acceptable(&self, status: HealthStatus) -> bool {
-        status == HealthStatus::Green
-            || (self.settings.allow_yellow && status == HealthStatus::Yellow)
+    /// Health is good enough: the health check goes on to the node, the
+    /// wait for green finishes it.
+    fn health_accepted(&mut self, node_name: String, status: HealthStatus, now: DateTime<Utc>) {
+        if self.step == Step::WaitGreen {
+            self.finish_node(node_name, status, now);
+            return;
+        }
+        let next = if self.saved_allocation.is_some() {
+            Step::DisableAllocation
+        } else {
+            Step::ReadAllocation
+        };
+        self.advance(next, now);
+    }
+
+    /// Judges a cluster that is not green from its shard table: a yellow is
+    /// accepted (where allowed) once quiet for `settled_polls` polls in a
+    /// row, and the node to stop must not hold the only started copy of a
+    /// shard; anything else waits, saying why.
+    fn judge_health(
+        &mut self,
+        node_name: &str,
+        status: HealthStatus,
+        rows: &[ShardRow],
+        now: DateTime<Utc>,
+    ) {
+        let activity = ShardActivity::of(rows);
+        let yellow_allowed = status == HealthStatus::Yellow && self.settings.allow_yellow;
+        if !yellow_allowed || !activity.is_quiet() {
+            self.quiet_polls = 0;
+            let details = activity.describe();
+            let note = if details.is_empty() {
+                format!("cluster is {status}")
+            } else {
+                format!("cluster is {status}: {details}")
+            };
+            self.wait(WaitKind::Health, note, now);
+            return;
+        }
+        self.quiet_polls = self.quiet_polls.saturating_add(1);
+        let needed = self.settings.settled_polls.max(1);
+        if self.quiet_polls < needed {
+            let mut note = format!(
+                "cluster is yellow, settling: no shard initializing or relocating for {} of {needed} polls",
+                self.quiet_polls
+            );
+            if activity.unassigned > 0 {
+                note.push_str(&format!(
+                    " ({} unassigned)",
+                    shard_count(activity.unassigned)
+                ));
+            }
+            self.wait(WaitKind::Settling, note, now);
+            return;
+        }
+        if self.step == Step::CheckHealth {
+            let only = only_started_copies(rows, node_name);
+            if !only.is_empty() {
+                let note = format!(
+                    "{node_name} holds the only started copy of {}",
+                    name_shards(&only)
+                );
+                self.wait(WaitKind::OnlyStartedCopy, note, now);
+                return;
+            }
+        }
+        self.health_accepted(node_name.to_string(), status, now);
     }
 
     /// A node shows a fresh process when its uptime is shorter than the time
@@ -562,7 +724,8 @@ impl RollState {
         ChronoDuration::milliseconds(i64::try_from(self.settings.poll_interval_ms).unwrap_or(1_000))
     }
 
-    fn wait(&mut self, note: String, now: DateTime<Utc>) {
+    fn wait(&mut self, kind: WaitKind, note: String, now: DateTime<Utc>) {
+        self.wait = Some(kind);
         self.last_note = Some(note);
         self.next_poll_at = Some(now + self.poll_interval());
     }
@@ -572,13 +735,21 @@ impl RollState {
         self.step_started_at = now;
         self.next_poll_at = None;
         self.last_note = None;
+        self.wait = None;
+        self.pending_health = None;
+        self.quiet_polls = 0;
     }
 
-    fn finish_node(&mut self, node_name: String, now: DateTime<Utc>) {
+    fn finish_node(&mut self, node_name: String, health: HealthStatus, now: DateTime<Utc>) {
         self.completed.push(node_name);
         self.current += 1;
         self.restart_started_at = None;
+        self.finished_on = Some(health);
+        // Nothing changes between this wait and the next node's health check:
+        // a yellow that settled here needs no second round of quiet polls.
+        let quiet_polls = self.quiet_polls;
         self.advance(Step::CheckHealth, now);
+        self.quiet_polls = quiet_polls;
         if self.current >= self.nodes.len() {
             self.status = RollStatus::Done;
         } else if self.abort_requested {
@@ -638,6 +809,10 @@ impl RollState {
         self.restore_attempts_left = self.settings.restore_attempts.max(1);
         self.next_poll_at = None;
         self.updated_at = now;
+        // Counted again from what the cluster looks like now.
+        self.pending_health = None;
+        self.quiet_polls = 0;
+        self.wait = None;
         match self.status {
             RollStatus::Running => {
                 self.step_started_at = now;
@@ -673,11 +848,13 @@ impl RollState {
             status: self.status,
             current: self.current,
             step: self.step,
+            wait: self.wait,
         }
     }
 
     /// A progress message when the roll moved from `before` to here: a node
-    /// starts restarting, a node is done, the roll stops or finishes.
+    /// starts restarting, a step starts waiting for something else, a node
+    /// is done, the roll stops or finishes.
     pub fn milestone(&self, before: RollPosition) -> Option<String> {
         let now = self.position();
         if now == before {
@@ -693,8 +870,12 @@ impl RollState {
                 .get(before.current)
                 .map(|node| node.name.as_str())
                 .unwrap_or("-");
+            let health = match self.finished_on {
+                Some(HealthStatus::Yellow) => "cluster yellow and settled",
+                _ => "cluster healthy",
+            };
             return Some(format!(
-                "node {name} restarted, cluster healthy ({} of {total} done)",
+                "node {name} restarted, {health} ({} of {total} done)",
                 self.completed.len()
             ));
         }
@@ -706,6 +887,13 @@ impl RollState {
                 node.host,
                 self.current + 1
             ));
+        }
+        if now.status == RollStatus::Running
+            && now.wait.is_some()
+            && now.wait != before.wait
+            && let (Some(node), Some(note)) = (self.current_node(), &self.last_note)
+        {
+            return Some(format!("waiting ({}, {}): {note}", node.name, self.step));
         }
         None
     }
@@ -751,11 +939,37 @@ impl RollState {
                     self.current + 1,
                     self.step
                 );
+                if let (Some(_), Some(note)) = (self.wait, &self.last_note) {
+                    line.push_str(&format!(", waiting: {note}"));
+                }
                 if self.abort_requested {
                     line.push_str(", abort requested");
                 }
                 line
             }
+        }
+    }
+}
+
+/// `1 shard`, `3 shards`.
+fn shard_count(count: u64) -> String {
+    format!("{count} shard{}", if count == 1 { "" } else { "s" })
+}
+
+/// `logs[0]`, or `3 shards: logs[0], logs[1], logs[4]` (at most five named).
+fn name_shards(names: &[String]) -> String {
+    match names {
+        [one] => one.clone(),
+        _ => {
+            let mut text = format!(
+                "{}: {}",
+                shard_count(names.len() as u64),
+                names.iter().take(5).cloned().collect::<Vec<_>>().join(", ")
+            );
+            if names.len() > 5 {
+                text.push_str(&format!(" and {} more", names.len() - 5));
+            }
+            text
         }
     }
 }
@@ -767,6 +981,7 @@ fn describe(observation: &Observation) -> String {
         Observation::Health(status) => format!("unexpected health answer {status}"),
         Observation::Allocation(_) => "unexpected allocation answer".to_string(),
         Observation::Nodes(_) => "unexpected node list".to_string(),
+        Observation::Shards(_) => "unexpected shard table".to_string(),
         Observation::Done => "unexpected completion".to_string(),
     }
 }
@@ -776,7 +991,7 @@ mod tests {
     use super::*;
     use crate::cluster::tests::cluster_nodes;
     use crate::cluster::{Target, plan_order};
-    use std::collections::BTreeMap;
+    use std::collections::{BTreeMap, VecDeque};
 
     fn start() -> DateTime<Utc> {
         DateTime::parse_from_rfc3339("2026-11-01T10:00:00Z")
@@ -806,6 +1021,10 @@ mod tests {
         node_index: BTreeMap<String, usize>,
         restore_failures_left: u32,
         log: Vec<String>,
+        /// Health and shard table for the coming health checks, one per
+        /// check; the last one stays once the script has run out.
+        script: VecDeque<(HealthStatus, Vec<ShardRow>)>,
+        shards: Vec<ShardRow>,
     }
 
     impl SimCluster {
@@ -831,6 +1050,8 @@ mod tests {
                     .collect(),
                 restore_failures_left: 0,
                 log: Vec::new(),
+                script: VecDeque::new(),
+                shards: Vec::new(),
             }
         }
 
@@ -856,12 +1077,17 @@ mod tests {
             }
             match action {
                 Action::CheckHealth => {
+                    if let Some((health, shards)) = self.script.pop_front() {
+                        self.health = health;
+                        self.shards = shards;
+                    }
                     if self.hangs(step, &node) {
                         Observation::Health(HealthStatus::Yellow)
                     } else {
                         Observation::Health(self.health)
                     }
                 }
+                Action::ListShards => Observation::Shards(self.shards.clone()),
                 Action::ReadAllocation => Observation::Allocation(self.allocation.clone()),
                 Action::DisableAllocation(_) => {
                     self.allocation.persistent = Some("primaries".into());
@@ -1302,6 +1528,10 @@ mod tests {
         assert_eq!(messages[0], "restarting node hot-1 on 10.0.0.5 (1 of 6)");
         assert_eq!(
             messages[1],
+            "waiting (hot-1, wait for node to rejoin): hot-1 has not rejoined"
+        );
+        assert_eq!(
+            messages[2],
             "node hot-1 restarted, cluster healthy (1 of 6 done)"
         );
         assert!(
@@ -1313,5 +1543,314 @@ mod tests {
         );
         assert_eq!(state.status, RollStatus::Failed);
         assert_eq!(cluster.allocation.persistent.as_deref(), Some("all"));
+    }
+
+    fn copy(index: &str, shard: &str, prirep: &str, state: &str, node: Option<&str>) -> ShardRow {
+        ShardRow {
+            index: index.to_string(),
+            shard: shard.to_string(),
+            prirep: prirep.to_string(),
+            state: state.to_string(),
+            docs: None,
+            store: None,
+            node: node.map(str::to_string),
+        }
+    }
+
+    /// Yellow and quiet: a replica that cannot be placed, its primary on
+    /// hot-2 (so no node but hot-2 holds an only started copy).
+    fn quiet_yellow() -> Vec<ShardRow> {
+        vec![
+            copy("logs", "0", "p", "STARTED", Some("hot-2")),
+            copy("logs", "0", "r", "UNASSIGNED", None),
+        ]
+    }
+
+    /// Yellow with a replica recovering on warm-2.
+    fn moving_yellow() -> Vec<ShardRow> {
+        let mut rows = quiet_yellow();
+        rows.push(copy("logs", "1", "p", "STARTED", Some("hot-1")));
+        rows.push(copy("logs", "1", "r", "INITIALIZING", Some("warm-2")));
+        rows
+    }
+
+    fn yellow_allowed(settled_polls: u32) -> RollSettings {
+        RollSettings {
+            allow_yellow: true,
+            settled_polls,
+            ..RollSettings::default()
+        }
+    }
+
+    fn roll_of(node: &str, settings: RollSettings) -> RollState {
+        let plan = plan_order(&cluster_nodes(), &Target::Node(node.into()), |n| {
+            n.ip.clone()
+        })
+        .expect("plan");
+        RollState::new(plan, settings, start())
+    }
+
+    /// One health poll of the current step: health, then (not green) the
+    /// shard table, as the machine asks for them. Returns the time after.
+    fn health_poll(
+        state: &mut RollState,
+        mut now: DateTime<Utc>,
+        health: HealthStatus,
+        shards: &[ShardRow],
+    ) -> DateTime<Utc> {
+        loop {
+            match state.poll(now) {
+                Next::SleepUntil(at) => now = at,
+                Next::Do(Action::CheckHealth) => break,
+                other => panic!("expected a health check, got {other:?}"),
+            }
+        }
+        now += ChronoDuration::milliseconds(10);
+        state.observe(Observation::Health(health), now);
+        if health == HealthStatus::Green {
+            return now;
+        }
+        assert_eq!(
+            state.poll(now),
+            Next::Do(Action::ListShards),
+            "the shard table right after a {health} answer"
+        );
+        now += ChronoDuration::milliseconds(10);
+        state.observe(Observation::Shards(shards.to_vec()), now);
+        now
+    }
+
+    #[test]
+    fn settled_yellow_needs_the_configured_quiet_polls_in_a_row() {
+        let mut state = roll_of("warm-1", yellow_allowed(3));
+        let mut now = start();
+        now = health_poll(&mut state, now, HealthStatus::Yellow, &quiet_yellow());
+        assert_eq!(
+            (state.step, state.wait, state.quiet_polls),
+            (Step::CheckHealth, Some(WaitKind::Settling), 1)
+        );
+        assert_eq!(
+            state.last_note.as_deref(),
+            Some(
+                "cluster is yellow, settling: no shard initializing or relocating for 1 of 3 polls (1 shard unassigned)"
+            )
+        );
+        now = health_poll(&mut state, now, HealthStatus::Yellow, &quiet_yellow());
+        assert_eq!((state.step, state.quiet_polls), (Step::CheckHealth, 2));
+        // One shard moving starts the count again.
+        now = health_poll(&mut state, now, HealthStatus::Yellow, &moving_yellow());
+        assert_eq!(
+            (state.step, state.wait, state.quiet_polls),
+            (Step::CheckHealth, Some(WaitKind::Health), 0)
+        );
+        assert_eq!(
+            state.last_note.as_deref(),
+            Some("cluster is yellow: 1 shard initializing on warm-2, 1 shard unassigned")
+        );
+        now = health_poll(&mut state, now, HealthStatus::Yellow, &quiet_yellow());
+        now = health_poll(&mut state, now, HealthStatus::Yellow, &quiet_yellow());
+        assert_eq!((state.step, state.quiet_polls), (Step::CheckHealth, 2));
+        health_poll(&mut state, now, HealthStatus::Yellow, &quiet_yellow());
+        assert_eq!(
+            state.step,
+            Step::ReadAllocation,
+            "settled after 3 quiet polls"
+        );
+        assert_eq!(state.wait, None);
+
+        // One poll when one is configured.
+        let mut state = roll_of("warm-1", yellow_allowed(1));
+        health_poll(&mut state, start(), HealthStatus::Yellow, &quiet_yellow());
+        assert_eq!(state.step, Step::ReadAllocation);
+    }
+
+    #[test]
+    fn yellow_waits_for_green_unless_allowed_and_green_goes_at_once() {
+        let mut state = roll_of("warm-1", RollSettings::default());
+        let mut now = start();
+        for _ in 0..10 {
+            now = health_poll(&mut state, now, HealthStatus::Yellow, &quiet_yellow());
+            assert_eq!(state.step, Step::CheckHealth);
+        }
+        assert_eq!(
+            state.last_note.as_deref(),
+            Some("cluster is yellow: 1 shard unassigned")
+        );
+        // Red is never accepted, even where yellow is.
+        let mut state = roll_of("warm-1", yellow_allowed(1));
+        let now = health_poll(&mut state, start(), HealthStatus::Red, &quiet_yellow());
+        assert_eq!(
+            (state.step, state.wait),
+            (Step::CheckHealth, Some(WaitKind::Health))
+        );
+        // Green: no shard table, no quiet polls (as before settled yellow).
+        health_poll(&mut state, now, HealthStatus::Green, &[]);
+        assert_eq!(state.step, Step::ReadAllocation);
+    }
+
+    #[test]
+    fn wait_for_green_settles_and_the_next_node_needs_no_second_round() {
+        let plan = plan_order(&cluster_nodes(), &Target::All, |n| n.ip.clone()).expect("plan");
+        let mut state = RollState::new(plan, yellow_allowed(2), start());
+        state.saved_allocation = Some(AllocationSetting::default());
+        state.step = Step::WaitGreen;
+        let mut now = health_poll(&mut state, start(), HealthStatus::Yellow, &moving_yellow());
+        assert_eq!(
+            state.last_note.as_deref(),
+            Some("cluster is yellow: 1 shard initializing on warm-2, 1 shard unassigned")
+        );
+        now = health_poll(&mut state, now, HealthStatus::Yellow, &quiet_yellow());
+        assert_eq!((state.step, state.current), (Step::WaitGreen, 0));
+        now = health_poll(&mut state, now, HealthStatus::Yellow, &quiet_yellow());
+        assert_eq!((state.step, state.current), (Step::CheckHealth, 1));
+        assert_eq!(state.completed, ["hot-1"]);
+        // hot-2 holds the only started copy of logs[0]: the next node waits.
+        health_poll(&mut state, now, HealthStatus::Yellow, &quiet_yellow());
+        assert_eq!(
+            (state.step, state.wait),
+            (Step::CheckHealth, Some(WaitKind::OnlyStartedCopy))
+        );
+        assert_eq!(
+            state.last_note.as_deref(),
+            Some("hot-2 holds the only started copy of logs[0]")
+        );
+    }
+
+    #[test]
+    fn a_node_holding_the_only_started_copy_of_a_shard_is_never_stopped() {
+        let only_copy_on_hot_1 = vec![
+            copy("logs", "0", "p", "STARTED", Some("hot-1")),
+            copy("logs", "0", "r", "UNASSIGNED", None),
+            copy("logs", "3", "r", "STARTED", Some("hot-1")),
+            copy("logs", "3", "p", "UNASSIGNED", None),
+            copy("logs", "1", "p", "STARTED", Some("hot-1")),
+            copy("logs", "1", "r", "STARTED", Some("hot-2")),
+        ];
+        let plan = plan_order(&cluster_nodes(), &Target::Node("hot-1".into()), |n| {
+            n.ip.clone()
+        })
+        .expect("plan");
+        let settings = yellow_allowed(2);
+        let mut state = RollState::new(plan.clone(), settings.clone(), start());
+        let mut cluster = SimCluster::new(&plan, Fault::None);
+        cluster.health = HealthStatus::Yellow;
+        cluster.shards = only_copy_on_hot_1.clone();
+        let end = run(&mut state, &mut cluster, start());
+        assert!(cluster.restarted.is_empty(), "hot-1 was never restarted");
+        assert!(
+            !cluster
+                .log
+                .iter()
+                .any(|line| line.contains("DisableAllocation")),
+            "the cluster was not touched: {:?}",
+            cluster.log
+        );
+        assert_eq!(state.status, RollStatus::Failed);
+        let failure = state.failure.clone().expect("failure");
+        assert_eq!(failure.step, Step::CheckHealth);
+        assert_eq!(
+            failure.reason,
+            "timed out after 5m (hot-1 holds the only started copy of 2 shards: logs[0], logs[3])"
+        );
+        assert!(end - start() >= ChronoDuration::minutes(5));
+
+        // Once the replica has recovered (and nothing moves), the node goes.
+        let mut state = RollState::new(plan.clone(), settings, start());
+        let mut cluster = SimCluster::new(&plan, Fault::None);
+        let recovering = {
+            let mut rows = only_copy_on_hot_1.clone();
+            rows[1] = copy("logs", "0", "r", "INITIALIZING", Some("hot-2"));
+            rows
+        };
+        let recovered = {
+            let mut rows = only_copy_on_hot_1.clone();
+            rows[1] = copy("logs", "0", "r", "STARTED", Some("hot-2"));
+            rows[3] = copy("logs", "3", "p", "STARTED", Some("hot-3"));
+            rows
+        };
+        cluster.script = VecDeque::from([
+            (HealthStatus::Yellow, only_copy_on_hot_1.clone()),
+            (HealthStatus::Yellow, only_copy_on_hot_1.clone()),
+            (HealthStatus::Yellow, recovering),
+            (HealthStatus::Green, recovered),
+        ]);
+        let mut now = start();
+        let mut messages = Vec::new();
+        loop {
+            let before = state.position();
+            match state.poll(now) {
+                Next::Finished => break,
+                Next::SleepUntil(at) => now = at,
+                Next::Do(action) => {
+                    if matches!(action, Action::Restart { .. }) {
+                        assert_eq!(
+                            cluster.health,
+                            HealthStatus::Green,
+                            "restarted only once the other copies started"
+                        );
+                    }
+                    let observation = cluster.perform(&action, &state);
+                    now += ChronoDuration::milliseconds(100);
+                    state.observe(observation, now);
+                }
+            }
+            messages.extend(state.milestone(before));
+        }
+        assert_eq!(state.status, RollStatus::Done, "{}", state.summary());
+        assert_eq!(cluster.restarted, ["hot-1"]);
+        assert_eq!(
+            messages[..2],
+            [
+                "waiting (hot-1, check health): cluster is yellow, settling: no shard initializing or relocating for 1 of 2 polls (2 shards unassigned)",
+                "waiting (hot-1, check health): hot-1 holds the only started copy of 2 shards: logs[0], logs[3]",
+            ]
+        );
+        assert_eq!(
+            messages[2],
+            "waiting (hot-1, check health): cluster is yellow: 1 shard initializing on hot-2, 1 shard unassigned"
+        );
+        assert_eq!(messages[3], "restarting node hot-1 on 10.0.0.5 (1 of 1)");
+    }
+
+    #[test]
+    fn waits_say_what_they_wait_for_in_progress_and_status() {
+        let mut state = roll_of("warm-1", yellow_allowed(3));
+        let before = state.position();
+        let now = health_poll(&mut state, start(), HealthStatus::Yellow, &moving_yellow());
+        let message = state.milestone(before).expect("a wait is reported");
+        assert_eq!(
+            message,
+            "waiting (warm-1, check health): cluster is yellow: 1 shard initializing on warm-2, 1 shard unassigned"
+        );
+        // The same kind of wait with other counts is not reported again...
+        let before = state.position();
+        let now = health_poll(&mut state, now, HealthStatus::Yellow, &moving_yellow());
+        assert_eq!(state.milestone(before), None);
+        // ...but `status` shows the latest.
+        assert!(
+            state.summary().ends_with(
+                "step 'check health', waiting: cluster is yellow: 1 shard initializing on warm-2, 1 shard unassigned"
+            ),
+            "{}",
+            state.summary()
+        );
+        let before = state.position();
+        health_poll(&mut state, now, HealthStatus::Yellow, &quiet_yellow());
+        assert!(
+            state
+                .milestone(before)
+                .is_some_and(|message| message.contains("settling")),
+        );
+        // A state saved before settled yellow existed still loads.
+        let mut json = serde_json::to_value(&state).expect("json");
+        for field in ["wait", "pending_health", "quiet_polls", "finished_on"] {
+            json.as_object_mut().expect("object").remove(field);
+        }
+        json["settings"]
+            .as_object_mut()
+            .expect("settings")
+            .remove("settled_polls");
+        let old: RollState = serde_json::from_value(json).expect("old state loads");
+        assert_eq!(old.settings.settled_polls, DEFAULT_SETTLED_POLLS);
     }
 }

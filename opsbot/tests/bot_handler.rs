@@ -7,9 +7,9 @@ use chrono::{Duration as ChronoDuration, Utc};
 use common::FakeOps;
 use opsbot::audit::{AuditLog, AuditOutcome};
 use opsbot::bot::{BotHandler, HandlerSettings, Incoming, IncomingKind, Notice, Reply};
-use opsbot::cluster::Target;
+use opsbot::cluster::{HealthStatus, ShardRow, Target, plan_order};
 use opsbot::command::{AccessPolicy, Role};
-use opsbot::roll::RollSettings;
+use opsbot::roll::{Action, Next, Observation, RollSettings, RollState};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -188,7 +188,8 @@ async fn restart_needs_confirmation_by_the_same_operator_in_time() {
     };
     assert_eq!(confirm_token, "tok123");
     assert!(
-        question.contains("rolling restart of 2 node(s)") && question.contains("green or yellow"),
+        question.contains("rolling restart of 2 node(s)")
+            && question.contains("green or settled yellow"),
         "{question}"
     );
     assert!(
@@ -310,6 +311,98 @@ async fn restart_needs_confirmation_by_the_same_operator_in_time() {
     assert_eq!(records[3].command, "/restart all yellow");
     assert_eq!(records[3].user_id, Some(OPERATOR));
     assert_eq!(records[3].role.as_deref(), Some("operator"));
+}
+
+fn shard(index: &str, number: &str, prirep: &str, state: &str, node: Option<&str>) -> ShardRow {
+    ShardRow {
+        index: index.into(),
+        shard: number.into(),
+        prirep: prirep.into(),
+        state: state.into(),
+        docs: None,
+        store: None,
+        node: node.map(str::to_string),
+    }
+}
+
+/// Issue 12 item 4: a roll that waits says in the chat what it waits for,
+/// and `/restart_status` shows it.
+#[tokio::test]
+async fn restart_progress_and_status_say_what_the_roll_waits_for() {
+    let mut fixture = fixture();
+    let now = Utc::now();
+    let moving = vec![
+        shard("logs", "0", "p", "STARTED", Some("es-data-1")),
+        shard("logs", "0", "r", "INITIALIZING", Some("es-data-2")),
+        shard("logs", "1", "p", "STARTED", Some("es-data-3")),
+        shard("logs", "1", "r", "INITIALIZING", Some("es-data-2")),
+        shard("logs", "2", "p", "STARTED", Some("es-data-3")),
+        shard("logs", "2", "r", "INITIALIZING", Some("es-data-2")),
+    ];
+    // The replica of logs[0] failed to recover: es-data-1 holds the only copy.
+    let quiet = {
+        let mut rows = moving.clone();
+        rows[1] = shard("logs", "0", "r", "UNASSIGNED", None);
+        rows[3] = shard("logs", "1", "r", "STARTED", Some("es-data-2"));
+        rows[5] = shard("logs", "2", "r", "STARTED", Some("es-data-2"));
+        rows
+    };
+    *fixture.ops.health_script.lock().expect("lock") = [
+        (HealthStatus::Yellow, moving.clone()),
+        (HealthStatus::Yellow, quiet.clone()),
+        (HealthStatus::Yellow, quiet.clone()),
+        (HealthStatus::Yellow, quiet.clone()),
+    ]
+    .into_iter()
+    .collect();
+    fixture
+        .handler
+        .handle(text(CHAT, OPERATOR, "/restart all yellow"), now, token)
+        .await;
+    fixture
+        .handler
+        .handle(button(CHAT, OPERATOR, "ok:tok123"), now, token)
+        .await;
+    let mut notices = Vec::new();
+    while let Ok(notice) = fixture.notices.try_recv() {
+        notices.push(notice.text);
+    }
+    assert_eq!(
+        notices[..4],
+        [
+            "waiting (es-data-1, check health): cluster is yellow: 3 shards initializing on es-data-2",
+            "waiting (es-data-1, check health): cluster is yellow, settling: no shard initializing or relocating for 1 of 3 polls (1 shard unassigned)",
+            "waiting (es-data-1, check health): es-data-1 holds the only started copy of logs[0]",
+            "restarting node es-data-1 on 10.0.0.2 (1 of 2)",
+        ],
+        "{notices:?}"
+    );
+
+    // A roll waiting right now: the status says for what.
+    let mut waiting = RollState::new(
+        plan_order(&common::nodes(), &Target::All, |node| node.ip.clone()).expect("plan"),
+        RollSettings {
+            allow_yellow: true,
+            ..RollSettings::default()
+        },
+        now,
+    );
+    assert_eq!(waiting.poll(now), Next::Do(Action::CheckHealth));
+    waiting.observe(Observation::Health(HealthStatus::Yellow), now);
+    assert_eq!(waiting.poll(now), Next::Do(Action::ListShards));
+    waiting.observe(Observation::Shards(moving), now);
+    *fixture.ops.state.lock().expect("lock") = Some(waiting.clone());
+    let replies = fixture
+        .handler
+        .handle(text(CHAT, VIEWER, "/restart_status"), now, token)
+        .await;
+    assert_eq!(
+        only_text(&replies),
+        format!(
+            "roll {} running: node es-data-1 (1 of 2), step 'check health', waiting: cluster is yellow: 3 shards initializing on es-data-2",
+            waiting.id
+        )
+    );
 }
 
 #[tokio::test]

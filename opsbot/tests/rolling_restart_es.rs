@@ -491,3 +491,99 @@ fn reqwest_like_post(server: &Server, path: &str, body: &str) -> String {
     stream.read_to_string(&mut answer).expect("read");
     answer
 }
+
+/// Issue 12 item 4: on a yellow cluster (a replica a one-node cluster
+/// cannot place), `--allow-yellow` used to restart the node at once, taking
+/// down the only started copy of every shard. Now the roll waits for the
+/// yellow to settle, then refuses to stop the node and says why, in the
+/// progress and in the failure once the health check times out; the
+/// restart action never runs and allocation is never touched.
+#[tokio::test]
+#[ignore = "needs scripts/services.sh"]
+async fn settled_yellow_never_stops_the_node_holding_the_only_started_copy() {
+    let server = esync_testkit::process::PrivateEs::start().await;
+    let api = esync_testkit::es::EsApi::new(&server.url(), Duration::from_secs(30));
+    api.request_ok(
+        esync_testkit::es::Method::Put,
+        "/orders",
+        Some(&serde_json::json!({"settings": {"number_of_shards": 2, "number_of_replicas": 1}})),
+    )
+    .await
+    .expect("create index");
+    let state_dir = tempfile::tempdir().expect("tempdir");
+    let calls = state_dir.path().join("calls.log");
+    let yaml = format!(
+        r#"
+cluster:
+  url: {url}
+  request_timeout: 5s
+restart:
+  action:
+    kind: shell
+    command: 'echo {{node}} >> {calls}'
+  state_path: {state}/roll.json
+  poll_interval: 100ms
+  settled_polls: 2
+  health_timeout: 3s
+audit:
+  path: {state}/audit.jsonl
+"#,
+        url = server.url(),
+        calls = calls.display(),
+        state = state_dir.path().display(),
+    );
+    let config = Config::from_yaml(&yaml).expect("config");
+    config.validate().expect("valid");
+    let es = EsClient::new(&config.cluster, &Secrets::default()).expect("client");
+    let health = es.health().await.expect("health");
+    assert_eq!(health.status, opsbot::cluster::HealthStatus::Yellow);
+    let node = es.nodes().await.expect("nodes")[0].name.clone();
+    let allocation_before = es.allocation().await.expect("allocation");
+
+    let engine =
+        Engine::new(config, &Secrets::default(), CancellationToken::new()).expect("engine");
+    let claimed = engine
+        .new_roll(&Target::All, true, false)
+        .await
+        .expect("roll");
+    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+    let sink_lines = lines.clone();
+    let progress = move |line: &str| sink_lines.lock().expect("lock").push(line.to_string());
+    let finished = tokio::time::timeout(
+        Duration::from_secs(60),
+        engine.run_roll(claimed, &progress, &CancellationToken::new()),
+    )
+    .await
+    .expect("roll ends in time")
+    .expect("roll runs");
+
+    assert_eq!(
+        finished.status,
+        RollStatus::Failed,
+        "{}",
+        finished.summary()
+    );
+    let failure = finished.failure.clone().expect("failure");
+    assert_eq!(failure.step, Step::CheckHealth);
+    let only_copy = format!("{node} holds the only started copy of 2 shards: orders[0], orders[1]");
+    assert_eq!(failure.reason, format!("timed out after 3s ({only_copy})"));
+    assert!(!calls.exists(), "the restart action never ran");
+    assert_eq!(
+        es.allocation().await.expect("allocation"),
+        allocation_before,
+        "allocation untouched"
+    );
+    let lines = lines.lock().expect("lock").clone();
+    assert_eq!(
+        lines[..2],
+        [
+            format!(
+                "waiting ({node}, check health): cluster is yellow, settling: no shard initializing or relocating for 1 of 2 polls (2 shards unassigned)"
+            ),
+            format!("waiting ({node}, check health): {only_copy}"),
+        ],
+        "{lines:?}"
+    );
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert!(lines[2].contains("stopped at node"), "{lines:?}");
+}

@@ -1,7 +1,8 @@
 //! A fake operations engine for the bot tests: canned cluster answers, a
 //! record of started rolls and slow-log filters. A started roll runs the
 //! real state machine (`opsbot::roll`) against a cluster where every step
-//! succeeds, so the progress lines are the ones opsbot really posts.
+//! succeeds (after the scripted health answers, if any), so the progress
+//! lines are the ones opsbot really posts.
 
 use chrono::Utc;
 use opsbot::cluster::{
@@ -13,6 +14,7 @@ use opsbot::es::EsError;
 use opsbot::ops::{Operations, OpsError};
 use opsbot::roll::{Action, Next, Observation, RollSettings, RollState, Step};
 use opsbot::slowlog::digest::{Digest, DigestFilter, DigestReport, GroupBy, Grouping};
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -24,11 +26,20 @@ pub struct FakeOps {
     pub started: Mutex<Vec<(Target, bool)>>,
     pub state: Mutex<Option<RollState>>,
     pub slowlog_filters: Mutex<Vec<DigestFilter>>,
+    /// Answers of the coming health checks (health and shard table, one per
+    /// check); green once they have run out.
+    pub health_script: Mutex<VecDeque<(HealthStatus, Vec<ShardRow>)>>,
 }
 
 /// Runs a roll to its end on a cluster where every step succeeds, posting
-/// the milestones as the driver does.
-fn simulate_roll(mut state: RollState, progress: &ProgressSink) -> RollState {
+/// the milestones as the driver does; health checks take their answers from
+/// `script` first.
+fn simulate_roll(
+    mut state: RollState,
+    progress: &ProgressSink,
+    script: &mut VecDeque<(HealthStatus, Vec<ShardRow>)>,
+) -> RollState {
+    let mut shards: Vec<ShardRow> = Vec::new();
     let mut now = state.started_at;
     for _ in 0..1_000 {
         let before = state.position();
@@ -42,7 +53,14 @@ fn simulate_roll(mut state: RollState, progress: &ProgressSink) -> RollState {
             Next::SleepUntil(at) => now = at,
             Next::Do(action) => {
                 let observation = match action {
-                    Action::CheckHealth => Observation::Health(HealthStatus::Green),
+                    Action::CheckHealth => match script.pop_front() {
+                        Some((health, rows)) => {
+                            shards = rows;
+                            Observation::Health(health)
+                        }
+                        None => Observation::Health(HealthStatus::Green),
+                    },
+                    Action::ListShards => Observation::Shards(shards.clone()),
                     Action::ReadAllocation => Observation::Allocation(AllocationSetting::default()),
                     Action::ListNodes if state.step == Step::WaitLeave => {
                         Observation::Nodes(vec![])
@@ -150,7 +168,11 @@ impl Operations for FakeOps {
             .lock()
             .expect("lock")
             .push((target.clone(), allow_yellow));
-        Ok(RollState::new(plan, RollSettings::default(), Utc::now()))
+        let settings = RollSettings {
+            allow_yellow,
+            ..RollSettings::default()
+        };
+        Ok(RollState::new(plan, settings, Utc::now()))
     }
 
     async fn resumable_roll(&self) -> Result<RollState, OpsError> {
@@ -167,14 +189,16 @@ impl Operations for FakeOps {
         progress: &ProgressSink,
         _cancel: &CancellationToken,
     ) -> Result<RollState, OpsError> {
-        let finished = simulate_roll(claim, progress);
+        let mut script = self.health_script.lock().expect("lock");
+        let finished = simulate_roll(claim, progress, &mut script);
         *self.state.lock().expect("lock") = Some(finished.clone());
         Ok(finished)
     }
 
     /// Runs the roll at once (a test has no background to wait for).
     fn spawn_roll(&self, claim: RollState, progress: Arc<ProgressSink>) -> Result<(), OpsError> {
-        let finished = simulate_roll(claim, progress.as_ref());
+        let mut script = self.health_script.lock().expect("lock");
+        let finished = simulate_roll(claim, progress.as_ref(), &mut script);
         *self.state.lock().expect("lock") = Some(finished);
         Ok(())
     }
