@@ -70,7 +70,9 @@ pub enum CliCommand {
     Restart {
         /// Node name, or `all`.
         target: String,
-        /// Accept yellow where green is required.
+        /// Accept a settled yellow where green is required (no shard moving
+        /// for `restart.settled_polls` polls; never stopping a node that holds
+        /// the only started copy of a shard).
         #[arg(long)]
         allow_yellow: bool,
         /// Print the plan and exit.

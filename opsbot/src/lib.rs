@@ -6,7 +6,8 @@
 //!   which nodes a restart touches, in which order;
 //! - [`roll`]: the rolling-restart state machine;
 //! - [`slowlog`] (except `slowlog::source`): slow-log parsing, fingerprints,
-//!   digest, text/Markdown/JSON reports and the PNG chart;
+//!   shard lines grouped into requests, digest, text/Markdown/JSON reports
+//!   and the PNG chart;
 //! - [`command`]: commands, chat parsing (`/plan` keys from shardplan),
 //!   authorization, confirmations;
 //! - [`format`]: text renderings of cluster data and restart plans.

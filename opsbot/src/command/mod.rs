@@ -36,7 +36,9 @@ pub enum Command {
     Restart {
         /// Node name or all.
         target: Target,
-        /// Accept yellow where green is required.
+        /// Accept a settled yellow where green is required (no shard moving
+        /// for `restart.settled_polls` polls; never stopping a node that holds
+        /// the only started copy of a shard).
         allow_yellow: bool,
         /// Only show the plan.
         dry_run: bool,
@@ -196,7 +198,7 @@ pub const HELP: &str = "\
 /health - cluster health
 /nodes - nodes, roles, elected master
 /shards [index] - shards (of one index or pattern)
-/restart <node|all> [yellow] [dry] - rolling restart (operator); dry shows the plan
+/restart <node|all> [yellow] [dry] - rolling restart (operator); yellow: also on a settled yellow; dry shows the plan
 /restart_status - progress of the current or last restart
 /resume - continue a stopped restart (operator)
 /abort - stop the restart before its next node (operator)
