@@ -29,7 +29,8 @@ pub struct RollDriver {
 fn chat_reason(error: &EsError) -> String {
     tracing::warn!(error = %error, "cluster call failed during roll");
     match error {
-        EsError::Unreachable { .. } => "cluster unreachable".to_string(),
+        // The state machine says "cluster unreachable" itself.
+        EsError::Unreachable { endpoint, .. } => format!("no answer to {endpoint}"),
         EsError::Status {
             endpoint, status, ..
         } => format!("{endpoint} answered {status}"),

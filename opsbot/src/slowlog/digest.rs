@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::time::Duration;
-use xxhash_rust::xxh3::{Xxh3, xxh3_64};
+use xxhash_rust::xxh3::xxh3_64;
 
 /// Which entries count.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -321,24 +321,16 @@ fn request_key(entry: &SlowEntry) -> Option<u64> {
     if entry.kind == SlowLogKind::Index || entry.shard.is_none() || entry.timestamp.is_none() {
         return None;
     }
-    let mut hasher = Xxh3::new();
-    hasher.update(entry.kind.as_str().as_bytes());
-    for part in [
-        Some(entry.source.as_str()),
-        entry.id.as_deref(),
-        entry.node.as_deref(),
-    ] {
-        // A separator that cannot occur in UTF-8 keeps `a|bc` apart from `ab|c`,
-        // and an absent part apart from an empty one.
-        match part {
-            Some(text) => {
-                hasher.update(&[0xff]);
-                hasher.update(text.as_bytes());
-            }
-            None => hasher.update(&[0xfe]),
-        }
-    }
-    Some(hasher.digest())
+    // One-shot hashes of each part, then of the parts' hashes: cheaper than
+    // streaming the source, and an absent id or node stays apart from an
+    // empty one.
+    let part = |text: Option<&str>| text.map_or(u64::MAX, |text| xxh3_64(text.as_bytes()));
+    let mut key = [0u8; 25];
+    key[0] = entry.kind as u8;
+    key[1..9].copy_from_slice(&xxh3_64(entry.source.as_bytes()).to_le_bytes());
+    key[9..17].copy_from_slice(&part(entry.id.as_deref()).to_le_bytes());
+    key[17..25].copy_from_slice(&part(entry.node.as_deref()).to_le_bytes());
+    Some(xxh3_64(&key))
 }
 
 fn shard_key(index: &str, shard: Option<u32>) -> u64 {
@@ -448,7 +440,9 @@ impl Digest {
         let mut slowest_ms = vec![0u64; requests];
         let mut group_of = vec![0u32; requests];
         let mut node_of: Vec<Option<u32>> = vec![None; requests];
-        let mut request_indices: Vec<(u32, u32)> = Vec::with_capacity(self.facts.len());
+        // (request, index) packed in one number: sorts fast, dedups to one
+        // count per index of a request.
+        let mut request_indices: Vec<u64> = Vec::with_capacity(self.facts.len());
         for (facts, &request) in self.facts.iter().zip(&grouped.request_of) {
             let slot = request as usize;
             slowest_ms[slot] = slowest_ms[slot].max(facts.took_ms);
@@ -456,31 +450,39 @@ impl Digest {
             // are part of its key).
             group_of[slot] = facts.group;
             node_of[slot] = facts.node;
-            request_indices.push((request, facts.index));
+            request_indices.push((u64::from(request) << 32) | u64::from(facts.index));
         }
         let mut totals: Vec<RequestTotals> = (0..self.groups.len())
             .map(|_| RequestTotals::default())
             .collect();
+        // Counted by number first, named once at the end.
+        let mut node_counts: HashMap<(u32, u32), u64> = HashMap::new();
         for request in 0..requests {
-            let group = &mut totals[group_of[request] as usize];
-            group.latencies_ms.push(slowest_ms[request]);
-            group.total_ms += slowest_ms[request];
+            let group = group_of[request];
+            let totals = &mut totals[group as usize];
+            totals.latencies_ms.push(slowest_ms[request]);
+            totals.total_ms += slowest_ms[request];
             if let Some(node) = node_of[request] {
-                *group
-                    .nodes
-                    .entry(self.nodes.name(node).to_string())
-                    .or_default() += 1;
+                *node_counts.entry((group, node)).or_default() += 1;
             }
         }
-        // A request over several indices counts once for each.
         request_indices.sort_unstable();
         request_indices.dedup();
-        for (request, index) in request_indices {
-            let group = &mut totals[group_of[request as usize] as usize];
-            *group
+        let mut index_counts: HashMap<(u32, u32), u64> = HashMap::new();
+        for packed in request_indices {
+            let request = (packed >> 32) as usize;
+            let index = (packed & u64::from(u32::MAX)) as u32;
+            *index_counts.entry((group_of[request], index)).or_default() += 1;
+        }
+        for ((group, node), count) in node_counts {
+            totals[group as usize]
+                .nodes
+                .insert(self.nodes.name(node).to_string(), count);
+        }
+        for ((group, index), count) in index_counts {
+            totals[group as usize]
                 .indices
-                .entry(self.indices.name(index).to_string())
-                .or_default() += 1;
+                .insert(self.indices.name(index).to_string(), count);
         }
         totals
     }
