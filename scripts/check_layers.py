@@ -26,8 +26,8 @@ PURE = {
         "id", "decode", "batch", "coalesce", "document", "bulk", "dlq", "offsets", "retry",
         "config", "write_health", "pg_ids", "sql", "publish::poll_sql",
         "publish::watermark", "finding", "repeat_filter", "recover::range", "recover::rate",
-        "recover::checkpoint", "recover::diff", "recover::progress", "lifecycle::names",
-        "lifecycle::family", "lifecycle::mapping_diff",
+        "recover::control", "recover::checkpoint", "recover::diff", "recover::progress",
+        "lifecycle::names", "lifecycle::family", "lifecycle::mapping_diff",
     ],
     "shardplan": [
         "units", "rules", "input", "overrides", "plan", "template", "simulate",

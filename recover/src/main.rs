@@ -1,12 +1,15 @@
 //! The `esync-recover` binary: parse arguments, load the config, set up
 //! telemetry, connect, call the engine, map the result to an exit code
-//! (0 ok, 1 differences found by `verify`, 2 error or interrupted).
+//! (0 ok, 1 differences found by `verify`, 2 error, interrupted, or a `ctl`
+//! that found no such run).
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use esync::config::LoadedConfig;
 use esync_common::telemetry::{self, LogDefaults, LogFormat};
 use esync_recover::connect::Connected;
+use esync_recover::control::Command as CtlCommand;
+use esync_recover::ctl::{RunLocation, operator_name};
 use esync_recover::lease::{LeaseSettings, default_worker_id};
 use esync_recover::plan::RangeRequest;
 use esync_recover::progress::ProgressMode;
@@ -35,6 +38,10 @@ enum Command {
     Run(RunArgs),
     /// Compare the table with the index range by range; exit 1 on differences.
     Verify(VerifyArgs),
+    /// Change a running run: `rate N` (0 pauses), `rate unlimited`, `pause`,
+    /// `resume`, or show it: `status`. Give the options the run was started
+    /// with (--run-name, --checkpoint..., --coordinate ...).
+    Ctl(CtlArgs),
 }
 
 #[derive(Debug, Args)]
@@ -93,19 +100,12 @@ enum Coordinate {
     Db,
 }
 
+/// Where a run keeps its state: `run` and `ctl` name a run the same way.
 #[derive(Debug, Args)]
-struct RunArgs {
-    #[command(flatten)]
-    range: RangeArgs,
-    /// Name of this recovery (checkpoint row, lease rows).
+struct RunLocationArgs {
+    /// Name of this recovery (checkpoint row, lease rows, control record).
     #[arg(long, default_value = "recover")]
     run_name: String,
-    /// Rows per second at most (default: unlimited, still adaptive).
-    #[arg(long)]
-    max_rate: Option<f64>,
-    /// Mean keyset-query latency above which the rate is lowered.
-    #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
-    db_latency_threshold: Duration,
     /// Where finished chunks are recorded.
     #[arg(long, value_enum, default_value_t = CheckpointStoreKind::File)]
     checkpoint_store: CheckpointStoreKind,
@@ -115,21 +115,56 @@ struct RunArgs {
     /// Checkpoint table in the source database (`--checkpoint-store db`).
     #[arg(long, default_value = "esync_recover_checkpoints")]
     checkpoint_table: String,
+    /// Share the run with other processes through leases in the database.
+    #[arg(long, value_enum, default_value_t = Coordinate::None)]
+    coordinate: Coordinate,
+    /// Prefix of the lease tables (`<prefix>_runs`, `<prefix>_chunks`,
+    /// `<prefix>_control`).
+    #[arg(long, default_value = "esync_recover")]
+    lease_table_prefix: String,
+}
+
+impl RunLocationArgs {
+    fn location(&self) -> RunLocation {
+        let checkpoint = match self.checkpoint_store {
+            CheckpointStoreKind::File => {
+                CheckpointPlace::File(self.checkpoint.clone().unwrap_or_else(|| {
+                    PathBuf::from(format!("esync-recover-{}.json", self.run_name))
+                }))
+            }
+            CheckpointStoreKind::Db => CheckpointPlace::Table(self.checkpoint_table.clone()),
+        };
+        RunLocation {
+            run_name: self.run_name.clone(),
+            checkpoint,
+            lease_table_prefix: (self.coordinate == Coordinate::Db)
+                .then(|| self.lease_table_prefix.clone()),
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    #[command(flatten)]
+    range: RangeArgs,
+    #[command(flatten)]
+    location: RunLocationArgs,
+    /// Rows per second at most (default: unlimited, still adaptive); `ctl
+    /// rate` changes it while the run runs.
+    #[arg(long)]
+    max_rate: Option<f64>,
+    /// Mean keyset-query latency above which the rate is lowered.
+    #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
+    db_latency_threshold: Duration,
     /// Continue an unfinished run from its checkpoint.
     #[arg(long)]
     resume: bool,
     /// Start over, even when a checkpoint exists or the run finished.
     #[arg(long)]
     force: bool,
-    /// Share the run with other processes through leases in the database.
-    #[arg(long, value_enum, default_value_t = Coordinate::None)]
-    coordinate: Coordinate,
     /// Lease time-out: a worker silent this long loses its chunk.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     lease_timeout: Duration,
-    /// Prefix of the lease tables (`<prefix>_runs`, `<prefix>_chunks`).
-    #[arg(long, default_value = "esync_recover")]
-    lease_table_prefix: String,
     /// This worker's name in the lease table (default: host:pid:random).
     #[arg(long)]
     worker_id: Option<String>,
@@ -142,6 +177,33 @@ struct RunArgs {
     /// Time in-flight pages get to finish after SIGINT/SIGTERM.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     shutdown_grace: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum CtlCommandName {
+    /// `rate N`: at most N rows/s and running; `rate 0` pauses; `rate unlimited`.
+    Rate,
+    /// Claim and write nothing until `resume` (leases are kept).
+    Pause,
+    /// Go on at the current limit.
+    Resume,
+    /// Show progress, limit and pause.
+    Status,
+}
+
+#[derive(Debug, Args)]
+struct CtlArgs {
+    /// Configuration file (the daemon's `esync.yaml`), read when the run
+    /// keeps its state in the database.
+    #[arg(long, short, env = "ESYNC_CONFIG", default_value = "esync.yaml")]
+    config: PathBuf,
+    #[command(flatten)]
+    location: RunLocationArgs,
+    /// What to do.
+    #[arg(value_enum)]
+    command: CtlCommandName,
+    /// For `rate`: rows per second (0 pauses) or `unlimited`.
+    value: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -176,6 +238,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Run(args) => run(args).await,
             Command::Verify(args) => verify(args).await,
+            Command::Ctl(args) => ctl(args).await,
         }
     })
 }
@@ -188,32 +251,30 @@ async fn connect(range: &RangeArgs) -> anyhow::Result<Connected> {
 
 async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let connected = connect(&args.range).await?;
-    let checkpoint = match args.checkpoint_store {
-        CheckpointStoreKind::File => CheckpointPlace::File(
-            args.checkpoint
-                .clone()
-                .unwrap_or_else(|| PathBuf::from(format!("esync-recover-{}.json", args.run_name))),
-        ),
-        CheckpointStoreKind::Db => CheckpointPlace::Table(args.checkpoint_table.clone()),
-    };
-    let coordinate = (args.coordinate == Coordinate::Db).then(|| LeaseSettings {
-        table_prefix: args.lease_table_prefix.clone(),
-        lease_timeout: args.lease_timeout,
-        worker_id: args.worker_id.clone().unwrap_or_else(default_worker_id),
-    });
+    let location = args.location.location();
+    let coordinate = location
+        .lease_table_prefix
+        .clone()
+        .map(|table_prefix| LeaseSettings {
+            table_prefix,
+            lease_timeout: args.lease_timeout,
+            worker_id: args.worker_id.clone().unwrap_or_else(default_worker_id),
+        });
+    let run_name = location.run_name.clone();
     let settings = RunSettings {
-        run_name: args.run_name.clone(),
+        run_name: run_name.clone(),
         range: args.range.range_request(),
         batch_size: args.range.batch_size as usize,
         parallel: args.range.parallel as usize,
         max_rate: args.max_rate.filter(|rate| *rate > 0.0),
         db_latency_threshold: args.db_latency_threshold,
-        checkpoint,
+        checkpoint: location.checkpoint.clone(),
         resume: args.resume,
         force: args.force,
         coordinate,
         progress: args.progress,
         progress_interval: args.progress_interval,
+        control: Some(location.control_place()),
     };
     let stop = CancellationToken::new();
     let abort = CancellationToken::new();
@@ -227,13 +288,47 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         RunOutcome::Interrupted(snapshot) => (snapshot, "interrupted", ExitCode::from(2)),
     };
     if json_progress {
-        eprintln!("{}", snapshot.summary_json(&args.run_name, outcome_name));
+        eprintln!("{}", snapshot.summary_json(&run_name, outcome_name));
     }
-    println!("{}", snapshot.summary_text(&args.run_name, outcome_name));
+    println!("{}", snapshot.summary_text(&run_name, outcome_name));
     if outcome_name == "interrupted" {
         println!("continue with --resume (the same options)");
     }
     Ok(code)
+}
+
+async fn ctl(args: CtlArgs) -> anyhow::Result<ExitCode> {
+    let command_name = args
+        .command
+        .to_possible_value()
+        .map(|value| value.get_name().to_owned());
+    let command = CtlCommand::parse(
+        command_name.as_deref().unwrap_or_default(),
+        args.value.as_deref(),
+    )?;
+    let location = args.location.location();
+    // only runs with their state in the database need it: ctl must work while
+    // Elasticsearch is the trouble, so it never connects there
+    let database = if location.needs_database() {
+        let loaded = LoadedConfig::from_file(&args.config)?;
+        let source = &loaded.config.source;
+        Some(
+            esync::db::Database::connect(&loaded.secrets.database_url, 1, source.connect_timeout)
+                .await
+                .context("cannot connect to the source database")?,
+        )
+    } else {
+        None
+    };
+    let status = match command {
+        CtlCommand::Status => esync_recover::ctl::status(&location, database.as_ref()).await?,
+        CtlCommand::Apply(action) => {
+            esync_recover::ctl::apply(&location, database.as_ref(), action, &operator_name())
+                .await?
+        }
+    };
+    println!("{}", status.to_text());
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {

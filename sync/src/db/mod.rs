@@ -72,6 +72,17 @@ pub fn is_transient(error: &sqlx::Error) -> bool {
     )
 }
 
+/// Whether a driver error says the table does not exist (PostgreSQL
+/// `42P01`, MySQL/MariaDB `42S02`, SQLite "no such table"): a run that was
+/// never started, rather than a broken database.
+pub fn is_undefined_table(error: &sqlx::Error) -> bool {
+    let sqlx::Error::Database(error) = error else {
+        return false;
+    };
+    matches!(error.code().as_deref(), Some("42P01" | "42S02"))
+        || error.message().starts_with("no such table")
+}
+
 /// A connection pool to the source database.
 #[derive(Debug, Clone)]
 pub enum Database {

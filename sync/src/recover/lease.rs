@@ -6,7 +6,9 @@
 //!   process inserts it together with every chunk row in one transaction, the
 //!   others wait on that insert and then read the plan;
 //! - `<prefix>_chunks`: one row per chunk, `pending`, `leased` (by `owner`
-//!   until `lease_until`) or `done`.
+//!   until `lease_until`) or `done`;
+//! - `<prefix>_control`: the run's control record (`esync-recover ctl`),
+//!   which every worker polls; cleared when the run is planned.
 //!
 //! A worker claims the first pending chunk, or a leased one whose lease ran
 //! out, with `FOR UPDATE SKIP LOCKED` (PostgreSQL, MySQL 8, MariaDB 10.6+), so
@@ -21,6 +23,7 @@ use crate::document::Row;
 use crate::recover::checkpoint::{Plan, Request, Totals, check_resume};
 use crate::recover::connect::Connected;
 use crate::recover::plan::{RangeRequest, make_plan};
+use crate::recover::store::create_text_table;
 use anyhow::Context as _;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -37,19 +40,69 @@ pub struct LeaseSettings {
     pub worker_id: String,
 }
 
-/// A default worker id: `host:pid:random`.
-pub fn default_worker_id() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+/// This machine's name, for worker ids and `ctl`'s operator name.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .or_else(|| std::env::var("HOSTNAME").ok())
         .map(|host| host.trim().to_owned())
         .filter(|host| !host.is_empty())
-        .unwrap_or_else(|| "host".into());
+        .unwrap_or_else(|| "host".into())
+}
+
+/// A default worker id: `host:pid:random`.
+pub fn default_worker_id() -> String {
     format!(
-        "{host}:{}:{:04x}",
+        "{}:{}:{:04x}",
+        hostname(),
         std::process::id(),
         rand::random::<u16>()
     )
+}
+
+/// The control table of the lease tables with `table_prefix`.
+pub fn control_table(table_prefix: &str) -> String {
+    format!("{table_prefix}_control")
+}
+
+/// Chunk counts of a run in the lease tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunProgress {
+    /// Chunks done.
+    pub chunks_done: u64,
+    /// Chunks pending or leased.
+    pub chunks_left: u64,
+}
+
+/// What the lease tables with `table_prefix` hold about `run_name`, read
+/// without creating anything (for `ctl`): `None` when there is no such run,
+/// or no lease tables at all.
+pub async fn find_run(
+    database: &Database,
+    table_prefix: &str,
+    run_name: &str,
+) -> Result<Option<RunProgress>, sqlx::Error> {
+    let sql = LeaseSql::new(
+        database.dialect(),
+        &format!("{table_prefix}_runs"),
+        &format!("{table_prefix}_chunks"),
+    );
+    let name = [Param::Text(run_name.to_owned())];
+    match database.fetch_optional(&sql.select_run(), &name).await {
+        Ok(Some(_)) => {}
+        Ok(None) => return Ok(None),
+        Err(error) if crate::db::is_undefined_table(&error) => return Ok(None),
+        Err(error) => return Err(error),
+    }
+    let row = database
+        .fetch_optional(&sql.progress(), &name)
+        .await?
+        .ok_or(sqlx::Error::RowNotFound)?;
+    let (done, left) = (exec::int(&row, 0)?, exec::int(&row, 1)?);
+    Ok(Some(RunProgress {
+        chunks_done: done.max(0) as u64,
+        chunks_left: left.max(0) as u64,
+    }))
 }
 
 /// A chunk leased by this worker.
@@ -74,6 +127,7 @@ pub struct LeaseBoard {
     run_name: String,
     runs: String,
     chunks: String,
+    control: String,
 }
 
 /// The SQL of the lease tables, per dialect (pure, tested).
@@ -322,17 +376,27 @@ impl LeaseBoard {
         let board = LeaseBoard {
             runs: format!("{}_runs", settings.table_prefix),
             chunks: format!("{}_chunks", settings.table_prefix),
+            control: control_table(&settings.table_prefix),
             database,
             settings,
             run_name: run_name.to_owned(),
         };
-        for statement in board.sql().create_tables() {
+        let control = create_text_table(
+            board.database.dialect(),
+            &quote_identifier(board.database.dialect(), &board.control),
+        );
+        for statement in board.sql().create_tables().into_iter().chain([control]) {
             board
                 .execute(&statement, &[])
                 .await
                 .with_context(|| format!("cannot create lease table for {}", board.chunks))?;
         }
         Ok(board)
+    }
+
+    /// The table of the run's control record (see [`control_table`]).
+    pub fn control_table(&self) -> &str {
+        &self.control
     }
 
     fn sql(&self) -> LeaseSql {
@@ -483,6 +547,15 @@ impl LeaseBoard {
                     .execute(&sql.finish_run(), &[self.run_param()])
                     .await?;
             }
+            // a fresh plan starts without an earlier run's pause or limit
+            let clear_control = format!(
+                "DELETE FROM {} WHERE run_name = {}",
+                quote_identifier(self.database.dialect(), &self.control),
+                self.database.dialect().placeholder(1)
+            );
+            let _ = transaction
+                .execute(&clear_control, &[self.run_param()])
+                .await?;
             transaction.commit().await?;
             Ok(true)
         }

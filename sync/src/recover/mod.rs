@@ -9,16 +9,19 @@
 //!
 //! Layers:
 //! - pure core, no I/O: [`range`] (ids and chunk planning), [`rate`] (token
-//!   bucket and adaptive slow-down), [`checkpoint`] (plan, done chunks,
-//!   start/resume decisions), [`diff`] (verify's missing/extra/stale),
-//!   [`progress`] (snapshots, progress lines, summary);
-//! - adapters: [`source`] (keyset pages of ids), [`store`] (checkpoint file or
-//!   table), [`lease`] (chunk leases for `--coordinate db`), [`index`] (the
-//!   index side of verify);
-//! - engines: [`plan`], [`run`], [`verify`], wired by [`connect`].
+//!   bucket and adaptive slow-down), [`control`] (operator commands, control
+//!   records, the throttle state: limit, pause and why), [`checkpoint`]
+//!   (plan, done chunks, start/resume decisions), [`diff`] (verify's
+//!   missing/extra/stale), [`progress`] (snapshots, progress lines, summary);
+//! - adapters: [`source`] (keyset pages of ids), [`store`] (checkpoint and
+//!   control record, file or table), [`lease`] (chunk leases for
+//!   `--coordinate db`), [`index`] (the index side of verify);
+//! - engines: [`plan`], [`run`], [`verify`], [`ctl`], wired by [`connect`].
 
 pub mod checkpoint;
 pub mod connect;
+pub mod control;
+pub mod ctl;
 pub mod diff;
 pub mod index;
 pub mod lease;

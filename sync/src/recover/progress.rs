@@ -6,6 +6,7 @@
 //! shippers and tests read.
 
 use crate::recover::checkpoint::Totals;
+use crate::recover::control::LimitReason;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{Value, json};
 use std::io::{IsTerminal as _, Write as _};
@@ -24,8 +25,12 @@ pub struct Snapshot {
     pub chunks_total: u64,
     /// Rows this process is expected to walk (estimate).
     pub rows_expected: u64,
-    /// The current rate limit (`None`: unlimited).
+    /// The current rate limit (`None`: unlimited, 0 while paused).
     pub limit: Option<f64>,
+    /// Whether an operator paused the run (`esync-recover ctl`).
+    pub paused: bool,
+    /// Why the limit last changed (`None`: unknown).
+    pub limit_reason: Option<LimitReason>,
 }
 
 impl Snapshot {
@@ -64,7 +69,30 @@ impl Snapshot {
             "chunks_total": self.chunks_total,
             "eta_s": self.eta().map(|eta| round(eta.as_secs_f64())),
             "limit_rows_per_s": self.limit.map(round),
+            "paused": self.paused,
+            "limit_reason": self.limit_reason.map(|reason| reason.to_string()),
         })
+    }
+
+    /// The bar's message: chunks, counters, and the limit with its reason.
+    pub fn bar_message(&self) -> String {
+        let throttle = match (self.paused, self.limit) {
+            (true, _) => ", PAUSED".to_owned(),
+            (false, Some(limit)) => format!(", limit {limit:.0}/s"),
+            (false, None) => String::new(),
+        };
+        let reason = match (&self.limit_reason, throttle.is_empty()) {
+            (Some(reason), false) => format!(" ({reason})"),
+            _ => String::new(),
+        };
+        format!(
+            "chunks {}/{}, docs {}, conflicts {}, failed {}{throttle}{reason}",
+            self.chunks_done,
+            self.chunks_total,
+            self.totals.docs(),
+            self.totals.conflicts,
+            self.totals.failed
+        )
     }
 
     /// The final summary as text.
@@ -162,18 +190,7 @@ impl Reporter {
         if let Some(bar) = &self.bar {
             bar.set_length(snapshot.rows_expected.max(snapshot.totals.rows));
             bar.set_position(snapshot.totals.rows);
-            let limit = snapshot
-                .limit
-                .map(|limit| format!(", limit {limit:.0}/s"))
-                .unwrap_or_default();
-            bar.set_message(format!(
-                "chunks {}/{}, docs {}, conflicts {}, failed {}{limit}",
-                snapshot.chunks_done,
-                snapshot.chunks_total,
-                snapshot.totals.docs(),
-                snapshot.totals.conflicts,
-                snapshot.totals.failed
-            ));
+            bar.set_message(snapshot.bar_message());
         }
         if self.json {
             self.event(&snapshot.to_json());
@@ -186,6 +203,15 @@ impl Reporter {
             let mut stderr = std::io::stderr().lock();
             let _ = writeln!(stderr, "{event}");
         }
+    }
+
+    /// Shows a change (of the throttle): a line above the bar, or `event` in
+    /// JSON mode; nothing without progress (the log has it).
+    pub fn change(&self, line: &str, event: &Value) {
+        if let Some(bar) = &self.bar {
+            bar.println(line);
+        }
+        self.event(event);
     }
 
     /// Writes a line above the bar, or to stderr.
@@ -223,6 +249,8 @@ mod tests {
             chunks_total: 20,
             rows_expected: 20_000,
             limit: Some(600.0),
+            paused: false,
+            limit_reason: Some(LimitReason::Start(Some(600.0))),
         };
         assert_eq!(snapshot.rows_per_second(), 500.0);
         assert_eq!(snapshot.eta(), Some(Duration::from_secs(30)));
@@ -232,6 +260,12 @@ mod tests {
         assert_eq!(line["eta_s"], 30.0);
         assert_eq!(line["docs"], 4995);
         assert_eq!(line["limit_rows_per_s"], 600.0);
+        assert_eq!(line["paused"], false);
+        assert_eq!(line["limit_reason"], "start: max rate 600 rows/s");
+        assert_eq!(
+            snapshot.bar_message(),
+            "chunks 5/20, docs 4995, conflicts 5, failed 1, limit 600/s (start: max rate 600 rows/s)"
+        );
         assert_eq!(
             snapshot.summary_text("r", "finished"),
             "recovery \"r\" finished: 5 of 20 chunks done\n  rows 5000, docs 4995 (indexed 4990, deleted 5), conflicts 5, dead-lettered 1, elapsed 10s, 500 rows/s"
@@ -244,5 +278,41 @@ mod tests {
         let idle = Snapshot::default();
         assert_eq!((idle.rows_per_second(), idle.eta()), (0.0, None));
         assert_eq!(idle.to_json()["eta_s"], Value::Null);
+        assert_eq!(idle.to_json()["limit_reason"], Value::Null);
+        assert_eq!(
+            idle.bar_message(),
+            "chunks 0/0, docs 0, conflicts 0, failed 0",
+            "no limit, no reason"
+        );
+    }
+
+    #[test]
+    fn paused_snapshots_say_so_and_why() {
+        let paused = Snapshot {
+            limit: Some(0.0),
+            paused: true,
+            limit_reason: Some(LimitReason::Operator {
+                action: crate::recover::control::Action::Pause,
+                at: "2026-12-01T12:03:04Z".parse().unwrap(),
+            }),
+            ..Snapshot::default()
+        };
+        let line = paused.to_json();
+        assert_eq!(
+            (
+                &line["paused"],
+                &line["limit_rows_per_s"],
+                &line["limit_reason"]
+            ),
+            (
+                &json!(true),
+                &json!(0.0),
+                &json!("operator: pause via ctl at 12:03:04 UTC")
+            )
+        );
+        assert_eq!(
+            paused.bar_message(),
+            "chunks 0/0, docs 0, conflicts 0, failed 0, PAUSED (operator: pause via ctl at 12:03:04 UTC)"
+        );
     }
 }

@@ -77,6 +77,20 @@ impl TokenBucket {
     }
 }
 
+/// The wait left for rows reserved at `old_rate` once the rate becomes
+/// `new_rate`: the rows still owed, paid at the new rate. A worker sleeping
+/// off a page reserved at 20 rows/s must not sleep on for seconds after an
+/// operator raised the limit to 5000.
+pub fn rescale_wait(remaining: Duration, old_rate: Option<f64>, new_rate: Option<f64>) -> Duration {
+    match (old_rate, new_rate) {
+        (_, None) => Duration::ZERO,
+        (Some(old_rate), Some(new_rate)) if new_rate > 0.0 && old_rate.is_finite() => {
+            Duration::from_secs_f64(remaining.as_secs_f64() * old_rate / new_rate)
+        }
+        _ => remaining,
+    }
+}
+
 /// Settings of the adaptive rate.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AdaptiveSettings {
@@ -188,6 +202,21 @@ impl AdaptiveRate {
     /// The current limit, rows per second (`None`: unlimited).
     pub fn limit(&self) -> Option<f64> {
         self.limit
+    }
+
+    /// The ceiling (`max_rate`) now.
+    pub fn ceiling(&self) -> Option<f64> {
+        self.settings.max_rate
+    }
+
+    /// A new ceiling from `now` on (an operator's `ctl rate`): the limit
+    /// starts again at it, as at the start of a run. Pressure that goes on
+    /// lowers it again within one window, so the operator's word takes effect
+    /// at once without switching the slow-down off.
+    pub fn reset_ceiling(&mut self, max_rate: Option<f64>, now: Duration) {
+        self.settings.max_rate = max_rate;
+        self.limit = max_rate;
+        self.calm_since = now;
     }
 
     /// Decides from one window ending at `now`.
@@ -363,6 +392,54 @@ mod tests {
         assert_eq!(adaptive.limit(), Some(100.0), "never above max_rate");
         assert_eq!(
             adaptive.observe(&window(100, 0, None), Duration::from_secs(41)),
+            Decision::Keep
+        );
+    }
+
+    #[test]
+    fn waits_are_rescaled_to_the_new_rate() {
+        // (remaining ms, old rate, new rate, expected ms)
+        let cases = [
+            (2000, Some(20.0), Some(5000.0), 8),
+            (1000, Some(100.0), Some(50.0), 2000),
+            (1000, Some(100.0), None, 0),
+            (1000, None, Some(100.0), 1000),
+            (1000, Some(100.0), Some(0.0), 1000),
+            (0, Some(1.0), Some(2.0), 0),
+        ];
+        for (remaining, old, new, expected) in cases {
+            assert_eq!(
+                rescale_wait(ms(remaining), old, new).as_millis(),
+                expected,
+                "{remaining} ms at {old:?} -> {new:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_new_ceiling_restarts_the_limit_there() {
+        let mut adaptive =
+            AdaptiveRate::new(AdaptiveSettings::new(Some(100.0), ms(200)), Duration::ZERO);
+        adaptive.observe(&window(100, 5, None), Duration::from_secs(1));
+        assert_eq!(adaptive.limit(), Some(50.0));
+        adaptive.reset_ceiling(Some(5000.0), Duration::from_secs(2));
+        assert_eq!(
+            (adaptive.limit(), adaptive.ceiling()),
+            (Some(5000.0), Some(5000.0))
+        );
+        // pressure still bites, from what went through
+        assert_eq!(
+            adaptive.observe(&window(1000, 1, None), Duration::from_secs(3)),
+            Decision::SlowDown {
+                limit: 500.0,
+                pressure: Pressure::ElasticsearchRejections(1)
+            }
+        );
+        // calm time counts from the reset
+        adaptive.reset_ceiling(None, Duration::from_secs(4));
+        assert_eq!(adaptive.limit(), None);
+        assert_eq!(
+            adaptive.observe(&window(1000, 0, None), Duration::from_secs(5)),
             Decision::Keep
         );
     }

@@ -9,6 +9,12 @@
 //! next one is taken. Shutdown: the first signal stops new pages, in-flight
 //! pages get `shutdown_grace` to finish, then they are abandoned; unfinished
 //! chunks stay pending for `--resume`.
+//!
+//! Online control (`esync-recover ctl`): the run polls its control record
+//! twice a second and applies it to its [`Throttle`]; workers see the result
+//! through a watch channel, so a new limit or a pause reaches a worker that
+//! is waiting for tokens at once. A paused worker claims nothing and holds
+//! its next page (one in flight may finish); its leases are still renewed.
 
 use crate::dead_letter::DeadLetterSink;
 use crate::lock::lock;
@@ -16,13 +22,14 @@ use crate::recover::checkpoint::{
     Checkpoint, Request, StartDecision, Totals, check_resume, decide_start,
 };
 use crate::recover::connect::Connected;
+use crate::recover::control::{Throttle, ThrottleChange, ThrottleView};
 use crate::recover::lease::{LeaseBoard, LeaseSettings, LeasedChunk};
 use crate::recover::plan::{RangeRequest, make_plan, sources};
 use crate::recover::progress::{ProgressMode, Reporter, Snapshot};
 use crate::recover::range::{Chunk, Cursor};
-use crate::recover::rate::{AdaptiveRate, AdaptiveSettings, Decision, TokenBucket, Window};
+use crate::recover::rate::{TokenBucket, Window, rescale_wait};
 use crate::recover::source::Source;
-use crate::recover::store::CheckpointStore;
+use crate::recover::store::{CheckpointStore, ControlPlace, ControlStore};
 use crate::writer::{Abandoned, sleep_or_abort};
 use anyhow::Context as _;
 use esync_common::shutdown::{ShutdownSignals, SignalError};
@@ -32,7 +39,12 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+
+/// How often the control record is read: twice a second, so every process
+/// obeys a `ctl` command within a second.
+const CONTROL_POLL: Duration = Duration::from_millis(500);
 
 /// Where the checkpoint goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,6 +82,10 @@ pub struct RunSettings {
     pub progress: ProgressMode,
     /// How often JSON progress lines are written.
     pub progress_interval: Duration,
+    /// Where `esync-recover ctl` leaves its control record for this run
+    /// (see [`crate::recover::ctl::RunLocation::control_place`]); `None`: the
+    /// run cannot be controlled while it runs.
+    pub control: Option<ControlPlace>,
 }
 
 /// How a run ended.
@@ -147,6 +163,11 @@ struct RunContext {
     layouts: Vec<crate::recover::checkpoint::ChunkLayout>,
     work: WorkQueue,
     limiter: Mutex<TokenBucket>,
+    /// The limit, pause and reason; changed by the governor (adaptive) and
+    /// by the control record.
+    throttle: Mutex<Throttle>,
+    /// The throttle as the workers see it.
+    control: watch::Sender<ThrottleView>,
     clock: Instant,
     stats: LiveStats,
     stop: CancellationToken,
@@ -185,6 +206,8 @@ pub async fn run(
         to: None,
         chunk_size: settings.range.chunk_size,
     };
+    // whether this process planned the run afresh (its control record goes)
+    let mut fresh = false;
     let (work, plan, done_before) = match &settings.coordinate {
         Some(lease_settings) => {
             let board = LeaseBoard::open(
@@ -252,6 +275,7 @@ pub async fn run(
                     checkpoint
                 }
                 StartDecision::Fresh => {
+                    fresh = true;
                     let plan = make_plan(&connected, &settings.range).await?;
                     let checkpoint = Checkpoint::new(&settings.run_name, plan, chrono::Utc::now());
                     store
@@ -288,9 +312,32 @@ pub async fn run(
     let dead_letter =
         DeadLetterSink::from_config(&connected.loaded.config, connected.metrics.clone())
             .context("cannot create the dead-letter producer")?;
+    let control_store = match &settings.control {
+        Some(place) => Some(open_control(place, &connected, &settings.run_name, fresh).await?),
+        None => None,
+    };
     let clock = Instant::now();
+    let mut throttle = Throttle::new(
+        settings.max_rate,
+        settings.db_latency_threshold,
+        Duration::ZERO,
+    );
+    // a stored record (an operator's pause or limit from before a resume, or
+    // given to the workers already running) holds from the first page on
+    let initial_change = match &control_store {
+        Some(store) => store
+            .load()
+            .await
+            .with_context(|| format!("cannot read {}", store.location()))?
+            .filter(|record| record.run_name == settings.run_name)
+            .and_then(|record| throttle.apply(&record, Duration::ZERO)),
+        None => None,
+    };
+    let (control, _) = watch::channel(throttle.view());
     let context = Arc::new(RunContext {
-        limiter: Mutex::new(TokenBucket::new(settings.max_rate, Duration::ZERO)),
+        limiter: Mutex::new(TokenBucket::new(throttle.limit(), Duration::ZERO)),
+        throttle: Mutex::new(throttle),
+        control,
         plan_names: plan
             .mappings
             .iter()
@@ -316,17 +363,27 @@ pub async fn run(
         .stats
         .chunks_done
         .store(done_before, Ordering::Relaxed);
-    let snapshot = move |context: &RunContext| Snapshot {
-        elapsed: context.clock.elapsed(),
-        totals: context.stats.totals(),
-        chunks_done: context.stats.chunks_done.load(Ordering::Relaxed),
-        chunks_total,
-        rows_expected,
-        limit: lock(&context.limiter).rate(),
+    let snapshot = move |context: &RunContext| {
+        let view = lock(&context.throttle).view();
+        Snapshot {
+            elapsed: context.clock.elapsed(),
+            totals: context.stats.totals(),
+            chunks_done: context.stats.chunks_done.load(Ordering::Relaxed),
+            chunks_total,
+            rows_expected,
+            limit: view.current_limit(),
+            paused: view.paused,
+            limit_reason: Some(view.reason),
+        }
     };
+    if let Some(change) = &initial_change {
+        show_change(&context, change);
+    }
 
     let workers_done = CancellationToken::new();
     let governor = tokio::spawn(govern(context.clone(), workers_done.clone()));
+    let follower = control_store
+        .map(|store| tokio::spawn(follow_control(context.clone(), store, workers_done.clone())));
     let progress = {
         let context = context.clone();
         let workers_done = workers_done.clone();
@@ -362,6 +419,9 @@ pub async fn run(
     }
     workers_done.cancel();
     let _ = governor.await;
+    if let Some(follower) = follower {
+        let _ = follower.await;
+    }
     let _ = progress.await;
     context.reporter.finish();
     if let Some(error) = failure {
@@ -379,13 +439,32 @@ pub async fn run(
     })
 }
 
+/// Opens the run's control record: creates its table when missing, and
+/// clears it when the run starts afresh (`clear`), so an earlier run's pause
+/// or limit does not carry over. (Coordinated runs clear it in the same
+/// transaction that stores the plan.)
+async fn open_control(
+    place: &ControlPlace,
+    connected: &Connected,
+    run_name: &str,
+    clear: bool,
+) -> anyhow::Result<ControlStore> {
+    let store = ControlStore::new(place.clone(), Some(connected.database.clone()), run_name);
+    store
+        .prepare()
+        .await
+        .with_context(|| format!("cannot prepare {}", store.location()))?;
+    if clear {
+        store
+            .clear()
+            .await
+            .with_context(|| format!("cannot clear {}", store.location()))?;
+    }
+    Ok(store)
+}
+
 /// Adjusts the rate once a second from what the last second looked like.
 async fn govern(context: Arc<RunContext>, workers_done: CancellationToken) {
-    let settings = AdaptiveSettings::new(
-        context.settings.max_rate,
-        context.settings.db_latency_threshold,
-    );
-    let mut adaptive = AdaptiveRate::new(settings, context.clock.elapsed());
     let mut last_rows = 0;
     let mut last_retries = 0;
     let mut last_latency = 0;
@@ -411,28 +490,159 @@ async fn govern(context: Arc<RunContext>, workers_done: CancellationToken) {
         };
         (last_rows, last_retries, last_latency, last_queries, last_at) =
             (rows, retries, latency, queries, now);
-        match adaptive.observe(&window, now) {
-            Decision::Keep => {}
-            Decision::SlowDown { limit, pressure } => {
-                lock(&context.limiter).set_rate(Some(limit), now);
-                tracing::warn!(limit_rows_per_s = limit.round(), reason = %pressure, "slowing down");
-                context.reporter.event(&json!({"event": "throttle", "direction": "down", "limit_rows_per_s": limit.round(), "reason": pressure.to_string()}));
-            }
-            Decision::SpeedUp { limit } => {
-                lock(&context.limiter).set_rate(limit, now);
-                tracing::info!(limit_rows_per_s = ?limit.map(f64::round), "speeding up");
-                context.reporter.event(&json!({"event": "throttle", "direction": "up", "limit_rows_per_s": limit.map(f64::round)}));
-            }
+        let change = lock(&context.throttle).observe(&window, now);
+        if let Some(change) = change {
+            apply_change(&context, &change);
         }
     }
 }
 
+/// Reads the control record twice a second and applies what changed.
+async fn follow_control(
+    context: Arc<RunContext>,
+    store: ControlStore,
+    workers_done: CancellationToken,
+) {
+    // a problem is logged when it starts, not twice a second
+    let mut last_problem: Option<String> = None;
+    loop {
+        tokio::select! {
+            _ = workers_done.cancelled() => return,
+            _ = tokio::time::sleep(CONTROL_POLL) => {}
+        }
+        let problem = match store.load().await {
+            Ok(Some(record)) if record.run_name != context.settings.run_name => Some(format!(
+                "{} is for run {:?}, not {:?}; ignored",
+                store.location(),
+                record.run_name,
+                context.settings.run_name
+            )),
+            Ok(Some(record)) => {
+                let change = lock(&context.throttle).apply(&record, context.clock.elapsed());
+                if let Some(change) = change {
+                    apply_change(&context, &change);
+                }
+                None
+            }
+            Ok(None) => None,
+            Err(error) => Some(format!("{error}; keeping the current limit")),
+        };
+        if problem.is_some() && problem != last_problem {
+            tracing::warn!(
+                problem = problem.as_deref().unwrap_or_default(),
+                "cannot follow the control record"
+            );
+        }
+        last_problem = problem;
+    }
+}
+
+/// Puts a throttle change into effect: the token bucket's rate, the
+/// workers' view, the log and the progress output.
+fn apply_change(context: &RunContext, change: &ThrottleChange) {
+    lock(&context.limiter).set_rate(change.view.limit, context.clock.elapsed());
+    context.control.send_replace(change.view);
+    show_change(context, change);
+}
+
+fn show_change(context: &RunContext, change: &ThrottleChange) {
+    let view = &change.view;
+    let described = view.describe();
+    let changed_by = change.changed_by.as_deref().unwrap_or_default();
+    if view.paused || change.direction == crate::recover::control::Direction::Down {
+        tracing::warn!(
+            direction = change.direction.as_str(),
+            changed_by,
+            "{described}"
+        );
+    } else {
+        tracing::info!(
+            direction = change.direction.as_str(),
+            changed_by,
+            "{described}"
+        );
+    }
+    context.reporter.change(
+        &described,
+        &json!({
+            "event": "throttle",
+            "direction": change.direction.as_str(),
+            "limit_rows_per_s": view.current_limit().map(f64::round),
+            "paused": view.paused,
+            "reason": view.reason.to_string(),
+            "changed_by": change.changed_by,
+        }),
+    );
+}
+
+/// Waits while the run is paused; `Err` when `stop` fires meanwhile.
+async fn wait_while_paused(
+    context: &RunContext,
+    control: &mut watch::Receiver<ThrottleView>,
+) -> Result<(), Abandoned> {
+    loop {
+        if !control.borrow_and_update().paused {
+            return Ok(());
+        }
+        tokio::select! {
+            changed = control.changed() => {
+                if changed.is_err() {
+                    // the run is over; nothing will resume it
+                    return Err(Abandoned);
+                }
+            }
+            _ = context.stop.cancelled() => return Err(Abandoned),
+        }
+    }
+}
+
+/// Takes `rows` tokens and waits until they may be used. A new limit
+/// rescales the wait at once, a pause holds it until resumed.
+async fn pace(context: &RunContext, rows: u64) -> Result<(), Abandoned> {
+    let mut control = context.control.subscribe();
+    wait_while_paused(context, &mut control).await?;
+    let (mut wait, mut rate) = {
+        let mut limiter = lock(&context.limiter);
+        (
+            limiter.reserve(rows, context.clock.elapsed()),
+            limiter.rate(),
+        )
+    };
+    while !wait.is_zero() {
+        let started = Instant::now();
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => wait = Duration::ZERO,
+            _ = context.stop.cancelled() => return Err(Abandoned),
+            changed = control.changed() => {
+                if changed.is_err() {
+                    return Err(Abandoned);
+                }
+                let remaining = wait.saturating_sub(started.elapsed());
+                wait_while_paused(context, &mut control).await?;
+                let new_rate = lock(&context.limiter).rate();
+                wait = rescale_wait(remaining, rate, new_rate);
+                rate = new_rate;
+            }
+        }
+    }
+    // a pause that came while waiting still holds this page
+    wait_while_paused(context, &mut control).await
+}
+
 async fn work_loop(context: Arc<RunContext>, worker: usize) -> anyhow::Result<()> {
+    let mut control = context.control.subscribe();
     loop {
         if context.stop.is_cancelled() {
             return Ok(());
         }
+        if wait_while_paused(&context, &mut control).await.is_err() {
+            return Ok(());
+        }
         let Some(claim) = claim(&context, worker).await? else {
+            if context.control.borrow().paused && !context.stop.is_cancelled() {
+                // the claim gave up for the pause; wait above
+                continue;
+            }
             return Ok(());
         };
         let lost = CancellationToken::new();
@@ -495,7 +705,21 @@ async fn claim(context: &RunContext, worker: usize) -> anyhow::Result<Option<Cla
             }))
         }
         WorkQueue::Leased(board) => {
-            let Some(lease) = board.claim(&board.owner(worker), &context.stop).await? else {
+            // waiting for a claimable chunk ends at a pause too: a paused run
+            // claims nothing
+            let give_up = context.stop.child_token();
+            let mut control = context.control.subscribe();
+            let pause_watch = {
+                let give_up = give_up.clone();
+                tokio::spawn(async move {
+                    if control.wait_for(|view| view.paused).await.is_ok() {
+                        give_up.cancel();
+                    }
+                })
+            };
+            let claimed = board.claim(&board.owner(worker), &give_up).await;
+            pause_watch.abort();
+            let Some(lease) = claimed? else {
                 return Ok(None);
             };
             let chunk = context
@@ -570,7 +794,12 @@ async fn walk_chunk(
     let batch_size = context.settings.batch_size.max(1);
     let mut cursor = claim.chunk.first_cursor();
     let mut totals = Totals::default();
+    let mut control = context.control.subscribe();
     loop {
+        // paused: the lease is still renewed by the heartbeat
+        wait_while_paused(context, &mut control)
+            .await
+            .map_err(|Abandoned| ChunkError::Interrupted)?;
         if context.stop.is_cancelled() {
             return Err(ChunkError::Interrupted);
         }
@@ -581,12 +810,9 @@ async fn walk_chunk(
         let Some(last) = ids.last().cloned() else {
             break;
         };
-        let wait = lock(&context.limiter).reserve(ids.len() as u64, context.clock.elapsed());
-        if !wait.is_zero() {
-            sleep_or_abort(wait, &context.stop)
-                .await
-                .map_err(|Abandoned| ChunkError::Interrupted)?;
-        }
+        pace(context, ids.len() as u64)
+            .await
+            .map_err(|Abandoned| ChunkError::Interrupted)?;
         let full_page = ids.len() == batch_size;
         let report = context
             .connected
