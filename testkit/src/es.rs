@@ -226,6 +226,20 @@ impl Index {
         response["count"].as_u64().expect("a count")
     }
 
+    /// The document count every `every` until `until`: (when, count), the
+    /// first sample at once. Shows whether writing stopped, and since when.
+    pub async fn count_samples(&self, until: Instant, every: Duration) -> Vec<(Instant, u64)> {
+        let mut samples = Vec::new();
+        loop {
+            let count = self.count().await;
+            samples.push((Instant::now(), count));
+            if Instant::now() >= until {
+                return samples;
+            }
+            tokio::time::sleep(every).await;
+        }
+    }
+
     /// Indexes a document directly (planting differences).
     pub async fn put(&self, id: i64, version: u64, name: &str) {
         let path = format!(

@@ -192,11 +192,13 @@ pub fn done_chunks(events: &[Value]) -> Vec<u64> {
         .collect()
 }
 
-/// A running child whose stderr lines are collected as they come.
+/// A running child whose stderr lines are collected as they come, each with
+/// the moment it arrived.
 pub struct Running {
     pub child: Child,
-    lines: mpsc::Receiver<String>,
+    lines: mpsc::Receiver<(Instant, String)>,
     pub stderr: Vec<String>,
+    arrivals: Vec<Instant>,
 }
 
 impl Running {
@@ -206,7 +208,7 @@ impl Running {
         let (sender, lines) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if sender.send(line).is_err() {
+                if sender.send((Instant::now(), line)).is_err() {
                     return;
                 }
             }
@@ -215,7 +217,74 @@ impl Running {
             child,
             lines,
             stderr: Vec::new(),
+            arrivals: Vec::new(),
         }
+    }
+
+    fn push(&mut self, (at, line): (Instant, String)) {
+        self.arrivals.push(at);
+        self.stderr.push(line);
+    }
+
+    /// Takes the lines printed so far.
+    pub fn poll(&mut self) {
+        while let Ok(line) = self.lines.try_recv() {
+            self.push(line);
+        }
+    }
+
+    /// JSON events of kind `event` printed so far.
+    pub fn events(&mut self, event: &str) -> Vec<Value> {
+        self.poll();
+        events(&self.stderr.join("\n"), event)
+    }
+
+    /// Waits for the first JSON event of kind `event` (printed at or after
+    /// line number `from`) that `matches`; returns it with the moment its
+    /// line arrived. Fails after `timeout` or when the child exits first.
+    pub fn wait_for_event(
+        &mut self,
+        event: &str,
+        from: usize,
+        timeout: Duration,
+        matches: impl Fn(&Value) -> bool,
+    ) -> (Value, Instant) {
+        let started = Instant::now();
+        let mut checked = from;
+        loop {
+            while checked < self.stderr.len() {
+                let line = &self.stderr[checked];
+                if let Ok(value) = serde_json::from_str::<Value>(line)
+                    && value["event"] == json!(event)
+                    && matches(&value)
+                {
+                    return (value, self.arrivals[checked]);
+                }
+                checked += 1;
+            }
+            assert!(
+                started.elapsed() < timeout,
+                "no matching {event:?} event within {timeout:?}:\n{}",
+                tail(&self.stderr.join("\n"), 40)
+            );
+            if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(50)) {
+                self.push(line);
+            } else if let Ok(Some(status)) = self.child.try_wait() {
+                self.drain();
+                if checked == self.stderr.len() {
+                    panic!(
+                        "esync-recover exited with {status} before a matching {event:?} event:\n{}",
+                        tail(&self.stderr.join("\n"), 40)
+                    );
+                }
+            }
+        }
+    }
+
+    /// Lines printed so far (after [`Running::poll`]).
+    pub fn line_count(&mut self) -> usize {
+        self.poll();
+        self.stderr.len()
     }
 
     /// Waits until `count` `chunk_done` events were printed.
@@ -228,7 +297,7 @@ impl Running {
                 self.stderr.join("\n")
             );
             if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(100)) {
-                self.stderr.push(line);
+                self.push(line);
             }
             if let Ok(Some(status)) = self.child.try_wait() {
                 self.drain();
@@ -242,7 +311,7 @@ impl Running {
 
     fn drain(&mut self) {
         while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) {
-            self.stderr.push(line);
+            self.push(line);
         }
     }
 
@@ -257,9 +326,7 @@ impl Running {
     pub fn wait(&mut self, timeout: Duration) -> ExitStatus {
         let started = Instant::now();
         loop {
-            while let Ok(line) = self.lines.try_recv() {
-                self.stderr.push(line);
-            }
+            self.poll();
             if let Ok(Some(status)) = self.child.try_wait() {
                 self.drain();
                 return status;

@@ -392,6 +392,22 @@ pub struct ThrottleChange {
     pub changed_by: Option<String>,
 }
 
+impl ThrottleChange {
+    /// The JSON progress event: `{"event": "throttle", "direction": "up",
+    /// "limit_rows_per_s": 500.0, "paused": false, "reason": "operator: rate
+    /// 500 via ctl at 12:03:04 UTC", "changed_by": "alice@db1"}`.
+    pub fn to_event(&self) -> serde_json::Value {
+        serde_json::json!({
+            "event": "throttle",
+            "direction": self.direction.as_str(),
+            "limit_rows_per_s": self.view.current_limit().map(round_rate),
+            "paused": self.view.paused,
+            "reason": self.view.reason.to_string(),
+            "changed_by": self.changed_by,
+        })
+    }
+}
+
 /// The throttle state of one process of a run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Throttle {
@@ -690,6 +706,17 @@ mod tests {
         assert_eq!(change.direction, Direction::Down);
         assert_eq!(change.view.limit, Some(500.0));
         assert_eq!(
+            change.to_event(),
+            serde_json::json!({
+                "event": "throttle",
+                "direction": "down",
+                "limit_rows_per_s": 500.0,
+                "paused": false,
+                "reason": "adaptive: database query latency 250 ms",
+                "changed_by": null,
+            })
+        );
+        assert_eq!(
             change.view.describe(),
             "limit 500 rows/s (adaptive: database query latency 250 ms)"
         );
@@ -750,6 +777,21 @@ mod tests {
         let change = throttle.apply(&paused, seconds(1)).expect("a change");
         assert_eq!(change.direction, Direction::Pause);
         assert_eq!(change.view.current_limit(), Some(0.0));
+        let event = change.to_event();
+        assert_eq!(
+            (
+                &event["direction"],
+                &event["limit_rows_per_s"],
+                &event["paused"],
+                &event["changed_by"]
+            ),
+            (
+                &serde_json::json!("pause"),
+                &serde_json::json!(0.0),
+                &serde_json::json!(true),
+                &serde_json::json!("ops@db1")
+            )
+        );
         assert_eq!(change.view.limit, Some(300.0), "the limit after resume");
         assert_eq!(
             change.view.describe(),

@@ -22,7 +22,7 @@ use crate::recover::checkpoint::{
     Checkpoint, Request, StartDecision, Totals, check_resume, decide_start,
 };
 use crate::recover::connect::Connected;
-use crate::recover::control::{Throttle, ThrottleChange, ThrottleView};
+use crate::recover::control::{Direction, Throttle, ThrottleChange, ThrottleView};
 use crate::recover::lease::{LeaseBoard, LeaseSettings, LeasedChunk};
 use crate::recover::plan::{RangeRequest, make_plan, sources};
 use crate::recover::progress::{ProgressMode, Reporter, Snapshot};
@@ -549,30 +549,20 @@ fn show_change(context: &RunContext, change: &ThrottleChange) {
     let view = &change.view;
     let described = view.describe();
     let changed_by = change.changed_by.as_deref().unwrap_or_default();
-    if view.paused || change.direction == crate::recover::control::Direction::Down {
+    if view.paused || change.direction == Direction::Down {
         tracing::warn!(
             direction = change.direction.as_str(),
             changed_by,
-            "{described}"
+            "throttle: {described}"
         );
     } else {
         tracing::info!(
             direction = change.direction.as_str(),
             changed_by,
-            "{described}"
+            "throttle: {described}"
         );
     }
-    context.reporter.change(
-        &described,
-        &json!({
-            "event": "throttle",
-            "direction": change.direction.as_str(),
-            "limit_rows_per_s": view.current_limit().map(f64::round),
-            "paused": view.paused,
-            "reason": view.reason.to_string(),
-            "changed_by": change.changed_by,
-        }),
-    );
+    context.reporter.change(&described, &change.to_event());
 }
 
 /// Waits while the run is paused; `Err` when `stop` fires meanwhile.
