@@ -83,6 +83,31 @@ pub fn is_undefined_table(error: &sqlx::Error) -> bool {
         || error.message().starts_with("no such table")
 }
 
+/// Whether a driver error is a `CREATE TABLE IF NOT EXISTS` losing a race
+/// with the same statement in another session: PostgreSQL checks "if not
+/// exists" before it inserts the catalog rows, so the loser gets a unique
+/// violation on `pg_type` (`23505`) or "relation already exists" (`42P07`);
+/// MySQL/MariaDB "table exists" is `42S01`. Running it again succeeds.
+pub fn is_concurrent_create(error: &sqlx::Error) -> bool {
+    let sqlx::Error::Database(error) = error else {
+        return false;
+    };
+    matches!(error.code().as_deref(), Some("23505" | "42P07" | "42S01"))
+}
+
+/// Runs a `CREATE ... IF NOT EXISTS` statement, again when it lost a race
+/// with another process creating the same object (see
+/// [`is_concurrent_create`]): workers started together must not fail.
+pub async fn create_if_missing(database: &Database, statement: &str) -> Result<(), sqlx::Error> {
+    let mut attempt = 0;
+    loop {
+        match database.execute(statement, &[]).await {
+            Err(error) if is_concurrent_create(&error) && attempt < 3 => attempt += 1,
+            other => return other.map(drop),
+        }
+    }
+}
+
 /// A connection pool to the source database.
 #[derive(Debug, Clone)]
 pub enum Database {

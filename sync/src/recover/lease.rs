@@ -386,8 +386,7 @@ impl LeaseBoard {
             &quote_identifier(board.database.dialect(), &board.control),
         );
         for statement in board.sql().create_tables().into_iter().chain([control]) {
-            board
-                .execute(&statement, &[])
+            crate::db::create_if_missing(&board.database, &statement)
                 .await
                 .with_context(|| format!("cannot create lease table for {}", board.chunks))?;
         }

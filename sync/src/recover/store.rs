@@ -257,10 +257,8 @@ impl TextPlace<'_> {
             database.dialect(),
             &quote_identifier(database.dialect(), table),
         );
-        database
-            .execute(&sql, &[])
+        crate::db::create_if_missing(database, &sql)
             .await
-            .map(drop)
             .map_err(Self::table_error(table))
     }
 
