@@ -116,6 +116,9 @@ pub struct RunStatus {
     pub finished: Option<Option<DateTime<Utc>>>,
     /// The control record (`None`: never controlled since it started).
     pub control: Option<ControlRecord>,
+    /// Why the stored control record cannot be read, if it cannot; a new
+    /// command replaces it.
+    pub control_problem: Option<String>,
 }
 
 impl RunStatus {
@@ -129,9 +132,12 @@ impl RunStatus {
             ),
             Some(None) => "finished".to_owned(),
         };
-        let control = match &self.control {
-            Some(record) => record.describe(),
-            None => "never changed by ctl; each process runs at its own --max-rate".to_owned(),
+        let control = match (&self.control, &self.control_problem) {
+            (Some(record), _) => record.describe(),
+            (None, Some(problem)) => problem.clone(),
+            (None, None) => {
+                "never changed by ctl; each process runs at its own --max-rate".to_owned()
+            }
         };
         format!(
             "recovery {:?} ({}): {} of {} chunks done, {state}\ncontrol: {control}",
@@ -196,7 +202,11 @@ pub async fn status(
             )
         }
     };
-    let control = control_store(location, database).load().await?;
+    let (control, control_problem) = match control_store(location, database).load().await {
+        Ok(control) => (control, None),
+        Err(problem @ StoreError::BadControl { .. }) => (None, Some(problem.to_string())),
+        Err(error) => return Err(error.into()),
+    };
     Ok(RunStatus {
         run_name: location.run_name.clone(),
         place,
@@ -204,6 +214,7 @@ pub async fn status(
         chunks_total,
         finished,
         control,
+        control_problem,
     })
 }
 
@@ -234,6 +245,7 @@ pub async fn apply(
     store.save(&record).await?;
     tracing::info!(run = %location.run_name, control = %store.location(), "{}", record.describe());
     status.control = Some(record);
+    status.control_problem = None;
     Ok(status)
 }
 
@@ -360,6 +372,18 @@ mod tests {
                 .contains("control: paused (limit after resume: each process's own --max-rate); operator: pause via ctl at "),
             "{}",
             paused.to_text()
+        );
+        // a record spoilt by hand is reported, and the next command replaces it
+        std::fs::write(
+            directory.path().join("nightly.json.ctl"),
+            "{\"paused\": tru",
+        )
+        .unwrap();
+        let spoilt = status(&run, None).await.unwrap().to_text();
+        assert!(
+            spoilt.contains("nightly.json.ctl is unusable: not a control record")
+                && spoilt.ends_with("; fix it or set it again with esync-recover ctl"),
+            "{spoilt}"
         );
         let resumed = apply(&run, None, Action::Rate(250.0), "ops@db1")
             .await
