@@ -463,6 +463,7 @@ async fn fill_and_swap(
             coordinate: None,
             progress: settings.progress,
             progress_interval: Duration::from_secs(5),
+            control: None,
         };
         match recover_run::run(connected.clone(), run, stop.clone(), abort.clone())
             .await
