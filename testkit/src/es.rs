@@ -77,6 +77,15 @@ impl EsApi {
     }
 }
 
+/// One sample of [`Index::count_samples`]: the count includes every write
+/// acknowledged before `started`, and none acknowledged after `taken`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CountSample {
+    pub started: Instant,
+    pub taken: Instant,
+    pub count: u64,
+}
+
 /// A uniquely named test index.
 pub struct Index {
     pub name: String,
@@ -226,13 +235,18 @@ impl Index {
         response["count"].as_u64().expect("a count")
     }
 
-    /// The document count every `every` until `until`: (when, count), the
-    /// first sample at once. Shows whether writing stopped, and since when.
-    pub async fn count_samples(&self, until: Instant, every: Duration) -> Vec<(Instant, u64)> {
+    /// The document count every `every` until `until`, the first sample at
+    /// once. Shows whether writing stopped, and since when.
+    pub async fn count_samples(&self, until: Instant, every: Duration) -> Vec<CountSample> {
         let mut samples = Vec::new();
         loop {
+            let started = Instant::now();
             let count = self.count().await;
-            samples.push((Instant::now(), count));
+            samples.push(CountSample {
+                started,
+                taken: Instant::now(),
+                count,
+            });
             if Instant::now() >= until {
                 return samples;
             }
