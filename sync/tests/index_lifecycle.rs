@@ -424,6 +424,13 @@ async fn rebuild_under_writes_swaps_to_a_complete_index(db: Db) {
         "{log}"
     );
     assert!(log.contains("swapped"), "{log}");
+    let leftovers: Vec<_> = std::fs::read_dir(checkpoints.path())
+        .expect("checkpoint dir")
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "the swap removes the backfill's checkpoint: {leftovers:?}"
+    );
 
     stop.cancel();
     let next_id = writers.await.expect("writers");

@@ -242,12 +242,15 @@ impl EsyncProcess {
     }
 }
 
-/// Runs `esync <args> --config <config>` to its end: (success, stdout + stderr).
+/// Runs `esync <args> --config <config>` in the config's directory to its
+/// end: (success, stdout + stderr).
 pub fn run_esync(esync: &str, args: &[&str], config: &Path, database_url: &str) -> (bool, String) {
     let output = Command::new(esync)
         .args(args)
         .arg("--config")
         .arg(config)
+        // files it writes (a rebuild's checkpoint) go beside the config
+        .current_dir(config.parent().unwrap_or(Path::new(".")))
         .env("ESYNC_TEST_DATABASE_URL", database_url)
         .env("RUST_LOG", "warn")
         .output()

@@ -25,6 +25,7 @@ use crate::recover::connect::{Connected, select_mappings};
 use crate::recover::plan::RangeRequest;
 use crate::recover::progress::ProgressMode;
 use crate::recover::run::{self as recover_run, CheckpointPlace, RunOutcome, RunSettings};
+use crate::recover::store::ControlPlace;
 use crate::recover::verify::{self, FixMode, OutputFormat, VerifySettings};
 use anyhow::{Context as _, bail};
 use serde_json::{Value, json};
@@ -444,8 +445,17 @@ async fn fill_and_swap(
         .versions
         .iter()
         .any(|index| index.name == building && index.meta["backfilled_at"].is_string());
+    let run_name = format!("rebuild-{building}");
+    let checkpoint = settings
+        .checkpoint_dir
+        .join(format!("esync-rebuild-{building}.json"));
+    let control = ControlPlace::beside(&checkpoint);
     if matches!(fill, Fill::Backfill) && !backfilled {
-        let run_name = format!("rebuild-{building}");
+        writeln!(
+            out,
+            "{alias}: backfilling {building}; throttle it with `esync-recover ctl --run-name {run_name} --checkpoint {} rate N|pause|resume`",
+            checkpoint.display()
+        )?;
         let run = RunSettings {
             run_name: run_name.clone(),
             range: range.clone(),
@@ -453,17 +463,13 @@ async fn fill_and_swap(
             parallel: settings.parallel,
             max_rate: settings.max_rate,
             db_latency_threshold: Duration::from_millis(500),
-            checkpoint: CheckpointPlace::File(
-                settings
-                    .checkpoint_dir
-                    .join(format!("esync-rebuild-{building}.json")),
-            ),
+            checkpoint: CheckpointPlace::File(checkpoint.clone()),
             resume: true,
             force: false,
             coordinate: None,
             progress: settings.progress,
             progress_interval: Duration::from_secs(5),
-            control: None,
+            control: Some(control.clone()),
         };
         match recover_run::run(connected.clone(), run, stop.clone(), abort.clone())
             .await
@@ -524,6 +530,18 @@ async fn fill_and_swap(
         && from != alias
     {
         admin::merge_meta(es, from, &[("retired_at", now())]).await?;
+    }
+    // the backfill's checkpoint and control record have served their purpose
+    let mut files = vec![checkpoint];
+    if let ControlPlace::File(path) = control {
+        files.push(path);
+    }
+    for file in files {
+        if let Err(error) = std::fs::remove_file(&file)
+            && error.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(file = %file.display(), error = %error, "cannot remove the rebuild's checkpoint");
+        }
     }
     writeln!(
         out,
