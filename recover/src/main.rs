@@ -15,8 +15,11 @@ use esync_recover::plan::RangeRequest;
 use esync_recover::progress::ProgressMode;
 use esync_recover::run::{CheckpointPlace, RunOutcome, RunSettings, spawn_signal_handler};
 use esync_recover::verify::{FixMode, OutputFormat, VerifySettings};
+use prometheus_client::registry::Registry;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -177,6 +180,15 @@ struct RunArgs {
     /// Time in-flight pages get to finish after SIGINT/SIGTERM.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     shutdown_grace: Duration,
+    /// Serve Prometheus `/metrics` (the writer's `esync_*` and the run's
+    /// `esync_recover_*`) and `/healthz` on this address while the run runs
+    /// (default: off).
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
+    /// With `--metrics-listen`: keep serving the final values this long
+    /// after the run ends, so Prometheus scrapes them; a signal ends it early.
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    metrics_linger: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -243,14 +255,33 @@ fn main() -> ExitCode {
     })
 }
 
-async fn connect(range: &RangeArgs) -> anyhow::Result<Connected> {
+async fn connect(range: &RangeArgs, registry: &mut Registry) -> anyhow::Result<Connected> {
     let loaded = LoadedConfig::from_file(&range.config)?;
     let connections = u32::try_from(range.parallel * 2 + 2).unwrap_or(u32::MAX);
-    Connected::connect(loaded, connections).await
+    Connected::connect_with_registry(loaded, connections, registry).await
+}
+
+/// Serves `registry` on `address` until `shutdown` fires; `/healthz` is ok
+/// while the process runs (the run itself retries its systems).
+async fn serve_metrics(
+    address: SocketAddr,
+    registry: Registry,
+    shutdown: CancellationToken,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let health: esync::http::HealthCheck = Arc::new(|| Box::pin(async { Ok(()) }));
+    esync::http::serve_with_health(address, Arc::new(registry), health, shutdown)
+        .await
+        .with_context(|| format!("cannot serve metrics on {address}"))
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let connected = connect(&args.range).await?;
+    let mut registry = Registry::default();
+    let connected = connect(&args.range, &mut registry).await?;
+    let metrics_shutdown = CancellationToken::new();
+    let metrics_server = match args.metrics_listen {
+        Some(address) => Some(serve_metrics(address, registry, metrics_shutdown.clone()).await?),
+        None => None,
+    };
     let location = args.location.location();
     let coordinate = location
         .lease_table_prefix
@@ -279,9 +310,20 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let stop = CancellationToken::new();
     let abort = CancellationToken::new();
     spawn_signal_handler(stop.clone(), abort.clone(), args.shutdown_grace)?;
-    let outcome = esync_recover::run::run(connected, settings, stop, abort)
-        .await
-        .context("recovery failed")?;
+    let outcome = esync_recover::run::run(connected, settings, stop.clone(), abort).await;
+    if metrics_server.is_some() && !args.metrics_linger.is_zero() && !stop.is_cancelled() {
+        tracing::info!(linger = ?args.metrics_linger, "run over; still serving /metrics");
+        tokio::select! {
+            _ = tokio::time::sleep(args.metrics_linger) => {}
+            _ = stop.cancelled() => {}
+        }
+    }
+    // the endpoint stops with the run, whatever its outcome
+    metrics_shutdown.cancel();
+    if let Some(server) = metrics_server {
+        let _ = server.await;
+    }
+    let outcome = outcome.context("recovery failed")?;
     let json_progress = args.progress.resolve() == ProgressMode::Json;
     let (snapshot, outcome_name, code) = match outcome {
         RunOutcome::Finished(snapshot) => (snapshot, "finished", ExitCode::SUCCESS),
@@ -332,7 +374,7 @@ async fn ctl(args: CtlArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
-    let connected = connect(&args.range).await?;
+    let connected = connect(&args.range, &mut Registry::default()).await?;
     let fix = match (&args.publish, args.fix) {
         (Some(topic), _) => FixMode::Publish(topic.clone()),
         (None, true) => FixMode::Reindex,

@@ -9,8 +9,10 @@ use crate::config::{LoadedConfig, MappingConfig};
 use crate::db::Database;
 use crate::es::EsClient;
 use crate::metrics::Metrics;
+use crate::recover::metrics::RecoverMetrics;
 use crate::writer::{Mapping, Writer};
 use anyhow::Context as _;
+use prometheus_client::registry::Registry;
 use std::sync::Arc;
 
 /// Connected adapters.
@@ -24,15 +26,28 @@ pub struct Connected {
     pub es: EsClient,
     /// The versioned writer (same external versions as the daemon).
     pub writer: Writer,
-    /// The writer's counters; recover reads the Elasticsearch retries from
-    /// them to notice push-back.
+    /// The writer's counters (`esync_*`, served with `--metrics-listen`).
     pub metrics: Arc<Metrics>,
+    /// The run's progress metrics (`esync_recover_*`).
+    pub recover_metrics: Arc<RecoverMetrics>,
 }
 
 impl Connected {
     /// Connects to the database (a pool of at least `min_connections`) and
-    /// builds the Elasticsearch client and the writer.
+    /// builds the Elasticsearch client and the writer; its metrics are
+    /// registered nowhere.
     pub async fn connect(loaded: LoadedConfig, min_connections: u32) -> anyhow::Result<Connected> {
+        Connected::connect_with_registry(loaded, min_connections, &mut Registry::default()).await
+    }
+
+    /// [`Connected::connect`], with the writer's metrics (`esync_*`, the
+    /// daemon's names) and the recovery metrics (`esync_recover_*`)
+    /// registered in `registry`, for a process that serves them.
+    pub async fn connect_with_registry(
+        loaded: LoadedConfig,
+        min_connections: u32,
+        registry: &mut Registry,
+    ) -> anyhow::Result<Connected> {
         let source = &loaded.config.source;
         let database = Database::connect(
             &loaded.secrets.database_url,
@@ -46,7 +61,8 @@ impl Connected {
         es.ping(loaded.config.elasticsearch.request_timeout)
             .await
             .context("elasticsearch does not answer")?;
-        let metrics = Metrics::unregistered();
+        let metrics = Metrics::register(registry);
+        let recover_metrics = RecoverMetrics::register(registry);
         let mappings = Arc::new(Mapping::all_from_config(&loaded.config, database.dialect()));
         let writer = Writer::new(
             database.clone(),
@@ -62,6 +78,7 @@ impl Connected {
             es,
             writer,
             metrics,
+            recover_metrics,
         })
     }
 

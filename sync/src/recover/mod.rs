@@ -16,7 +16,8 @@
 //! - adapters: [`source`] (keyset pages of ids), [`store`] (checkpoint and
 //!   control record, file or table), [`lease`] (chunk leases for
 //!   `--coordinate db`), [`index`] (the index side of verify);
-//! - engines: [`plan`], [`run`], [`verify`], [`ctl`], wired by [`connect`].
+//! - engines: [`plan`], [`run`], [`verify`], [`ctl`], wired by [`connect`];
+//!   [`metrics`] holds the run's Prometheus metrics (`esync_recover_*`).
 
 pub mod checkpoint;
 pub mod connect;
@@ -25,6 +26,7 @@ pub mod ctl;
 pub mod diff;
 pub mod index;
 pub mod lease;
+pub mod metrics;
 pub mod plan;
 pub mod progress;
 pub mod range;

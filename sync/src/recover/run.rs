@@ -24,6 +24,7 @@ use crate::recover::checkpoint::{
 use crate::recover::connect::Connected;
 use crate::recover::control::{Direction, Throttle, ThrottleChange, ThrottleView};
 use crate::recover::lease::{LeaseBoard, LeaseSettings, LeasedChunk};
+use crate::recover::metrics::RunMetrics;
 use crate::recover::plan::{RangeRequest, make_plan, sources};
 use crate::recover::progress::{ProgressMode, Reporter, Snapshot};
 use crate::recover::range::{Chunk, Cursor};
@@ -170,6 +171,8 @@ struct RunContext {
     control: watch::Sender<ThrottleView>,
     clock: Instant,
     stats: LiveStats,
+    /// The live counters as Prometheus metrics (`esync_recover_*`).
+    metrics: RunMetrics,
     stop: CancellationToken,
     abort: CancellationToken,
     reporter: Reporter,
@@ -334,6 +337,8 @@ pub async fn run(
         None => None,
     };
     let (control, _) = watch::channel(throttle.view());
+    let metrics = connected.recover_metrics.run(&settings.run_name);
+    metrics.start(done_before, chunks_total, &throttle.view());
     let context = Arc::new(RunContext {
         limiter: Mutex::new(TokenBucket::new(throttle.limit(), Duration::ZERO)),
         throttle: Mutex::new(throttle),
@@ -354,6 +359,7 @@ pub async fn run(
         work,
         clock,
         stats: LiveStats::default(),
+        metrics,
         stop: stop.clone(),
         abort,
         reporter,
@@ -542,6 +548,7 @@ async fn follow_control(
 fn apply_change(context: &RunContext, change: &ThrottleChange) {
     lock(&context.limiter).set_rate(change.view.limit, context.clock.elapsed());
     context.control.send_replace(change.view);
+    context.metrics.set_throttle(&change.view);
     show_change(context, change);
 }
 
@@ -649,7 +656,8 @@ async fn work_loop(context: Arc<RunContext>, worker: usize) -> anyhow::Result<()
         match result {
             Ok(totals) => {
                 complete(&context, &claim, &totals).await?;
-                context.stats.chunks_done.fetch_add(1, Ordering::Relaxed);
+                let chunks_done = context.stats.chunks_done.fetch_add(1, Ordering::Relaxed) + 1;
+                context.metrics.set_chunks_done(chunks_done);
                 context.reporter.event(&json!({
                     "event": "chunk_done",
                     "mapping": context.plan_names[claim.mapping],
@@ -823,6 +831,7 @@ async fn walk_chunk(
         };
         totals.add(&page);
         context.stats.add(&page);
+        context.metrics.add_page(&page);
         for failed in &report.failed {
             // the chunk is done only once every unwritable id is dead-lettered
             dead_letter(context, failed)
