@@ -1,8 +1,8 @@
 //! The operations kit in `ops/` against the metrics the code really exports:
 //! every `esync_*` or `opsbot_*` series that the alerting rules and the
-//! Grafana dashboard name must be one that `esync run` or `esync publish`
-//! registers, with the labels it carries (esync-recover and opsbot register
-//! none). The real names come from encoding the real registries, so a renamed
+//! Grafana dashboard name must be one that `esync run`, `esync publish` or
+//! `esync-recover run --metrics-listen` registers, with the labels it
+//! carries (opsbot registers none). The real names come from encoding the real registries, so a renamed
 //! metric or label fails here rather than in a silent dashboard. Pure: reads
 //! files, needs no services.
 
@@ -10,6 +10,7 @@ use esync::metrics::{
     DualWriteLabel, Metrics, PartitionLabel, ReasonLabel, RetryLabel, TopicLabel,
 };
 use esync::publish::metrics::PublishMetrics;
+use esync::recover::metrics::{RecoverMetrics, RunLabel};
 use prometheus_client::registry::Registry;
 use serde_json::Value as Json;
 use serde_yaml::Value as Yaml;
@@ -34,6 +35,8 @@ fn exported() -> BTreeMap<String, BTreeSet<String>> {
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
     let publish = PublishMetrics::register(&mut registry);
+    // esync-recover serves the writer's `Metrics` (above) and these
+    let recover = RecoverMetrics::register(&mut registry);
     // A family prints nothing until it has a label set. The patterns name
     // every field, so a metric added to either struct breaks this test's
     // build until it is listed here.
@@ -67,6 +70,22 @@ fn exported() -> BTreeMap<String, BTreeSet<String>> {
         errors,
         outbox_relayed,
     } = &*publish;
+    let RecoverMetrics {
+        rows,
+        failed,
+        chunks_done,
+        chunks_total,
+        rate_limit,
+        paused,
+    } = &*recover;
+    let run = RunLabel { run: "r".into() };
+    for family in [rows, failed] {
+        family.get_or_create(&run).inc();
+    }
+    for family in [chunks_done, chunks_total, paused] {
+        family.get_or_create(&run).set(1);
+    }
+    rate_limit.get_or_create(&run).set(1.0);
     let mapping = Metrics::mapping("m");
     for family in [
         ids_received,
@@ -436,6 +455,8 @@ fn the_check_catches_unknown_metrics_and_labels() {
     assert!(exported["esync_end_to_end_lag_seconds_bucket"].contains("le"));
     assert!(exported.contains_key("esync_publish_ids_total"));
     assert!(exported.contains_key("esync_publish_null_timestamp_rows"));
+    assert!(exported["esync_recover_rows_total"].contains("run"));
+    assert!(exported.contains_key("esync_recover_rate_limit_rows_per_second"));
 
     let fine = r#"sum by (job, topic) (rate(esync_messages_total{instance=~"$instance", topic!="x"}[$__rate_interval])) > 0
         unless on (job, instance) histogram_quantile(0.99, sum by (le) (rate(esync_batch_ids_bucket[5m])))
@@ -449,6 +470,8 @@ fn the_check_catches_unknown_metrics_and_labels() {
         r#"esync_messages_total{mapping="orders"}"#,
         "sum by (reason) (esync_docs_indexed_total)",
         r#"esync_retries_total{stage="database", reasons="x"}"#,
+        "esync_recover_rows",
+        "sum by (mapping) (esync_recover_paused)",
     ] {
         assert_eq!(
             problems("wrong", wrong, &exported).len(),
