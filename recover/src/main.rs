@@ -38,7 +38,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Re-index id ranges through the versioned writer, resumably.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Compare the table with the index range by range; exit 1 on differences.
     Verify(VerifyArgs),
     /// Change a running run: `rate N` (0 pauses), `rate unlimited`, `pause`,
@@ -248,7 +248,7 @@ fn main() -> ExitCode {
     telemetry::init(cli.log_format, LogDefaults::INFO);
     esync_common::main_loop::run_async("esync-recover", async {
         match cli.command {
-            Command::Run(args) => run(args).await,
+            Command::Run(args) => run(*args).await,
             Command::Verify(args) => verify(args).await,
             Command::Ctl(args) => ctl(args).await,
         }
