@@ -17,6 +17,7 @@ use crate::command::{
 use crate::driver::ProgressSink;
 use crate::execute::{ExecError, ExecSettings, Executor, Outcome, PendingRoll};
 use crate::format::{describe_plan, health_text, humanize_ms, nodes_text, shards_text};
+use crate::metrics::{OpsbotMetrics, RefusedReason};
 use crate::ops::{Operations, OpsError};
 use crate::roll::RollSettings;
 use crate::slowlog::chart::render_png;
@@ -124,6 +125,7 @@ pub struct BotHandler<O: Operations> {
     confirmations: Mutex<Confirmations>,
     audit: AuditLog,
     notices: UnboundedSender<Notice>,
+    metrics: OpsbotMetrics,
 }
 
 struct Audit<'a> {
@@ -151,7 +153,15 @@ impl<O: Operations> BotHandler<O> {
             confirmations: Mutex::new(Confirmations::default()),
             audit,
             notices,
+            metrics: OpsbotMetrics::default(),
         }
+    }
+
+    /// Counts commands and refused chat users in `metrics`.
+    pub fn with_metrics(mut self, metrics: OpsbotMetrics) -> Self {
+        self.executor = self.executor.with_metrics(metrics.clone());
+        self.metrics = metrics;
+        self
     }
 
     /// Sets the bot's user name (known after `getMe`).
@@ -219,9 +229,12 @@ impl<O: Operations> BotHandler<O> {
                     command: text.chars().take(64).collect(),
                 };
                 if role.is_none() {
+                    self.metrics.refused("invalid", RefusedReason::Unlisted);
                     self.record(&audit, AuditOutcome::Ignored, None);
                     return Vec::new();
                 }
+                self.metrics
+                    .command("invalid", crate::metrics::CommandOutcome::Refused);
                 self.record(&audit, AuditOutcome::Rejected, Some(error.to_string()));
                 return vec![Reply::Text(error.to_string())];
             }
@@ -241,10 +254,13 @@ impl<O: Operations> BotHandler<O> {
                     command = command.name(),
                     "message from an unlisted chat or user ignored"
                 );
+                self.metrics
+                    .refused(command.name(), RefusedReason::Unlisted);
                 self.record(&audit, AuditOutcome::Ignored, None);
                 Vec::new()
             }
             Decision::Forbidden(role) => {
+                self.metrics.refused(command.name(), RefusedReason::Role);
                 self.record(&audit, AuditOutcome::Forbidden, None);
                 vec![Reply::Text(format!(
                     "{} needs the operator role; you are {role}",
@@ -284,7 +300,7 @@ impl<O: Operations> BotHandler<O> {
         };
         let question = match preview {
             None => command.to_string(),
-            Some(preview) => match self.executor.execute(preview, now).await {
+            Some(preview) => match self.executor.preview(preview, now).await {
                 Ok(Outcome::RestartPlan {
                     nodes,
                     allow_yellow,
@@ -350,6 +366,7 @@ impl<O: Operations> BotHandler<O> {
             command: format!("button {}", if confirm { "confirm" } else { "cancel" }),
         };
         if role.is_none() {
+            self.metrics.refused("button", RefusedReason::Unlisted);
             self.record(&audit, AuditOutcome::Ignored, None);
             return Vec::new();
         }
@@ -387,6 +404,7 @@ impl<O: Operations> BotHandler<O> {
                 .policy
                 .authorize(incoming.chat_id, incoming.user_id, &command)
         {
+            self.metrics.refused(command.name(), RefusedReason::Role);
             self.record(&audit, AuditOutcome::Forbidden, None);
             return vec![answer("not allowed")];
         }

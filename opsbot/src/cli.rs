@@ -17,12 +17,15 @@ use opsbot::command::{Command, SlowlogRequest};
 use opsbot::config::{Config, Secrets};
 use opsbot::execute::{ExecSettings, Executor, Outcome, PendingRoll};
 use opsbot::format::{describe_plan, health_text, nodes_text, shards_text};
+use opsbot::metrics::OpsbotMetrics;
 use opsbot::ops::{ClaimedRoll, Engine, Operations};
 use opsbot::roll::{RollState, RollStatus};
 use opsbot::slowlog::chart::render_png;
 use opsbot::slowlog::digest::{GroupBy, parse_window};
 use opsbot::slowlog::parse::SlowLogKind;
 use opsbot::slowlog::report::{ReportFormat, render};
+use prometheus_client::registry::Registry;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -327,12 +330,20 @@ pub async fn run(args: Args, config: Config, secrets: Secrets) -> Result<i32> {
         slowlog_top: config.slowlog.top,
         allow_yellow: config.restart.allow_yellow,
     };
+    let metrics_listen = config.metrics.listen;
+    let mut registry = Registry::default();
+    let metrics = OpsbotMetrics::register(&mut registry);
+    let registry = Arc::new(registry);
     let engine = Arc::new(
         Engine::new(config, &secrets, shutdown.clone())
-            .context("failed to set up the cluster client")?,
+            .context("failed to set up the cluster client")?
+            .with_metrics(metrics.clone()),
     );
     if let CliCommand::Bot = args.command {
         let token = secrets.require_telegram_token()?.clone();
+        if let Some(address) = metrics_listen {
+            opsbot::metrics_http::serve(address, registry.clone(), shutdown.clone()).await?;
+        }
         opsbot::telegram::run_bot(engine.clone(), &token, shutdown.clone())
             .await
             .context("telegram bot stopped")?;
@@ -342,7 +353,7 @@ pub async fn run(args: Args, config: Config, secrets: Secrets) -> Result<i32> {
     let (command, rendering) = command_of(args.command)?;
     let label = audit_label(&command);
     let context = failure_context(&command, &cluster_url);
-    let executor = Executor::new(engine, settings);
+    let executor = Executor::new(engine, settings).with_metrics(metrics);
     let outcome = match executor.execute(command, Utc::now()).await {
         Ok(outcome) => outcome,
         Err(error) => {
@@ -355,6 +366,7 @@ pub async fn run(args: Args, config: Config, secrets: Secrets) -> Result<i32> {
     match outcome {
         Outcome::Roll(pending) => {
             let label = label.unwrap_or_default();
+            serve_roll_metrics(metrics_listen, registry, &shutdown).await;
             return run_roll(&executor, pending, &audit, label, &shutdown).await;
         }
         Outcome::AbortRequested(state) => {
@@ -372,6 +384,23 @@ pub async fn run(args: Args, config: Config, secrets: Secrets) -> Result<i32> {
         other => print_outcome(other, rendering)?,
     }
     Ok(0)
+}
+
+/// Serves `/metrics` while a roll runs in the foreground, when
+/// `metrics.listen` is set. The roll matters more than its metrics: an
+/// address in use (a bot on the same host) is a warning, not an error.
+async fn serve_roll_metrics(
+    listen: Option<SocketAddr>,
+    registry: Arc<Registry>,
+    shutdown: &CancellationToken,
+) {
+    let Some(address) = listen else {
+        return;
+    };
+    if let Err(error) = opsbot::metrics_http::serve(address, registry, shutdown.child_token()).await
+    {
+        tracing::warn!(error = %error, "roll runs without a metrics endpoint");
+    }
 }
 
 /// Drives a claimed roll in the foreground, progress on stdout, audited

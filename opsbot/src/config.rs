@@ -98,6 +98,18 @@ pub struct Config {
     pub telegram: TelegramConfig,
     /// The audit log.
     pub audit: AuditConfig,
+    /// The Prometheus endpoint.
+    pub metrics: MetricsConfig,
+}
+
+/// `metrics:` section.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Address of the `/metrics` endpoint (Prometheus text format), served by
+    /// `opsbot bot` and by `opsbot restart`/`resume` while they drive a roll.
+    /// Default: none (no endpoint).
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 /// `cluster:` section.

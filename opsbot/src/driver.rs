@@ -8,6 +8,7 @@
 
 use crate::action::RestartAction;
 use crate::es::{EsClient, EsError};
+use crate::metrics::{OpsbotMetrics, RollSnapshot};
 use crate::roll::{Action, Next, Observation, RollState};
 use crate::store::{RollLock, RollStore, StoreError};
 use chrono::Utc;
@@ -23,6 +24,7 @@ pub struct RollDriver {
     es: EsClient,
     action: RestartAction,
     store: RollStore,
+    metrics: OpsbotMetrics,
 }
 
 /// A short reason for a chat; the whole error is logged.
@@ -50,7 +52,18 @@ fn observe_es<T>(result: Result<T, EsError>, on_ok: impl FnOnce(T) -> Observatio
 impl RollDriver {
     /// A driver over a cluster, an action and a state file.
     pub fn new(es: EsClient, action: RestartAction, store: RollStore) -> RollDriver {
-        RollDriver { es, action, store }
+        RollDriver {
+            es,
+            action,
+            store,
+            metrics: OpsbotMetrics::default(),
+        }
+    }
+
+    /// Records rolls in `metrics` (nodes restarted, failures, waits).
+    pub fn with_metrics(mut self, metrics: OpsbotMetrics) -> RollDriver {
+        self.metrics = metrics;
+        self
     }
 
     /// The state file.
@@ -104,7 +117,19 @@ impl RollDriver {
         cancel: &CancellationToken,
     ) -> Result<RollState, StoreError> {
         let _lock = lock;
-        self.store.save(&state)?;
+        self.metrics.roll_started(&state, Utc::now());
+        let result = self.drive_locked(&mut state, progress, cancel).await;
+        self.metrics.roll_stopped(&state);
+        result.map(|()| state)
+    }
+
+    async fn drive_locked(
+        &self,
+        state: &mut RollState,
+        progress: &ProgressSink,
+        cancel: &CancellationToken,
+    ) -> Result<(), StoreError> {
+        self.store.save(state)?;
         loop {
             let now = Utc::now();
             if self.store.take_abort()? && state.request_abort(now).is_ok() {
@@ -114,17 +139,20 @@ impl RollDriver {
                 state.interrupt(now);
             }
             let before = state.position();
+            let snapshot = RollSnapshot::of(state);
             match state.poll(now) {
                 Next::Finished => {
-                    self.store.save(&state)?;
+                    self.metrics.roll_changed(&snapshot, state, now);
+                    self.store.save(state)?;
                     if let Some(message) = state.milestone(before) {
                         progress(&message);
                     }
-                    return Ok(state);
+                    return Ok(());
                 }
                 Next::SleepUntil(at) => {
+                    self.metrics.roll_changed(&snapshot, state, now);
                     if let Some(message) = state.milestone(before) {
-                        self.store.save(&state)?;
+                        self.store.save(state)?;
                         progress(&message);
                     }
                     let wait = (at - now)
@@ -138,9 +166,11 @@ impl RollDriver {
                 }
                 Next::Do(action) => {
                     tracing::debug!(?action, node = ?state.current_node().map(|n| &n.name), "roll action");
-                    let observation = self.perform(action, &state).await;
-                    state.observe(observation, Utc::now());
-                    self.store.save(&state)?;
+                    let observation = self.perform(action, state).await;
+                    let observed_at = Utc::now();
+                    state.observe(observation, observed_at);
+                    self.metrics.roll_changed(&snapshot, state, observed_at);
+                    self.store.save(state)?;
                     if let Some(message) = state.milestone(before) {
                         tracing::info!(roll = %state.id, "{message}");
                         progress(&message);

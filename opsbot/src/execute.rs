@@ -9,6 +9,7 @@
 
 use crate::cluster::{ClusterHealth, ClusterNode, PlannedNode, ShardRow};
 use crate::command::{Command, PlanRequest, SlowlogRequest, plan_error, plan_input};
+use crate::metrics::{CommandOutcome, OpsbotMetrics};
 use crate::ops::{Operations, OpsError};
 use crate::roll::RollState;
 use crate::slowlog::digest::{DigestFilter, DigestReport};
@@ -105,12 +106,24 @@ pub enum ExecError {
 pub struct Executor<O: Operations> {
     ops: Arc<O>,
     settings: ExecSettings,
+    metrics: OpsbotMetrics,
 }
 
 impl<O: Operations> Executor<O> {
     /// An executor over `ops`.
     pub fn new(ops: Arc<O>, settings: ExecSettings) -> Self {
-        Executor { ops, settings }
+        Executor {
+            ops,
+            settings,
+            metrics: OpsbotMetrics::default(),
+        }
+    }
+
+    /// Counts commands in `metrics` (`opsbot_commands_total`,
+    /// `opsbot_slowlog_reports_total`) instead of in unregistered ones.
+    pub fn with_metrics(mut self, metrics: OpsbotMetrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// The operations, to drive a claimed roll.
@@ -118,8 +131,33 @@ impl<O: Operations> Executor<O> {
         &self.ops
     }
 
-    /// Runs one command at time `now` (the end of a slow-log window).
+    /// Runs one command at time `now` (the end of a slow-log window) and
+    /// counts it: `ok` when it produced an outcome, `refused` when its input
+    /// was rejected, `failed` when the operation failed.
     pub async fn execute(
+        &self,
+        command: Command,
+        now: DateTime<Utc>,
+    ) -> Result<Outcome<O::Claim>, ExecError> {
+        let name = command.name();
+        let result = self.preview(command, now).await;
+        let outcome = match &result {
+            Ok(Outcome::Slowlog { .. }) => {
+                self.metrics.slowlog_reports.inc();
+                CommandOutcome::Ok
+            }
+            Ok(_) => CommandOutcome::Ok,
+            Err(ExecError::Rejected(_)) => CommandOutcome::Refused,
+            Err(ExecError::Failed(_)) => CommandOutcome::Failed,
+        };
+        self.metrics.command(name, outcome);
+        result
+    }
+
+    /// Runs one command without counting it: what a confirmation question
+    /// shows (the dry run of a restart, the roll a resume continues) is not
+    /// a command of its own.
+    pub async fn preview(
         &self,
         command: Command,
         now: DateTime<Utc>,

@@ -20,7 +20,9 @@
 //! - [`driver`]: runs the state machine against the adapters;
 //! - [`ops`]: the operations engine shared by both front ends;
 //! - [`execute`]: the one command path of both front ends (command in,
-//!   outcome out);
+//!   outcome out), counting commands in [`metrics`];
+//! - [`metrics`]: the Prometheus metrics and their recording hooks (no I/O);
+//! - [`metrics_http`]: the `/metrics` endpoint (`metrics.listen`);
 //! - [`audit`]: the JSON-lines audit log;
 //! - [`bot`]: the chat command handler (no network);
 //! - [`telegram`]: the teloxide front end.
@@ -38,6 +40,8 @@ pub mod driver;
 pub mod es;
 pub mod execute;
 pub mod format;
+pub mod metrics;
+pub mod metrics_http;
 pub mod ops;
 pub mod roll;
 pub mod slowlog;

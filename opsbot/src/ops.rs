@@ -14,6 +14,7 @@ use crate::cluster::{
 use crate::config::{Config, Secrets};
 use crate::driver::{ProgressSink, RollDriver};
 use crate::es::{EsClient, EsError};
+use crate::metrics::OpsbotMetrics;
 use crate::roll::{RollControlError, RollState, RollStatus};
 use crate::slowlog::digest::{Digest, DigestFilter, DigestReport, GroupBy, Grouping};
 use crate::slowlog::parse::parse_document;
@@ -184,6 +185,7 @@ pub struct Engine {
     driver: RollDriver,
     background: Mutex<Option<JoinHandle<()>>>,
     shutdown: CancellationToken,
+    metrics: OpsbotMetrics,
 }
 
 impl Engine {
@@ -205,7 +207,21 @@ impl Engine {
             driver,
             background: Mutex::new(None),
             shutdown,
+            metrics: OpsbotMetrics::default(),
         })
+    }
+
+    /// Records rolls (and, through [`Engine::metrics`], the front ends'
+    /// commands) in `metrics`.
+    pub fn with_metrics(mut self, metrics: OpsbotMetrics) -> Engine {
+        self.driver = self.driver.with_metrics(metrics.clone());
+        self.metrics = metrics;
+        self
+    }
+
+    /// The metrics this engine records into.
+    pub fn metrics(&self) -> &OpsbotMetrics {
+        &self.metrics
     }
 
     /// The configuration.

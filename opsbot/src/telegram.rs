@@ -92,12 +92,14 @@ pub async fn run_bot(
         roll_settings: config.restart.roll_settings(false),
         bot_username: None,
     };
+    let metrics = engine.metrics().clone();
     let handler = BotHandler::new(
         engine,
         settings,
         AuditLog::new(config.audit.path.clone()),
         notices_sender,
-    );
+    )
+    .with_metrics(metrics);
     let options = ServeOptions {
         poll_timeout: config.telegram.poll_timeout,
         max_message_chars: config.telegram.max_message_chars,
