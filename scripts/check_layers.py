@@ -36,6 +36,7 @@ PURE = {
     "opsbot": [
         "cluster", "roll", "command", "format", "slowlog::parse", "slowlog::fingerprint",
         "slowlog::request", "slowlog::digest", "slowlog::report", "slowlog::chart",
+        "metrics",
     ],
 }
 
@@ -48,7 +49,9 @@ ADAPTERS = {
         "recover::store", "recover::lease", "recover::index", "lifecycle::admin",
         "lifecycle::targets",
     ],
-    "opsbot": ["es", "action", "store", "audit", "telegram", "slowlog::source"],
+    "opsbot": [
+        "es", "action", "store", "audit", "telegram", "slowlog::source", "metrics_http",
+    ],
 }
 
 # libraries that do I/O: a pure module names none of them
