@@ -6,9 +6,11 @@
 use opsbot::cluster::Target;
 use opsbot::config::{Config, Secrets};
 use opsbot::es::EsClient;
+use opsbot::metrics::{OpsbotMetrics, encode};
 use opsbot::ops::{Engine, Operations};
 use opsbot::roll::{RollStatus, Step};
 use opsbot::slowlog::digest::{DigestFilter, GroupBy};
+use prometheus_client::registry::Registry;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -175,8 +177,11 @@ async fn rolling_restart_restarts_the_node_and_restores_allocation() {
     assert_eq!(nodes_before.len(), 1);
     let node_name = nodes_before[0].name.clone();
 
-    let engine =
-        Engine::new(config, &Secrets::default(), CancellationToken::new()).expect("engine");
+    let mut registry = Registry::default();
+    let metrics = OpsbotMetrics::register(&mut registry);
+    let engine = Engine::new(config, &Secrets::default(), CancellationToken::new())
+        .expect("engine")
+        .with_metrics(metrics);
     let plan = engine.plan_restart(&Target::All).await.expect("plan");
     assert_eq!(plan.len(), 1);
     assert_eq!(plan[0].host, "127.0.0.1");
@@ -232,6 +237,19 @@ async fn rolling_restart_restarts_the_node_and_restores_allocation() {
         .expect("status")
         .expect("saved");
     assert_eq!(saved.status, RollStatus::Done);
+
+    // The driver recorded the roll: one node, no failure, no wait left.
+    let metrics = encode(&registry).expect("encodes");
+    for line in [
+        "opsbot_roll_nodes_restarted_total 1",
+        "opsbot_roll_failures_total 0",
+        "opsbot_rolls_finished_total{outcome=\"done\"} 1",
+        "opsbot_roll_running 0",
+        "opsbot_roll_wait_started_timestamp_seconds 0",
+        "opsbot_roll_waiting{reason=\"node_rejoining\"} 0",
+    ] {
+        assert!(metrics.contains(line), "{line} missing from\n{metrics}");
+    }
 }
 
 #[tokio::test]
@@ -247,8 +265,11 @@ async fn failed_restart_action_stops_and_restores_allocation() {
     let es = es_for(&server).await;
     es.set_allocation(None).await.expect("reset allocation");
 
-    let engine =
-        Engine::new(config, &Secrets::default(), CancellationToken::new()).expect("engine");
+    let mut registry = Registry::default();
+    let metrics = OpsbotMetrics::register(&mut registry);
+    let engine = Engine::new(config, &Secrets::default(), CancellationToken::new())
+        .expect("engine")
+        .with_metrics(metrics);
     let claimed = engine
         .new_roll(&Target::All, false, false)
         .await
@@ -272,6 +293,15 @@ async fn failed_restart_action_stops_and_restores_allocation() {
     // Allocation was unset before: it is reset, not left at primaries.
     let allocation = es.allocation().await.expect("allocation");
     assert_eq!(allocation.persistent, None);
+    // one failure (restoring, then failed, counts once), no node restarted
+    let metrics = encode(&registry).expect("encodes");
+    for line in [
+        "opsbot_roll_failures_total 1",
+        "opsbot_roll_nodes_restarted_total 0",
+        "opsbot_rolls_finished_total{outcome=\"failed\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} missing from\n{metrics}");
+    }
 
     // The failed roll can be resumed from the node where it stopped.
     let resumed = engine.resumable_roll().await.expect("resumable");
