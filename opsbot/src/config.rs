@@ -502,7 +502,20 @@ mod tests {
         assert_eq!(config.slowlog.top, 10);
         assert_eq!(config.telegram.confirm_ttl, Duration::from_secs(120));
         assert_eq!(config.audit.path, PathBuf::from("opsbot-audit.jsonl"));
+        assert_eq!(
+            config.metrics.listen, None,
+            "no /metrics endpoint unless asked"
+        );
         config.validate().expect("defaults are valid");
+
+        let config = Config::from_yaml("metrics: {listen: \"127.0.0.1:9467\"}\n").expect("parses");
+        assert_eq!(
+            config.metrics.listen.map(|address| address.port()),
+            Some(9467)
+        );
+        let error =
+            Config::from_yaml("metrics: {listen: localhost}\n").expect_err("not an address");
+        assert!(error.to_string().contains("metrics.listen"), "{error}");
     }
 
     #[test]
