@@ -558,6 +558,190 @@ publish: {{outbox: {{after_relay: {after_relay}, batch_size: 3}}}}
     table.drop_table().await;
 }
 
+/// SIGKILL of the relay while writers keep changing rows, twice, loses no
+/// change: a batch killed before its COMMIT stays in the outbox (claimed and
+/// removed in the same transaction) and is relayed after the restart, so
+/// every change reaches Kafka at least once and the outbox drains.
+async fn outbox_relay_killed_mid_stream_misses_nothing(db: Db) {
+    let table = Arc::new(OrdersTable::create(db).await);
+    install_outbox(&table).await;
+    let topic = Topic::create(&kafka(), "outbox_kill", 3).await;
+    let (brokers, es_url) = (kafka(), es());
+    let setup = PublisherSetup {
+        table: &table,
+        topic: &topic.name,
+        brokers: &brokers,
+        es_url: &es_url,
+        publish: "  outbox: {batch_size: 25, poll_interval: 20ms}\n".into(),
+        checkpoint_table: None,
+    };
+    let mut relay = Publisher::start(ESYNC, &setup, true);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (table, stop) = (table.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut changes: BTreeMap<i64, usize> = BTreeMap::new();
+            let mut next_id = 1;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                table.insert(next_id..next_id + 5).await;
+                for id in next_id..next_id + 5 {
+                    *changes.entry(id).or_default() += 1;
+                }
+                next_id += 5;
+                let id = rand::rng().random_range(1..next_id);
+                table.update(id, "w").await;
+                *changes.entry(id).or_default() += 1;
+            }
+            changes
+        })
+    };
+    let pending_sql = format!(
+        "SELECT COUNT(*) FROM esync_outbox WHERE table_name = '{}' AND relayed_at IS NULL",
+        table.name
+    );
+    for _ in 0..2 {
+        // kill while the relay is busy: it produced more since the last
+        // round and rows are waiting
+        let produced_before = topic_size(&brokers, &topic.name).await;
+        wait_until("the relay busy", WAIT, &mut [&mut relay], || async {
+            let produced = topic_size(&brokers, &topic.name).await;
+            let pending = table.scalar(&pending_sql).await;
+            if produced > produced_before && pending > 0 {
+                Ok(())
+            } else {
+                Err(format!("{produced} produced, {pending} pending"))
+            }
+        })
+        .await;
+        relay.kill();
+        relay.spawn();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let expected = writer.await.expect("writer");
+    let total: usize = expected.values().sum();
+    wait_until("every change relayed", WAIT, &mut [&mut relay], || async {
+        let pending = table.scalar(&pending_sql).await;
+        let received = counts(&read_topic(&brokers, &topic.name).await);
+        let short = missing(&received, expected.keys().copied(), 1).and_then(|()| {
+            match expected
+                .iter()
+                .find(|(id, changes)| received.get(id).copied().unwrap_or(0) < **changes)
+            {
+                Some((id, changes)) => Err(format!(
+                    "id {id}: {:?} message(s) for {changes} change(s)",
+                    received.get(id)
+                )),
+                None => Ok(()),
+            }
+        });
+        match (pending, short) {
+            (0, Ok(())) => Ok(()),
+            (pending, short) => Err(format!("{pending} pending of {total} changes; {short:?}")),
+        }
+    })
+    .await;
+    let status = relay.terminate();
+    assert!(
+        status.success(),
+        "SIGTERM must exit 0, got {status}\n{}",
+        relay.log_tail(20)
+    );
+    table
+        .execute(&format!(
+            "DELETE FROM esync_outbox WHERE table_name = '{}'",
+            table.name
+        ))
+        .await;
+    table.drop_table().await;
+}
+
+/// The relay keeps one connection for all its batches; when the database
+/// drops it (restart, fail-over, a proxy's idle time-out), the next batch
+/// fails and the one after runs on a new connection: the relay recovers by
+/// itself and relays every row once.
+async fn outbox_relay_reconnects_after_losing_its_connection(db: Db) {
+    let table = OrdersTable::create(db).await;
+    install_outbox(&table).await;
+    let topic = Topic::create(&kafka(), "outbox_reconnect", 1).await;
+    let login = SeparateLogin::create(db).await;
+    let text = format!(
+        r#"source: {{url: "{url}"}}
+kafka: {{brokers: "{brokers}"}}
+elasticsearch: {{urls: ["{es}"]}}
+mappings:
+  - {{name: orders, topics: [{topic}], table: {table}, index: unused, version: {{column: version, kind: counter}}}}
+publish: {{outbox: {{batch_size: 100}}}}
+"#,
+        url = login.url,
+        brokers = kafka(),
+        es = es(),
+        topic = topic.name,
+        table = table.name,
+    );
+    let config = esync::config::LoadedConfig::from_yaml(&text, &|_| None)
+        .unwrap_or_else(|problems| panic!("{problems:?}"))
+        .config;
+    let database = Database::connect(&Secret::new(login.url.clone()), 4, Duration::from_secs(10))
+        .await
+        .expect("connect");
+    let producer = esync::kafka::IdProducer::new(&config.kafka).expect("producer");
+    let relay = esync::publish::outbox::Relay::new(
+        &config,
+        database,
+        Arc::new(producer),
+        esync::publish::metrics::PublishMetrics::unregistered(),
+    )
+    .expect("relay");
+    // Relays until `count` rows are through; failed batches are allowed
+    // (and counted, with the last error) until the deadline. Ok(0): a
+    // concurrent test's relay briefly holds our rows.
+    let relay_rows = async |count: usize| {
+        let deadline = Instant::now() + WAIT;
+        let (mut relayed, mut failures, mut last_error) = (0, 0, None);
+        while relayed < count {
+            assert!(
+                Instant::now() < deadline,
+                "{relayed} of {count} rows relayed; {failures} failed batches, the last: {last_error:?}"
+            );
+            match relay.relay_once().await {
+                Ok(0) => tokio::time::sleep(Duration::from_millis(50)).await,
+                Ok(batch) => relayed += batch,
+                Err(error) => {
+                    failures += 1;
+                    last_error = Some(error);
+                }
+            }
+        }
+        (failures, last_error)
+    };
+    table.insert(1..=3).await;
+    let failed = relay_rows(3).await;
+    assert_eq!(failed.0, 0, "{failed:?}");
+    let killed = login.kill_connections().await;
+    assert!(killed >= 1, "the relay's connection was open");
+    table.insert(4..=6).await;
+    let failed = relay_rows(3).await;
+    assert!(
+        failed.0 <= 1,
+        "one failed batch at most, then a new connection: {failed:?}"
+    );
+    let received = counts(&read_topic(&kafka(), &topic.name).await);
+    assert_eq!(
+        received,
+        (1..=6).map(|id| (id, 1)).collect::<BTreeMap<_, _>>(),
+        "every row once: the failed batch removed nothing"
+    );
+    drop(relay);
+    table
+        .execute(&format!(
+            "DELETE FROM esync_outbox WHERE table_name = '{}'",
+            table.name
+        ))
+        .await;
+    table.drop_table().await;
+    login.drop_login().await;
+}
+
 /// With a one-second column (MariaDB's default `TIMESTAMP`), a row updated a
 /// second time within the second it was published in carries the same
 /// `(timestamp, id)` pair: it must still be published again, or the daemon
@@ -947,6 +1131,8 @@ esync_testkit::per_database! {
             async |db| super::outbox_keeps_rows_when_kafka_fails(db, "delete").await;
         outbox_keeps_rows_when_kafka_fails_mark =>
             async |db| super::outbox_keeps_rows_when_kafka_fails(db, "mark").await;
+        outbox_relay_killed_mid_stream_misses_nothing;
+        outbox_relay_reconnects_after_losing_its_connection;
         coarse_timestamp_second_update_is_published;
         future_stamp_then_restart_after_look_back_misses_nothing;
         check_warns_about_coarse_version_columns;

@@ -54,6 +54,92 @@ impl Db {
     }
 }
 
+/// A way into the test database whose connections a test can cut without
+/// touching any other test's: on PostgreSQL the URL carries an
+/// `application_name` of its own, on MariaDB it logs in as a user of its own.
+pub struct SeparateLogin {
+    pub db: Db,
+    /// The database URL to connect with.
+    pub url: String,
+    name: String,
+    admin: Pool,
+}
+
+impl SeparateLogin {
+    pub async fn create(db: Db) -> SeparateLogin {
+        let name = unique("login");
+        let admin = db.connect(1).await;
+        let mut url = url::Url::parse(&db.url()).expect("test database URL");
+        match db {
+            Db::Postgres => {
+                let _ = url.query_pairs_mut().append_pair("application_name", &name);
+            }
+            Db::MariaDb => {
+                let database = url.path().trim_start_matches('/').to_owned();
+                admin.execute(&format!("CREATE USER '{name}'@'%'")).await;
+                admin
+                    .execute(&format!(
+                        "GRANT ALL PRIVILEGES ON `{database}`.* TO '{name}'@'%'"
+                    ))
+                    .await;
+                url.set_username(&name).expect("a URL with a user");
+                url.set_password(None).expect("a URL with a user");
+            }
+        }
+        SeparateLogin {
+            db,
+            url: url.into(),
+            name,
+            admin,
+        }
+    }
+
+    /// Kills every open connection of this login (as a server restart or a
+    /// proxy's time-out would); how many there were.
+    pub async fn kill_connections(&self) -> usize {
+        let name = &self.name;
+        match self.db {
+            // First the ids, then one kill per id: in a single statement the
+            // server may evaluate the kill before the filter, on every session.
+            Db::Postgres => {
+                let pids: Vec<(i32,)> = self
+                    .admin
+                    .rows(&format!(
+                        "SELECT pid FROM pg_stat_activity WHERE application_name = '{name}'"
+                    ))
+                    .await;
+                for (pid,) in &pids {
+                    self.admin
+                        .execute(&format!("SELECT pg_terminate_backend({pid})"))
+                        .await;
+                }
+                pids.len()
+            }
+            Db::MariaDb => {
+                let ids: Vec<(i64,)> = self
+                    .admin
+                    .rows(&format!(
+                        "SELECT CAST(ID AS SIGNED) FROM information_schema.PROCESSLIST WHERE USER = '{name}'"
+                    ))
+                    .await;
+                for (id,) in &ids {
+                    self.admin.execute(&format!("KILL CONNECTION {id}")).await;
+                }
+                ids.len()
+            }
+        }
+    }
+
+    /// Removes the MariaDB user (PostgreSQL needs nothing).
+    pub async fn drop_login(self) {
+        if self.db == Db::MariaDb {
+            self.admin
+                .execute(&format!("DROP USER '{}'@'%'", self.name))
+                .await;
+        }
+    }
+}
+
 /// A pool to a test database; every statement that fails panics with the SQL.
 #[derive(Debug, Clone)]
 pub enum Pool {

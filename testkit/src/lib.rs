@@ -87,7 +87,7 @@ macro_rules! per_database {
 /// What most integration tests use.
 pub mod prelude {
     pub use crate::daemon::{Daemon, DaemonSetup, EsyncProcess, run_esync};
-    pub use crate::db::{Db, OrdersSpec, OrdersTable, Pool};
+    pub use crate::db::{Db, OrdersSpec, OrdersTable, Pool, SeparateLogin};
     pub use crate::env::{es, free_port, kafka, required_env, tansu, unique};
     pub use crate::es::{Index, Method};
     pub use crate::kafka::{Topic, read_messages};

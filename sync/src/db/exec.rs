@@ -15,7 +15,6 @@ use crate::id::{Id, IdType};
 pub use crate::sql::Param;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use sqlx::mysql::MySql;
-use sqlx::pool::PoolConnection;
 use sqlx::postgres::Postgres;
 use sqlx::sqlite::Sqlite;
 use sqlx::{
@@ -32,22 +31,37 @@ pub struct DescribedColumn {
     pub type_name: String,
 }
 
-/// An open transaction on one connection of the pool; dropped without
-/// [`Transaction::commit`], it rolls back when the connection is reused.
+/// An open transaction on one connection of the pool (or of a
+/// [`Session`]); dropped without [`Transaction::commit`], it rolls back when
+/// the connection is used next.
 #[derive(Debug)]
-pub struct Transaction(Open);
+pub struct Transaction<'c>(Open<'c>);
 
 #[derive(Debug)]
-enum Open {
-    Postgres(sqlx::Transaction<'static, Postgres>),
-    MySql(sqlx::Transaction<'static, MySql>),
-    Sqlite(sqlx::Transaction<'static, Sqlite>),
+enum Open<'c> {
+    Postgres(sqlx::Transaction<'c, Postgres>),
+    MySql(sqlx::Transaction<'c, MySql>),
+    Sqlite(sqlx::Transaction<'c, Sqlite>),
+}
+
+/// One connection of its own, taken out of the pool, for a caller that runs
+/// many short transactions in a row (the outbox relay): no pool hand-over
+/// and health-check ping per transaction, and session settings made once
+/// stay with it and never reach the pool. Dropped, it closes.
+#[derive(Debug)]
+pub struct Session(Connection);
+
+#[derive(Debug)]
+enum Connection {
+    Postgres(sqlx::PgConnection),
+    MySql(sqlx::MySqlConnection),
+    Sqlite(sqlx::SqliteConnection),
 }
 
 /// Where a statement runs: the pool, or an open transaction.
-enum Target<'a> {
+enum Target<'a, 'c> {
     Pool(&'a Database),
-    Transaction(&'a mut Open),
+    Transaction(&'a mut Open<'c>),
 }
 
 /// What a statement is run for.
@@ -86,7 +100,7 @@ impl Database {
     }
 
     /// Begins a transaction.
-    pub async fn begin(&self) -> Result<Transaction, sqlx::Error> {
+    pub async fn begin(&self) -> Result<Transaction<'static>, sqlx::Error> {
         let open = match self {
             Database::Postgres(pool) => Open::Postgres(pool.begin().await?),
             Database::MySql(pool) => Open::MySql(pool.begin().await?),
@@ -95,26 +109,46 @@ impl Database {
         Ok(Transaction(open))
     }
 
-    /// Begins a transaction after running `session_statement` on its
-    /// connection, for settings that only apply to the next transaction
-    /// (MySQL's `SET TRANSACTION ISOLATION LEVEL ...`).
-    pub async fn begin_after(&self, session_statement: &str) -> Result<Transaction, sqlx::Error> {
-        let open = match self {
-            Database::Postgres(pool) => {
-                Open::Postgres(begin_on(pool.acquire().await?, session_statement).await?)
+    /// Takes a connection out of the pool for a [`Session`] and runs
+    /// `setup` on it once (session settings such as MySQL's
+    /// `SET SESSION TRANSACTION ISOLATION LEVEL ...`). The pool may open a
+    /// replacement.
+    pub async fn session(&self, setup: &[&str]) -> Result<Session, sqlx::Error> {
+        let mut connection = match self {
+            Database::Postgres(pool) => Connection::Postgres(pool.acquire().await?.detach()),
+            Database::MySql(pool) => Connection::MySql(pool.acquire().await?.detach()),
+            Database::Sqlite(pool) => Connection::Sqlite(pool.acquire().await?.detach()),
+        };
+        for statement in setup {
+            let _ = match &mut connection {
+                Connection::Postgres(connection) => on(connection, statement, &[], false).await?,
+                Connection::MySql(connection) => on(connection, statement, &[], false).await?,
+                Connection::Sqlite(connection) => on(connection, statement, &[], false).await?,
+            };
+        }
+        Ok(Session(connection))
+    }
+}
+
+impl Session {
+    /// Begins a transaction on the session's connection.
+    pub async fn begin(&mut self) -> Result<Transaction<'_>, sqlx::Error> {
+        let open = match &mut self.0 {
+            Connection::Postgres(connection) => {
+                Open::Postgres(sqlx::Transaction::begin(connection, None).await?)
             }
-            Database::MySql(pool) => {
-                Open::MySql(begin_on(pool.acquire().await?, session_statement).await?)
+            Connection::MySql(connection) => {
+                Open::MySql(sqlx::Transaction::begin(connection, None).await?)
             }
-            Database::Sqlite(pool) => {
-                Open::Sqlite(begin_on(pool.acquire().await?, session_statement).await?)
+            Connection::Sqlite(connection) => {
+                Open::Sqlite(sqlx::Transaction::begin(connection, None).await?)
             }
         };
         Ok(Transaction(open))
     }
 }
 
-impl Transaction {
+impl Transaction<'_> {
     /// Runs a statement in the transaction; the number of rows it changed.
     pub async fn execute(&mut self, sql: &str, params: &[Param]) -> Result<u64, sqlx::Error> {
         rows_affected(run(Target::Transaction(&mut self.0), sql, params, false).await?)
@@ -160,7 +194,7 @@ impl Transaction {
 
 /// The one dispatch over the three drivers.
 async fn run(
-    target: Target<'_>,
+    target: Target<'_, '_>,
     sql: &str,
     params: &[Param],
     want_rows: bool,
@@ -215,18 +249,6 @@ where
             type_name: column.type_info().name().to_owned(),
         })
         .collect())
-}
-
-async fn begin_on<D>(
-    mut connection: PoolConnection<D>,
-    session_statement: &str,
-) -> Result<sqlx::Transaction<'static, D>, sqlx::Error>
-where
-    D: Driver,
-    for<'c> &'c mut D::Connection: Executor<'c, Database = D>,
-{
-    let _ = on(&mut *connection, session_statement, &[], false).await?;
-    sqlx::Transaction::begin(connection, None).await
 }
 
 fn rows(output: Output) -> Result<Vec<Row>, sqlx::Error> {

@@ -13,7 +13,7 @@ pub mod reread;
 mod rows;
 
 pub use crate::sql::{Dialect, quote_identifier};
-pub use exec::{DescribedColumn, Transaction};
+pub use exec::{DescribedColumn, Session, Transaction};
 pub use reread::RowReader;
 
 use crate::secret::{Secret, redact_url};

@@ -3,8 +3,8 @@
 //! shown with EXPLAIN of the real next-page query — and the outbox table is
 //! readable.
 
-use super::config::PublishConfig;
-use super::outbox::OutboxSql;
+use super::config::OutboxConfig;
+use super::outbox_sql::OutboxSql;
 use super::poll_sql::{plan_uses_index, targets};
 use super::poller::Poller;
 use crate::config::Config;
@@ -48,15 +48,21 @@ pub async fn findings(config: &Config, database: &Database) -> Vec<Finding> {
         }
     }
     if let Some(outbox) = &publish.outbox {
-        findings.push(check_outbox(publish, database, &outbox.table).await);
+        findings.push(check_outbox(database, outbox).await);
     }
     findings
 }
 
-async fn check_outbox(_publish: &PublishConfig, database: &Database, table: &str) -> Finding {
-    let sql = OutboxSql::new(database.dialect(), table).claim(1, 1);
-    // the claim without its lock: a check must not block relays
-    let sql = sql.replace(" FOR UPDATE SKIP LOCKED", "");
+async fn check_outbox(database: &Database, outbox: &OutboxConfig) -> Finding {
+    let table = &outbox.table;
+    // a read without locks: a check must not block relays, nor relay anything
+    let sql = OutboxSql::new(
+        database.dialect(),
+        table,
+        outbox.after_relay,
+        outbox.batch_size,
+    )
+    .probe(1);
     let result = database
         .fetch_all(&sql, &[Param::TextList(vec![String::new()])])
         .await

@@ -12,7 +12,8 @@
 //!   [`poll_loop`];
 //! - [`outbox`]: relay rows that triggers or the application wrote to an
 //!   outbox table, deleting (or marking) them once acknowledged;
-//!   `FOR UPDATE SKIP LOCKED` lets several relays run.
+//!   `FOR UPDATE SKIP LOCKED` lets several relays run. Its SQL and message
+//!   plan are [`outbox_sql`] (pure).
 //!
 //! Shutdown (SIGTERM/SIGINT): the current page is finished, acknowledged and
 //! checkpointed, then the process exits 0. Guarantees and limits are in
@@ -23,6 +24,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod metrics;
 pub mod outbox;
+pub mod outbox_sql;
 pub mod poll_loop;
 pub mod poll_sql;
 pub mod poller;
