@@ -1,20 +1,33 @@
 #!/usr/bin/env bash
-# esync publish throughput: ids/s the poller publishes from a table, against
-# the broker's standalone produce rate measured in the same run with the same
-# IdProducer, and the ratio. PostgreSQL and MariaDB, ROWS rows each (default
-# 200000; about a minute in total on the 2-core dev machine).
+# esync publish, per database (PostgreSQL and MariaDB):
+# - the poller: ids/s it publishes from a table of ROWS rows (default 200000),
+#   against the broker's standalone produce rate measured in the same run
+#   with the same IdProducer, and the ratio;
+# - the outbox relay (esync publish --outbox): its own CPU seconds per
+#   50,000 rows for a backlog and for rows written while it runs, with the
+#   ratio to the target of 1 CPU second, and its idle CPU per second.
+# About three minutes in total on the 2-core dev machine.
 #
-#   bench/publish.sh            # 200k rows
+#   bench/publish.sh                    # debug build of esync
+#   PROFILE=release bench/publish.sh    # release build (what users run)
 #   ROWS=50000 bench/publish.sh
 #
 # Needs the local services (scripts/services.sh up). Uses the debug build in
-# the shared target dir (incremental; no separate profile): the produce path
-# is librdkafka's C code, built optimised either way. The measurement is
-# bench/src/publish.rs (`bench-publish`), not a test: `cargo test` skips it.
+# the shared target dir by default (incremental): the produce path is
+# librdkafka's C code, built optimised either way, but the relay's per-batch
+# Rust code is not; its CPU is 2-3x lower in a release build. The
+# measurement is bench/src/publish.rs (`bench-publish`), not a test: `cargo
+# test` skips it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [[ -f .services/env ]] || scripts/services.sh up
 # shellcheck disable=SC1091
 source .services/env
-cargo build --quiet -p esync --bin esync -p esync-bench --bin bench-publish
-target/debug/bench-publish --esync target/debug/esync --rows "${ROWS:-200000}"
+profile="${PROFILE:-debug}"
+case "$profile" in
+debug) cargo build --quiet -p esync --bin esync ;;
+release) cargo build --quiet --release -p esync --bin esync ;;
+*) echo "PROFILE must be debug or release, not $profile" >&2; exit 2 ;;
+esac
+cargo build --quiet -p esync-bench --bin bench-publish
+target/debug/bench-publish --esync "target/$profile/esync" --rows "${ROWS:-200000}"
