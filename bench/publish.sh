@@ -12,7 +12,8 @@
 #   PROFILE=release bench/publish.sh    # release build (what users run)
 #   ROWS=50000 bench/publish.sh
 #
-# Needs the local services (scripts/services.sh up). Uses the debug build in
+# Needs the local services: the ESYNC_TEST_* variables when set, else this
+# checkout's (scripts/services.sh up). Uses the debug build in
 # the shared target dir by default (incremental): the produce path is
 # librdkafka's C code, built optimised either way, but the relay's per-batch
 # Rust code is not; its CPU is 2-3x lower in a release build. The
@@ -20,9 +21,13 @@
 # test` skips it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[[ -f .services/env ]] || scripts/services.sh up
-# shellcheck disable=SC1091
-source .services/env
+# services already described by the environment (another checkout's
+# .services/env sourced) are used as they are
+if [[ -z "${ESYNC_TEST_KAFKA:-}" ]]; then
+  [[ -f .services/env ]] || scripts/services.sh up
+  # shellcheck disable=SC1091
+  source .services/env
+fi
 profile="${PROFILE:-debug}"
 case "$profile" in
 debug) cargo build --quiet -p esync --bin esync ;;
