@@ -298,6 +298,8 @@ impl Writer {
             let round = self.send_round(actions, &mut report).await;
             self.defer_dual_writes(round.dual_retry);
         }
+        // the backlog only shrinks here: the gauge follows
+        self.count_dual_pending(&lock(&self.dual_backlog));
         Ok(self.dual_writes_pending())
     }
 
@@ -381,6 +383,10 @@ impl Writer {
 
     /// Puts failed dual writes into the backlog and updates the gauge.
     fn defer_dual_writes(&self, failed: Vec<DualRetry>) {
+        // every round passes here: nothing to do without a failed dual write
+        if failed.is_empty() {
+            return;
+        }
         let mut backlog = lock(&self.dual_backlog);
         for DualRetry {
             mapping,
@@ -396,6 +402,11 @@ impl Writer {
                 .or_default();
             *floor = (*floor).max(delete_floor);
         }
+        self.count_dual_pending(&backlog);
+    }
+
+    /// Sets `esync_dual_write_pending` from the backlog.
+    fn count_dual_pending(&self, backlog: &DualBacklog) {
         let mut pending = vec![0; self.mappings.len()];
         for ((mapping, _), ids) in backlog.iter() {
             pending[*mapping] += ids.len() as i64;
