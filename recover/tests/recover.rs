@@ -666,45 +666,49 @@ async fn sibling_takeover_fails_the_original_renew(db: Db) {
 
 /// Coordinated workers are started together (a deployment's replicas):
 /// their `CREATE TABLE IF NOT EXISTS` of the lease tables race, and
-/// PostgreSQL fails the loser with a unique violation on `pg_type`. Every
-/// worker must start anyway.
+/// PostgreSQL fails a loser with a unique violation on `pg_type`, or with
+/// "type already exists" when the winner committed in between. Every worker
+/// must start anyway; the race is run several times, since each loses it
+/// only now and then.
 async fn workers_started_together_all_open_the_lease_tables(db: Db) {
     use esync_recover::lease::{LeaseBoard, LeaseSettings};
     let table = OrdersTable::create_with(db, OrdersSpec::RECOVER).await;
-    let prefix = unique("rec_lease");
+    let workers = 8;
     let database = esync::db::Database::connect(
         &esync::secret::Secret::new(db.url()),
-        8,
+        workers as u32,
         Duration::from_secs(10),
     )
     .await
     .expect("connect");
-    // every worker holds an open connection, then all start at once
-    let workers = 8;
-    let start = std::sync::Arc::new(tokio::sync::Barrier::new(workers));
-    let mut opens = tokio::task::JoinSet::new();
-    for worker in 0..workers {
-        let settings = LeaseSettings {
-            table_prefix: prefix.clone(),
-            lease_timeout: Duration::from_secs(60),
-            worker_id: format!("worker-{worker}"),
-        };
-        let (database, start) = (database.clone(), start.clone());
-        opens.spawn(async move {
-            database.ping().await.expect("connect");
-            start.wait().await;
-            LeaseBoard::open(database, settings, "run").await
-        });
-    }
-    while let Some(opened) = opens.join_next().await {
-        if let Err(error) = opened.expect("the task runs") {
-            panic!("a worker failed to start: {error:#}");
+    for _ in 0..10 {
+        let prefix = unique("rec_lease");
+        // every worker holds an open connection, then all start at once
+        let start = std::sync::Arc::new(tokio::sync::Barrier::new(workers));
+        let mut opens = tokio::task::JoinSet::new();
+        for worker in 0..workers {
+            let settings = LeaseSettings {
+                table_prefix: prefix.clone(),
+                lease_timeout: Duration::from_secs(60),
+                worker_id: format!("worker-{worker}"),
+            };
+            let (database, start) = (database.clone(), start.clone());
+            opens.spawn(async move {
+                database.ping().await.expect("connect");
+                start.wait().await;
+                LeaseBoard::open(database, settings, "run").await
+            });
         }
-    }
-    for suffix in ["chunks", "runs", "control"] {
-        table
-            .execute(&format!("DROP TABLE {prefix}_{suffix}"))
-            .await;
+        while let Some(opened) = opens.join_next().await {
+            if let Err(error) = opened.expect("the task runs") {
+                panic!("a worker failed to start: {error:#}");
+            }
+        }
+        for suffix in ["chunks", "runs", "control"] {
+            table
+                .execute(&format!("DROP TABLE {prefix}_{suffix}"))
+                .await;
+        }
     }
     table.drop_table().await;
 }

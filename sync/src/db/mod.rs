@@ -86,13 +86,17 @@ pub fn is_undefined_table(error: &sqlx::Error) -> bool {
 /// Whether a driver error is a `CREATE TABLE IF NOT EXISTS` losing a race
 /// with the same statement in another session: PostgreSQL checks "if not
 /// exists" before it inserts the catalog rows, so the loser gets a unique
-/// violation on `pg_type` (`23505`) or "relation already exists" (`42P07`);
+/// violation on `pg_type` (`23505`), "relation already exists" (`42P07`) or,
+/// when the winner committed in between, "type already exists" (`42710`);
 /// MySQL/MariaDB "table exists" is `42S01`. Running it again succeeds.
 pub fn is_concurrent_create(error: &sqlx::Error) -> bool {
     let sqlx::Error::Database(error) = error else {
         return false;
     };
-    matches!(error.code().as_deref(), Some("23505" | "42P07" | "42S01"))
+    matches!(
+        error.code().as_deref(),
+        Some("23505" | "42P07" | "42710" | "42S01")
+    )
 }
 
 /// Runs a `CREATE ... IF NOT EXISTS` statement, again when it lost a race

@@ -162,8 +162,7 @@ impl CheckpointStore {
         table: &str,
     ) -> Result<CheckpointStore, CheckpointError> {
         let sql = create_table_sql(database.dialect(), table);
-        database
-            .execute(&sql, &[])
+        crate::db::create_if_missing(&database, &sql)
             .await
             .map_err(|source| CheckpointError::Table {
                 table: table.to_owned(),
