@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PURE = {
     "common": ["secret", "es::credentials", "yaml_config", "error_chain"],
     "sync": [
-        "id", "decode", "batch", "coalesce", "document", "bulk", "dlq", "offsets", "retry",
+        "id", "decode", "batch", "coalesce", "catch_up", "document", "bulk", "dlq", "offsets", "retry",
         "config", "write_health", "pg_ids", "sql", "publish::poll_sql", "publish::outbox_sql",
         "publish::watermark", "finding", "repeat_filter", "recover::range", "recover::rate",
         "recover::control", "recover::checkpoint", "recover::diff", "recover::progress",

@@ -28,12 +28,13 @@
 //!   stopped, every id indexed at its row's latest version, and timings.
 //!
 //! Measured 2026-12 (2 shared cores, defaults), docs per distinct id of
-//! `spread updates`: 1.32 before coalescing (316fb65), 1.045-1.053 with it;
-//! the rest above 1.02 is the daemon's first batch per worker, re-read
-//! before the consumer has read the backlog (`--batch 100`: 1.007). Made
-//! while the daemon runs (`--update-rate 20000`): 1.43 and 1.09, where a
-//! change arriving after its id's re-read must be written again. The README's
-//! benchmark section has the table and the reasoning.
+//! `spread updates`: 1.32 before coalescing (316fb65), 1.045-1.053 with it,
+//! where the rest was each worker's first batch, re-read before the
+//! consumer had read the backlog; 1.000 since workers hold their first
+//! re-read after an assignment until the backlog is read (`catch_up`).
+//! Made while the daemon runs (`--update-rate 20000`): 1.43, 1.09 and 1.12,
+//! where a change arriving after its id's re-read must be written again.
+//! The README's benchmark section has the table and the reasoning.
 //!
 //! `--only stages|bursts|spread` (repeatable) measures a part only.
 //! `ESYNC_BENCH_LOG=info` keeps the daemon's per-batch log (ids received,
@@ -60,10 +61,10 @@ use esync::secret::Secret;
 use esync::sql::Param;
 use esync_testkit::env::required_env;
 use esync_testkit::es::{EsApi, Index};
+use esync_testkit::kafka::GroupCommits;
 use esync_testkit::process::{PrivateEs, cpu_seconds, metric_sum, metrics};
 use rdkafka::Message as _;
-use rdkafka::consumer::{BaseConsumer, Consumer as _, StreamConsumer};
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::consumer::{Consumer as _, StreamConsumer};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -863,7 +864,8 @@ async fn run_daemon<Alongside>(
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()?;
-    let commits = Commits::new(&services.kafka.brokers, &group, topic)?;
+    let commits =
+        GroupCommits::new(&services.kafka.brokers, &group, topic).map_err(anyhow::Error::msg)?;
     let measuring = measure_daemon(&mut child, port, expected_messages, expected_docs, &commits);
     let result = tokio::try_join!(measuring, while_running);
     let _ = Command::new("kill")
@@ -873,57 +875,8 @@ async fn run_daemon<Alongside>(
     let (mut run, alongside) =
         result.with_context(|| format!("daemon run on {topic}; log in {}", dir.display()))?;
     // what it committed on the way out counts too
-    run.committed_messages = commits.messages().await?;
+    run.committed_messages = commits.messages().await.map_err(anyhow::Error::msg)?;
     Ok((run, alongside))
-}
-
-/// The offsets a consumer group committed on a topic, read without joining
-/// the group.
-struct Commits {
-    consumer: Arc<BaseConsumer>,
-    topic: String,
-}
-
-impl Commits {
-    fn new(brokers: &str, group: &str, topic: &str) -> anyhow::Result<Commits> {
-        let consumer: BaseConsumer = rdkafka::ClientConfig::new()
-            .set("bootstrap.servers", brokers)
-            .set("group.id", group)
-            .set("enable.auto.commit", "false")
-            .create()?;
-        Ok(Commits {
-            consumer: Arc::new(consumer),
-            topic: topic.to_owned(),
-        })
-    }
-
-    /// Messages of the topic below the committed offsets.
-    async fn messages(&self) -> anyhow::Result<i64> {
-        let (consumer, topic) = (self.consumer.clone(), self.topic.clone());
-        tokio::task::spawn_blocking(move || {
-            let timeout = Duration::from_secs(10);
-            let metadata = consumer.fetch_metadata(Some(&topic), timeout)?;
-            let mut partitions = TopicPartitionList::new();
-            for partition in metadata
-                .topics()
-                .first()
-                .context("no topic metadata")?
-                .partitions()
-            {
-                partitions.add_partition(&topic, partition.id());
-            }
-            let mut messages = 0;
-            for element in consumer.committed_offsets(partitions, timeout)?.elements() {
-                if let Offset::Offset(committed) = element.offset() {
-                    let (low, _) =
-                        consumer.fetch_watermarks(&topic, element.partition(), timeout)?;
-                    messages += committed - low;
-                }
-            }
-            anyhow::Ok(messages)
-        })
-        .await?
-    }
 }
 
 /// Polls `/metrics` until every message was consumed and every distinct id
@@ -936,7 +889,7 @@ async fn measure_daemon(
     port: u16,
     expected_messages: u64,
     expected_docs: u64,
-    commits: &Commits,
+    commits: &GroupCommits,
 ) -> anyhow::Result<DaemonRun> {
     let deadline = Instant::now() + Duration::from_secs(1800);
     let mut first_message_at = None;
@@ -972,7 +925,8 @@ async fn measure_daemon(
                     None => *stable_usage.insert(process_usage(child.id())?),
                 };
                 let committed = done.elapsed() > Duration::from_secs(120)
-                    || commits.messages().await? >= expected_messages as i64;
+                    || commits.messages().await.map_err(anyhow::Error::msg)?
+                        >= expected_messages as i64;
                 if !committed {
                     tokio::time::sleep(Duration::from_millis(1000)).await;
                     continue;

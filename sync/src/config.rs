@@ -287,6 +287,12 @@ pub struct BatchConfig {
     pub max_wait: Duration,
     /// Ids queued per worker before the consumer pauses (default 10000).
     pub queue_capacity: usize,
+    /// After partitions are assigned, how long re-reads may wait for the
+    /// consumer to read the backlog that was waiting, so that repeats of an
+    /// id in it are written once (default `2s`; `0s`: never wait). See
+    /// [`crate::catch_up`].
+    #[serde(with = "humantime_serde")]
+    pub catch_up_wait: Duration,
 }
 
 impl Default for BatchConfig {
@@ -295,6 +301,7 @@ impl Default for BatchConfig {
             max_ids: 1000,
             max_wait: Duration::from_millis(200),
             queue_capacity: 10_000,
+            catch_up_wait: Duration::from_secs(2),
         }
     }
 }
@@ -844,6 +851,7 @@ mappings:
         assert_eq!(config.workers, 4);
         assert_eq!(config.batch.max_ids, 1000);
         assert_eq!(config.batch.max_wait, Duration::from_millis(200));
+        assert_eq!(config.batch.catch_up_wait, Duration::from_secs(2));
         assert_eq!(config.kafka.group_id, "esync");
         assert_eq!(config.kafka.commit_interval, Duration::from_secs(1));
         assert_eq!(config.shutdown_grace, Duration::from_secs(30));

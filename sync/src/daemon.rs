@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! consumer loop: recv -> decode -> register in OffsetTracker -> id to worker hash(id) % N
-//! worker i:      batch (max ids / max wait, deduped) -> Writer -> dead-letter failures -> acknowledge
+//! worker i:      batch (max ids / max wait, deduped) -> [after an assignment: wait for the
+//!                consumer to read the backlog] -> Writer -> dead-letter failures -> acknowledge
 //! commit loop:   every commit_interval, commit what the tracker allows
 //! ```
 //! Queues are bounded; when a worker's queue is full the consumer pauses its
@@ -14,6 +15,7 @@
 //! restart), commit what is finished, leave the group.
 
 use crate::batch::Batch;
+use crate::catch_up::CatchUpGate;
 use crate::coalesce::{Offer, Waiting};
 use crate::config::{Config, LoadedConfig};
 use crate::db::Database;
@@ -186,6 +188,10 @@ const KAFKA_CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long workers get to notice an abort before they are cancelled.
 const ABORT_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How long each request for an assignment's end offsets may take; without
+/// an answer, re-reads wait until `batch.catch_up_wait` is over.
+const BACKLOG_QUERY_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Receipts one waiting id gathers before its further messages are queued
 /// again (so a hot id still meets the queue's back-pressure).
 const RECEIPTS_PER_WAITING_ID: usize = 100;
@@ -219,6 +225,7 @@ pub async fn run(
     let abort = CancellationToken::new();
     let mut workers = JoinSet::new();
     let mut queues = Vec::with_capacity(config.workers);
+    let catch_up = Arc::new(CatchUpGate::new(config.batch.catch_up_wait));
     for worker_index in 0..config.workers {
         let (sender, receiver) = mpsc::channel(config.batch.queue_capacity);
         let waiting = Arc::new(Mutex::new(Waiting::new(RECEIPTS_PER_WAITING_ID)));
@@ -230,6 +237,7 @@ pub async fn run(
             worker_index,
             receiver,
             waiting,
+            catch_up.clone(),
             services.clone(),
             config.batch,
             abort.clone(),
@@ -250,7 +258,7 @@ pub async fn run(
         async move { writer.keep_retrying_dual_writes(&stop).await }
     });
 
-    let consuming = ConsumerLoop::new(config, &services, queues).run(&stop);
+    let consuming = ConsumerLoop::new(config, &services, queues, catch_up).run(&stop);
     let failure = supervise(consuming, &mut workers, &mut commit_loop, &shutdown).await;
     if let Some(failure) = &failure {
         tracing::error!(error = %failure, "a task of the daemon failed; stopping so that it is restarted");
@@ -370,10 +378,20 @@ struct ConsumerLoop<'a> {
     /// Messages received while paused, with their partition's generation.
     overflow: VecDeque<(Option<u64>, OwnedMessage)>,
     retry: crate::retry::RetryPolicy,
+    /// Holds re-reads after an assignment until the backlog is read.
+    catch_up: Arc<CatchUpGate>,
+    /// The tracker's assignment changes when the last message was received.
+    assignment_seen: u64,
+    reset_to_earliest: bool,
 }
 
 impl<'a> ConsumerLoop<'a> {
-    fn new(config: &Config, services: &'a Services, queues: Vec<WorkerQueue>) -> ConsumerLoop<'a> {
+    fn new(
+        config: &Config,
+        services: &'a Services,
+        queues: Vec<WorkerQueue>,
+        catch_up: Arc<CatchUpGate>,
+    ) -> ConsumerLoop<'a> {
         let metrics = &services.metrics;
         let mut topics = HashMap::new();
         for (index, mapping) in config.mappings.iter().enumerate() {
@@ -412,10 +430,19 @@ impl<'a> ConsumerLoop<'a> {
             ids_received,
             overflow: VecDeque::new(),
             retry: config.retry,
+            catch_up,
+            assignment_seen: 0,
+            reset_to_earliest: config.kafka.auto_offset_reset == "earliest",
         }
     }
 
     async fn run(mut self, shutdown: &CancellationToken) {
+        self.consume(shutdown).await;
+        // nothing more will be read: held re-reads go on
+        self.catch_up.blocked();
+    }
+
+    async fn consume(&mut self, shutdown: &CancellationToken) {
         let mut consecutive_errors = 0u32;
         loop {
             let (generation, message) = match self.overflow.pop_front() {
@@ -439,25 +466,60 @@ impl<'a> ConsumerLoop<'a> {
                     },
                 },
             };
-            if self.dispatch(message, generation, shutdown).await.is_err() {
+            if self.dispatch(&message, generation, shutdown).await.is_err() {
                 return;
             }
+            // after its ids were offered: a read the gate releases sees them
+            self.catch_up
+                .received(message.topic(), message.partition(), message.offset());
         }
     }
 
     /// Tags a message with its partition's assignment generation as it is
     /// received: rebalance callbacks run inside `recv`, so this is the
-    /// assignment the message was fetched under.
-    fn tag(&self, message: OwnedMessage) -> (Option<u64>, OwnedMessage) {
-        let generation =
-            lock(&self.services.tracker).generation(message.topic(), message.partition());
+    /// assignment the message was fetched under. Also tells the catch-up
+    /// gate when the assignment changed.
+    fn tag(&mut self, message: OwnedMessage) -> (Option<u64>, OwnedMessage) {
+        let (generation, assignment) = {
+            let tracker = lock(&self.services.tracker);
+            let generation = tracker.generation(message.topic(), message.partition());
+            (generation, tracker.assignment_changes())
+        };
+        if assignment != self.assignment_seen {
+            self.assignment_seen = assignment;
+            self.hold_reads_until_caught_up();
+        }
         (generation, message)
+    }
+
+    /// The assignment changed: re-reads wait until what was waiting in the
+    /// assigned partitions is read; their end offsets are asked for apart,
+    /// while consuming goes on.
+    fn hold_reads_until_caught_up(&self) {
+        let Some(epoch) = self.catch_up.assigned() else {
+            return;
+        };
+        // weak: a slow answer must not keep the consumer open after shutdown
+        let consumer = Arc::downgrade(&self.services.consumer);
+        let (catch_up, reset_to_earliest) = (self.catch_up.clone(), self.reset_to_earliest);
+        tokio::task::spawn_blocking(move || {
+            let Some(consumer) = consumer.upgrade() else {
+                return;
+            };
+            match kafka::backlog_ends(&consumer, reset_to_earliest, BACKLOG_QUERY_TIMEOUT) {
+                Ok(ends) => catch_up.ends_known(epoch, ends),
+                Err(error) => tracing::warn!(
+                    error = %error,
+                    "cannot read the assigned partitions' end offsets; re-reads wait for batch.catch_up_wait at most"
+                ),
+            }
+        });
     }
 
     /// Decodes a message and hands its ids to the workers (or dead-letters it).
     async fn dispatch(
         &mut self,
-        message: OwnedMessage,
+        message: &OwnedMessage,
         generation: Option<u64>,
         shutdown: &CancellationToken,
     ) -> Result<(), Abandoned> {
@@ -494,7 +556,7 @@ impl<'a> ConsumerLoop<'a> {
         let ids = match decoded {
             Ok(ids) => ids,
             Err(error) => {
-                let item = undecodable(&message, &error, receipt);
+                let item = undecodable(message, &error, receipt);
                 let worker = message.partition().unsigned_abs() as usize % self.queues.len();
                 return self.send(worker, item, shutdown).await;
             }
@@ -524,6 +586,8 @@ impl<'a> ConsumerLoop<'a> {
             Err(mpsc::error::TrySendError::Closed(_)) => return Err(Abandoned),
             Err(mpsc::error::TrySendError::Full(item)) => item,
         };
+        // the consumer reads no further until there is room
+        self.catch_up.blocked();
         let consumer = &self.services.consumer;
         let pause = || match consumer.assignment() {
             Ok(assignment) => {
@@ -620,6 +684,7 @@ async fn worker_loop(
     worker_index: usize,
     mut receiver: mpsc::Receiver<WorkItem>,
     waiting: Arc<Mutex<Waiting<Receipt>>>,
+    catch_up: Arc<CatchUpGate>,
     services: Services,
     batch_config: crate::config::BatchConfig,
     abort: CancellationToken,
@@ -648,6 +713,7 @@ async fn worker_loop(
                 _ = tokio::time::sleep_until(deadline) => break,
             }
         }
+        catch_up.wait().await;
         if handle_batch(worker_index, &mut batch, &waiting, &services, &abort)
             .await
             .is_err()

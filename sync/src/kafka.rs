@@ -9,6 +9,7 @@
 //! commit after the group moved on would be rejected), and the partition is
 //! forgotten so late acknowledgements cannot move the next owner's position.
 
+use crate::catch_up::{Partition, backlog_end};
 use crate::config::KafkaConfig;
 use crate::kafka_log::KafkaLog;
 use crate::lock::lock;
@@ -27,6 +28,7 @@ use rdkafka::producer::{
 use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -201,6 +203,36 @@ pub fn commit_finished_sync(
         tracker.mark_committed(position);
     }
     Ok(positions.len())
+}
+
+/// The end offset of every assigned partition that still has messages to
+/// read, as the broker sees it now (see [`crate::catch_up`]): blocking, one
+/// committed-offsets request and one watermark request per partition.
+pub fn backlog_ends(
+    consumer: &EsyncConsumer,
+    reset_to_earliest: bool,
+    timeout: Duration,
+) -> KafkaResult<HashMap<Partition, i64>> {
+    let positions = consumer.position()?;
+    let committed = consumer.committed(timeout)?;
+    let offset_of = |list: &TopicPartitionList, topic: &str, partition: i32| match list
+        .find_partition(topic, partition)
+        .map(|element| element.offset())
+    {
+        Some(Offset::Offset(offset)) => Some(offset),
+        _ => None,
+    };
+    let mut ends = HashMap::new();
+    for element in consumer.assignment()?.elements() {
+        let (topic, partition) = (element.topic(), element.partition());
+        let (low, high) = consumer.fetch_watermarks(topic, partition, timeout)?;
+        let next = offset_of(&positions, topic, partition)
+            .or_else(|| offset_of(&committed, topic, partition));
+        if let Some(end) = backlog_end(next, low, high, reset_to_earliest) {
+            ends.insert((Arc::from(topic), partition), end);
+        }
+    }
+    Ok(ends)
 }
 
 /// Builds a producer with delivery guarantees suitable for dead letters and

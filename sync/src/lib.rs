@@ -6,7 +6,7 @@
 //!
 //! Layers:
 //! - pure core, no I/O: [`id`], [`decode`], [`batch`], [`coalesce`],
-//!   [`document`], [`bulk`], [`dlq`], [`offsets`], [`retry`], [`config`]
+//!   [`catch_up`], [`document`], [`bulk`], [`dlq`], [`offsets`], [`retry`], [`config`]
 //!   (read with `esync_common::yaml_config`), [`write_health`], [`pg_ids`],
 //!   [`finding`], [`repeat_filter`], [`sql`] (SQL dialects, quoting, bind
 //!   values), `publish::{poll_sql, watermark}`, `lifecycle::{names, family,
@@ -36,6 +36,7 @@
 pub mod batch;
 pub mod bulk;
 pub mod cancel;
+pub mod catch_up;
 pub mod check;
 pub mod coalesce;
 pub mod config;

@@ -445,6 +445,49 @@ async fn oversized_dead_letters_are_truncated_not_retried_forever(db: Db) {
     table.drop_table().await;
 }
 
+/// A backlog that announces each id twice, far apart, found at start: the
+/// workers hold their first re-reads until the consumer has read the
+/// backlog (`batch.catch_up_wait`), so the second announcement joins the
+/// first and each row is read once. Without the hold, the first batches
+/// (10 ids per worker here) are read at once and their ids read again.
+async fn a_backlog_found_at_start_is_read_before_its_ids_are(db: Db) {
+    let table = OrdersTable::create(db).await;
+    let topic = Topic::create(&kafka(), "orders", 3).await;
+    let index = Index::new(&es());
+    index.create().await;
+    let ids: Vec<i64> = (1..=1500).collect();
+    table.insert(ids.clone()).await;
+    topic.send_ids(&ids).await;
+    topic.send_ids(&ids).await;
+    let (brokers, es_url, group) = (kafka(), es(), unique("group"));
+    let mut setup = DaemonSetup::new(&table, &topic.name, &brokers, &es_url, &index.name);
+    setup.group = Some(&group);
+    setup.max_ids = 10;
+    setup.queue_capacity = 2000;
+    let mut daemon = Daemon::start(ESYNC, &setup);
+    let commits = GroupCommits::new(&brokers, &group, &topic.name).expect("commits reader");
+    let deadline = std::time::Instant::now() + CONVERGE;
+    while commits.messages().await.expect("committed offsets") < 2 * ids.len() as i64 {
+        daemon.assert_running();
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not every message committed\n{}",
+            daemon.log_tail(20)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    index.assert_equal(&table, &ids).await;
+    let metrics = daemon.metrics().await;
+    assert_eq!(
+        metric_sum(&metrics, "esync_rows_read_total"),
+        ids.len() as f64,
+        "each row read once\n{}",
+        daemon.log_tail(20)
+    );
+    assert!(daemon.terminate().success());
+    table.drop_table().await;
+}
+
 esync_testkit::per_database! {
     both {
         inserts_updates_and_deletes_reach_the_index;
@@ -458,6 +501,7 @@ esync_testkit::per_database! {
         shuffled_duplicated_replayed_ids_converge_on_tansu =>
             async |db| super::shuffled_duplicated_replayed_ids_converge(db, &tansu(), 1).await;
         oversized_dead_letters_are_truncated_not_retried_forever;
+        a_backlog_found_at_start_is_read_before_its_ids_are;
         sigterm_with_kafka_down_exits_in_time;
         rebalances_under_backpressure_lose_nothing_eager =>
             super::rebalances_under_backpressure_lose_nothing;

@@ -120,6 +120,8 @@ pub struct DaemonSetup<'a> {
     pub kafka_options: Vec<(&'a str, &'a str)>,
     /// The mapping's `index_definition` (YAML flow map), if any.
     pub index_definition: Option<&'a str>,
+    /// `batch.catch_up_wait`, when not the default.
+    pub catch_up_wait: Option<&'a str>,
 }
 
 impl<'a> DaemonSetup<'a> {
@@ -145,6 +147,7 @@ impl<'a> DaemonSetup<'a> {
             static_membership: true,
             kafka_options: Vec::new(),
             index_definition: None,
+            catch_up_wait: None,
         }
     }
 
@@ -184,7 +187,7 @@ mappings:
   max_ids: {max_ids}
   max_wait: 50ms
   queue_capacity: {queue_capacity}
-workers: {workers}
+{catch_up_wait}workers: {workers}
 retry: {{initial_backoff: 50ms, max_backoff: 1s}}
 metrics: {{listen: "127.0.0.1:{metrics_port}"}}
 shutdown_grace: 5s
@@ -192,6 +195,10 @@ shutdown_grace: 5s
             brokers = self.brokers,
             group = self.group.map_or_else(|| unique("group"), str::to_owned),
             queue_capacity = self.queue_capacity,
+            catch_up_wait = self
+                .catch_up_wait
+                .map(|wait| format!("  catch_up_wait: {wait}\n"))
+                .unwrap_or_default(),
             options = self
                 .kafka_options
                 .iter()

@@ -235,6 +235,65 @@ pub async fn topic_size(brokers: &str, topic: &str) -> i64 {
     .expect("size task")
 }
 
+/// The offsets a consumer group committed on a topic, read without joining
+/// the group.
+pub struct GroupCommits {
+    consumer: std::sync::Arc<BaseConsumer>,
+    topic: String,
+}
+
+impl GroupCommits {
+    /// A reader of `group`'s commits on `topic`.
+    pub fn new(brokers: &str, group: &str, topic: &str) -> Result<GroupCommits, String> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .create()
+            .map_err(|error| format!("consumer: {error}"))?;
+        Ok(GroupCommits {
+            consumer: std::sync::Arc::new(consumer),
+            topic: topic.to_owned(),
+        })
+    }
+
+    /// Messages of the topic below the committed offsets.
+    pub async fn messages(&self) -> Result<i64, String> {
+        let (consumer, topic) = (self.consumer.clone(), self.topic.clone());
+        tokio::task::spawn_blocking(move || {
+            let timeout = Duration::from_secs(10);
+            let failed = |what: &str, error: rdkafka::error::KafkaError| format!("{what}: {error}");
+            let metadata = consumer
+                .fetch_metadata(Some(&topic), timeout)
+                .map_err(|error| failed("metadata", error))?;
+            let mut partitions = rdkafka::TopicPartitionList::new();
+            for partition in metadata
+                .topics()
+                .first()
+                .ok_or("no topic metadata")?
+                .partitions()
+            {
+                partitions.add_partition(&topic, partition.id());
+            }
+            let committed = consumer
+                .committed_offsets(partitions, timeout)
+                .map_err(|error| failed("committed offsets", error))?;
+            let mut messages = 0;
+            for element in committed.elements() {
+                if let rdkafka::Offset::Offset(committed) = element.offset() {
+                    let (low, _) = consumer
+                        .fetch_watermarks(&topic, element.partition(), timeout)
+                        .map_err(|error| failed("watermarks", error))?;
+                    messages += committed - low;
+                }
+            }
+            Ok(messages)
+        })
+        .await
+        .map_err(|error| format!("commits task: {error}"))?
+    }
+}
+
 /// Messages per key of plain-format messages (the id as key and value).
 pub fn counts(messages: &[Received]) -> BTreeMap<i64, usize> {
     let mut counts = BTreeMap::new();

@@ -90,6 +90,6 @@ pub mod prelude {
     pub use crate::db::{Db, OrdersSpec, OrdersTable, Pool, SeparateLogin};
     pub use crate::env::{es, free_port, kafka, required_env, tansu, unique};
     pub use crate::es::{Index, Method};
-    pub use crate::kafka::{Topic, read_messages};
+    pub use crate::kafka::{GroupCommits, Topic, read_messages};
     pub use crate::process::{LoggedChild, PrivateEs, PrivateNoida, http_get, metric_sum, tail};
 }
