@@ -963,6 +963,77 @@ async fn string_ids_and_timestamp_versions(db: Db) {
     table.drop_table().await;
 }
 
+/// A run while a rebuild is announced copies every row to the new index
+/// too. Copies the new index refused for a while (write-blocked) are retried
+/// before the run exits, so a run never leaves the new index behind.
+async fn copies_to_an_index_being_rebuilt_are_retried_before_exit(db: Db) {
+    use elasticsearch::http::Method;
+    use serde_json::json;
+    let table = OrdersTable::create_with(db, OrdersSpec::RECOVER).await;
+    let ids: Vec<i64> = (1..=300).collect();
+    table.insert(ids.clone()).await;
+    // `<alias>-v1` live behind the alias, `<alias>-v2` announced and blocked
+    let live = Index::named(&es(), "rec_alias");
+    let alias = live.name.clone();
+    let version = |number: u32| Index {
+        name: format!("{alias}-v{number}"),
+        es: live.es.clone(),
+    };
+    let (old, new) = (version(1), version(2));
+    let create = |index: &Index, body: serde_json::Value| {
+        let (es, path) = (index.es.clone(), format!("/{}", index.name));
+        async move { es.request_ok(Method::Put, &path, Some(&body)).await }
+    };
+    create(&old, json!({"aliases": {&alias: {"is_write_index": true}}}))
+        .await
+        .expect("live index");
+    create(
+        &new,
+        json!({"settings": {"index.blocks.write": true}, "aliases": {format!("{alias}.next"): {}}}),
+    )
+    .await
+    .expect("announced, blocked index");
+    let setup = Setup::new(RECOVER, &table, &live);
+    let checkpoint = setup.checkpoint().to_string_lossy().into_owned();
+    let mut run = Running::start(setup.command(&[
+        "run",
+        "--chunk-size",
+        "100",
+        "--progress",
+        "json",
+        "--checkpoint",
+        &checkpoint,
+    ]));
+    // every row is live: the walk is over, the copies wait
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !live.differences(&table, &ids).await.is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run never wrote every row"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    new.es
+        .request_ok(
+            Method::Put,
+            &format!("/{}/_settings", new.name),
+            Some(&json!({"index.blocks.write": null})),
+        )
+        .await
+        .expect("unblock");
+    let status = run.wait(Duration::from_secs(60));
+    assert!(
+        status.success(),
+        "{status}\n{}",
+        tail(&run.stderr.join("\n"), 20)
+    );
+    new.assert_equal(&table, &ids).await;
+    for index in [&old, &new] {
+        index.drop_index().await;
+    }
+    table.drop_table().await;
+}
+
 esync_testkit::per_database! {
     both {
         resume_after_sigkill;
@@ -978,6 +1049,7 @@ esync_testkit::per_database! {
         sparse_integer_ids_are_chunked_by_rows;
         verify_publishes_differing_ids;
         string_ids_and_timestamp_versions;
+        copies_to_an_index_being_rebuilt_are_retried_before_exit;
         full_backfill_equals_the_table =>
             async |db| super::full_backfill_equals_the_table(db, &[]).await;
     }

@@ -268,6 +268,7 @@ pub async fn run(
 
     // Senders are dropped: workers flush what they hold and exit.
     tracing::info!(grace = ?config.shutdown_grace, "stopping: finishing in-flight batches");
+    let stopping = tokio::time::Instant::now();
     let drained = tokio::time::timeout(config.shutdown_grace, async {
         while workers.join_next().await.is_some() {}
     })
@@ -288,8 +289,16 @@ pub async fn run(
     if !commit_loop.is_finished() {
         commit_loop.abort();
     }
-    dual_write_retries.abort();
-    let dual_pending = services.writer.dual_writes_pending();
+    // stopped by `stop`, it puts back what it had not retried
+    if tokio::time::timeout(ABORT_TIMEOUT, dual_write_retries)
+        .await
+        .is_err()
+    {
+        tracing::warn!("the dual-write retry task did not stop in time");
+    }
+    // what failed to reach an index being rebuilt gets the rest of the grace
+    let grace_left = config.shutdown_grace.saturating_sub(stopping.elapsed());
+    let dual_pending = services.writer.drain_dual_writes(grace_left, &abort).await;
     if dual_pending > 0 {
         tracing::warn!(
             ids = dual_pending,

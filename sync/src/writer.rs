@@ -276,21 +276,27 @@ impl Writer {
     }
 
     /// Writes again, to the indexes being rebuilt only, the ids whose dual
-    /// write failed (one attempt each; failures stay in the backlog). Returns
-    /// how many ids are still waiting.
+    /// write failed (one attempt each; failures stay in the backlog, and so
+    /// does what an abort leaves unattempted). Returns how many ids are
+    /// still waiting.
     pub async fn retry_dual_writes(&self, abort: &CancellationToken) -> Result<usize, Abandoned> {
         let backlog = std::mem::take(&mut *lock(&self.dual_backlog));
-        for ((mapping, index), ids) in backlog {
+        let mut entries = backlog.into_iter();
+        while let Some(((mapping, index), ids)) = entries.next() {
             let mut ids_by_mapping = vec![Vec::new(); self.mappings.len()];
             ids_by_mapping[mapping] = ids.keys().cloned().collect();
             let floors = ids
-                .into_iter()
-                .map(|(id, floor)| ((mapping, id), floor))
+                .iter()
+                .map(|(id, floor)| ((mapping, id.clone()), *floor))
                 .collect();
             let mut report = WriteReport::default();
-            let actions = self
+            let planned = self
                 .plan_round(&ids_by_mapping, &floors, &mut report, abort)
-                .await?;
+                .await;
+            let Ok(actions) = planned else {
+                self.keep_dual_writes(std::iter::once(((mapping, index), ids)).chain(entries));
+                return Err(Abandoned);
+            };
             let actions = actions
                 .into_iter()
                 .map(|write| write.dual_to(index.clone()))
@@ -301,6 +307,41 @@ impl Writer {
         // the backlog only shrinks here: the gauge follows
         self.count_dual_pending(&lock(&self.dual_backlog));
         Ok(self.dual_writes_pending())
+    }
+
+    /// Retries the dual-write backlog until it is empty, `within` has passed
+    /// or `abort` fires, backing off while nothing gets through (shutdown,
+    /// the end of a recovery run). Returns how many ids are still waiting:
+    /// those reach the index being rebuilt through its verification.
+    pub async fn drain_dual_writes(&self, within: Duration, abort: &CancellationToken) -> usize {
+        let limit = abort.child_token();
+        let timer = tokio::spawn({
+            let limit = limit.clone();
+            async move {
+                tokio::time::sleep(within).await;
+                limit.cancel();
+            }
+        });
+        let mut attempt = 0;
+        loop {
+            let before = self.dual_writes_pending();
+            if before == 0 {
+                break;
+            }
+            let Ok(after) = self.retry_dual_writes(&limit).await else {
+                break;
+            };
+            attempt = if after < before { 0 } else { attempt + 1 };
+            if after == 0
+                || sleep_or_abort(self.retry.random_delay(attempt), &limit)
+                    .await
+                    .is_err()
+            {
+                break;
+            }
+        }
+        timer.abort();
+        self.dual_writes_pending()
     }
 
     /// Retries the dual-write backlog until `stop` fires: every second while
@@ -382,6 +423,22 @@ impl Writer {
     }
 
     /// Puts failed dual writes into the backlog and updates the gauge.
+    /// Puts backlog entries taken for a retry that did not happen back.
+    fn keep_dual_writes(
+        &self,
+        entries: impl Iterator<Item = ((usize, Arc<str>), BTreeMap<Id, u64>)>,
+    ) {
+        let mut backlog = lock(&self.dual_backlog);
+        for (target, ids) in entries {
+            let kept = backlog.entry(target).or_default();
+            for (id, floor) in ids {
+                let kept_floor = kept.entry(id).or_default();
+                *kept_floor = (*kept_floor).max(floor);
+            }
+        }
+        self.count_dual_pending(&backlog);
+    }
+
     fn defer_dual_writes(&self, failed: Vec<DualRetry>) {
         // every round passes here: nothing to do without a failed dual write
         if failed.is_empty() {

@@ -299,6 +299,19 @@ async fn keep_searching(alias: String, stop: CancellationToken) -> (u64, u64, Op
     (searches, failures, first)
 }
 
+/// Blocks or unblocks writes to `index`.
+async fn block_writes(index: &Index, blocked: bool) {
+    let value = if blocked { json!(true) } else { Value::Null };
+    es_api()
+        .request_ok(
+            Method::Put,
+            &format!("/{}/_settings", index.name),
+            Some(&json!({"index.blocks.write": value})),
+        )
+        .await
+        .expect("index.blocks.write");
+}
+
 async fn wait_exit(process: &mut EsyncProcess, timeout: Duration) -> std::process::ExitStatus {
     let started = Instant::now();
     let mut child = process.child.take().expect("a running process");
@@ -626,14 +639,7 @@ async fn a_failing_new_index_never_holds_up_live_writes() {
         "{metrics}"
     );
     // unblocked, the backlog drains into the new index by itself
-    es_api()
-        .request_ok(
-            Method::Put,
-            &format!("/{}/_settings", next.name),
-            Some(&json!({"index.blocks.write": null})),
-        )
-        .await
-        .expect("unblock");
+    block_writes(&next, false).await;
     let updated: Vec<i64> = (1..=100).collect();
     next.wait_equal(
         &scenario.streams.table,
@@ -647,6 +653,25 @@ async fn a_failing_new_index_never_holds_up_live_writes() {
         assert!(started.elapsed() < CONVERGE, "the backlog never drained");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+
+    // blocked again, then stopped: shutdown retries the backlog within its grace
+    block_writes(&next, true).await;
+    scenario.change(101..=150, "at shutdown").await;
+    scenario.wait_synced(&all).await;
+    let started = Instant::now();
+    while metric_sum(&scenario.daemon.metrics().await, "esync_dual_write_pending") == 0.0 {
+        assert!(started.elapsed() < CONVERGE, "no dual write waits");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    scenario.daemon.signal_terminate();
+    block_writes(&next, false).await;
+    let status = wait_exit(&mut scenario.daemon, Duration::from_secs(30)).await;
+    assert!(status.success(), "{status}");
+    next.assert_equal(&scenario.streams.table, &(1..=150).collect::<Vec<_>>())
+        .await;
+    scenario.daemon.spawn();
+    scenario.daemon.wait_healthy(Duration::from_secs(30)).await;
+
     let aborted = scenario.esync(&["index", "abort", "--mapping", "orders"]);
     assert!(
         aborted.contains(&format!("deleted {}", next.name)),

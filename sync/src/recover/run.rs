@@ -47,6 +47,11 @@ use tokio_util::sync::CancellationToken;
 /// obeys a `ctl` command within a second.
 const CONTROL_POLL: Duration = Duration::from_millis(500);
 
+/// How long a run's end may retry copies that failed to reach an index
+/// being rebuilt before it exits without them (they are counted, and the
+/// rebuild's verification writes them).
+const DUAL_WRITE_DRAIN: Duration = Duration::from_secs(30);
+
 /// Where the checkpoint goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CheckpointPlace {
@@ -407,6 +412,14 @@ pub async fn run(
             }
         })
     };
+    // rows whose copy to an index being rebuilt failed, retried beside the walk
+    let dual_write_retries = {
+        let (context, workers_done) = (context.clone(), workers_done.clone());
+        tokio::spawn(async move {
+            let writer = &context.connected.writer;
+            writer.keep_retrying_dual_writes(&workers_done).await
+        })
+    };
     let mut workers = tokio::task::JoinSet::new();
     for worker in 0..context.settings.parallel.max(1) {
         workers.spawn(work_loop(context.clone(), worker));
@@ -429,6 +442,17 @@ pub async fn run(
         let _ = follower.await;
     }
     let _ = progress.await;
+    let _ = dual_write_retries.await;
+    let writer = &context.connected.writer;
+    let dual_pending = writer
+        .drain_dual_writes(DUAL_WRITE_DRAIN, &context.abort)
+        .await;
+    if dual_pending > 0 {
+        tracing::warn!(
+            ids = dual_pending,
+            "exiting with rows not yet copied to the index being rebuilt; the rebuild's verification writes them before the swap"
+        );
+    }
     context.reporter.finish();
     if let Some(error) = failure {
         return Err(error);
