@@ -46,10 +46,16 @@ pub type Producer = FutureProducer<KafkaLog>;
 
 impl ClientContext for EsyncContext {
     fn stats(&self, statistics: Statistics) {
+        let tracker = lock(&self.tracker);
         for (topic, topic_stats) in &statistics.topics {
             for (partition, partition_stats) in &topic_stats.partitions {
-                // -1 is librdkafka's "internal" partition and partitions not assigned to us.
-                if *partition < 0 || partition_stats.consumer_lag < 0 {
+                // -1 is librdkafka's "internal" partition and partitions not
+                // assigned to us; statistics taken before a revoke may still
+                // show a revoked one, whose lag is its new owner's to report
+                if *partition < 0
+                    || partition_stats.consumer_lag < 0
+                    || tracker.generation(topic, *partition).is_none()
+                {
                     continue;
                 }
                 let label = PartitionLabel {
@@ -85,6 +91,13 @@ impl ConsumerContext for EsyncContext {
                         .filter_map(|element| tracker.revoke(element.topic(), element.partition()))
                         .collect()
                 };
+                for element in partitions.elements() {
+                    // a partition that is not ours has no lag here
+                    self.metrics.consumer_lag.remove(&PartitionLabel {
+                        topic: element.topic().to_owned(),
+                        partition: element.partition().to_string(),
+                    });
+                }
                 tracing::info!(
                     partitions = ?partition_numbers(partitions),
                     committing = positions.len(),

@@ -488,6 +488,70 @@ async fn a_backlog_found_at_start_is_read_before_its_ids_are(db: Db) {
     table.drop_table().await;
 }
 
+/// Partitions with a consumer-lag series in a daemon's metrics.
+fn lag_partitions(metrics: &str) -> std::collections::BTreeSet<String> {
+    metrics
+        .lines()
+        .filter(|line| line.starts_with("esync_consumer_lag_messages{"))
+        .filter_map(|line| line.split("partition=\"").nth(1))
+        .filter_map(|rest| rest.split('"').next())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// After a rebalance each daemon reports lag only for the partitions it
+/// owns: a revoked partition's last value would otherwise stay in the old
+/// owner's metrics for good, beside the new owner's.
+async fn a_revoked_partition_leaves_the_lag_metric(db: Db) {
+    let table = OrdersTable::create(db).await;
+    let topic = Topic::create(&kafka(), "orders", 4).await;
+    let index = Index::new(&es());
+    index.create().await;
+    let ids: Vec<i64> = (1..=200).collect();
+    table.insert(ids.clone()).await;
+    let (brokers, es_url, group) = (kafka(), es(), unique("group"));
+    let mut setup = DaemonSetup::new(&table, &topic.name, &brokers, &es_url, &index.name);
+    setup.group = Some(&group);
+    setup.kafka_options = vec![("statistics.interval.ms", "300")];
+    let mut first = Daemon::start(ESYNC, &setup);
+    first.wait_healthy(Duration::from_secs(30)).await;
+    topic.send_ids(&ids).await;
+    index.wait_equal(&table, &ids, CONVERGE, &mut first).await;
+    let all: std::collections::BTreeSet<String> = (0..4).map(|p| p.to_string()).collect();
+    let deadline = std::time::Instant::now() + CONVERGE;
+    while lag_partitions(&first.metrics().await) != all {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no lag for every partition"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let mut second = Daemon::start(ESYNC, &setup);
+    second.wait_healthy(Duration::from_secs(30)).await;
+    let deadline = std::time::Instant::now() + CONVERGE;
+    loop {
+        topic.send_ids(&ids).await;
+        let (mine, theirs) = (
+            lag_partitions(&first.metrics().await),
+            lag_partitions(&second.metrics().await),
+        );
+        let split =
+            !theirs.is_empty() && mine.is_disjoint(&theirs) && mine.union(&theirs).count() == 4;
+        if split {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "lag series overlap after the rebalance: first {mine:?}, second {theirs:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    drop(second);
+    drop(first);
+    table.drop_table().await;
+}
+
 esync_testkit::per_database! {
     both {
         inserts_updates_and_deletes_reach_the_index;
@@ -502,6 +566,7 @@ esync_testkit::per_database! {
             async |db| super::shuffled_duplicated_replayed_ids_converge(db, &tansu(), 1).await;
         oversized_dead_letters_are_truncated_not_retried_forever;
         a_backlog_found_at_start_is_read_before_its_ids_are;
+        a_revoked_partition_leaves_the_lag_metric;
         sigterm_with_kafka_down_exits_in_time;
         rebalances_under_backpressure_lose_nothing_eager =>
             super::rebalances_under_backpressure_lose_nothing;
