@@ -8,6 +8,7 @@
 //! `opsbot_*` ones (esync cannot depend on opsbot). Pure: reads files, needs
 //! no services.
 
+use esync_testkit::promql::{Exporter, exported_series};
 use opsbot::metrics::{CommandOutcome, OpsbotMetrics, RefusedReason, encode};
 use opsbot::roll::{RollSettings, RollState};
 use prometheus_client::registry::Registry;
@@ -15,9 +16,6 @@ use serde_json::Value as Json;
 use serde_yaml::Value as Yaml;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-
-/// Labels Prometheus adds to every scraped series.
-const TARGET_LABELS: [&str; 2] = ["job", "instance"];
 
 fn read(path: &str) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path);
@@ -36,136 +34,17 @@ fn exported() -> BTreeMap<String, BTreeSet<String>> {
         RollSettings::default(),
         chrono::Utc::now(),
     ));
-    let text = encode(&registry).expect("encodes");
-    let mut series: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for line in text.lines().filter(|line| !line.starts_with('#')) {
-        let name_end = line.find(['{', ' ']).expect("a sample has a value");
-        let labels = series.entry(line[..name_end].to_owned()).or_default();
-        if let Some(inner) = line[name_end..].strip_prefix('{') {
-            let inner = &inner[..inner.find('}').expect("closed labels")];
-            // our label values hold no commas or quotes
-            labels.extend(
-                inner
-                    .split(',')
-                    .filter_map(|pair| pair.split_once('=').map(|(name, _)| name.to_owned())),
-            );
-        }
-    }
-    series
-}
-
-/// Label names of a `{...}` or `(...)` list (values in quotes skipped).
-fn label_names(list: &str) -> Vec<String> {
-    let mut names = Vec::new();
-    let mut chars = list.chars().peekable();
-    let mut word = String::new();
-    while let Some(c) = chars.next() {
-        if c == '"' || c == '\'' {
-            for d in chars.by_ref() {
-                if d == c {
-                    break;
-                }
-            }
-        } else if c.is_ascii_alphanumeric() || c == '_' {
-            word.push(c);
-            continue;
-        }
-        if !word.is_empty() {
-            names.push(std::mem::take(&mut word));
-        }
-    }
-    if !word.is_empty() {
-        names.push(word);
-    }
-    names
-}
-
-/// (`opsbot_*` selectors with their labels, grouping labels) of `expr`.
-fn references(expr: &str) -> (Vec<(String, Vec<String>)>, Vec<String>) {
-    let mut selectors = Vec::new();
-    let mut grouping = Vec::new();
-    let bytes = expr.as_bytes();
-    let mut at = 0;
-    while at < bytes.len() {
-        let c = bytes[at] as char;
-        if c == '"' || c == '\'' {
-            at += expr[at + 1..].find(c).map_or(bytes.len(), |end| end + 2);
-            continue;
-        }
-        if !(c.is_ascii_alphabetic() || c == '_') || (at > 0 && bytes[at - 1] == b'$') {
-            at += 1;
-            continue;
-        }
-        let end = expr[at..]
-            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
-            .map_or(expr.len(), |end| at + end);
-        let word = &expr[at..end];
-        let rest = expr[end..].trim_start();
-        let after = expr.len() - rest.len();
-        let list = |close: char| rest[1..].find(close).map(|close_at| &rest[1..=close_at]);
-        if word.starts_with("opsbot_") {
-            let labels = match rest.starts_with('{').then(|| list('}')).flatten() {
-                Some(inner) => {
-                    at = after + inner.len() + 1;
-                    label_names(inner)
-                }
-                None => {
-                    at = end;
-                    Vec::new()
-                }
-            };
-            selectors.push((word.to_owned(), labels));
-        } else if [
-            "by",
-            "without",
-            "on",
-            "ignoring",
-            "group_left",
-            "group_right",
-        ]
-        .contains(&word)
-            && rest.starts_with('(')
-        {
-            let inner = list(')').expect("closed grouping");
-            grouping.extend(label_names(inner));
-            at = after + inner.len() + 1;
-        } else {
-            at = end;
-        }
-    }
-    (selectors, grouping)
+    exported_series(&encode(&registry).expect("encodes"))
 }
 
 /// Problems of one expression against opsbot's series.
-fn problems(place: &str, expr: &str, exported: &BTreeMap<String, BTreeSet<String>>) -> Vec<String> {
-    let (selectors, grouping) = references(expr);
-    let mut problems = Vec::new();
-    if selectors.is_empty() {
-        return problems;
-    }
-    let mut carried: BTreeSet<&str> = TARGET_LABELS.into_iter().collect();
-    for (name, labels) in &selectors {
-        let Some(known) = exported.get(name) else {
-            problems.push(format!(
-                "{place}: {name} is not a series opsbot exports: {expr}"
-            ));
-            continue;
-        };
-        carried.extend(known.iter().map(String::as_str));
-        for label in labels {
-            if !known.contains(label) && !TARGET_LABELS.contains(&label.as_str()) {
-                problems.push(format!("{place}: {name} has no label {label}: {expr}"));
-            }
-        }
-    }
-    for label in &grouping {
-        if !carried.contains(label.as_str()) {
-            problems.push(format!(
-                "{place}: no opsbot metric of the expression has the label {label}: {expr}"
-            ));
-        }
-    }
-    problems
+fn problems(place: &str, expr: &str, series: &BTreeMap<String, BTreeSet<String>>) -> Vec<String> {
+    let exporter = Exporter {
+        prefix: "opsbot_",
+        name: "opsbot",
+        series,
+    };
+    esync_testkit::promql::problems(place, expr, exporter)
 }
 
 /// (name, expr) of every rule that names an `opsbot_*` series.

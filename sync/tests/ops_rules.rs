@@ -14,14 +14,12 @@ use esync::metrics::{
 };
 use esync::publish::metrics::PublishMetrics;
 use esync::recover::metrics::{RecoverMetrics, RunLabel};
+use esync_testkit::promql::{Exporter, exported_series, references};
 use prometheus_client::registry::Registry;
 use serde_json::Value as Json;
 use serde_yaml::Value as Yaml;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-
-/// Labels Prometheus adds to every scraped series.
-const TARGET_LABELS: [&str; 2] = ["job", "instance"];
 
 fn ops_file(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
@@ -136,192 +134,18 @@ fn exported() -> BTreeMap<String, BTreeSet<String>> {
 
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &registry).expect("encodes");
-    let mut series: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for line in text.lines().filter(|line| !line.starts_with('#')) {
-        let (name, labels) = parse_sample(line);
-        series.entry(name).or_default().extend(labels);
-    }
-    series
+    exported_series(&text)
 }
 
-/// `name{a="x",b="y"} 1` -> (`name`, [`a`, `b`]).
-fn parse_sample(line: &str) -> (String, Vec<String>) {
-    let name_end = line.find(['{', ' ']).expect("a sample line has a value");
-    let name = line[..name_end].to_owned();
-    let mut labels = Vec::new();
-    if line[name_end..].starts_with('{') {
-        let mut rest = &line[name_end + 1..];
-        while let Some(equals) = rest.find("=\"") {
-            labels.push(rest[..equals].trim_start_matches(',').to_owned());
-            // our label values hold no quotes
-            let value_end = rest[equals + 2..].find('"').expect("closed value");
-            rest = &rest[equals + 2 + value_end + 1..];
-            if rest.starts_with('}') {
-                break;
-            }
-        }
-    }
-    (name, labels)
-}
-
-/// What a PromQL expression names.
-#[derive(Debug, Default)]
-struct References {
-    /// Metric names, each with the labels of its `{...}` selector.
-    selectors: Vec<(String, Vec<String>)>,
-    /// Labels in `by`, `without`, `on`, `ignoring`, `group_left/right`.
-    grouping: Vec<String>,
-}
-
-/// A small PromQL scanner: enough for names, selectors and grouping clauses;
-/// skips strings, numbers, durations and Grafana variables (`$x`, `${x}`).
-fn references(expr: &str) -> References {
-    let chars: Vec<char> = expr.chars().collect();
-    let mut references = References::default();
-    let mut index = 0;
-    let identifier_at = |start: usize| -> usize {
-        let mut end = start;
-        while end < chars.len() && (chars[end].is_ascii_alphanumeric() || "_:".contains(chars[end]))
-        {
-            end += 1;
-        }
-        end
+/// Problems of one expression against the `esync_*` series; `opsbot_*`
+/// ones are checked by `opsbot/tests/ops_metrics.rs`.
+fn problems(place: &str, expr: &str, series: &BTreeMap<String, BTreeSet<String>>) -> Vec<String> {
+    let exporter = Exporter {
+        prefix: "esync_",
+        name: "esync, esync publish or esync-recover",
+        series,
     };
-    let skip_space = |mut at: usize| {
-        while at < chars.len() && chars[at].is_whitespace() {
-            at += 1;
-        }
-        at
-    };
-    let is_quote = |c: char| c == '"' || c == '\'' || c == '`';
-    // the index after the string literal opening at `start`
-    let string_end = |start: usize| {
-        let mut at = start + 1;
-        while at < chars.len() && chars[at] != chars[start] {
-            at += if chars[at] == '\\' { 2 } else { 1 };
-        }
-        at + 1
-    };
-    // label names of a `{...}` or `(...)` list starting after its opener
-    let label_list = |mut at: usize, close: char| -> (Vec<String>, usize) {
-        let mut labels = Vec::new();
-        while at < chars.len() && chars[at] != close {
-            let c = chars[at];
-            if is_quote(c) {
-                at = string_end(at);
-            } else if c.is_ascii_alphabetic() || c == '_' {
-                let end = identifier_at(at);
-                labels.push(chars[at..end].iter().collect());
-                at = end;
-            } else {
-                at += 1;
-            }
-        }
-        (labels, at + 1)
-    };
-    while index < chars.len() {
-        let c = chars[index];
-        if is_quote(c) {
-            index = string_end(index);
-        } else if c == '$' {
-            index += 1;
-            if chars.get(index) == Some(&'{') {
-                while index < chars.len() && chars[index] != '}' {
-                    index += 1;
-                }
-                index += 1;
-            } else {
-                index = identifier_at(index);
-            }
-        } else if c.is_ascii_digit() {
-            // numbers and durations such as 5m, 1.5e3
-            while index < chars.len()
-                && (chars[index].is_ascii_alphanumeric() || chars[index] == '.')
-            {
-                index += 1;
-            }
-        } else if c.is_ascii_alphabetic() || c == '_' {
-            let end = identifier_at(index);
-            let word: String = chars[index..end].iter().collect();
-            let next = skip_space(end);
-            let opens = |opener: char| chars.get(next) == Some(&opener);
-            if word.starts_with("esync_") || word.starts_with("opsbot_") {
-                let (labels, after) = if opens('{') {
-                    label_list(next + 1, '}')
-                } else {
-                    (Vec::new(), end)
-                };
-                references.selectors.push((word, labels));
-                index = after;
-            } else if [
-                "by",
-                "without",
-                "on",
-                "ignoring",
-                "group_left",
-                "group_right",
-            ]
-            .contains(&word.as_str())
-                && opens('(')
-            {
-                let (labels, after) = label_list(next + 1, ')');
-                references.grouping.extend(labels);
-                index = after;
-            } else if opens('{') {
-                // a selector of some other metric (up, probe_success)
-                index = label_list(next + 1, '}').1;
-            } else {
-                index = end;
-            }
-        } else {
-            index += 1;
-        }
-    }
-    references
-}
-
-/// Problems of one expression against the exported series.
-fn problems(place: &str, expr: &str, exported: &BTreeMap<String, BTreeSet<String>>) -> Vec<String> {
-    let references = references(expr);
-    let mut problems = Vec::new();
-    let mut carried: BTreeSet<&str> = TARGET_LABELS.into_iter().collect();
-    for (name, labels) in &references.selectors {
-        if name.starts_with("opsbot_") {
-            // checked by opsbot/tests/ops_metrics.rs
-            continue;
-        }
-        let Some(known) = exported.get(name) else {
-            problems.push(format!(
-                "{place}: {name} is not a series esync, esync publish or esync-recover \
-                 exports: {expr}"
-            ));
-            continue;
-        };
-        carried.extend(known.iter().map(String::as_str));
-        for label in labels {
-            if !known.contains(label) && !TARGET_LABELS.contains(&label.as_str()) {
-                problems.push(format!(
-                    "{place}: {name} has no label {label} (it has {known:?}): {expr}"
-                ));
-            }
-        }
-    }
-    // an expression of opsbot series only: its grouping labels are opsbot's,
-    // checked by opsbot/tests/ops_metrics.rs
-    let opsbot_only = references
-        .selectors
-        .iter()
-        .all(|(name, _)| name.starts_with("opsbot_"));
-    if !references.selectors.is_empty() && !opsbot_only {
-        for label in &references.grouping {
-            if !carried.contains(label.as_str()) {
-                problems.push(format!(
-                    "{place}: no metric of the expression has the label {label}: {expr}"
-                ));
-            }
-        }
-    }
-    problems
+    esync_testkit::promql::problems(place, expr, exporter)
 }
 
 /// (alert name, expr, runbook annotation) of every rule.
@@ -445,11 +269,13 @@ fn dashboard_is_importable_and_uses_only_exported_metrics() {
         for target in targets {
             assert_eq!(target["datasource"]["uid"], "${datasource}", "{title}");
             let expr = target["expr"].as_str().expect("every target has an expr");
-            let references = references(expr);
+            let names_ours = ["esync_", "opsbot_"]
+                .iter()
+                .any(|prefix| !references(expr, prefix).selectors.is_empty());
             if !expr.contains("up{") && !expr.contains("probe_success{") {
                 assert!(
-                    !references.selectors.is_empty(),
-                    "{title}: {expr} names no esync metric"
+                    names_ours,
+                    "{title}: {expr} names no esync or opsbot metric"
                 );
             }
             problems_found.extend(problems(title, expr, &exported));

@@ -18,6 +18,7 @@ pub mod es;
 pub mod golden;
 pub mod kafka;
 pub mod process;
+pub mod promql;
 pub mod publish;
 pub mod recover;
 
