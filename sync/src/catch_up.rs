@@ -53,6 +53,8 @@ pub struct CatchUpState {
     /// Assignments seen; identifies which one an end-offset answer is for.
     epoch: u64,
     held: Option<Hold>,
+    /// The consumer reads no further (a queue is full): nothing is held.
+    consumer_blocked: bool,
 }
 
 #[derive(Debug)]
@@ -78,7 +80,7 @@ impl CatchUpState {
                 hold.ends = None;
                 hold.received.clear();
             }
-            None if !limit.is_zero() => {
+            None if !limit.is_zero() && !self.consumer_blocked => {
                 self.held = Some(Hold {
                     since: now,
                     until: now + limit,
@@ -134,11 +136,19 @@ impl CatchUpState {
         self.open_if_caught_up(now)
     }
 
-    /// The consumer cannot read further (a queue is full, or it stops):
-    /// holding reads would only hold everything. Returns how the hold ended.
+    /// The consumer cannot read further (a queue is full, or it stops)
+    /// until [`CatchUpState::unblocked`]: holding reads would only hold
+    /// everything, so nothing is held meanwhile, not even after an
+    /// assignment. Returns how a hold ended.
     pub fn blocked(&mut self, now: Instant) -> Option<(Opened, Duration)> {
+        self.consumer_blocked = true;
         let hold = self.held.take()?;
         Some((Opened::ConsumerBlocked, now - hold.since))
+    }
+
+    /// The consumer reads again.
+    pub fn unblocked(&mut self) {
+        self.consumer_blocked = false;
     }
 
     /// Ends the hold when its limit has passed by `now`; returns how it
@@ -224,6 +234,11 @@ impl CatchUpGate {
     pub fn blocked(&self) {
         let opened = lock(&self.state).blocked(Instant::now());
         self.announce(opened);
+    }
+
+    /// See [`CatchUpState::unblocked`].
+    pub fn unblocked(&self) {
+        lock(&self.state).unblocked();
     }
 
     /// Returns once the gate is open, or after the hold's limit.
@@ -356,6 +371,13 @@ mod tests {
         assert_eq!(gate.held_until(), None);
         assert_eq!(gate.blocked(blocked), None, "already open");
 
+        assert_eq!(gate.assigned(now, LIMIT), 2);
+        assert_eq!(
+            gate.held_until(),
+            None,
+            "an assignment while blocked holds nothing"
+        );
+        gate.unblocked();
         gate.assigned(now, LIMIT);
         assert_eq!(gate.expire(now + LIMIT - Duration::from_millis(1)), None);
         assert_eq!(gate.expire(now + LIMIT), Some((Opened::TimedOut, LIMIT)));

@@ -636,6 +636,7 @@ impl<'a> ConsumerLoop<'a> {
         if let Ok(assignment) = consumer.assignment() {
             let _ = consumer.resume(&assignment);
         }
+        self.catch_up.unblocked();
         result
     }
 }
