@@ -99,11 +99,10 @@ impl CatchUpState {
     pub fn ends_known(
         &mut self,
         epoch: u64,
-        ends: HashMap<Partition, i64>,
+        mut ends: HashMap<Partition, i64>,
         now: Instant,
     ) -> Option<(Opened, Duration)> {
         let hold = self.held.as_mut().filter(|_| epoch == self.epoch)?;
-        let mut ends = ends;
         ends.retain(|partition, end| {
             hold.received
                 .get(partition)
