@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Checks the playbooks: syntax, ansible-lint, one real rolling restart of a
-# local Elasticsearch API server, and deploy_esync.yml's rules tasks. Needs
-# the variables of scripts/services.sh.
+# Checks the playbooks: syntax, ansible-lint, real rolling restarts of a
+# local Elasticsearch API server (and the health rules against a scripted
+# one), and deploy_esync.yml's rules tasks. Needs the variables of
+# scripts/services.sh.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 : "${ESYNC_TEST_ANSIBLE_BIN_DIR:?ESYNC_TEST_ANSIBLE_BIN_DIR is not set: run scripts/services.sh up and source .services/env}"
