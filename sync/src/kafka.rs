@@ -220,25 +220,40 @@ pub fn commit_finished_sync(
 
 /// The end offset of every assigned partition that still has messages to
 /// read, as the broker sees it now (see [`crate::catch_up`]): blocking, one
-/// committed-offsets request and one watermark request per partition.
+/// committed-offsets request and two `ListOffsets` requests (earliest and
+/// latest, each for every partition at once). A partition the broker
+/// answers with an error is left out.
 pub fn backlog_ends(
     consumer: &EsyncConsumer,
     reset_to_earliest: bool,
     timeout: Duration,
 ) -> KafkaResult<HashMap<Partition, i64>> {
+    let assignment = consumer.assignment()?;
     let positions = consumer.position()?;
     let committed = consumer.committed(timeout)?;
-    let offset_of = |list: &TopicPartitionList, topic: &str, partition: i32| match list
-        .find_partition(topic, partition)
-        .map(|element| element.offset())
-    {
-        Some(Offset::Offset(offset)) => Some(offset),
-        _ => None,
+    // ListOffsets with the timestamps -2 and -1: the log start and end offsets
+    let at = |offset: Offset| -> KafkaResult<TopicPartitionList> {
+        let mut list = assignment.clone();
+        list.set_all_offsets(offset)?;
+        consumer.offsets_for_times(list, timeout)
+    };
+    let (lows, highs) = (at(Offset::Beginning)?, at(Offset::End)?);
+    let offset_of = |list: &TopicPartitionList, topic: &str, partition: i32| {
+        let element = list.find_partition(topic, partition)?;
+        match (element.error(), element.offset()) {
+            (Ok(()), Offset::Offset(offset)) => Some(offset),
+            _ => None,
+        }
     };
     let mut ends = HashMap::new();
-    for element in consumer.assignment()?.elements() {
+    for element in assignment.elements() {
         let (topic, partition) = (element.topic(), element.partition());
-        let (low, high) = consumer.fetch_watermarks(topic, partition, timeout)?;
+        let (Some(low), Some(high)) = (
+            offset_of(&lows, topic, partition),
+            offset_of(&highs, topic, partition),
+        ) else {
+            continue;
+        };
         let next = offset_of(&positions, topic, partition)
             .or_else(|| offset_of(&committed, topic, partition));
         if let Some(end) = backlog_end(next, low, high, reset_to_earliest) {
