@@ -314,6 +314,15 @@ impl Writer {
     /// the end of a recovery run). Returns how many ids are still waiting:
     /// those reach the index being rebuilt through its verification.
     pub async fn drain_dual_writes(&self, within: Duration, abort: &CancellationToken) -> usize {
+        let pending = self.dual_writes_pending();
+        if pending == 0 {
+            return 0;
+        }
+        tracing::info!(
+            ids = pending,
+            within = ?within,
+            "writing what failed to reach the index being rebuilt before stopping"
+        );
         let limit = abort.child_token();
         let timer = tokio::spawn({
             let limit = limit.clone();
