@@ -464,6 +464,8 @@ async fn a_backlog_found_at_start_is_read_before_its_ids_are(db: Db) {
     setup.group = Some(&group);
     setup.max_ids = 10;
     setup.queue_capacity = 2000;
+    // long enough that only catching up ends the hold, however slow the machine
+    setup.catch_up_wait = Some("60s");
     let mut daemon = Daemon::start(ESYNC, &setup);
     let commits = GroupCommits::new(&brokers, &group, &topic.name).expect("commits reader");
     let deadline = std::time::Instant::now() + CONVERGE;
@@ -483,6 +485,11 @@ async fn a_backlog_found_at_start_is_read_before_its_ids_are(db: Db) {
         ids.len() as f64,
         "each row read once\n{}",
         daemon.log_tail(20)
+    );
+    let log = daemon.log_tail(1000);
+    assert!(
+        log.contains(r#"reason="caught up with the backlog""#),
+        "the hold ends when the backlog is read\n{log}"
     );
     assert!(daemon.terminate().success());
     table.drop_table().await;
