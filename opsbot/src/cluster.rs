@@ -417,7 +417,14 @@ pub(crate) mod tests {
         );
     }
 
-    fn row(index: &str, shard: &str, prirep: &str, state: &str, node: Option<&str>) -> ShardRow {
+    /// A `_cat/shards` row without docs and store.
+    pub(crate) fn row(
+        index: &str,
+        shard: &str,
+        prirep: &str,
+        state: &str,
+        node: Option<&str>,
+    ) -> ShardRow {
         ShardRow {
             index: index.to_string(),
             shard: shard.to_string(),

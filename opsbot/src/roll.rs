@@ -989,7 +989,7 @@ fn describe(observation: &Observation) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::tests::cluster_nodes;
+    use crate::cluster::tests::{cluster_nodes, row as copy};
     use crate::cluster::{Target, plan_order};
     use std::collections::{BTreeMap, VecDeque};
 
@@ -1543,18 +1543,6 @@ mod tests {
         );
         assert_eq!(state.status, RollStatus::Failed);
         assert_eq!(cluster.allocation.persistent.as_deref(), Some("all"));
-    }
-
-    fn copy(index: &str, shard: &str, prirep: &str, state: &str, node: Option<&str>) -> ShardRow {
-        ShardRow {
-            index: index.to_string(),
-            shard: shard.to_string(),
-            prirep: prirep.to_string(),
-            state: state.to_string(),
-            docs: None,
-            store: None,
-            node: node.map(str::to_string),
-        }
     }
 
     /// Yellow and quiet: a replica that cannot be placed, its primary on

@@ -6,13 +6,11 @@ mod common;
 use chrono::{Duration as ChronoDuration, Utc};
 use common::FakeOps;
 use opsbot::audit::{AuditLog, AuditOutcome};
-use opsbot::bot::{BotHandler, HandlerSettings, Incoming, IncomingKind, Notice, Reply};
+use opsbot::bot::{BotHandler, Incoming, IncomingKind, Notice, Reply};
 use opsbot::cluster::{HealthStatus, ShardRow, Target, plan_order};
-use opsbot::command::{AccessPolicy, Role};
 use opsbot::roll::{Action, Next, Observation, RollSettings, RollState};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 
 const CHAT: i64 = -100;
@@ -32,19 +30,7 @@ fn fixture() -> Fixture {
     let dir = tempfile::tempdir().expect("tempdir");
     let ops = Arc::new(FakeOps::default());
     let (sender, notices) = unbounded_channel();
-    let settings = HandlerSettings {
-        policy: AccessPolicy {
-            chats: [CHAT].into_iter().collect(),
-            users: [(VIEWER, Role::Viewer), (OPERATOR, Role::Operator)]
-                .into_iter()
-                .collect(),
-        },
-        confirm_ttl: Duration::from_secs(60),
-        default_window: Duration::from_secs(3600),
-        slowlog_top: 5,
-        roll_settings: RollSettings::default(),
-        bot_username: Some("opsbot".into()),
-    };
+    let settings = common::handler_settings(CHAT, VIEWER, OPERATOR, Some("opsbot"));
     let audit_path = dir.path().join("audit.jsonl");
     let handler = BotHandler::new(ops.clone(), settings, AuditLog::new(&audit_path), sender);
     Fixture {

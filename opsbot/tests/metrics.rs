@@ -7,16 +7,14 @@ mod common;
 use chrono::Utc;
 use common::FakeOps;
 use opsbot::audit::AuditLog;
-use opsbot::bot::{BotHandler, HandlerSettings, Incoming, IncomingKind, Reply};
+use opsbot::bot::{BotHandler, Incoming, IncomingKind, Reply};
 use opsbot::cluster::Target;
-use opsbot::command::{AccessPolicy, Command, PlanRequest, PlanSetting, Role, SlowlogRequest};
+use opsbot::command::{Command, PlanRequest, PlanSetting, SlowlogRequest};
 use opsbot::execute::{ExecSettings, Executor};
 use opsbot::metrics::{OpsbotMetrics, encode};
-use opsbot::roll::RollSettings;
 use prometheus_client::registry::Registry;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc::unbounded_channel;
 use tokio_util::sync::CancellationToken;
@@ -115,19 +113,7 @@ async fn chat_commands_and_refused_users_are_counted() {
     let (registry, metrics) = registered();
     let ops = Arc::new(FakeOps::default());
     let (sender, _notices) = unbounded_channel();
-    let settings = HandlerSettings {
-        policy: AccessPolicy {
-            chats: [CHAT].into_iter().collect(),
-            users: [(VIEWER, Role::Viewer), (OPERATOR, Role::Operator)]
-                .into_iter()
-                .collect(),
-        },
-        confirm_ttl: Duration::from_secs(60),
-        default_window: Duration::from_secs(3600),
-        slowlog_top: 5,
-        roll_settings: RollSettings::default(),
-        bot_username: Some("opsbot".into()),
-    };
+    let settings = common::handler_settings(CHAT, VIEWER, OPERATOR, Some("opsbot"));
     let handler = BotHandler::new(
         ops.clone(),
         settings,

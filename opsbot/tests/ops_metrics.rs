@@ -8,12 +8,11 @@
 //! `opsbot_*` ones (esync cannot depend on opsbot). Pure: reads files, needs
 //! no services.
 
-use esync_testkit::promql::{Exporter, exported_series};
+use esync_testkit::promql::{Exporter, exported_series, panels};
 use opsbot::metrics::{CommandOutcome, OpsbotMetrics, RefusedReason, encode};
 use opsbot::roll::{RollSettings, RollState};
 use prometheus_client::registry::Registry;
 use serde_json::Value as Json;
-use serde_yaml::Value as Yaml;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
@@ -49,37 +48,19 @@ fn problems(place: &str, expr: &str, series: &BTreeMap<String, BTreeSet<String>>
 
 /// (name, expr) of every rule that names an `opsbot_*` series.
 fn opsbot_rules() -> Vec<(String, String)> {
-    let file: Yaml = serde_yaml::from_str(&read("ops/prometheus/esync.rules.yml")).expect("YAML");
-    let mut rules = Vec::new();
-    for group in file["groups"].as_sequence().expect("groups") {
-        for rule in group["rules"].as_sequence().expect("rules") {
-            let name = rule["alert"]
-                .as_str()
-                .or(rule["record"].as_str())
-                .expect("a name");
-            let expr = rule["expr"].as_str().expect("expr");
-            if expr.contains("opsbot_") {
-                rules.push((name.to_owned(), expr.to_owned()));
-            }
-        }
-    }
-    rules
+    esync_testkit::promql::rules(&read("ops/prometheus/esync.rules.yml"))
+        .into_iter()
+        .filter(|rule| rule.expr.contains("opsbot_"))
+        .map(|rule| (rule.name, rule.expr))
+        .collect()
 }
 
 /// (panel title, expr) of every dashboard target that names an `opsbot_*`
 /// series.
 fn opsbot_targets() -> Vec<(String, String)> {
     let dashboard: Json = serde_json::from_str(&read("ops/grafana/esync.json")).expect("JSON");
-    let mut panels: Vec<&Json> = dashboard["panels"]
-        .as_array()
-        .expect("panels")
-        .iter()
-        .collect();
     let mut targets = Vec::new();
-    while let Some(panel) = panels.pop() {
-        if let Some(inner) = panel["panels"].as_array() {
-            panels.extend(inner);
-        }
+    for panel in panels(&dashboard) {
         for target in panel["targets"].as_array().into_iter().flatten() {
             let expr = target["expr"].as_str().expect("expr");
             if expr.contains("opsbot_") {

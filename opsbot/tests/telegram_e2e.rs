@@ -12,10 +12,8 @@ use axum::http::header;
 use axum::routing::post;
 use common::FakeOps;
 use opsbot::audit::AuditLog;
-use opsbot::bot::{BotHandler, HandlerSettings};
-use opsbot::command::{AccessPolicy, Role};
+use opsbot::bot::BotHandler;
 use opsbot::config::Secret;
-use opsbot::roll::RollSettings;
 use opsbot::telegram::{ServeOptions, make_bot, serve};
 use serde_json::{Value, json};
 use std::collections::VecDeque;
@@ -153,19 +151,7 @@ async fn bot_answers_confirms_and_reports_over_the_bot_api() {
     let audit_path = dir.path().join("audit.jsonl");
     let ops = Arc::new(FakeOps::default());
     let (notices_sender, notices) = unbounded_channel();
-    let settings = HandlerSettings {
-        policy: AccessPolicy {
-            chats: [CHAT].into_iter().collect(),
-            users: [(VIEWER, Role::Viewer), (OPERATOR, Role::Operator)]
-                .into_iter()
-                .collect(),
-        },
-        confirm_ttl: Duration::from_secs(60),
-        default_window: Duration::from_secs(3600),
-        slowlog_top: 5,
-        roll_settings: RollSettings::default(),
-        bot_username: None,
-    };
+    let settings = common::handler_settings(CHAT, VIEWER, OPERATOR, None);
     let handler = BotHandler::new(
         ops.clone(),
         settings,

@@ -29,6 +29,25 @@ fn run_command(setup: &Setup, options: &[&str], location: &[String]) -> std::pro
     setup.command(&args)
 }
 
+/// A fresh run name and where its checkpoint is kept: the file beside the
+/// setup's config, or `checkpoint_table` in the database.
+fn run_location(setup: &Setup, checkpoint_table: Option<&str>) -> Vec<String> {
+    let mut location = vec!["--run-name".to_owned(), unique("run")];
+    match checkpoint_table {
+        Some(checkpoint_table) => location.extend([
+            "--checkpoint-store".to_owned(),
+            "db".to_owned(),
+            "--checkpoint-table".to_owned(),
+            checkpoint_table.to_owned(),
+        ]),
+        None => location.extend([
+            "--checkpoint".to_owned(),
+            setup.checkpoint().to_string_lossy().into_owned(),
+        ]),
+    }
+    location
+}
+
 /// Rows per second between two JSON progress (or summary) events.
 fn rate_between(earlier: &serde_json::Value, later: &serde_json::Value) -> f64 {
     let rows = later["rows"].as_f64().unwrap() - earlier["rows"].as_f64().unwrap();
@@ -207,19 +226,7 @@ async fn pause_holds_and_resume_finishes(db: Db, checkpoint_table: Option<String
     let index = Index::named(&es(), "rec_idx");
     index.create().await;
     let setup = Setup::new(RECOVER, &table, &index);
-    let mut location = vec!["--run-name".to_owned(), unique("run")];
-    match &checkpoint_table {
-        Some(checkpoint_table) => location.extend([
-            "--checkpoint-store".to_owned(),
-            "db".to_owned(),
-            "--checkpoint-table".to_owned(),
-            checkpoint_table.clone(),
-        ]),
-        None => location.extend([
-            "--checkpoint".to_owned(),
-            setup.checkpoint().to_string_lossy().into_owned(),
-        ]),
-    }
+    let location = run_location(&setup, checkpoint_table.as_deref());
     let options = [
         "--chunk-size",
         "200",
@@ -336,19 +343,7 @@ async fn a_pause_outlives_the_process_until_a_fresh_start(
     let index = Index::named(&es(), "rec_idx");
     index.create().await;
     let setup = Setup::new(RECOVER, &table, &index);
-    let mut location = vec!["--run-name".to_owned(), unique("run")];
-    match &checkpoint_table {
-        Some(checkpoint_table) => location.extend([
-            "--checkpoint-store".to_owned(),
-            "db".to_owned(),
-            "--checkpoint-table".to_owned(),
-            checkpoint_table.clone(),
-        ]),
-        None => location.extend([
-            "--checkpoint".to_owned(),
-            setup.checkpoint().to_string_lossy().into_owned(),
-        ]),
-    }
+    let location = run_location(&setup, checkpoint_table.as_deref());
     let options = [
         "--chunk-size",
         "100",

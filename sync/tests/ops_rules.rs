@@ -14,10 +14,9 @@ use esync::metrics::{
 };
 use esync::publish::metrics::PublishMetrics;
 use esync::recover::metrics::{RecoverMetrics, RunLabel};
-use esync_testkit::promql::{Exporter, exported_series, references};
+use esync_testkit::promql::{Exporter, Rule, exported_series, panels, references};
 use prometheus_client::registry::Registry;
 use serde_json::Value as Json;
-use serde_yaml::Value as Yaml;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
@@ -148,38 +147,12 @@ fn problems(place: &str, expr: &str, series: &BTreeMap<String, BTreeSet<String>>
     esync_testkit::promql::problems(place, expr, exporter)
 }
 
-/// (alert name, expr, runbook annotation) of every rule.
-fn rules() -> Vec<(String, String, Option<String>)> {
-    let file: Yaml = serde_yaml::from_str(&read("ops/prometheus/esync.rules.yml")).expect("YAML");
-    let mut rules = Vec::new();
-    for group in file["groups"].as_sequence().expect("groups") {
-        for rule in group["rules"].as_sequence().expect("rules") {
-            let name = rule["alert"]
-                .as_str()
-                .or(rule["record"].as_str())
-                .expect("alert or record name");
-            let expr = rule["expr"].as_str().expect("expr");
-            let runbook = rule["annotations"]["runbook"].as_str().map(str::to_owned);
-            rules.push((name.to_owned(), expr.to_owned(), runbook));
-        }
-    }
-    rules
+fn rules() -> Vec<Rule> {
+    esync_testkit::promql::rules(&read("ops/prometheus/esync.rules.yml"))
 }
 
 fn dashboard() -> Json {
     serde_json::from_str(&read("ops/grafana/esync.json")).expect("the dashboard is JSON")
-}
-
-/// Every panel, those inside rows included.
-fn panels(dashboard: &Json) -> Vec<&Json> {
-    let mut all = Vec::new();
-    for panel in dashboard["panels"].as_array().expect("panels") {
-        all.push(panel);
-        if let Some(inner) = panel["panels"].as_array() {
-            all.extend(inner);
-        }
-    }
-    all
 }
 
 #[test]
@@ -188,8 +161,8 @@ fn alerting_rules_use_only_exported_metrics_and_labels() {
     let rules = rules();
     assert!(rules.len() >= 10, "rules: {}", rules.len());
     let mut problems_found = Vec::new();
-    for (name, expr, _) in &rules {
-        problems_found.extend(problems(name, expr, &exported));
+    for rule in &rules {
+        problems_found.extend(problems(&rule.name, &rule.expr, &exported));
     }
     assert!(problems_found.is_empty(), "{problems_found:#?}");
 }
@@ -201,7 +174,7 @@ fn every_alert_has_its_section_in_operating_md() {
         .lines()
         .filter_map(|line| line.strip_prefix("### "))
         .collect();
-    for (name, _, runbook) in rules() {
+    for Rule { name, runbook, .. } in rules() {
         assert!(
             headings.contains(name.as_str()),
             "ops/OPERATING.md has no `### {name}` section"

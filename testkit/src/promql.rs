@@ -4,6 +4,7 @@
 //! (`opsbot_*`): a renamed metric or label fails a test rather than leaving
 //! an alert that never fires.
 
+use serde_json::Value as Json;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Labels Prometheus adds to every scraped series.
@@ -206,6 +207,50 @@ pub fn problems(place: &str, expr: &str, exporter: Exporter<'_>) -> Vec<String> 
         }
     }
     problems
+}
+
+/// An alerting or recording rule of a Prometheus rules file.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    /// The alert's or the recorded series' name.
+    pub name: String,
+    pub expr: String,
+    /// The `runbook` annotation, if any.
+    pub runbook: Option<String>,
+}
+
+/// Every rule of a rules file, from its text.
+pub fn rules(text: &str) -> Vec<Rule> {
+    let file: serde_yaml::Value = serde_yaml::from_str(text).expect("the rules file is YAML");
+    let mut rules = Vec::new();
+    for group in file["groups"].as_sequence().expect("groups") {
+        for rule in group["rules"].as_sequence().expect("rules") {
+            let name = rule["alert"]
+                .as_str()
+                .or(rule["record"].as_str())
+                .expect("alert or record name");
+            rules.push(Rule {
+                name: name.to_owned(),
+                expr: rule["expr"].as_str().expect("expr").to_owned(),
+                runbook: rule["annotations"]["runbook"].as_str().map(str::to_owned),
+            });
+        }
+    }
+    rules
+}
+
+/// Every panel of a Grafana dashboard, those inside rows included, in order.
+pub fn panels(dashboard: &Json) -> Vec<&Json> {
+    let mut all = Vec::new();
+    let top = dashboard["panels"].as_array().expect("panels");
+    let mut pending: Vec<&Json> = top.iter().rev().collect();
+    while let Some(panel) = pending.pop() {
+        all.push(panel);
+        if let Some(inner) = panel["panels"].as_array() {
+            pending.extend(inner.iter().rev());
+        }
+    }
+    all
 }
 
 #[cfg(test)]

@@ -5,10 +5,12 @@
 //! lines are the ones opsbot really posts.
 
 use chrono::Utc;
+use opsbot::bot::HandlerSettings;
 use opsbot::cluster::{
     AllocationSetting, ClusterHealth, ClusterNode, HealthStatus, PlannedNode, ShardRow, Target,
     plan_order,
 };
+use opsbot::command::{AccessPolicy, Role};
 use opsbot::driver::ProgressSink;
 use opsbot::es::EsError;
 use opsbot::ops::{Operations, OpsError};
@@ -85,6 +87,29 @@ fn simulate_roll(
         }
     }
     panic!("simulated roll did not finish");
+}
+
+/// The bot's settings in the tests: `chat` is allowed, `viewer` and
+/// `operator` have those roles, the rest are the defaults.
+pub fn handler_settings(
+    chat: i64,
+    viewer: u64,
+    operator: u64,
+    bot_username: Option<&str>,
+) -> HandlerSettings {
+    HandlerSettings {
+        policy: AccessPolicy {
+            chats: [chat].into_iter().collect(),
+            users: [(viewer, Role::Viewer), (operator, Role::Operator)]
+                .into_iter()
+                .collect(),
+        },
+        confirm_ttl: std::time::Duration::from_secs(60),
+        default_window: std::time::Duration::from_secs(3600),
+        slowlog_top: 5,
+        roll_settings: RollSettings::default(),
+        bot_username: bot_username.map(str::to_owned),
+    }
 }
 
 pub fn nodes() -> Vec<ClusterNode> {
