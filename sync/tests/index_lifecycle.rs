@@ -197,6 +197,25 @@ impl Scenario {
         )
     }
 
+    /// `esync index <command> --mapping orders` (rebuild or rollback), which
+    /// must end swapping the alias to `-v<version>`.
+    fn swap_with(&self, command: &str, version: u32) {
+        let args = [
+            "index",
+            command,
+            "--mapping",
+            "orders",
+            "--progress",
+            "none",
+        ];
+        let output = self.esync(&args);
+        let swapped = format!(
+            "swapped: the alias now points at {}-v{version}",
+            self.alias()
+        );
+        assert!(output.contains(&swapped), "{output}");
+    }
+
     /// `esync <args>`, which must succeed: its output.
     fn esync(&self, args: &[&str]) -> String {
         let (ok, output) = self.try_esync(args);
@@ -497,36 +516,14 @@ async fn rollback_check_status_and_prune(db: Db) {
         assert!(check.contains(&expected), "{check}");
     }
 
-    let rebuilt = scenario.esync(&[
-        "index",
-        "rebuild",
-        "--mapping",
-        "orders",
-        "--progress",
-        "none",
-    ]);
-    assert!(
-        rebuilt.contains(&format!("swapped: the alias now points at {alias}-v2")),
-        "{rebuilt}"
-    );
+    scenario.swap_with("rebuild", 2);
     // changes after the swap reach v2 only
     scenario.change(1..=100, "after-swap").await;
     scenario.streams.table.hard_delete(200).await;
     scenario.streams.topic.send_ids(&[200]).await;
     scenario.wait_synced(&all).await;
 
-    let rolled_back = scenario.esync(&[
-        "index",
-        "rollback",
-        "--mapping",
-        "orders",
-        "--progress",
-        "none",
-    ]);
-    assert!(
-        rolled_back.contains(&format!("swapped: the alias now points at {alias}-v1")),
-        "{rolled_back}"
-    );
+    scenario.swap_with("rollback", 1);
     assert_eq!(alias_targets(&alias).await, vec![format!("{alias}-v1")]);
     // nothing was streamed since: equality is the rollback's repair
     scenario
@@ -745,18 +742,7 @@ async fn a_concrete_index_moves_behind_the_alias(db: Db) {
     );
     let stop = CancellationToken::new();
     let searcher = tokio::spawn(keep_searching(alias.clone(), stop.clone()));
-    let moved = scenario.esync(&[
-        "index",
-        "rebuild",
-        "--mapping",
-        "orders",
-        "--progress",
-        "none",
-    ]);
-    assert!(
-        moved.contains(&format!("swapped: the alias now points at {alias}-v1")),
-        "{moved}"
-    );
+    scenario.swap_with("rebuild", 1);
     scenario.change(1..=50, "behind-the-alias").await;
     scenario.wait_synced(&all).await;
     stop.cancel();
