@@ -118,15 +118,7 @@ fn without_roll_id(text: &str, state_path: &Path) -> String {
 #[tokio::test]
 #[ignore = "needs scripts/services.sh"]
 async fn a_roll_on_a_yellow_cluster_says_what_it_waits_for() {
-    let server = esync_testkit::process::PrivateEs::start().await;
-    let api = esync_testkit::es::EsApi::new(&server.url(), std::time::Duration::from_secs(30));
-    api.request_ok(
-        esync_testkit::es::Method::Put,
-        "/orders",
-        Some(&serde_json::json!({"settings": {"number_of_shards": 2, "number_of_replicas": 1}})),
-    )
-    .await
-    .expect("create index");
+    let server = esync_testkit::process::PrivateEs::start_yellow().await;
     let directory = tempfile::tempdir().expect("temp dir");
     std::fs::write(
         directory.path().join("opsbot.yaml"),

@@ -531,15 +531,7 @@ fn reqwest_like_post(server: &Server, path: &str, body: &str) -> String {
 #[tokio::test]
 #[ignore = "needs scripts/services.sh"]
 async fn settled_yellow_never_stops_the_node_holding_the_only_started_copy() {
-    let server = esync_testkit::process::PrivateEs::start().await;
-    let api = esync_testkit::es::EsApi::new(&server.url(), Duration::from_secs(30));
-    api.request_ok(
-        esync_testkit::es::Method::Put,
-        "/orders",
-        Some(&serde_json::json!({"settings": {"number_of_shards": 2, "number_of_replicas": 1}})),
-    )
-    .await
-    .expect("create index");
+    let server = esync_testkit::process::PrivateEs::start_yellow().await;
     let state_dir = tempfile::tempdir().expect("tempdir");
     let calls = state_dir.path().join("calls.log");
     let yaml = format!(
