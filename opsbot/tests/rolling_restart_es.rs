@@ -7,8 +7,8 @@ use opsbot::cluster::Target;
 use opsbot::config::{Config, Secrets};
 use opsbot::es::EsClient;
 use opsbot::metrics::{OpsbotMetrics, encode};
-use opsbot::ops::{Engine, Operations};
-use opsbot::roll::{RollStatus, Step};
+use opsbot::ops::{ClaimedRoll, Engine, Operations};
+use opsbot::roll::{RollState, RollStatus, Step};
 use opsbot::slowlog::digest::{DigestFilter, GroupBy};
 use prometheus_client::registry::Registry;
 use std::path::{Path, PathBuf};
@@ -152,6 +152,27 @@ audit:
     config
 }
 
+/// Drives a claimed roll to its end within `timeout`: the final state and
+/// the progress lines it printed.
+async fn drive(
+    engine: &Engine,
+    claimed: ClaimedRoll,
+    timeout: Duration,
+) -> (RollState, Vec<String>) {
+    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+    let sink_lines = lines.clone();
+    let progress = move |line: &str| sink_lines.lock().expect("lock").push(line.to_string());
+    let finished = tokio::time::timeout(
+        timeout,
+        engine.run_roll(claimed, &progress, &CancellationToken::new()),
+    )
+    .await
+    .expect("roll ends in time")
+    .expect("roll runs");
+    let lines = lines.lock().expect("lock").clone();
+    (finished, lines)
+}
+
 async fn es_for(server: &Server) -> EsClient {
     let config =
         Config::from_yaml(&format!("cluster:\n  url: {}\n", server.url())).expect("config");
@@ -191,16 +212,7 @@ async fn rolling_restart_restarts_the_node_and_restores_allocation() {
         .expect("roll");
     let pid_before = std::fs::read_to_string(server.pid_file()).expect("pid");
     let roll_started = Instant::now();
-    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
-    let sink_lines = lines.clone();
-    let progress = move |line: &str| sink_lines.lock().expect("lock").push(line.to_string());
-    let finished = tokio::time::timeout(
-        Duration::from_secs(120),
-        engine.run_roll(claimed, &progress, &CancellationToken::new()),
-    )
-    .await
-    .expect("roll finishes in time")
-    .expect("roll runs");
+    let (finished, lines) = drive(&engine, claimed, Duration::from_secs(120)).await;
     assert_eq!(finished.status, RollStatus::Done, "{}", finished.summary());
     assert_eq!(finished.completed, std::slice::from_ref(&node_name));
 
@@ -225,7 +237,6 @@ async fn rolling_restart_restarts_the_node_and_restores_allocation() {
         Some("all")
     );
 
-    let lines = lines.lock().expect("lock").clone();
     assert!(
         lines.iter().any(|l| l.starts_with("restarting node")),
         "{lines:?}"
@@ -568,16 +579,7 @@ audit:
         .new_roll(&Target::All, true, false)
         .await
         .expect("roll");
-    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
-    let sink_lines = lines.clone();
-    let progress = move |line: &str| sink_lines.lock().expect("lock").push(line.to_string());
-    let finished = tokio::time::timeout(
-        Duration::from_secs(60),
-        engine.run_roll(claimed, &progress, &CancellationToken::new()),
-    )
-    .await
-    .expect("roll ends in time")
-    .expect("roll runs");
+    let (finished, lines) = drive(&engine, claimed, Duration::from_secs(60)).await;
 
     assert_eq!(
         finished.status,
@@ -595,7 +597,6 @@ audit:
         allocation_before,
         "allocation untouched"
     );
-    let lines = lines.lock().expect("lock").clone();
     assert_eq!(
         lines[..2],
         [
