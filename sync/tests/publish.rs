@@ -312,6 +312,17 @@ async fn saved_checkpoint(
 static OUTBOX_INSTALL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Installs `sync/sql/<db>/outbox.sql` and the triggers for `table`.
+/// Drops `table` and its rows left in the shared outbox.
+async fn drop_outbox_table(table: &OrdersTable) {
+    table
+        .execute(&format!(
+            "DELETE FROM esync_outbox WHERE table_name = '{}'",
+            table.name
+        ))
+        .await;
+    table.drop_table().await;
+}
+
 async fn install_outbox(table: &OrdersTable) {
     let sql_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sql");
     let (setup, triggers) = match table.db {
@@ -450,13 +461,7 @@ async fn outbox_relays_every_change_once(db: Db, after_relay: &str) {
             relay.log_tail(20)
         );
     }
-    table
-        .execute(&format!(
-            "DELETE FROM esync_outbox WHERE table_name = '{}'",
-            table.name
-        ))
-        .await;
-    table.drop_table().await;
+    drop_outbox_table(&table).await;
 }
 
 /// A relay whose produce fails (no broker) rolls its transaction back: the
@@ -549,13 +554,7 @@ publish: {{outbox: {{after_relay: {after_relay}, batch_size: 3}}}}
         received,
         (1..=5).map(|id| (id, 1)).collect::<BTreeMap<_, _>>()
     );
-    table
-        .execute(&format!(
-            "DELETE FROM esync_outbox WHERE table_name = '{}'",
-            table.name
-        ))
-        .await;
-    table.drop_table().await;
+    drop_outbox_table(&table).await;
 }
 
 /// SIGKILL of the relay while writers keep changing rows, twice, loses no
@@ -646,13 +645,7 @@ async fn outbox_relay_killed_mid_stream_misses_nothing(db: Db) {
         "SIGTERM must exit 0, got {status}\n{}",
         relay.log_tail(20)
     );
-    table
-        .execute(&format!(
-            "DELETE FROM esync_outbox WHERE table_name = '{}'",
-            table.name
-        ))
-        .await;
-    table.drop_table().await;
+    drop_outbox_table(&table).await;
 }
 
 /// The relay keeps one connection for all its batches; when the database
@@ -732,13 +725,7 @@ publish: {{outbox: {{batch_size: 100}}}}
         "every row once: the failed batch removed nothing"
     );
     drop(relay);
-    table
-        .execute(&format!(
-            "DELETE FROM esync_outbox WHERE table_name = '{}'",
-            table.name
-        ))
-        .await;
-    table.drop_table().await;
+    drop_outbox_table(&table).await;
     login.drop_login().await;
 }
 
