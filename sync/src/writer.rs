@@ -1161,6 +1161,63 @@ fn encode_chunks(
 mod tests {
     use super::*;
 
+    /// A writer whose every re-read fails (its table does not exist); no
+    /// request ever reaches the Elasticsearch URL.
+    async fn failing_writer() -> Writer {
+        let yaml = r#"source: {url: "sqlite::memory:"}
+kafka: {brokers: "127.0.0.1:9"}
+elasticsearch: {urls: ["http://127.0.0.1:9"]}
+mappings:
+  - name: orders
+    topics: [orders]
+    table: missing
+    columns: [id, version]
+    index: orders
+    version: {column: version, kind: counter}
+"#;
+        let loaded = crate::config::LoadedConfig::from_yaml(yaml, &|_| None).expect("config");
+        let config = &loaded.config;
+        let database = Database::connect(&loaded.secrets.database_url, 1, Duration::from_secs(5))
+            .await
+            .expect("sqlite");
+        let es = EsClient::new(&config.elasticsearch, &loaded.secrets).expect("client");
+        let mappings = Arc::new(Mapping::all_from_config(config, database.dialect()));
+        Writer::new(
+            database,
+            es,
+            mappings,
+            config.retry,
+            &config.elasticsearch,
+            Metrics::unregistered(),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_retry_cut_short_keeps_the_dual_writes_it_did_not_attempt() {
+        let writer = failing_writer().await;
+        writer.defer_dual_writes(
+            [1, 2]
+                .map(|id| DualRetry {
+                    mapping: 0,
+                    index: Arc::from("orders-v2"),
+                    id: Id::Int(id),
+                    delete_floor: 0,
+                })
+                .into(),
+        );
+        assert_eq!(writer.dual_writes_pending(), 2);
+        let stopped = CancellationToken::new();
+        stopped.cancel();
+        assert!(writer.retry_dual_writes(&stopped).await.is_err());
+        assert_eq!(writer.dual_writes_pending(), 2, "still waiting");
+        assert_eq!(
+            writer
+                .drain_dual_writes(Duration::from_secs(60), &stopped)
+                .await,
+            2
+        );
+    }
+
     #[test]
     fn splits_bulk_bodies_by_size() {
         let action = |n: i64| PendingWrite {
