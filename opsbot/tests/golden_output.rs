@@ -118,7 +118,7 @@ fn without_roll_id(text: &str, state_path: &Path) -> String {
 #[tokio::test]
 #[ignore = "needs scripts/services.sh"]
 async fn a_roll_on_a_yellow_cluster_says_what_it_waits_for() {
-    let server = esync_testkit::process::PrivateEs::start_yellow().await;
+    let server = esync_testkit::es::private_yellow_server().await;
     let directory = tempfile::tempdir().expect("temp dir");
     std::fs::write(
         directory.path().join("opsbot.yaml"),

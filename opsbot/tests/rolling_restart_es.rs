@@ -542,7 +542,7 @@ fn reqwest_like_post(server: &Server, path: &str, body: &str) -> String {
 #[tokio::test]
 #[ignore = "needs scripts/services.sh"]
 async fn settled_yellow_never_stops_the_node_holding_the_only_started_copy() {
-    let server = esync_testkit::process::PrivateEs::start_yellow().await;
+    let server = esync_testkit::es::private_yellow_server().await;
     let state_dir = tempfile::tempdir().expect("tempdir");
     let calls = state_dir.path().join("calls.log");
     let yaml = format!(

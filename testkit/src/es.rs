@@ -283,3 +283,22 @@ impl Index {
             .await;
     }
 }
+
+/// A private Elasticsearch API server holding the index `orders` (2 shards,
+/// 1 replica) whose replicas its one node cannot place: yellow, with nothing
+/// initializing or relocating, and the node holds the only started copy of
+/// every shard.
+pub async fn private_yellow_server() -> crate::process::PrivateEs {
+    let server = crate::process::PrivateEs::start().await;
+    EsApi::new(&server.url(), Duration::from_secs(30))
+        .request_ok(
+            Method::Put,
+            "/orders",
+            Some(
+                &serde_json::json!({"settings": {"number_of_shards": 2, "number_of_replicas": 1}}),
+            ),
+        )
+        .await
+        .expect("create index orders");
+    server
+}

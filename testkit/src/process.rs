@@ -208,23 +208,6 @@ impl PrivateNoida {
         PrivateNoida::start_service("elasticsearch").await
     }
 
-    /// An Elasticsearch API server holding the index `orders` (2 shards, 1
-    /// replica) whose replicas its one node cannot place: yellow, with
-    /// nothing initializing or relocating, and the node holds the only
-    /// started copy of every shard.
-    pub async fn start_yellow() -> PrivateNoida {
-        let server = PrivateNoida::start().await;
-        crate::es::EsApi::new(&server.url(), Duration::from_secs(30))
-            .request_ok(
-                crate::es::Method::Put,
-                "/orders",
-                Some(&serde_json::json!({"settings": {"number_of_shards": 2, "number_of_replicas": 1}})),
-            )
-            .await
-            .expect("create index orders");
-        server
-    }
-
     /// A Kafka broker on a free port (`brokers()` is its address).
     pub async fn start_kafka() -> PrivateNoida {
         PrivateNoida::start_service("kafka").await
